@@ -1,0 +1,61 @@
+"""hmdiff_ros: real-time 3D human mesh recovery (HMDiff) for ROS 2.
+
+The same file serves pip (``pip install -e .``) and colcon/ament_python: the
+``data_files`` below register the package in the ament index and install
+launch files and the package manifest.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "hmdiff_ros"
+
+# PyTorch: 2.13.0 is the newest release we test. The bound also keeps pip from
+# replacing a platform build that is already installed (JetPack wheels, CPU builds).
+TORCH = "torch>=2.1,<=2.13.0"
+# mediapipe 0.10.14 is the last release that ships the BlazePose models inside its
+# wheel (nothing is downloaded at run time); it needs protobuf<5, hence onnx<1.20.
+MEDIAPIPE = ["mediapipe==0.10.14", "protobuf>=4.25.3,<5"]
+ONNX = ["onnx>=1.16,<1.20", "onnxruntime>=1.17"]
+# Anny builds training data and the topology asset; inference never needs it.
+ANNY = ["anny==0.6.2", "trimesh>=4", "rtree>=1", "fast-simplification>=0.1.7", "scipy>=1.8"]
+
+EXTRAS = {
+    "anny": ANNY,
+    "smpl": ["smplx>=0.1.28"],
+    "onnx": ONNX,
+    "bag": ["rosbags>=0.10,<0.12"],
+    "train": ANNY + ["matplotlib>=3.6"],
+    "tensorrt": ["tensorrt>=10,<11", "pycuda>=2024.1"],
+    "test": ANNY + ONNX + ["smplx>=0.1.28", "rosbags>=0.10,<0.12", "pytest>=7", "ruff>=0.4"],
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="HMDiff human mesh recovery for ROS 2: pose prior, few-step diffusion with DAT, "
+    "ONNX Runtime / TensorRT runtimes, rclpy node and rosbag2 tools.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={f"{PACKAGE}.body": ["assets/*.npz", "assets/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+    ],
+    install_requires=[
+        "numpy>=1.23",
+        TORCH,
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "pyyaml>=5.4",
+        *MEDIAPIPE,
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["hmdiff = hmdiff_ros.cli:main"]},
+    zip_safe=False,
+)

@@ -1,0 +1,56 @@
+"""Linters as tests, and the promise that the package runs on the Pythons ROS 2 uses."""
+import ast
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SOURCES = sorted(p for d in ("hmdiff_ros", "tests", "launch") for p in (ROOT / d).rglob("*.py")) + [ROOT / "setup.py"]
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install 'hmdiff_ros[test]')")
+    result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_core_never_imports_ros():
+    ros_modules = {"rclpy", "rclpy_lifecycle", "sensor_msgs", "visualization_msgs", "cv_bridge", "tf2_ros"}
+    for path in (ROOT / "hmdiff_ros").rglob("*.py"):
+        if "ros" in path.relative_to(ROOT / "hmdiff_ros").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {n.split(".")[0] for n in names} & ros_modules, f"{path} imports ROS"
+
+
+def _find_python(version):
+    """A working interpreter of that version: on PATH, or under pyenv (whose shims may refuse)."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(pathlib.Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+    for exe in filter(None, candidates):
+        if subprocess.run([str(exe), "-c", "pass"], capture_output=True).returncode == 0:
+            return str(exe)
+    return None
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12"])
+def test_sources_compile_on_ros_pythons(version):
+    """Humble runs Python 3.10, Jazzy 3.12: no syntax from newer or removed versions."""
+    exe = _find_python(version)
+    if exe is None:
+        pytest.skip(f"no python{version} interpreter found")
+    code = "import sys, ast; [ast.parse(open(p).read(), p) for p in sys.argv[1:]]"
+    result = subprocess.run([exe, "-c", code, *map(str, SOURCES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_this_python_is_supported():
+    assert sys.version_info >= (3, 10)
