@@ -26,6 +26,7 @@ ANNY_TO_CANONICAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]
 
 # Crown of the head: rest-pose vertices within this distance of the highest point.
 HEAD_TOP_BAND_M = 0.008
+REGRESSOR_MIN_WEIGHT = 1e-4
 
 
 def _import_anny():
@@ -73,7 +74,11 @@ class AnnyBody(BodyModel):
         rest = self.anny.template_vertices.double()  # (V, 3), Anny frame: z is up
         crown = rest[:, 2] > rest[:, 2].max() - HEAD_TOP_BAND_M
         rows["head_top"] = crown.double() / crown.sum()
-        return torch.stack([rows[name] for name in JOINT_NAMES])  # (25, V)
+        regressor = torch.stack([rows[name] for name in JOINT_NAMES])  # (25, V)
+        # Anny's regressors spread tiny weights over thousands of vertices; dropping those
+        # below REGRESSOR_MIN_WEIGHT (< 0.6% of any row's mass) leaves ~1,150 vertices to pose.
+        regressor = torch.where(regressor.abs() < REGRESSOR_MIN_WEIGHT, 0.0, regressor)
+        return regressor / regressor.sum(1, keepdim=True)
 
     def param_shapes(self) -> Dict[str, Tuple[int | None, ...]]:
         return {

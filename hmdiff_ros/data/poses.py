@@ -1,0 +1,241 @@
+"""Plausible human poses for Anny: per-joint limits plus activity families robots meet.
+
+A pose is axis-angle per Anny bone, ``(B, 103, 3)`` radians, in canonical axes (x to the
+subject's left, y up, z forward), each a rotation at the bone's head relative to its parent
+(see :class:`~hmdiff_ros.body.anny_body.AnnyBody`). Signs, for the left side (the right
+side mirrors: y and z negate): hip flexion (leg forward) is -x, knee flexion +x, shoulder
+flexion (arm forward) -x, shoulder abduction (arm up sideways) +z, spine flexion (bend
+forward) +x, turning (twist) y. The elbow flexes about an axis perpendicular to the rest
+forearm, taken from the rest skeleton.
+
+Each family gives uniform ranges per bone for the "lead" side (reaching arm, front leg;
+left or right at random) and the other side; small noise is added everywhere, then every
+bone is clipped to its joint limits. Fingers curl a little; toes stay fixed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+Range = Tuple[float, float]
+Spec = Dict[str, Tuple[Range, Range, Range]]  # bone base name -> (x, y, z) ranges, degrees
+
+# Joint limits, degrees, (x, y, z) ranges for the left side in canonical axes.
+LIMITS_DEG: Spec = {
+    "spine": ((-12, 25), (-15, 15), (-12, 12)),  # each of the five spine bones
+    "neck": ((-25, 30), (-25, 25), (-15, 15)),  # each of the three neck bones
+    "head": ((-35, 35), (-45, 45), (-25, 25)),
+    "clavicle": ((-12, 12), (-15, 15), (-10, 25)),
+    "shoulder01": ((-15, 15), (-15, 15), (-15, 25)),
+    "upperarm01": ((-165, 55), (-70, 70), (-60, 130)),
+    "upperarm02": ((-3, 3), (-50, 50), (-3, 3)),
+    "lowerarm01": ((-8, 8), (-8, 8), (-8, 8)),  # plus flexion about the elbow axis, see ELBOW_FLEX_DEG
+    "lowerarm02": ((-3, 3), (-70, 70), (-3, 3)),
+    "wrist": ((-45, 45), (-20, 20), (-30, 30)),
+    "pelvis": ((-4, 4), (-4, 4), (-4, 4)),
+    "upperleg01": ((-130, 30), (-35, 35), (-25, 50)),
+    "upperleg02": ((-3, 3), (-20, 20), (-3, 3)),
+    "lowerleg01": ((0, 145), (-5, 5), (-4, 4)),
+    "lowerleg02": ((-2, 2), (-10, 10), (-2, 2)),
+    "foot": ((-40, 30), (-15, 15), (-15, 15)),
+    "finger": ((-20, 20), (-10, 10), (-20, 20)),
+    "metacarpal": ((-3, 3), (-3, 3), (-3, 3)),
+    "toe": ((0, 0), (0, 0), (0, 0)),
+    "eye": ((0, 0), (0, 0), (0, 0)),
+}
+ELBOW_FLEX_DEG: Range = (0.0, 145.0)
+
+_Z: Range = (0.0, 0.0)
+
+
+def _r(x: Range = _Z, y: Range = _Z, z: Range = _Z) -> Tuple[Range, Range, Range]:
+    return (x, y, z)
+
+
+@dataclass(frozen=True)
+class Family:
+    """An activity: ranges for the lead side, the other side and the midline, in degrees."""
+
+    lead: Spec = field(default_factory=dict)
+    other: Spec = field(default_factory=dict)
+    mid: Spec = field(default_factory=dict)  # spine, neck, head (per bone)
+    lead_elbow: Range = (5.0, 30.0)
+    other_elbow: Range = (5.0, 30.0)
+    tilt: Tuple[Range, Range] | None = None  # global pitch about x / roll about z (lying)
+
+
+_ARMS_DOWN = _r((-20, 15), (-15, 15), (-50, -25))  # from Anny's A-pose to hanging arms
+_LEG_STAND = _r((-8, 6), (-8, 8), (-3, 8))
+FAMILIES: Dict[str, Family] = {
+    "standing": Family(
+        lead={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND, "lowerleg01": _r((0, 10))},
+        other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND, "lowerleg01": _r((0, 10))},
+        mid={"spine": _r((-3, 4), (-3, 3), (-2, 2)), "head": _r((-15, 15), (-30, 30), (-8, 8))},
+    ),
+    "walking": Family(
+        lead={"upperarm01": _r((5, 30), (-10, 10), (-45, -30)), "upperleg01": _r((-40, -12), (-5, 5), (0, 6)),
+              "lowerleg01": _r((5, 40)), "foot": _r((-15, 10))},
+        other={"upperarm01": _r((-35, -5), (-10, 10), (-45, -30)), "upperleg01": _r((5, 25), (-5, 5), (0, 6)),
+              "lowerleg01": _r((10, 65)), "foot": _r((-5, 25))},
+        mid={"spine": _r((-1, 3), (-4, 4), (-1, 1))},
+        lead_elbow=(10, 45), other_elbow=(10, 45),
+    ),  # fmt: skip
+    "reaching": Family(
+        lead={"upperarm01": _r((-125, -40), (-30, 30), (-25, 45)), "upperleg01": _LEG_STAND},
+        other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND},
+        mid={"spine": _r((0, 10), (-8, 8), (-5, 5)), "head": _r((-10, 25), (-30, 30))},
+        lead_elbow=(0, 40), other_elbow=(5, 40),
+    ),
+    "pointing": Family(
+        lead={"upperarm01": _r((-100, -60), (-20, 20), (-30, 35)), "upperleg01": _LEG_STAND},
+        other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND},
+        mid={"head": _r((-10, 15), (-35, 35))},
+        lead_elbow=(0, 15), other_elbow=(5, 40),
+    ),
+    "sitting": Family(
+        lead={"upperarm01": _r((-35, -5), (-15, 15), (-45, -25)), "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
+              "lowerleg01": _r((65, 110)), "foot": _r((-10, 15))},
+        other={"upperarm01": _r((-35, -5), (-15, 15), (-45, -25)), "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
+               "lowerleg01": _r((65, 110)), "foot": _r((-10, 15))},
+        mid={"spine": _r((-4, 8), (-4, 4), (-3, 3)), "head": _r((-10, 20), (-30, 30))},
+        lead_elbow=(20, 90), other_elbow=(20, 90),
+    ),  # fmt: skip
+    "crouching": Family(
+        lead={"upperarm01": _r((-70, -20), (-15, 15), (-40, -10)), "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
+              "lowerleg01": _r((110, 142)), "foot": _r((-35, -10))},
+        other={"upperarm01": _r((-70, -20), (-15, 15), (-40, -10)), "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
+               "lowerleg01": _r((110, 142)), "foot": _r((-35, -10))},
+        mid={"spine": _r((5, 15), (-3, 3), (-3, 3)), "head": _r((-20, 10))},
+        lead_elbow=(20, 100), other_elbow=(20, 100),
+    ),  # fmt: skip
+    "bending": Family(
+        lead={"upperarm01": _r((-80, -30), (-15, 15), (-40, -20)), "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
+              "lowerleg01": _r((0, 30))},
+        other={"upperarm01": _r((-80, -30), (-15, 15), (-40, -20)), "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
+               "lowerleg01": _r((0, 30))},
+        mid={"spine": _r((10, 22), (-4, 4), (-3, 3)), "head": _r((-25, 10))},
+        lead_elbow=(0, 40), other_elbow=(0, 40),
+    ),  # fmt: skip
+    "arms_raised": Family(
+        lead={"upperarm01": _r((-40, 10), (-20, 20), (60, 115)), "upperleg01": _LEG_STAND},
+        other={"upperarm01": _r((-40, 10), (-20, 20), (40, 115)), "upperleg01": _LEG_STAND},
+        mid={"spine": _r((-6, 2)), "head": _r((-25, 5), (-20, 20))},
+        lead_elbow=(0, 60), other_elbow=(0, 80),
+    ),
+    "turning": Family(
+        lead={"upperarm01": _ARMS_DOWN, "upperleg01": _r((-20, 5), (-25, 25), (0, 12)), "lowerleg01": _r((0, 30))},
+        other={"upperarm01": _ARMS_DOWN, "upperleg01": _r((-5, 10), (-25, 25), (0, 12)), "lowerleg01": _r((0, 15))},
+        mid={"spine": _r((-2, 4), (6, 14), (-2, 2)), "head": _r((-10, 10), (-40, 40))},
+        lead_elbow=(5, 60), other_elbow=(5, 60),
+    ),
+    "lying": Family(
+        lead={"upperarm01": _r((-90, 20), (-30, 30), (-45, 60)), "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
+              "lowerleg01": _r((0, 90))},
+        other={"upperarm01": _r((-90, 20), (-30, 30), (-45, 60)), "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
+               "lowerleg01": _r((0, 90))},
+        mid={"spine": _r((-5, 10), (-5, 5), (-5, 5)), "head": _r((-20, 30), (-40, 40))},
+        lead_elbow=(0, 100), other_elbow=(0, 100),
+        tilt=((40, 95), (-20, 20)),
+    ),  # fmt: skip
+}
+FAMILY_NAMES: Tuple[str, ...] = tuple(FAMILIES)
+DEFAULT_FAMILY_WEIGHTS: Tuple[float, ...] = (0.18, 0.15, 0.1, 0.08, 0.12, 0.08, 0.08, 0.08, 0.07, 0.06)
+NOISE_DEG = 4.0  # Gaussian noise added to every bone before clipping
+
+
+def _base(label: str) -> Tuple[str, str]:
+    """'upperarm01.L' -> ('upperarm01', 'L'); 'spine03' -> ('spine', ''); 'finger2-3.R' -> ('finger', 'R')."""
+    name, _, side = label.partition(".")
+    for key in LIMITS_DEG:
+        if name.startswith(key):
+            return key, side
+    raise KeyError(f"no joint limits for Anny bone '{label}'")
+
+
+def _table(labels: Sequence[str], spec_l: Spec, spec_r: Spec, mid: Spec, default: Spec) -> np.ndarray:
+    """(103, 3, 2) ranges in radians; right-side bones get the mirrored spec_r."""
+    out = np.zeros((len(labels), 3, 2))
+    for i, label in enumerate(labels):
+        key, side = _base(label)
+        spec = spec_l if side == "L" else spec_r if side == "R" else mid
+        rng = np.array(spec.get(key, default.get(key, (_Z, _Z, _Z))), dtype=float)  # (3, 2)
+        if side == "R":
+            rng[1:] = -rng[1:, ::-1]
+        out[i] = np.deg2rad(rng)
+    return out
+
+
+class PoseSampler:
+    """Samples ``(B, 103, 3)`` poses from activity families, clipped to joint limits.
+
+    ``rest_heads``: ``(104, 3)`` bone heads of a rest body in canonical axes (elbow axes);
+    ``bone_labels``: Anny's 104 bone labels.
+    """
+
+    def __init__(
+        self,
+        bone_labels: Sequence[str],
+        rest_heads: np.ndarray,
+        family_weights: Sequence[float] = DEFAULT_FAMILY_WEIGHTS,
+        noise_deg: float = NOISE_DEG,
+    ) -> None:
+        if len(family_weights) != len(FAMILIES) or min(family_weights) < 0 or sum(family_weights) <= 0:
+            raise ValueError(
+                f"family_weights must be {len(FAMILIES)} non-negative numbers (for {list(FAMILY_NAMES)}), got {list(family_weights)}"
+            )
+        if noise_deg < 0:
+            raise ValueError(f"noise_deg must be >= 0, got {noise_deg}")
+        labels = list(bone_labels[1:])
+        self.labels = labels
+        self.weights = np.asarray(family_weights, dtype=float) / np.sum(family_weights)
+        self.noise = np.deg2rad(noise_deg)
+        self.limits = _table(labels, LIMITS_DEG, LIMITS_DEG, LIMITS_DEG, {})  # (103, 3, 2)
+        # Per family: ranges with the lead on the left, and with the lead on the right.
+        self.ranges: List[Tuple[np.ndarray, np.ndarray]] = []
+        for fam in FAMILIES.values():
+            left = _table(labels, fam.lead, fam.other, fam.mid, {})
+            right = _table(labels, fam.other, fam.lead, fam.mid, {})
+            self.ranges.append((left, right))
+        self.elbows = {side: labels.index(f"lowerarm01.{side}") for side in "LR"}
+        heads = np.asarray(rest_heads)
+        self.elbow_axes = {}
+        for side in "LR":
+            forearm = heads[bone_labels.index(f"wrist.{side}")] - heads[bone_labels.index(f"lowerarm01.{side}")]
+            axis = np.cross(forearm, [0.0, 0.0, 1.0])  # positive rotation swings the forearm forward
+            self.elbow_axes[side] = axis / np.linalg.norm(axis)
+        self.fingers = np.array([_base(lab)[0] == "finger" for lab in labels])
+
+    def sample(self, rng: np.random.Generator, num: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Poses ``(num, 103, 3)``, family indices ``(num,)`` and global tilt rotations
+        ``(num, 3)`` (axis-angle, non-zero for lying poses; apply before the yaw)."""
+        family = rng.choice(len(FAMILIES), size=num, p=self.weights)
+        lead_right = rng.random(num) < 0.5
+        lo = np.empty((num, len(self.labels), 3))
+        hi = np.empty_like(lo)
+        elbow_lead = np.empty((num, 2))
+        elbow_other = np.empty((num, 2))
+        tilt = np.zeros((num, 3))
+        for f, fam in enumerate(FAMILIES.values()):
+            rows = family == f
+            if not rows.any():
+                continue
+            tables = np.where(lead_right[rows, None, None, None], self.ranges[f][1], self.ranges[f][0])
+            lo[rows], hi[rows] = tables[..., 0], tables[..., 1]
+            elbow_lead[rows], elbow_other[rows] = np.deg2rad(fam.lead_elbow), np.deg2rad(fam.other_elbow)
+            if fam.tilt is not None:
+                n = int(rows.sum())
+                pitch = np.deg2rad(rng.uniform(*fam.tilt[0], size=n)) * rng.choice([-1.0, 1.0], size=n)
+                tilt[rows, 0] = pitch
+                tilt[rows, 2] = np.deg2rad(rng.uniform(*fam.tilt[1], size=n))
+        pose = rng.uniform(lo, hi) + rng.normal(scale=self.noise, size=lo.shape)
+        finger_curl = rng.uniform(-0.3, 0.3, size=(num, int(self.fingers.sum()), 3))
+        pose[:, self.fingers] = finger_curl
+        pose = np.clip(pose, self.limits[..., 0], self.limits[..., 1])
+        for side in "LR":
+            is_lead = lead_right if side == "R" else ~lead_right
+            ranges = np.where(is_lead[:, None], elbow_lead, elbow_other)
+            flex = np.clip(rng.uniform(ranges[:, 0], ranges[:, 1]), *np.deg2rad(ELBOW_FLEX_DEG))
+            pose[:, self.elbows[side]] += flex[:, None] * self.elbow_axes[side]
+        return pose.astype(np.float32), family, tilt.astype(np.float32)
