@@ -4,9 +4,10 @@ Enough for overlays, contact sheets and debug images at a few hundred to a few t
 triangles; not a rasteriser for training data. Cameras are pinhole, points in the camera
 optical frame (x right, y down, z forward, metres).
 """
+
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
@@ -27,7 +28,7 @@ def render_mesh(
     K: np.ndarray,
     color: Tuple[int, int, int] = (90, 160, 230),
     alpha: float = 1.0,
-    mask: Optional[np.ndarray] = None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw a mesh ``vertices (V, 3)`` (camera frame) over a BGR ``image`` (copied).
 

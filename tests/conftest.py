@@ -1,5 +1,6 @@
 """Shared fixtures. The Anny body model is built once per session (minutes on a fresh
 machine, cached in ~/.cache/anny afterwards)."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Linters as tests, and the promise that the package runs on the Pythons ROS 2 uses."""
+
 import ast
 import pathlib
 import shutil

@@ -1,5 +1,6 @@
 """The SMPL adapter, tested on a synthetic model file in the official SMPL layout (the real
 files are licensed and never available here)."""
+
 import math
 import pickle
 

@@ -65,20 +65,20 @@ class AnnyBody(BodyModel):
     def _build_joint_regressor(self, anny) -> torch.Tensor:
         """(25, V): Anny's COCO-WholeBody regressors plus the derived joints."""
         keypoints = anny.KeypointsRegressor.coco(self.anny)
-        rows: Dict[str, torch.Tensor] = {
-            label: keypoints.regression_weights[i].double() for i, label in enumerate(keypoints.labels)
-        }
+        rows: Dict[str, torch.Tensor] = {}
+        for i, label in enumerate(keypoints.labels):
+            # Anny's regressors spread tiny weights over thousands of vertices; dropping those
+            # below REGRESSOR_MIN_WEIGHT (< 0.6% of a row's mass) leaves ~1,150 vertices to pose.
+            row = keypoints.regression_weights[i].double()
+            row = torch.where(row.abs() < REGRESSOR_MIN_WEIGHT, 0.0, row)
+            rows[label] = row / row.sum()
         rows["pelvis"] = 0.5 * (rows["left_hip"] + rows["right_hip"])
         rows["neck"] = 0.5 * (rows["left_shoulder"] + rows["right_shoulder"])
         rows["spine"] = 0.5 * (rows["pelvis"] + rows["neck"])
         rest = self.anny.template_vertices.double()  # (V, 3), Anny frame: z is up
         crown = rest[:, 2] > rest[:, 2].max() - HEAD_TOP_BAND_M
         rows["head_top"] = crown.double() / crown.sum()
-        regressor = torch.stack([rows[name] for name in JOINT_NAMES])  # (25, V)
-        # Anny's regressors spread tiny weights over thousands of vertices; dropping those
-        # below REGRESSOR_MIN_WEIGHT (< 0.6% of any row's mass) leaves ~1,150 vertices to pose.
-        regressor = torch.where(regressor.abs() < REGRESSOR_MIN_WEIGHT, 0.0, regressor)
-        return regressor / regressor.sum(1, keepdim=True)
+        return torch.stack([rows[name] for name in JOINT_NAMES])  # (25, V)
 
     def param_shapes(self) -> Dict[str, Tuple[int | None, ...]]:
         return {

@@ -105,7 +105,9 @@ def _decimate(rest: np.ndarray, faces: np.ndarray, cfg: TopologyBuildConfig) -> 
         )
         if abs(len(points) - cfg.coarse_vertices) <= 0.02 * cfg.coarse_vertices and is_watertight(tris):
             return points.astype(np.float64), tris.astype(np.int64)
-        log.info("aggressiveness %d gave %d vertices, watertight=%s; trying the next", agg, len(points), is_watertight(tris))
+        log.info(
+            "aggressiveness %d gave %d vertices, watertight=%s; trying the next", agg, len(points), is_watertight(tris)
+        )
     raise RuntimeError(
         f"could not decimate to a watertight mesh of {cfg.coarse_vertices} vertices with "
         f"aggressiveness {cfg.aggressiveness}; try another --coarse-vertices"

@@ -12,6 +12,7 @@ Each family gives uniform ranges per bone for the "lead" side (reaching arm, fro
 left or right at random) and the other side; small noise is added everywhere, then every
 bone is clipped to its joint limits. Fingers curl a little; toes stay fixed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -75,68 +76,113 @@ FAMILIES: Dict[str, Family] = {
         mid={"spine": _r((-3, 4), (-3, 3), (-2, 2)), "head": _r((-15, 15), (-30, 30), (-8, 8))},
     ),
     "walking": Family(
-        lead={"upperarm01": _r((5, 30), (-10, 10), (-45, -30)), "upperleg01": _r((-40, -12), (-5, 5), (0, 6)),
-              "lowerleg01": _r((5, 40)), "foot": _r((-15, 10))},
-        other={"upperarm01": _r((-35, -5), (-10, 10), (-45, -30)), "upperleg01": _r((5, 25), (-5, 5), (0, 6)),
-              "lowerleg01": _r((10, 65)), "foot": _r((-5, 25))},
+        lead={
+            "upperarm01": _r((5, 30), (-10, 10), (-45, -30)),
+            "upperleg01": _r((-40, -12), (-5, 5), (0, 6)),
+            "lowerleg01": _r((5, 40)),
+            "foot": _r((-15, 10)),
+        },
+        other={
+            "upperarm01": _r((-35, -5), (-10, 10), (-45, -30)),
+            "upperleg01": _r((5, 25), (-5, 5), (0, 6)),
+            "lowerleg01": _r((10, 65)),
+            "foot": _r((-5, 25)),
+        },
         mid={"spine": _r((-1, 3), (-4, 4), (-1, 1))},
-        lead_elbow=(10, 45), other_elbow=(10, 45),
+        lead_elbow=(10, 45),
+        other_elbow=(10, 45),
     ),  # fmt: skip
     "reaching": Family(
         lead={"upperarm01": _r((-125, -40), (-30, 30), (-25, 45)), "upperleg01": _LEG_STAND},
         other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND},
         mid={"spine": _r((0, 10), (-8, 8), (-5, 5)), "head": _r((-10, 25), (-30, 30))},
-        lead_elbow=(0, 40), other_elbow=(5, 40),
+        lead_elbow=(0, 40),
+        other_elbow=(5, 40),
     ),
     "pointing": Family(
         lead={"upperarm01": _r((-100, -60), (-20, 20), (-30, 35)), "upperleg01": _LEG_STAND},
         other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND},
         mid={"head": _r((-10, 15), (-35, 35))},
-        lead_elbow=(0, 15), other_elbow=(5, 40),
+        lead_elbow=(0, 15),
+        other_elbow=(5, 40),
     ),
     "sitting": Family(
-        lead={"upperarm01": _r((-35, -5), (-15, 15), (-45, -25)), "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
-              "lowerleg01": _r((65, 110)), "foot": _r((-10, 15))},
-        other={"upperarm01": _r((-35, -5), (-15, 15), (-45, -25)), "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
-               "lowerleg01": _r((65, 110)), "foot": _r((-10, 15))},
+        lead={
+            "upperarm01": _r((-35, -5), (-15, 15), (-45, -25)),
+            "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
+            "lowerleg01": _r((65, 110)),
+            "foot": _r((-10, 15)),
+        },
+        other={
+            "upperarm01": _r((-35, -5), (-15, 15), (-45, -25)),
+            "upperleg01": _r((-100, -75), (-8, 8), (0, 15)),
+            "lowerleg01": _r((65, 110)),
+            "foot": _r((-10, 15)),
+        },
         mid={"spine": _r((-4, 8), (-4, 4), (-3, 3)), "head": _r((-10, 20), (-30, 30))},
-        lead_elbow=(20, 90), other_elbow=(20, 90),
+        lead_elbow=(20, 90),
+        other_elbow=(20, 90),
     ),  # fmt: skip
     "crouching": Family(
-        lead={"upperarm01": _r((-70, -20), (-15, 15), (-40, -10)), "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
-              "lowerleg01": _r((110, 142)), "foot": _r((-35, -10))},
-        other={"upperarm01": _r((-70, -20), (-15, 15), (-40, -10)), "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
-               "lowerleg01": _r((110, 142)), "foot": _r((-35, -10))},
+        lead={
+            "upperarm01": _r((-70, -20), (-15, 15), (-40, -10)),
+            "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
+            "lowerleg01": _r((110, 142)),
+            "foot": _r((-35, -10)),
+        },
+        other={
+            "upperarm01": _r((-70, -20), (-15, 15), (-40, -10)),
+            "upperleg01": _r((-130, -100), (-10, 10), (5, 28)),
+            "lowerleg01": _r((110, 142)),
+            "foot": _r((-35, -10)),
+        },
         mid={"spine": _r((5, 15), (-3, 3), (-3, 3)), "head": _r((-20, 10))},
-        lead_elbow=(20, 100), other_elbow=(20, 100),
+        lead_elbow=(20, 100),
+        other_elbow=(20, 100),
     ),  # fmt: skip
     "bending": Family(
-        lead={"upperarm01": _r((-80, -30), (-15, 15), (-40, -20)), "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
-              "lowerleg01": _r((0, 30))},
-        other={"upperarm01": _r((-80, -30), (-15, 15), (-40, -20)), "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
-               "lowerleg01": _r((0, 30))},
+        lead={
+            "upperarm01": _r((-80, -30), (-15, 15), (-40, -20)),
+            "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
+            "lowerleg01": _r((0, 30)),
+        },
+        other={
+            "upperarm01": _r((-80, -30), (-15, 15), (-40, -20)),
+            "upperleg01": _r((-60, -20), (-5, 5), (0, 10)),
+            "lowerleg01": _r((0, 30)),
+        },
         mid={"spine": _r((10, 22), (-4, 4), (-3, 3)), "head": _r((-25, 10))},
-        lead_elbow=(0, 40), other_elbow=(0, 40),
+        lead_elbow=(0, 40),
+        other_elbow=(0, 40),
     ),  # fmt: skip
     "arms_raised": Family(
         lead={"upperarm01": _r((-40, 10), (-20, 20), (60, 115)), "upperleg01": _LEG_STAND},
         other={"upperarm01": _r((-40, 10), (-20, 20), (40, 115)), "upperleg01": _LEG_STAND},
         mid={"spine": _r((-6, 2)), "head": _r((-25, 5), (-20, 20))},
-        lead_elbow=(0, 60), other_elbow=(0, 80),
+        lead_elbow=(0, 60),
+        other_elbow=(0, 80),
     ),
     "turning": Family(
         lead={"upperarm01": _ARMS_DOWN, "upperleg01": _r((-20, 5), (-25, 25), (0, 12)), "lowerleg01": _r((0, 30))},
         other={"upperarm01": _ARMS_DOWN, "upperleg01": _r((-5, 10), (-25, 25), (0, 12)), "lowerleg01": _r((0, 15))},
         mid={"spine": _r((-2, 4), (6, 14), (-2, 2)), "head": _r((-10, 10), (-40, 40))},
-        lead_elbow=(5, 60), other_elbow=(5, 60),
+        lead_elbow=(5, 60),
+        other_elbow=(5, 60),
     ),
     "lying": Family(
-        lead={"upperarm01": _r((-90, 20), (-30, 30), (-45, 60)), "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
-              "lowerleg01": _r((0, 90))},
-        other={"upperarm01": _r((-90, 20), (-30, 30), (-45, 60)), "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
-               "lowerleg01": _r((0, 90))},
+        lead={
+            "upperarm01": _r((-90, 20), (-30, 30), (-45, 60)),
+            "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
+            "lowerleg01": _r((0, 90)),
+        },
+        other={
+            "upperarm01": _r((-90, 20), (-30, 30), (-45, 60)),
+            "upperleg01": _r((-70, 5), (-15, 15), (0, 25)),
+            "lowerleg01": _r((0, 90)),
+        },
         mid={"spine": _r((-5, 10), (-5, 5), (-5, 5)), "head": _r((-20, 30), (-40, 40))},
-        lead_elbow=(0, 100), other_elbow=(0, 100),
+        lead_elbow=(0, 100),
+        other_elbow=(0, 100),
         tilt=((40, 95), (-20, 20)),
     ),  # fmt: skip
 }

@@ -14,6 +14,7 @@ bone c with parent p:
 Poses are given as in :class:`~hmdiff_ros.body.anny_body.AnnyBody`: axis-angle ``(B, 103, 3)``
 in canonical axes (y up, facing +z); output vertices are in the canonical frame.
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -48,7 +49,7 @@ class FastPoser(torch.nn.Module):
         # q_c - q_p = A_p (h_c - h_p), A_p = U_p R_p^T, A_0 = I; kept as U_p^T (q_c - q_p).
         a = ref[None] @ rot.transpose(-1, -2)  # (S, 104, 3, 3)
         a[:, 0] = torch.eye(3, dtype=torch.float64)
-        offsets = ((a[:, self.parents] @ (head - head[:, self.parents])[..., None])[..., 0])  # (S, 104, 3)
+        offsets = (a[:, self.parents] @ (head - head[:, self.parents])[..., None])[..., 0]  # (S, 104, 3)
         k_trans = (ref[self.parents].transpose(-1, -2)[None] @ offsets[..., None])[..., 0]
         c = torch.as_tensor(ANNY_TO_CANONICAL, dtype=torch.float64)
         self.register_buffer("to_canonical", c.to(dtype))

@@ -10,6 +10,7 @@ vertices + the support of the joint regressor; all vertices when ``full``). Afte
 posing is plain torch (:mod:`hmdiff_ros.data.posing`): no Anny, no warp. Banks are cached
 as ``.npz`` under ``~/.cache/hmdiff_ros`` (``HMDIFF_CACHE_DIR`` moves it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,7 +56,9 @@ class AgeMixture:
         return (lo + (hi - lo) * torch.rand(which.shape, dtype=torch.float64)).reshape(shape)
 
 
-def sample_phenotypes(anny_model, num: int, seed: int, ages: AgeMixture = AgeMixture()) -> Tuple[np.ndarray, np.ndarray]:
+def sample_phenotypes(
+    anny_model, num: int, seed: int, ages: AgeMixture = AgeMixture()
+) -> Tuple[np.ndarray, np.ndarray]:
     """``(num, 6)`` phenotypes in ``PHENOTYPES`` order and ``(num,)`` morphological ages (years)."""
     from anny.shape_distribution import SimpleShapeDistribution
 
@@ -175,7 +178,11 @@ def build_shape_bank(cfg: BankConfig, topology: Topology, batch: int = 64) -> Sh
 def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology | None = None) -> ShapeBank:
     """The cached bank for ``cfg`` and this topology, built with Anny on first use."""
     topology = topology or Topology.load()
-    key: Dict = {"v": BANK_VERSION, "cfg": asdict(cfg), "topology": hashlib.sha1(topology.down_index.tobytes()).hexdigest()}
+    key: Dict = {
+        "v": BANK_VERSION,
+        "cfg": asdict(cfg),
+        "topology": hashlib.sha1(topology.down_index.tobytes()).hexdigest(),
+    }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"shape_bank_{digest}.npz"
     if path.is_file():
