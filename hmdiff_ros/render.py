@@ -12,13 +12,9 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from hmdiff_ros.camera import project
+
 LIGHT_DIR = np.array([0.3, -0.5, -1.0]) / np.linalg.norm([0.3, -0.5, -1.0])  # towards the camera, from above
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pinhole projection of ``(..., 3)`` camera-frame points to ``(..., 2)`` pixels."""
-    z = np.clip(points[..., 2:3], 1e-6, None)
-    return points[..., :2] / z * K[[0, 1], [0, 1]] + K[[0, 1], [2, 2]]
 
 
 def render_mesh(

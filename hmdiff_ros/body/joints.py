@@ -167,3 +167,14 @@ def joint_indices(names: Sequence[str]) -> List[int]:
     if unknown:
         raise ValueError(f"unknown joint names {unknown}; known joints: {list(JOINT_NAMES)}")
     return [JOINT_INDEX[n] for n in names]
+
+
+# The joints a pose prior (MediaPipe) observes: all of ours but head_top. Heatmap channels,
+# U for DAT and the simulated prior use this order.
+PRIOR_JOINT_NAMES: Tuple[str, ...] = tuple(
+    n for n, ok in zip(JOINT_NAMES, mediapipe_to_joints_matrix()[1], strict=True) if ok
+)
+PRIOR_JOINT_INDICES: Tuple[int, ...] = tuple(JOINT_INDEX[n] for n in PRIOR_JOINT_NAMES)
+PRIOR_FLIP_PERMUTATION: Tuple[int, ...] = tuple(
+    PRIOR_JOINT_NAMES.index(JOINT_NAMES[FLIP_PERMUTATION[i]]) for i in PRIOR_JOINT_INDICES
+)

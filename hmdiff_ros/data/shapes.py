@@ -28,7 +28,7 @@ from hmdiff_ros.body.anny_body import ANNY_TO_CANONICAL, PHENOTYPES
 from hmdiff_ros.body.topology import Topology
 
 log = logging.getLogger(__name__)
-BANK_VERSION = 1
+BANK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class ShapeBank:
     ``skin_index``/``skin_weight`` ``(N, 9)``; ``parents`` ``(104,)``; ``reference`` ``(104, 3, 3)``
     (Anny's reference bone orientations); ``phenotypes`` ``(S, 6)``; ``ages`` ``(S,)`` years;
     ``joint_regressor`` ``(25, N)`` restricted to ``vertex_ids``; ``num_coarse``: the first
-    ``num_coarse`` ids are the topology's coarse vertices, in order.
+    ``num_coarse`` ids are the topology's coarse vertices, in order; ``bone_labels`` (104,).
     """
 
     rest_vertices: np.ndarray
@@ -113,6 +113,7 @@ class ShapeBank:
     ages: np.ndarray
     joint_regressor: np.ndarray
     num_coarse: int
+    bone_labels: np.ndarray
 
     @property
     def size(self) -> int:
@@ -172,6 +173,7 @@ def build_shape_bank(cfg: BankConfig, topology: Topology, batch: int = 64) -> Sh
         ages=years.astype(np.float32),
         joint_regressor=regressor[:, vertex_ids].astype(np.float32),
         num_coarse=topology.num_coarse,
+        bone_labels=np.array(anny.bone_labels),
     )
 
 

@@ -1,0 +1,87 @@
+"""Pinhole camera geometry and person crops, shared by data generation and inference.
+
+Frames: the camera optical frame (REP-103/105): x right, y down, z forward, metres.
+Pixel coordinates: (u, v), u to the right, v down, pixel centres at integer coordinates
+(OpenCV's convention).
+
+A person crop is a square box ``(cx, cy, size)`` in pixels, built from 2D keypoints the
+same way in training and at run time (:func:`square_box`), and resampled to ``crop_size``
+pixels by the affine map of :func:`crop_affine`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Without CameraInfo, intrinsics come from this horizontal field of view (a typical webcam /
+# RealSense colour stream) with the principal point at the image centre.
+DEFAULT_HFOV_DEG = 65.0
+BOX_EXPAND = 1.25  # crop side / keypoint extent
+MIN_BOX_PX = 16.0
+
+
+def intrinsics_from_fov(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
+    """``(3, 3)`` K for an image of ``width`` x ``height`` with the given horizontal FOV."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if not 1.0 < hfov_deg < 179.0:
+        raise ValueError(f"hfov_deg must be in (1, 179) degrees, got {hfov_deg}")
+    f = 0.5 * width / np.tan(np.deg2rad(hfov_deg) / 2)
+    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pinhole projection: camera-frame points ``(..., 3)`` -> pixels ``(..., 2)``.
+
+    ``K`` is ``(3, 3)`` or batched ``(..., 3, 3)`` matching the points' leading dimensions
+    (with one extra point axis). Points at or behind the camera are clamped to z = 1 mm.
+    """
+    K = np.asarray(K)
+    z = np.clip(points[..., 2:3], 1e-3, None)
+    if K.ndim == 2:
+        f, c = K[[0, 1], [0, 1]], K[[0, 1], [2, 2]]
+    else:
+        f, c = K[..., None, [0, 1], [0, 1]], K[..., None, [0, 1], [2, 2]]
+    return points[..., :2] / z * f + c
+
+
+def unproject(uv: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`project` for ``(..., 2)`` pixels at ``(...)`` depths (metres)."""
+    f, c = K[[0, 1], [0, 1]], K[[0, 1], [2, 2]]
+    xy = (uv - c) / f * depth[..., None]
+    return np.concatenate([xy, depth[..., None]], axis=-1)
+
+
+def square_box(
+    uv: np.ndarray, valid: np.ndarray | None = None, expand: float = BOX_EXPAND, min_size: float = MIN_BOX_PX
+) -> np.ndarray:
+    """Square box ``(..., 3)`` = (cx, cy, size) around the valid keypoints ``(..., J, 2)``.
+
+    The box is centred on the keypoints' extent and its side is ``expand`` times the larger
+    extent (at least ``min_size``). Rows without any valid keypoint give NaN.
+    """
+    uv = np.asarray(uv, dtype=np.float64)
+    valid = np.ones(uv.shape[:-1], bool) if valid is None else np.asarray(valid, bool)
+    lo = np.where(valid[..., None], uv, np.inf).min(-2)
+    hi = np.where(valid[..., None], uv, -np.inf).max(-2)
+    with np.errstate(invalid="ignore"):
+        centre = (lo + hi) / 2
+        size = np.maximum((hi - lo).max(-1) * expand, min_size)
+    box = np.concatenate([centre, size[..., None]], axis=-1)
+    box[~valid.any(-1)] = np.nan
+    return box
+
+
+def crop_affine(box: np.ndarray, crop_size: int) -> np.ndarray:
+    """``(..., 2, 3)`` affine maps from image pixels to crop pixels for boxes ``(..., 3)``."""
+    box = np.asarray(box, dtype=np.float64)
+    scale = crop_size / box[..., 2]
+    out = np.zeros(box.shape[:-1] + (2, 3))
+    out[..., 0, 0] = out[..., 1, 1] = scale
+    out[..., :, 2] = (crop_size - 1) / 2 - scale[..., None] * box[..., :2]
+    return out
+
+
+def apply_affine(affine: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Apply ``(..., 2, 3)`` affine maps to points ``(..., J, 2)``."""
+    return np.einsum("...ij,...kj->...ki", affine[..., :2], uv) + affine[..., None, :, 2]

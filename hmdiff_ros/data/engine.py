@@ -1,0 +1,194 @@
+"""The synthetic data engine: shape bank + pose sampler + cameras -> training samples.
+
+One call of :meth:`SyntheticEngine.generate` makes a batch of ``N`` samples from a numpy
+``Generator``; :class:`SyntheticDataset` streams batches for training, each seeded by
+``(seed, batch index)``, so a batch's content does not depend on the number of workers.
+
+A batch is a dict of numpy arrays (N samples; C coarse vertices; J = 25 joints; P = 24 prior
+joints; S = crop size):
+
+- observation (what the encoder and DAT see): ``proxy`` (N, 26, S, S) float32 (built by
+  :func:`~hmdiff_ros.model.proxy.make_proxy`), ``uv`` (N, P, 2) keypoints in crop pixels,
+  ``vis`` (N, P), ``mask``/``valid`` (N, S, S), ``prior_xyz`` (N, P, 3) root-relative
+  camera-aligned metres, ``prior_uv`` (N, P, 2) image pixels, ``box`` (N, 3) crop (cx, cy, size);
+- ground truth: ``coarse`` (N, C, 3) and ``joints`` (N, J, 3) in the camera frame, ``root``
+  (N, 3) the pelvis, ``coarse_rel``/``joints_rel`` root-relative, ``full`` (N, V, 3) when the
+  bank is full-resolution and ``full=True``, ``K`` (N, 3, 3), ``image_size`` (N, 2),
+  ``rotation`` (N, 3, 3) body canonical frame -> camera, ``shape`` (N, 6), ``pose``
+  (N, 103, 3), ``family`` (N,), ``swapped`` (N,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Iterator
+
+import numpy as np
+import torch
+
+from hmdiff_ros.body.anny_body import ANNY_TO_CANONICAL
+from hmdiff_ros.body.base import axis_angle_to_matrix
+from hmdiff_ros.body.joints import JOINT_INDEX
+from hmdiff_ros.body.topology import Topology
+from hmdiff_ros.camera import project
+from hmdiff_ros.data.observe import PriorNoiseConfig, crop_boxes, face_parts, render_observation, simulate_prior
+from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, PoseSampler
+from hmdiff_ros.data.posing import FastPoser
+from hmdiff_ros.data.scene import SceneConfig, sample_occluders, sample_scenes
+from hmdiff_ros.data.shapes import BankConfig, ShapeBank, load_or_build_shape_bank
+from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+
+PELVIS = JOINT_INDEX["pelvis"]
+MIN_JOINTS_IN_IMAGE = 6  # a sample must show at least this many prior joints
+MAX_RESAMPLE = 8
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    bank: BankConfig = field(default_factory=BankConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    prior: PriorNoiseConfig = field(default_factory=PriorNoiseConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    family_weights: tuple = DEFAULT_FAMILY_WEIGHTS
+    full: bool = False  # also return full-resolution meshes (needs a full bank)
+
+    def __post_init__(self) -> None:
+        if self.full and not self.bank.full:
+            raise ValueError("full=True needs a full-resolution shape bank (bank.full=True)")
+
+
+class SyntheticEngine:
+    """Generates batches; see the module docstring for the fields."""
+
+    def __init__(self, cfg: SyntheticConfig = SyntheticConfig(), bank: ShapeBank | None = None) -> None:
+        self.cfg = cfg
+        self.topology = Topology.load()
+        self.bank = bank if bank is not None else load_or_build_shape_bank(cfg.bank, self.topology)
+        self.poser = FastPoser(self.bank)
+        heads = self.bank.bone_head.mean(0) @ ANNY_TO_CANONICAL.T  # (104, 3) canonical
+        self.pose_sampler = PoseSampler(list(self.bank.bone_labels), heads, cfg.family_weights)
+        self.heights = self._rest_heights()
+        c = self.bank.num_coarse
+        self.face_parts = face_parts(
+            self.topology.coarse_faces, self.bank.skin_index[:c], self.bank.skin_weight[:c], self.bank.bone_labels
+        )
+
+    def _rest_heights(self) -> np.ndarray:
+        y = self.bank.rest_vertices[:, : self.bank.num_coarse, 1]
+        return (y.max(1) - y.min(1)).astype(np.float64)  # (S,) metres, A-pose standing height
+
+    def generate(self, rng: np.random.Generator, num: int) -> Dict[str, np.ndarray]:
+        cfg = self.cfg
+        c = self.topology.num_coarse
+        ids = rng.integers(self.bank.size, size=num)
+        pose, family, tilt = self.pose_sampler.sample(rng, num)
+        with torch.no_grad():
+            verts, joints = self.poser(torch.as_tensor(ids), torch.as_tensor(pose))
+        verts, joints = verts.numpy().astype(np.float64), joints.numpy().astype(np.float64)
+        yaw = np.zeros((num, 3))
+        yaw[:, 1] = rng.uniform(-math.pi, math.pi, num)
+        with torch.no_grad():
+            glob = (
+                axis_angle_to_matrix(torch.as_tensor(yaw))
+                @ axis_angle_to_matrix(torch.as_tensor(tilt, dtype=torch.float64))
+            ).numpy()
+        world = np.einsum("nij,nvj->nvi", glob, verts[:, :c])
+        scene = sample_scenes(rng, world, cfg.scene)
+        for _ in range(MAX_RESAMPLE):  # re-draw cameras that do not see enough of the person
+            rot = scene["R"] @ glob
+            joints_cam = np.einsum("nij,nvj->nvi", rot, joints) + scene["t"][:, None]
+            uv = project(joints_cam, scene["K"])
+            w, h = scene["image_size"][:, None, 0], scene["image_size"][:, None, 1]
+            seen = (
+                (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h) & (joints_cam[..., 2] > 0.2)
+            )
+            bad = seen.sum(1) < MIN_JOINTS_IN_IMAGE
+            if not bad.any():
+                break
+            redo = sample_scenes(rng, world[bad], cfg.scene)
+            for k in scene:
+                scene[k][bad] = redo[k]
+        rot = scene["R"] @ glob
+        verts_cam = np.einsum("nij,nvj->nvi", rot, verts) + scene["t"][:, None]
+        joints_cam = np.einsum("nij,nvj->nvi", rot, joints) + scene["t"][:, None]
+        coarse_cam = verts_cam[:, :c]
+        K, size = scene["K"], scene["image_size"]
+        coarse_uv = project(coarse_cam, K)
+        joints_uv = project(joints_cam, K)
+        person_box = np.concatenate([coarse_uv.min(1), coarse_uv.max(1)], axis=1)  # (N, 4)
+        occluders = sample_occluders(rng, person_box, cfg.scene)
+        prior = simulate_prior(rng, joints_cam, joints_uv, size, person_box, occluders, self.heights[ids], cfg.prior)
+        box = crop_boxes(rng, prior["prior_uv"], prior["prior_vis"], size, person_box, cfg.prior, cfg.proxy)
+        obs = render_observation(
+            rng,
+            coarse_uv,
+            coarse_cam,
+            self.topology.coarse_faces,
+            self.face_parts,
+            box,
+            size,
+            occluders,
+            cfg.prior,
+            cfg.proxy,
+        )
+        uv_crop = np.einsum("nij,nkj->nki", obs["affine"][..., :2], prior["prior_uv"]) + obs["affine"][:, None, :, 2]
+        root = joints_cam[:, PELVIS]
+        batch = {
+            "proxy": make_proxy(uv_crop, prior["prior_vis"], obs["mask"], obs["valid"], cfg.proxy),
+            "uv": uv_crop.astype(np.float32),
+            "vis": prior["prior_vis"].astype(np.float32),
+            "mask": obs["mask"],
+            "valid": obs["valid"],
+            "prior_xyz": prior["prior_xyz"].astype(np.float32),
+            "prior_uv": prior["prior_uv"].astype(np.float32),
+            "box": box.astype(np.float32),
+            "coarse": coarse_cam.astype(np.float32),
+            "joints": joints_cam.astype(np.float32),
+            "root": root.astype(np.float32),
+            "coarse_rel": (coarse_cam - root[:, None]).astype(np.float32),
+            "joints_rel": (joints_cam - root[:, None]).astype(np.float32),
+            "K": K.astype(np.float32),
+            "image_size": size.astype(np.float32),
+            "rotation": rot.astype(np.float32),
+            "shape": self.bank.phenotypes[ids],
+            "pose": pose,
+            "family": family.astype(np.int64),
+            "swapped": prior["swapped"],
+        }
+        if cfg.full:
+            order = np.argsort(self.bank.vertex_ids)  # bank order -> mesh vertex order
+            batch["full"] = verts_cam[:, order].astype(np.float32)
+        return batch
+
+
+def batch_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of batch ``index`` of a stream seeded with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+class SyntheticDataset(torch.utils.data.IterableDataset):
+    """Endless (or ``num_batches``-long) stream of batches as torch tensors.
+
+    Use with ``DataLoader(dataset, batch_size=None, num_workers=k)``: worker ``w`` makes
+    batches ``w, w + k, w + 2k, ...``, each from :func:`batch_rng` ``(seed, index)``.
+    """
+
+    def __init__(self, cfg: SyntheticConfig, batch_size: int, seed: int = 0, num_batches: int | None = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cfg, self.batch_size, self.seed, self.num_batches = cfg, batch_size, seed, num_batches
+        self._engine: SyntheticEngine | None = None
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self._engine is None:
+            torch.set_num_threads(1) if info is not None else None
+            self._engine = SyntheticEngine(self.cfg)
+        index = worker
+        while self.num_batches is None or index < self.num_batches:
+            batch = self._engine.generate(batch_rng(self.seed, index), self.batch_size)
+            yield {k: torch.as_tensor(v) for k, v in batch.items()}
+            index += workers

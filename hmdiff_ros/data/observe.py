@@ -1,0 +1,205 @@
+"""What a pose prior would report for a synthetic person: the simulated U and the proxy
+observation (keypoints and silhouette in the person crop).
+
+Made to look like MediaPipe BlazePose: 2D keypoints with detector-like jitter, visibilities
+that fall for joints that are off-image, occluded or facing away, rare whole-body left-right
+swaps, 3D "world landmarks" (root-relative, camera-aligned, metres) with more noise in depth
+and a scale that drifts towards an adult's for children; a soft, imperfect person mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import cv2
+import numpy as np
+
+from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES
+from hmdiff_ros.camera import apply_affine, crop_affine, square_box
+from hmdiff_ros.model.proxy import ProxyConfig
+
+PELVIS = JOINT_INDEX["pelvis"]
+
+
+@dataclass(frozen=True)
+class PriorNoiseConfig:
+    uv_noise: tuple = (0.01, 0.03)  # 2D jitter std as a fraction of the person's size
+    xyz_noise_m: tuple = (0.015, 0.04)  # 3D std (x, y); depth gets depth_factor times more
+    depth_factor: float = 2.5
+    scale_std: float = 0.06  # relative std of the prior's body scale
+    adult_height_m: float = 1.7  # the prior shrinks/grows everyone towards this height ...
+    scale_pull: float = 0.6  # ... by this exponent (0: metric, 1: always adult-sized)
+    swap_prob: float = 0.02  # whole-body left-right swap
+    self_occlusion_prob: float = 0.3  # chance that a joint behind the body loses visibility
+    box_jitter: float = 0.04  # crop centre jitter (fraction of the box) and log-size jitter
+    mask_fail_prob: float = 0.03  # the segmentation mask is missing altogether
+    mask_blur: tuple = (0.3, 1.2)  # Gaussian blur std of the mask, crop pixels
+
+    def __post_init__(self) -> None:
+        for name in ("swap_prob", "self_occlusion_prob", "mask_fail_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.depth_factor < 1 or self.scale_std < 0 or self.box_jitter < 0:
+            raise ValueError("depth_factor must be >= 1; scale_std and box_jitter >= 0")
+        for name in ("uv_noise", "xyz_noise_m", "mask_blur"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, got {getattr(self, name)}")
+
+
+def _inside(uv: np.ndarray, size: np.ndarray) -> np.ndarray:
+    return (uv >= 0).all(-1) & (uv[..., 0] <= size[:, None, 0] - 1) & (uv[..., 1] <= size[:, None, 1] - 1)
+
+
+def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return (
+            (uv[..., 0] >= rect[:, None, 0]) & (uv[..., 0] <= rect[:, None, 2])
+            & (uv[..., 1] >= rect[:, None, 1]) & (uv[..., 1] <= rect[:, None, 3])
+        )  # fmt: skip
+
+
+def simulate_prior(
+    rng: np.random.Generator,
+    joints_cam: np.ndarray,
+    uv: np.ndarray,
+    image_size: np.ndarray,
+    person_box: np.ndarray,
+    occluders: np.ndarray,
+    heights: np.ndarray,
+    cfg: PriorNoiseConfig,
+) -> Dict[str, np.ndarray]:
+    """Simulated prior for ``N`` people from ground-truth joints ``(N, 25, 3)`` (camera frame)
+    and their projections ``uv`` ``(N, 25, 2)``; ``person_box`` (N, 4) u0 v0 u1 v1; ``heights`` (N,).
+
+    Returns ``prior_uv`` (N, 24, 2) image pixels, ``prior_vis`` (N, 24), ``prior_xyz``
+    (N, 24, 3) root-relative camera-aligned metres, ``swapped`` (N,).
+    """
+    n = len(joints_cam)
+    idx = list(PRIOR_JOINT_INDICES)
+    xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
+    inside = _inside(pix, image_size)
+    occluded = _in_rect(pix, occluders)
+    behind = xyz[..., 2] > joints_cam[:, PELVIS, None, 2] + 0.08
+    hidden = behind & (rng.random(inside.shape) < cfg.self_occlusion_prob)
+    vis = rng.uniform(0.75, 1.0, inside.shape)
+    vis = np.where(hidden, rng.uniform(0.3, 0.8, inside.shape), vis)
+    vis = np.where(occluded, rng.uniform(0.0, 0.45, inside.shape), vis)
+    vis = np.where(inside, vis, rng.uniform(0.0, 0.15, inside.shape))
+
+    size = np.maximum(person_box[:, 2] - person_box[:, 0], person_box[:, 3] - person_box[:, 1])  # (N,)
+    std = rng.uniform(*cfg.uv_noise, size=(n, 1, 1)) * size[:, None, None] * np.where(vis < 0.5, 2.5, 1.0)[..., None]
+    prior_uv = pix + std * rng.standard_normal(pix.shape)
+
+    scale = (cfg.adult_height_m / heights) ** cfg.scale_pull * (1 + cfg.scale_std * rng.standard_normal(n))
+    rel = (xyz - joints_cam[:, PELVIS, None]) * scale[:, None, None]
+    sigma = rng.uniform(*cfg.xyz_noise_m, size=(n, 1, 1)) * np.array([1.0, 1.0, cfg.depth_factor])
+    prior_xyz = rel + sigma * np.where(vis < 0.5, 2.0, 1.0)[..., None] * rng.standard_normal(rel.shape)
+
+    swapped = rng.random(n) < cfg.swap_prob
+    perm = list(PRIOR_FLIP_PERMUTATION)
+    for arr in (prior_uv, vis, prior_xyz):
+        arr[swapped] = arr[swapped][:, perm]
+    return {"prior_uv": prior_uv, "prior_vis": vis, "prior_xyz": prior_xyz, "swapped": swapped}
+
+
+def crop_boxes(
+    rng: np.random.Generator, prior_uv, prior_vis, image_size, person_box, cfg: PriorNoiseConfig, proxy: ProxyConfig
+):
+    """Square crops ``(N, 3)`` from the prior's visible keypoints (as at run time), jittered."""
+    ok = (prior_vis >= proxy.min_visibility) & _inside(prior_uv, image_size)
+    box = square_box(prior_uv, ok)
+    fallback = np.isnan(box[:, 0]) | (ok.sum(1) < 2)
+    gt = np.concatenate(
+        [
+            (person_box[:, :2] + person_box[:, 2:]) / 2,
+            (person_box[:, 2:] - person_box[:, :2]).max(1, keepdims=True) * 1.25,
+        ],
+        1,
+    )
+    box[fallback] = gt[fallback]
+    n = len(box)
+    box[:, :2] += cfg.box_jitter * box[:, 2:] * rng.standard_normal((n, 2))
+    box[:, 2] *= np.exp(cfg.box_jitter * rng.standard_normal(n))
+    return box
+
+
+# Body parts for silhouette rasterisation, by Anny bone-name prefix (first match wins).
+_PARTS = (
+    ("head", ("neck", "head", "eye")), ("arm", ("clavicle", "shoulder", "upperarm")),
+    ("hand", ("lowerarm", "wrist", "finger", "metacarpal")), ("thigh", ("upperleg", "pelvis")),
+    ("shin", ("lowerleg",)), ("foot", ("foot", "toe")), ("torso", ("spine", "root")),
+)  # fmt: skip
+
+
+def face_parts(faces: np.ndarray, skin_index: np.ndarray, skin_weight: np.ndarray, bone_labels) -> list:
+    """Coarse faces grouped by body part (and side): lists of face indices.
+
+    Front faces of one part rarely overlap in the image, so each group can be filled in one
+    ``cv2.fillPoly`` call, whose even-odd rule would punch holes where parts overlap.
+    """
+    dominant = skin_index[np.arange(len(skin_index)), skin_weight.argmax(1)]  # (C,) bone per vertex
+
+    def part(bone: int) -> str:
+        name, _, side = str(bone_labels[bone]).partition(".")
+        return next(p for p, prefixes in _PARTS if name.startswith(prefixes)) + side
+
+    vertex_part = np.array([part(b) for b in dominant])
+    labels = vertex_part[faces[:, 0]]
+    return [np.flatnonzero(labels == p) for p in np.unique(labels)]
+
+
+def render_observation(
+    rng: np.random.Generator,
+    coarse_uv: np.ndarray,
+    coarse_cam: np.ndarray,
+    coarse_faces: np.ndarray,
+    parts: list,
+    box: np.ndarray,
+    image_size: np.ndarray,
+    occluders: np.ndarray,
+    cfg: PriorNoiseConfig,
+    proxy: ProxyConfig,
+) -> Dict[str, np.ndarray]:
+    """Soft silhouette ``mask`` and ``valid`` image region ``(N, S, S)`` in the crops.
+
+    The silhouette is the union of the projected front-facing coarse triangles (no depth test
+    needed; filled one body part at a time, see :func:`face_parts`), cut by the image border
+    and the occluders, then dilated/eroded and blurred like a segmentation network's output.
+    """
+    s = proxy.crop_size
+    n = len(box)
+    affine = crop_affine(box, s)  # (N, 2, 3)
+    tri_uv = apply_affine(affine, coarse_uv)  # (N, C, 2) crop pixels
+    corners = np.stack([np.zeros((n, 2)), image_size - 1], axis=1)  # image rect in image pixels
+    rect = apply_affine(affine, corners)  # (N, 2, 2)
+    occ = apply_affine(affine, np.nan_to_num(occluders.reshape(n, 2, 2), nan=-1e9))
+    grid = np.arange(s)
+    masks = np.zeros((n, s, s), np.float32)
+    valid = np.zeros((n, s, s), np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    tri = coarse_cam[:, coarse_faces]  # (N, F, 3, 3)
+    normal = np.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])
+    front = np.einsum("nfd,nfd->nf", normal, tri.sum(2)) < 0  # facing the camera at the origin
+    for i in range(n):
+        pts = np.round(tri_uv[i][coarse_faces] * 4).astype(np.int32)  # (F, 3, 2), 2 bits sub-pixel
+        m = np.zeros((s, s), np.uint8)
+        for group in parts:
+            cv2.fillPoly(m, list(pts[group[front[i, group]]]), 1, shift=2)
+        inside_u = (grid >= rect[i, 0, 0]) & (grid <= rect[i, 1, 0])
+        inside_v = (grid >= rect[i, 0, 1]) & (grid <= rect[i, 1, 1])
+        valid[i] = inside_v[:, None] & inside_u[None, :]
+        if np.isfinite(occluders[i, 0]):
+            ou = (grid >= occ[i, 0, 0]) & (grid <= occ[i, 1, 0])
+            ov = (grid >= occ[i, 0, 1]) & (grid <= occ[i, 1, 1])
+            m[ov[:, None] & ou[None, :]] = 0
+        m = m * valid[i].astype(np.uint8)
+        op = rng.integers(3)
+        if op == 1:
+            m = cv2.dilate(m, kernel)
+        elif op == 2:
+            m = cv2.erode(m, kernel)
+        soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), float(rng.uniform(*cfg.mask_blur)))
+        masks[i] = 0.0 if rng.random() < cfg.mask_fail_prob else soft
+    return {"mask": masks, "valid": valid, "affine": affine}
