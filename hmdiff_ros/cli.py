@@ -58,6 +58,39 @@ def _cmd_assets_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_make(args: argparse.Namespace) -> int:
+    from hmdiff_ros.data.engine import SyntheticConfig, SyntheticEngine
+    from hmdiff_ros.data.shapes import BankConfig
+    from hmdiff_ros.data.store import write_split
+
+    engine = SyntheticEngine(SyntheticConfig(bank=BankConfig(full=args.full), full=args.full))
+    out = write_split(engine, args.out, args.num, args.seed, args.split, batch=args.batch)
+    print(json.dumps({"out": str(out), "split": args.split, "num": args.num, "seed": args.seed}))
+    return 0
+
+
+def _cmd_data_bench(args: argparse.Namespace) -> int:
+    from hmdiff_ros.data.bench import bench
+
+    result = bench(batch_size=args.batch, batches=args.batches, workers=args.workers)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['samples_per_s']:.0f} samples/s ({result['workers']} workers, batch {result['batch_size']}, "
+            f"{result['channels']}x{result['crop_size']}x{result['crop_size']} proxy)"
+        )
+    return 0
+
+
+def _cmd_data_sheet(args: argparse.Namespace) -> int:
+    from hmdiff_ros.data.engine import SyntheticEngine
+    from hmdiff_ros.data.sheet import contact_sheet
+
+    print(contact_sheet(SyntheticEngine(), args.num, args.seed, args.out, tile=args.tile))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -85,6 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_assets_check)
+
+    data = sub.add_parser("data", help="synthetic training data").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("make", help="write a fixed synthetic split to a folder")
+    p.add_argument("--split", default="test", help="name recorded in the split (e.g. test, val)")
+    p.add_argument("--num", type=int, required=True, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch", type=int, default=256, help="samples generated at once")
+    p.add_argument("--full", action="store_true", help="also store full-resolution meshes (13,718 vertices)")
+    p.set_defaults(func=_cmd_data_make)
+    p = data.add_parser("bench", help="samples/second of the data engine at the training resolution")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batches", type=int, default=12, help="timed batches (after warm-up)")
+    p.add_argument("--workers", type=int, default=2, help="data-loader processes (0: in process)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_data_bench)
+    p = data.add_parser("sheet", help="contact sheet PNG of random synthetic bodies")
+    p.add_argument("--out", default="docs/images/pose_contact_sheet.png")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int, default=200, help="tile size in pixels")
+    p.set_defaults(func=_cmd_data_sheet)
     return parser
 
 

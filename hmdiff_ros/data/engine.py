@@ -15,7 +15,8 @@ joints; S = crop size):
   (N, 3) the pelvis, ``coarse_rel``/``joints_rel`` root-relative, ``full`` (N, V, 3) when the
   bank is full-resolution and ``full=True``, ``K`` (N, 3, 3), ``image_size`` (N, 2),
   ``rotation`` (N, 3, 3) body canonical frame -> camera, ``shape`` (N, 6), ``pose``
-  (N, 103, 3), ``family`` (N,), ``swapped`` (N,).
+  (N, 103, 3), ``family`` (N,), ``swapped`` (N,), ``occluder`` (N, 4) image rectangle
+  (u0, v0, u1, v1) in front of the person, NaN where none.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
 
 PELVIS = JOINT_INDEX["pelvis"]
 MIN_JOINTS_IN_IMAGE = 6  # a sample must show at least this many prior joints
+MIN_PRIOR_JOINTS = 4  # ... and the simulated prior must see this many (else: no detection)
 MAX_RESAMPLE = 8
 
 
@@ -78,7 +80,22 @@ class SyntheticEngine:
         y = self.bank.rest_vertices[:, : self.bank.num_coarse, 1]
         return (y.max(1) - y.min(1)).astype(np.float64)  # (S,) metres, A-pose standing height
 
-    def generate(self, rng: np.random.Generator, num: int) -> Dict[str, np.ndarray]:
+    def generate(self, rng: np.random.Generator, num: int, proxy: bool = True) -> Dict[str, np.ndarray]:
+        """``num`` samples in which the simulated prior sees the person (at least
+        ``MIN_PRIOR_JOINTS`` keypoints above the visibility cut); others are drawn again.
+        ``proxy=False`` leaves the encoder input to be built later with ``make_proxy``."""
+        batch = self._generate(rng, num)
+        for _ in range(MAX_RESAMPLE):
+            seen = (batch["vis"] >= self.cfg.proxy.min_visibility).sum(1) >= MIN_PRIOR_JOINTS
+            if seen.all():
+                break
+            extra = self._generate(rng, int((~seen).sum()))
+            batch = {k: np.concatenate([v[seen], extra[k]]) for k, v in batch.items()}
+        if proxy:
+            batch["proxy"] = make_proxy(batch["uv"], batch["vis"], batch["mask"], batch["valid"], self.cfg.proxy)
+        return batch
+
+    def _generate(self, rng: np.random.Generator, num: int) -> Dict[str, np.ndarray]:
         cfg = self.cfg
         c = self.topology.num_coarse
         ids = rng.integers(self.bank.size, size=num)
@@ -93,11 +110,11 @@ class SyntheticEngine:
                 axis_angle_to_matrix(torch.as_tensor(yaw))
                 @ axis_angle_to_matrix(torch.as_tensor(tilt, dtype=torch.float64))
             ).numpy()
-        world = np.einsum("nij,nvj->nvi", glob, verts[:, :c])
+        world = verts[:, :c] @ glob.transpose(0, 2, 1)
         scene = sample_scenes(rng, world, cfg.scene)
         for _ in range(MAX_RESAMPLE):  # re-draw cameras that do not see enough of the person
             rot = scene["R"] @ glob
-            joints_cam = np.einsum("nij,nvj->nvi", rot, joints) + scene["t"][:, None]
+            joints_cam = joints @ rot.transpose(0, 2, 1) + scene["t"][:, None]
             uv = project(joints_cam, scene["K"])
             w, h = scene["image_size"][:, None, 0], scene["image_size"][:, None, 1]
             seen = (
@@ -110,8 +127,8 @@ class SyntheticEngine:
             for k in scene:
                 scene[k][bad] = redo[k]
         rot = scene["R"] @ glob
-        verts_cam = np.einsum("nij,nvj->nvi", rot, verts) + scene["t"][:, None]
-        joints_cam = np.einsum("nij,nvj->nvi", rot, joints) + scene["t"][:, None]
+        verts_cam = verts @ rot.transpose(0, 2, 1) + scene["t"][:, None]
+        joints_cam = joints @ rot.transpose(0, 2, 1) + scene["t"][:, None]
         coarse_cam = verts_cam[:, :c]
         K, size = scene["K"], scene["image_size"]
         coarse_uv = project(coarse_cam, K)
@@ -135,7 +152,6 @@ class SyntheticEngine:
         uv_crop = np.einsum("nij,nkj->nki", obs["affine"][..., :2], prior["prior_uv"]) + obs["affine"][:, None, :, 2]
         root = joints_cam[:, PELVIS]
         batch = {
-            "proxy": make_proxy(uv_crop, prior["prior_vis"], obs["mask"], obs["valid"], cfg.proxy),
             "uv": uv_crop.astype(np.float32),
             "vis": prior["prior_vis"].astype(np.float32),
             "mask": obs["mask"],
@@ -155,11 +171,20 @@ class SyntheticEngine:
             "pose": pose,
             "family": family.astype(np.int64),
             "swapped": prior["swapped"],
+            "occluder": occluders.astype(np.float32),
         }
         if cfg.full:
             order = np.argsort(self.bank.vertex_ids)  # bank order -> mesh vertex order
             batch["full"] = verts_cam[:, order].astype(np.float32)
         return batch
+
+
+def compact(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The storage/transport form of a batch: no ``proxy``, masks quantised to 8 bits."""
+    out = {k: v for k, v in batch.items() if k != "proxy"}
+    out["mask"] = np.round(batch["mask"] * 255).astype(np.uint8)
+    out["valid"] = batch["valid"] > 0.5
+    return out
 
 
 def batch_rng(seed: int, index: int) -> np.random.Generator:
@@ -168,7 +193,10 @@ def batch_rng(seed: int, index: int) -> np.random.Generator:
 
 
 class SyntheticDataset(torch.utils.data.IterableDataset):
-    """Endless (or ``num_batches``-long) stream of batches as torch tensors.
+    """Endless (or ``num_batches``-long) stream of compact batches as torch tensors: no
+    ``proxy`` (build it where the model runs with :func:`~hmdiff_ros.model.proxy.make_proxy`,
+    which takes torch tensors), ``mask`` as uint8 (0..255) and ``valid`` as bool, so that
+    workers send ~20x less data.
 
     Use with ``DataLoader(dataset, batch_size=None, num_workers=k)``: worker ``w`` makes
     batches ``w, w + k, w + 2k, ...``, each from :func:`batch_rng` ``(seed, index)``.
@@ -189,6 +217,6 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
             self._engine = SyntheticEngine(self.cfg)
         index = worker
         while self.num_batches is None or index < self.num_batches:
-            batch = self._engine.generate(batch_rng(self.seed, index), self.batch_size)
-            yield {k: torch.as_tensor(v) for k, v in batch.items()}
+            batch = self._engine.generate(batch_rng(self.seed, index), self.batch_size, proxy=False)
+            yield {k: torch.as_tensor(v) for k, v in compact(batch).items()}
             index += workers

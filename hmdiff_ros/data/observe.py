@@ -182,11 +182,12 @@ def render_observation(
     tri = coarse_cam[:, coarse_faces]  # (N, F, 3, 3)
     normal = np.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])
     front = np.einsum("nfd,nfd->nf", normal, tri.sum(2)) < 0  # facing the camera at the origin
+    pts_all = np.round(tri_uv[:, coarse_faces] * 4).astype(np.int32)  # (N, F, 3, 2), 2 bits sub-pixel
     for i in range(n):
-        pts = np.round(tri_uv[i][coarse_faces] * 4).astype(np.int32)  # (F, 3, 2), 2 bits sub-pixel
+        pts = pts_all[i]
         m = np.zeros((s, s), np.uint8)
         for group in parts:
-            cv2.fillPoly(m, list(pts[group[front[i, group]]]), 1, shift=2)
+            cv2.fillPoly(m, pts[group[front[i, group]]], 1, shift=2)
         inside_u = (grid >= rect[i, 0, 0]) & (grid <= rect[i, 1, 0])
         inside_v = (grid >= rect[i, 0, 1]) & (grid <= rect[i, 1, 1])
         valid[i] = inside_v[:, None] & inside_u[None, :]

@@ -35,27 +35,45 @@ class ProxyConfig:
             raise ValueError(f"min_visibility must be in [0, 1], got {self.min_visibility}")
 
 
-def make_proxy(
-    uv: np.ndarray, visibility: np.ndarray, mask: np.ndarray, valid: np.ndarray, cfg: ProxyConfig
-) -> np.ndarray:
+def make_proxy(uv, visibility, mask, valid, cfg: ProxyConfig):
     """Encoder input ``(B, C, S, S)`` float32 from keypoints ``uv`` ``(B, J, 2)`` (crop pixels),
-    ``visibility`` ``(B, J)`` in [0, 1], ``mask`` and ``valid`` ``(B, S, S)`` in [0, 1]."""
+    ``visibility`` ``(B, J)`` in [0, 1], ``mask`` and ``valid`` ``(B, S, S)`` in [0, 1] (or
+    uint8 0..255 / bool). Works on numpy arrays and on torch tensors (same device out)."""
     s = cfg.crop_size
     b, j = visibility.shape
-    if uv.shape != (b, j, 2) or j != len(PRIOR_JOINT_NAMES):
+    if tuple(uv.shape) != (b, j, 2) or j != len(PRIOR_JOINT_NAMES):
         raise ValueError(
-            f"uv must have shape (B, {len(PRIOR_JOINT_NAMES)}, 2) matching visibility {visibility.shape}, got {uv.shape}"
+            f"uv must have shape (B, {len(PRIOR_JOINT_NAMES)}, 2) matching visibility {tuple(visibility.shape)}, got {tuple(uv.shape)}"
         )
-    if mask.shape != (b, s, s) or valid.shape != (b, s, s):
-        raise ValueError(f"mask and valid must have shape (B, {s}, {s}), got {mask.shape} and {valid.shape}")
-    grid = np.arange(s, dtype=np.float32)
+    if tuple(mask.shape) != (b, s, s) or tuple(valid.shape) != (b, s, s):
+        raise ValueError(
+            f"mask and valid must have shape (B, {s}, {s}), got {tuple(mask.shape)} and {tuple(valid.shape)}"
+        )
+    if isinstance(uv, np.ndarray):
+        xp = np
+        grid = np.arange(s, dtype=np.float32)
+        cast = lambda a: np.asarray(a).astype(np.float32)  # noqa: E731
+        empty = lambda shape: np.empty(shape, np.float32)  # noqa: E731
+    else:
+        import torch
+
+        xp, f32 = torch, torch.float32
+        grid = torch.arange(s, dtype=f32, device=uv.device)
+        cast = lambda a: a.to(f32)  # noqa: E731
+        empty = lambda shape: torch.empty(shape, dtype=f32, device=uv.device)  # noqa: E731
+    uv, visibility = cast(uv), cast(visibility)
     inv = -0.5 / cfg.heatmap_sigma**2
-    gx = np.exp(inv * (grid - uv[..., 0:1].astype(np.float32)) ** 2)  # (B, J, S) separable Gaussian
-    gy = np.exp(inv * (grid - uv[..., 1:2].astype(np.float32)) ** 2)
-    on = (visibility >= cfg.min_visibility) & np.isfinite(uv).all(-1)
-    gx = np.where(on[..., None], np.nan_to_num(gx), 0.0).astype(np.float32)
-    out = np.empty((b, j + 2, s, s), np.float32)
+    on = (visibility >= cfg.min_visibility) & xp.isfinite(uv).all(-1)  # (B, J)
+    u = xp.where(on[..., None], xp.nan_to_num(uv), -1e4)  # off joints: far outside, heatmap 0
+    gx = xp.exp(inv * (grid - u[..., 0:1]) ** 2)  # (B, J, S) separable Gaussian
+    gy = xp.exp(inv * (grid - u[..., 1:2]) ** 2)
+    out = empty((b, j + 2, s, s))
     out[:, :j] = gy[..., :, None] * gx[..., None, :]  # (B, J, S, S), rows are v
-    out[:, j] = mask
-    out[:, j + 1] = valid
+    out[:, j] = _unit(mask, cast)
+    out[:, j + 1] = _unit(valid, cast)
     return out
+
+
+def _unit(image, cast):
+    """Masks as float in [0, 1]: uint8 images are 0..255, bool and float pass through."""
+    return cast(image) / 255.0 if str(image.dtype).endswith("uint8") else cast(image)

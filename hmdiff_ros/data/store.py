@@ -1,0 +1,93 @@
+"""Fixed synthetic splits on disk (``hmdiff data make``) and their reader.
+
+A split folder holds ``samples.npz`` (every field of an engine batch but the ``proxy``
+tensor, masks quantised to 8 bits) and ``meta.json`` (split, seed, count, the engine config
+and package version). The reader rebuilds the proxy with the same
+:func:`~hmdiff_ros.model.proxy.make_proxy` that training and inference use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, Iterator
+
+import numpy as np
+
+import hmdiff_ros
+from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact
+from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+
+SAMPLES_FILE = "samples.npz"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+
+
+def write_split(
+    engine: SyntheticEngine, out: "str | Path", num: int, seed: int, split: str, batch: int = 256, progress: bool = True
+) -> Path:
+    """Generate ``num`` samples (batches seeded by ``(seed, index)``) into folder ``out``."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    parts: Dict[str, list] = {}
+    bar = tqdm(total=num, desc=f"data make {split}", unit="sample", disable=not progress)
+    for index in range((num + batch - 1) // batch):
+        b = compact(engine.generate(batch_rng(seed, index), min(batch, num - index * batch), proxy=False))
+        for k, v in b.items():
+            parts.setdefault(k, []).append(v)
+        bar.update(len(b["coarse"]))
+    bar.close()
+    np.savez_compressed(out / SAMPLES_FILE, **{k: np.concatenate(v) for k, v in parts.items()})
+    meta = {
+        "format": FORMAT_VERSION,
+        "split": split,
+        "num": num,
+        "seed": seed,
+        "hmdiff_ros": hmdiff_ros.__version__,
+        "config": asdict(engine.cfg),
+        "num_coarse": engine.topology.num_coarse,
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+class SplitReader:
+    """Reads a folder written by :func:`write_split`; errors name the folder and what is wrong."""
+
+    def __init__(self, folder: "str | Path") -> None:
+        self.folder = Path(folder)
+        meta_path, samples_path = self.folder / META_FILE, self.folder / SAMPLES_FILE
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"data folder '{self.folder}' does not exist; write one with 'hmdiff data make'")
+        if not meta_path.is_file() or not samples_path.is_file():
+            raise FileNotFoundError(
+                f"'{self.folder}' is not a split written by 'hmdiff data make' (needs {META_FILE} and {SAMPLES_FILE})"
+            )
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            with np.load(samples_path, allow_pickle=False) as data:
+                self.arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read split '{self.folder}': {exc}") from exc
+        if self.meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"split '{self.folder}' has format {self.meta.get('format')}, expected {FORMAT_VERSION}")
+        self.proxy_cfg = ProxyConfig(**self.meta["config"]["proxy"])
+
+    def __len__(self) -> int:
+        return len(self.arrays["coarse"])
+
+    def batch(self, start: int, stop: int) -> Dict[str, np.ndarray]:
+        """Samples ``[start, stop)`` in compact form (uint8 ``mask``, bool ``valid``) plus ``proxy``."""
+        b = {k: v[start:stop] for k, v in self.arrays.items()}
+        b["proxy"] = make_proxy(b["uv"], b["vis"], b["mask"], b["valid"], self.proxy_cfg)
+        return b
+
+    def batches(self, size: int, limit: int | None = None) -> Iterator[Dict[str, np.ndarray]]:
+        total = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, total, size):
+            yield self.batch(start, min(start + size, total))
