@@ -91,6 +91,22 @@ def _cmd_data_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.train import load_train_config, train
+
+    overrides = {k: v for k, v in {
+        "out": args.out, "steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.max_minutes,
+        "device": args.device, "workers": args.workers, "val_every": args.val_every,
+    }.items() if v is not None}  # fmt: skip
+    config = args.config
+    if config is None:
+        from pathlib import Path
+
+        config = Path(__file__).resolve().parent / "model" / "configs" / "default.yaml"
+    print(json.dumps(train(load_train_config(config, overrides))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -140,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tile", type=int, default=200, help="tile size in pixels")
     p.set_defaults(func=_cmd_data_sheet)
+
+    p = sub.add_parser("train", help="train HMDiff on streamed synthetic data (resumes from --out)")
+    p.add_argument(
+        "--config", default=None, help="YAML training config (default: hmdiff_ros/model/configs/default.yaml)"
+    )
+    p.add_argument("--out", default=None, help="run folder (checkpoint, metrics.jsonl)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this wall time")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--workers", type=int, default=None, help="data-loader processes")
+    p.add_argument("--val-every", type=int, default=None)
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

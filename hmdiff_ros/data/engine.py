@@ -215,7 +215,7 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
         if self._engine is None:
             torch.set_num_threads(1) if info is not None else None
             self._engine = SyntheticEngine(self.cfg)
-        index = worker
+        index = self.skip + worker
         while self.num_batches is None or index < self.num_batches:
             batch = self._engine.generate(batch_rng(self.seed, index), self.batch_size, proxy=False)
             yield {k: torch.as_tensor(v) for k, v in compact(batch).items()}

@@ -1,0 +1,75 @@
+"""Image encoders φ_I: a crop-aligned input -> a set of feature tokens f_I ``(B, N, D)``.
+
+- ``proxy`` (default): a small CNN over the 26-channel proxy (keypoint heatmaps,
+  silhouette, valid region; :mod:`hmdiff_ros.model.proxy`), the same on synthetic and real
+  images;
+- ``rgb``: a CNN over the RGB crop, for users who train on real images.
+
+Both end in an 8x8 grid of tokens with a learned position embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hmdiff_ros.model.proxy import NUM_PROXY_CHANNELS
+
+ENCODERS = ("proxy", "rgb")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    kind: str = "proxy"  # "proxy" or "rgb"
+    width: int = 128  # token width D (= the denoiser's width)
+    base_channels: int = 32  # channels after the first convolution
+    input_size: int = 64  # crop side in pixels; 64 -> 8x8 tokens (three stride-2 stages)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENCODERS:
+            raise ValueError(f"encoder kind must be one of {ENCODERS}, got {self.kind!r}")
+        if self.input_size % 8 or self.input_size < 32:
+            raise ValueError(f"input_size must be a multiple of 8 and >= 32, got {self.input_size}")
+
+    @property
+    def in_channels(self) -> int:
+        return NUM_PROXY_CHANNELS if self.kind == "proxy" else 3
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size // 8) ** 2
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+    )
+
+
+class ImageEncoder(nn.Module):
+    """``(B, C_in, S, S)`` -> tokens ``(B, (S/8)^2, D)``."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.base_channels
+        self.stages = nn.Sequential(
+            _block(cfg.in_channels, c, 2),  # S/2
+            _block(c, 2 * c, 2),  # S/4
+            _block(2 * c, 4 * c, 2),  # S/8
+        )
+        self.proj = nn.Linear(4 * c, cfg.width)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.width))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        feat = self.stages(image)  # (B, 4c, S/8, S/8)
+        tokens = feat.flatten(2).transpose(1, 2)  # (B, N, 4c)
+        return self.proj(tokens) + self.pos  # (B, N, D)
