@@ -107,6 +107,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['num_samples']} samples, {args.steps} steps, DAT {args.dat}: MPJPE {result['mpjpe_mm']:.1f} mm, "
+            f"PA-MPJPE {result['pa_mpjpe_mm']:.1f} mm, MPVPE {result['mpvpe_mm']:.1f} mm, PA-MPVPE {result['pa_mpvpe_mm']:.1f} mm"
+        )
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.ablate import ablate
+
+    print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -169,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="data-loader processes")
     p.add_argument("--val-every", type=int, default=None)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--data", default=None, help="folder written by 'hmdiff data make'")
+    p.add_argument("--steps", type=int, required=True, help="DDIM steps")
+    p.add_argument("--dat", choices=("off", "fast", "full"), required=True, help="DAT gradient mode")
+    p.add_argument("--hypotheses", type=int, default=1, help="samples per input, averaged")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("ablate", help="DAT off/fast/full x DDIM steps and a tau/lambda sweep -> markdown + PNG")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default="docs/ablation")
+    p.add_argument("--limit", type=int, default=256, help="samples of the split to use (0: all)")
+    p.set_defaults(func=_cmd_ablate)
     return parser
 
 

@@ -1,0 +1,248 @@
+"""HMDiff model: scheduler maths, DAT, sampling, checkpoints, training and evaluation."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hmdiff_ros.model.dat import DAT, DATConfig
+from hmdiff_ros.model.denoiser import DenoiserConfig
+from hmdiff_ros.model.encoder import EncoderConfig
+from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
+from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm, procrustes_align
+from hmdiff_ros.model.scheduler import PREDICTION_TYPES, DDIMScheduler, SchedulerConfig
+
+TINY = HMDiffConfig(
+    encoder=EncoderConfig(width=32, base_channels=8),
+    denoiser=DenoiserConfig(width=32, heads=2, self_blocks=1, cross_blocks=1, vertex_groups=8),
+    scheduler=SchedulerConfig(num_train_timesteps=100),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(topology):
+    torch.manual_seed(0)
+    return HMDiff(TINY, topology).eval()
+
+
+def _inputs(b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 26, 64, 64, generator=g), torch.randn(b, 24, 3, generator=g) * 0.3, torch.ones(b, 24)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_scheduler_recovers_x0_and_eps_from_any_target(prediction_type):
+    sched = DDIMScheduler(SchedulerConfig(prediction_type=prediction_type))
+    x0, eps = torch.randn(5, 7, 3, dtype=torch.float64), torch.randn(5, 7, 3, dtype=torch.float64)
+    t = torch.tensor([0, 10, 500, 900, 998])
+    xt = sched.add_noise(x0, eps, t)
+    a = sched.alphas_cumprod[t].reshape(-1, 1, 1)
+    torch.testing.assert_close(xt, a.sqrt() * x0 + (1 - a).sqrt() * eps)
+    x0_hat, eps_hat = sched.to_x0_eps(sched.target(x0, eps, t), t, xt)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 50])
+def test_ddim_with_the_true_x0_and_noise_stays_on_the_trajectory(steps):
+    sched = DDIMScheduler()
+    sched.set_timesteps(steps)
+    assert len(sched.timesteps) == steps and sched.timesteps[0] == 999 and (sched.timesteps.diff() < 0).all()
+    x0, eps = torch.randn(3, 4, 3, dtype=torch.float64), torch.randn(3, 4, 3, dtype=torch.float64)
+    x = sched.add_noise(x0, eps, torch.full((3,), 999))
+    for t in sched.timesteps.tolist():
+        prev = sched.previous_timestep(t)
+        x = sched.step(x0, eps, t, x).prev_sample
+        expected = x0 if prev < 0 else sched.add_noise(x0, eps, torch.full((3,), prev))
+        torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(x, x0)
+
+
+def test_cosine_schedule_is_monotone_and_ends_near_pure_noise():
+    a = DDIMScheduler().alphas_cumprod
+    assert (a.diff() < 0).all() and a[0] > 0.999 and a[-1] < 1e-4
+
+
+def test_scheduler_eta_is_seeded_and_stochastic():
+    sched = DDIMScheduler()
+    sched.set_timesteps(4)
+    x0, eps, x = torch.randn(2, 3, 3), torch.randn(2, 3, 3), torch.randn(2, 3, 3)
+    run = lambda seed: sched.step(x0, eps, 999, x, eta=1.0, generator=torch.Generator().manual_seed(seed)).prev_sample  # noqa: E731
+    torch.testing.assert_close(run(1), run(1))
+    assert not torch.allclose(run(1), run(2))
+
+
+def test_scheduler_matches_diffusers_when_installed():
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (optional cross-check)")
+    ref = diffusers.DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
+    )
+    ours = DDIMScheduler()
+    torch.testing.assert_close(ours.alphas_cumprod.float(), ref.alphas_cumprod.float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: SchedulerConfig(prediction_type="score"), "prediction_type must be one of"),
+        (lambda: SchedulerConfig(beta_schedule="sigmoid"), "beta_schedule"),
+        (lambda: DDIMScheduler().set_timesteps(0), "num_inference_steps"),
+        (lambda: DDIMScheduler().set_timesteps(2000), "num_inference_steps"),
+        (lambda: DATConfig(mode="slow"), "dat mode must be one of"),
+        (lambda: DATConfig(tau=2.0), "tau"),
+        (lambda: DenoiserConfig(width=30, heads=4), "divisible"),
+        (lambda: EncoderConfig(kind="depth"), "encoder kind"),
+    ],
+)
+def test_bad_options_raise_errors_listing_the_allowed_values(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_dat_alignment_reduces_the_gap_by_about_lambda(tiny):
+    sched = tiny.scheduler
+    aligner = DAT(DATConfig(scale=0.5), tiny.dat_map, tiny.cfg.data_scale)
+    x0 = torch.randn(3, tiny.num_points, 3) * 0.5
+    prior = torch.randn(3, 24, 3) * 0.3
+    w = torch.ones(3, 24)
+    xt = torch.randn(3, tiny.num_points, 3)
+    gap, grad = aligner.gap_and_grad(x0, prior, w)
+    a = sched.alphas_cumprod[50]
+    eps = (xt - a.sqrt() * x0) / (1 - a).sqrt()
+    x0_new, eps_new = aligner.align(x0, eps, xt, a, gap, grad, torch.tensor([True, True, False]))
+    new_gap, _ = aligner.gap_and_grad(x0_new, prior, w)
+    assert (new_gap[:2] < 0.75 * gap[:2]).all() and (new_gap[:2] > 0.3 * gap[:2]).all()
+    torch.testing.assert_close(new_gap[2], gap[2])
+    # x̂_0' and ε' stay consistent with the same noisy sample.
+    torch.testing.assert_close(a.sqrt() * x0_new + (1 - a).sqrt() * eps_new, xt, atol=1e-4, rtol=1e-4)
+
+
+def test_dat_closed_form_gradient_matches_autograd(tiny):
+    aligner = DAT(DATConfig(), tiny.dat_map, tiny.cfg.data_scale)
+    x0 = (torch.randn(2, tiny.num_points, 3, dtype=torch.float64) * 0.5).requires_grad_(True)
+    prior = torch.randn(2, 24, 3, dtype=torch.float64) * 0.3
+    w = torch.rand(2, 24, dtype=torch.float64)
+    gap, grad = aligner.gap_and_grad(x0, prior, w)
+    (auto,) = torch.autograd.grad(gap.sum(), x0)
+    torch.testing.assert_close(grad, auto)
+
+
+def test_fast_and_full_gradients_agree_in_direction(tiny):
+    proxy, prior, vis = _inputs(2)
+    sched = tiny.scheduler
+    tokens = tiny.encoder(proxy)
+    aligner = DAT(DATConfig(), tiny.dat_map, tiny.cfg.data_scale)
+    t = torch.full((2,), 60)
+    x = torch.randn(2, tiny.num_points, 3).requires_grad_(True)
+    x0, _ = sched.to_x0_eps(tiny.denoiser(x, t, tokens), t, x)
+    gap, grad_x0 = aligner.gap_and_grad(x0, prior, aligner.weights(vis))
+    (full,) = torch.autograd.grad(gap.sum(), x)
+    fast = grad_x0 / sched.alphas_cumprod[60].sqrt()
+    cos = torch.nn.functional.cosine_similarity(full.flatten(1), fast.detach().flatten(1))
+    assert (cos > 0.5).all()
+
+
+@pytest.mark.parametrize("mode", ["off", "fast", "full"])
+def test_sampling_shapes_hypotheses_and_seeds(tiny, mode):
+    proxy, prior, vis = _inputs(2)
+    run = lambda seed, m: tiny.sample(
+        proxy,
+        prior,
+        vis,
+        steps=3,
+        dat=DATConfig(mode=mode),
+        hypotheses=m,
+        generator=torch.Generator().manual_seed(seed),
+    )  # noqa: E731
+    out = run(0, 3)
+    assert out.points.shape == (2, tiny.num_points, 3) and out.hypotheses.shape == (2, 3, tiny.num_points, 3)
+    assert out.joint_std.shape == (2, 25) and (out.joint_std > 0).all()
+    assert out.gaps.shape == (3, 6) and torch.isfinite(out.points).all()
+    torch.testing.assert_close(run(0, 3).points, out.points, atol=1e-3, rtol=0)  # autograd sums may reorder
+    assert not torch.allclose(run(1, 3).points, out.points)
+    if mode != "off":
+        assert torch.isfinite(out.gaps).all()
+
+
+def test_dat_pulls_samples_towards_the_prior(tiny):
+    proxy, prior, vis = _inputs(4, seed=3)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    off = tiny.sample(proxy, prior, vis, steps=4, dat=DATConfig(mode="off"), generator=gen())
+    on = tiny.sample(proxy, prior, vis, steps=4, dat=DATConfig(mode="fast", tau=0.0, max_fraction=1.0), generator=gen())
+    aligner = DAT(DATConfig(), tiny.dat_map, tiny.cfg.data_scale)
+    norm = lambda p: p / tiny.cfg.data_scale  # noqa: E731
+    gap_off, _ = aligner.gap_and_grad(norm(off.points), prior, vis)
+    gap_on, _ = aligner.gap_and_grad(norm(on.points), prior, vis)
+    assert (gap_on < gap_off).all()
+
+
+def test_bad_sampling_inputs_raise_clear_errors(tiny):
+    proxy, prior, vis = _inputs(1)
+    with pytest.raises(ValueError, match=r"proxy must have shape \(B, 26, S, S\)"):
+        tiny.sample(proxy[:, :3], prior, vis)
+    bad = proxy.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        tiny.sample(bad, prior, vis)
+    with pytest.raises(ValueError, match="DAT needs the prior"):
+        tiny.sample(proxy)
+    with pytest.raises(ValueError, match="hypotheses"):
+        tiny.sample(proxy, prior, vis, hypotheses=0)
+
+
+def test_checkpoint_round_trip_and_errors(tiny, tmp_path):
+    from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ckpt", tiny, {"step": 7})
+    loaded, meta = load_checkpoint(tmp_path / "ckpt")
+    assert meta["step"] == 7 and loaded.cfg == tiny.cfg
+    proxy, prior, vis = _inputs(1)
+    a = tiny.sample(proxy, prior, vis, generator=torch.Generator().manual_seed(0)).points
+    b = loaded.sample(proxy, prior, vis, generator=torch.Generator().manual_seed(0)).points
+    torch.testing.assert_close(a, b)
+    assert not list((tmp_path / "ckpt").glob("*.pt*")), "no pickle files"
+    with pytest.raises(FileNotFoundError, match="not found or incomplete"):
+        load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"model": {"encoder": {}}}))
+    with pytest.raises(ValueError, match="not a valid HMDiff checkpoint"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_procrustes_and_errors():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(3, 25, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    pred = 1.3 * gt @ q.T + 0.5
+    np.testing.assert_allclose(procrustes_align(pred, gt), gt, atol=1e-9)
+    assert pa_mpjpe_mm(pred, gt).max() < 1e-6
+    np.testing.assert_allclose(mpjpe_mm(gt + [0.003, 0.004, 0.0], gt), 5.0)
+
+
+def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
+    from hmdiff_ros.model.evaluate import evaluate
+    from hmdiff_ros.model.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), steps=2, batch_size=4, workers=0, val_every=2, val_samples=8, model=TINY
+    )
+    metrics = train(cfg, progress=False)
+    assert metrics["step"] == 2 and math.isfinite(metrics["loss"])
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    again = train(TrainConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
+    assert again["step"] == 3
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [2, 3]
+    from hmdiff_ros.data.store import write_split
+
+    split = write_split(engine, tmp_path / "split", num=6, seed=1, split="test", progress=False)
+    result = evaluate(tmp_path / "run", split, steps=2, dat="fast")
+    assert set(result) == {"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}
+    assert result["num_samples"] == 6 and result["pa_mpjpe_mm"] <= result["mpjpe_mm"] + 1e-6
