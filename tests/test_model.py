@@ -152,15 +152,11 @@ def test_fast_and_full_gradients_agree_in_direction(tiny):
 @pytest.mark.parametrize("mode", ["off", "fast", "full"])
 def test_sampling_shapes_hypotheses_and_seeds(tiny, mode):
     proxy, prior, vis = _inputs(2)
-    run = lambda seed, m: tiny.sample(
-        proxy,
-        prior,
-        vis,
-        steps=3,
-        dat=DATConfig(mode=mode),
-        hypotheses=m,
-        generator=torch.Generator().manual_seed(seed),
-    )  # noqa: E731
+
+    def run(seed, m):
+        gen = torch.Generator().manual_seed(seed)
+        return tiny.sample(proxy, prior, vis, steps=3, dat=DATConfig(mode=mode), hypotheses=m, generator=gen)
+
     out = run(0, 3)
     assert out.points.shape == (2, tiny.num_points, 3) and out.hypotheses.shape == (2, 3, tiny.num_points, 3)
     assert out.joint_std.shape == (2, 25) and (out.joint_std > 0).all()
