@@ -28,7 +28,15 @@ EXTRAS = {
     "bag": ["rosbags>=0.10,<0.12"],
     "train": ANNY + ["matplotlib>=3.6"],
     "tensorrt": ["tensorrt>=10,<11", "pycuda>=2024.1"],
-    "test": ANNY + ONNX + ["smplx>=0.1.28", "rosbags>=0.10,<0.12", "pytest>=7", "ruff>=0.4"],
+    "test": ANNY
+    + ONNX
+    + [
+        "smplx>=0.1.28",
+        "rosbags>=0.10,<0.12",
+        "pytest>=7",
+        "ruff>=0.4",
+        "diffusers>=0.30",  # cross-checks our DDIM scheduler
+    ],
 }
 
 setup(
@@ -41,7 +49,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.body": ["assets/*.npz", "assets/*.json"]},
+    package_data={
+        f"{PACKAGE}.body": ["assets/*.npz", "assets/*.json"],
+        f"{PACKAGE}.model": ["configs/*.yaml", "checkpoints/*/*.json", "checkpoints/*/*.safetensors"],
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

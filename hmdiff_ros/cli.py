@@ -128,6 +128,21 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from hmdiff_ros.runtime.bench import bench
+
+    rows = bench(args.backend.split(","), steps=args.steps, people=args.people, dat=args.dat,
+                 repeats=args.repeats, checkpoint=args.checkpoint)  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(
+                f"{r['backend']:<12} {r['stage']:<8} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -206,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/ablation")
     p.add_argument("--limit", type=int, default=256, help="samples of the split to use (0: all)")
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("bench", help="per-stage model latency per backend (p50/p90/p99)")
+    p.add_argument("--backend", default="torch", help="comma-separated backends (available: torch)")
+    p.add_argument("--steps", type=int, default=4, help="DDIM steps")
+    p.add_argument("--people", type=int, default=1, help="batch size (people)")
+    p.add_argument("--dat", choices=("off", "fast", "full"), default="fast")
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -74,18 +74,26 @@ def test_scheduler_eta_is_seeded_and_stochastic():
     assert not torch.allclose(run(1), run(2))
 
 
-def test_scheduler_matches_diffusers_when_installed():
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_scheduler_matches_diffusers_ddim(prediction_type):
     diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (optional cross-check)")
     ref = diffusers.DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="v_prediction",
-        timestep_spacing="trailing",
-        set_alpha_to_one=True,
-        clip_sample=False,
-    )
-    ours = DDIMScheduler()
-    torch.testing.assert_close(ours.alphas_cumprod.float(), ref.alphas_cumprod.float(), atol=1e-5, rtol=1e-4)
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
+        timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
+    )  # fmt: skip
+    ours = DDIMScheduler(SchedulerConfig(prediction_type=prediction_type))
+    torch.testing.assert_close(ours.alphas_cumprod.float(), ref.alphas_cumprod.float(), atol=1e-6, rtol=1e-5)
+    ref.set_timesteps(4)
+    ours.set_timesteps(4)
+    assert ours.timesteps.tolist() == ref.timesteps.tolist()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    for t in ours.timesteps.tolist():
+        out = torch.randn(2, 5, 3, dtype=torch.float64)
+        expected = ref.step(out, t, x, eta=0.0).prev_sample
+        x0, eps = ours.to_x0_eps(out, torch.tensor(t), x)
+        x_ours = ours.step(x0, eps, t, x).prev_sample
+        torch.testing.assert_close(x_ours, expected, atol=1e-5, rtol=1e-5)
+        x = expected
 
 
 @pytest.mark.parametrize(

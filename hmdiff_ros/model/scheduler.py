@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
@@ -77,12 +78,10 @@ class DDIMScheduler:
             raise ValueError(f"num_inference_steps must be in [1, {start + 1}], got {num_inference_steps}")
         if not 0 <= start < k:
             raise ValueError(f"start_timestep must be in [0, {k - 1}], got {start_timestep}")
-        steps = (
-            torch.linspace(start, 0, num_inference_steps + 1)[:-1]
-            if num_inference_steps > 1
-            else torch.tensor([float(start)])
-        )
-        self.timesteps = steps.round().long()
+        # "trailing" spacing (as diffusers' timestep_spacing="trailing"): the first step is the
+        # start itself, so even one step goes from the noisiest level to x_0.
+        steps = np.round(np.arange(start + 1, 0, -(start + 1) / num_inference_steps)) - 1
+        self.timesteps = torch.as_tensor(steps[:num_inference_steps].astype(np.int64))
         self.num_inference_steps = num_inference_steps
 
     def _alpha(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
