@@ -1,0 +1,70 @@
+"""MediaPipe BlazePose (``mediapipe==0.10.14``, models inside the wheel) as the pose prior.
+
+33 landmarks with image coordinates, visibilities and metric "world" coordinates (metres,
+origin between the hips, camera-aligned axes), and a person segmentation mask. They are
+mapped to the prior joint set with :func:`hmdiff_ros.body.joints.mediapipe_to_joints_matrix`
+(combined joints take the lowest visibility of their landmarks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, mediapipe_to_joints_matrix
+from hmdiff_ros.prior.base import PriorPerson
+
+_MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
+_ROOT = list(PRIOR_JOINT_INDICES).index(JOINT_INDEX["pelvis"])
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` image, or a ``ValueError`` saying what was given."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
+        raise ValueError(f"{name} must be an RGB uint8 array of shape (H, W, 3), got {desc}")
+    if min(image.shape[:2]) < 8:
+        raise ValueError(f"{name} is too small ({image.shape[1]}x{image.shape[0]} pixels; need at least 8x8)")
+    return image
+
+
+class MediaPipePrior:
+    """BlazePose Full (``model_complexity=1``: the heavy and lite models are not in the wheel)."""
+
+    def __init__(self, static_image_mode: bool = True, min_detection_confidence: float = 0.5) -> None:
+        try:
+            from mediapipe.python.solutions import pose as mp_pose
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("the pose prior needs mediapipe==0.10.14 (pip install 'mediapipe==0.10.14')") from exc
+        self._pose = mp_pose.Pose(
+            static_image_mode=static_image_mode, model_complexity=1, enable_segmentation=True,
+            min_detection_confidence=min_detection_confidence,
+        )  # fmt: skip
+
+    def detect(self, image: np.ndarray, box: np.ndarray | None = None) -> PriorPerson | None:
+        image = check_image(image)
+        h, w = image.shape[:2]
+        u0 = v0 = 0
+        if box is not None:  # run on the box, expanded and clipped, then map back
+            u0, v0 = (max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1]))))
+            u1, v1 = (min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3]))))
+            if u1 - u0 < 8 or v1 - v0 < 8:
+                return None
+            image = np.ascontiguousarray(image[v0:v1, u0:u1])
+        result = self._pose.process(image)
+        if result.pose_landmarks is None or result.pose_world_landmarks is None:
+            return None
+        ch, cw = image.shape[:2]
+        lm = np.array([(p.x * cw + u0, p.y * ch + v0, p.visibility) for p in result.pose_landmarks.landmark])
+        world = np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark])  # metres
+        uv = _MAP @ lm[:, :2]
+        vis = np.array([lm[row > 0, 2].min() for row in _MAP])
+        xyz = _MAP @ world
+        xyz -= xyz[_ROOT]  # root: the pelvis (mean of the hips), as MediaPipe's origin
+        mask = None
+        if result.segmentation_mask is not None:
+            mask = np.zeros((h, w), np.float32)
+            mask[v0 : v0 + ch, u0 : u0 + cw] = result.segmentation_mask
+        return PriorPerson(uv=uv, visibility=vis, xyz=xyz, mask=mask, score=float(np.mean(lm[:, 2])))
+
+    def close(self) -> None:
+        self._pose.close()
