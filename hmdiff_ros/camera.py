@@ -85,3 +85,27 @@ def crop_affine(box: np.ndarray, crop_size: int) -> np.ndarray:
 def apply_affine(affine: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Apply ``(..., 2, 3)`` affine maps to points ``(..., J, 2)``."""
     return np.einsum("...ij,...kj->...ki", affine[..., :2], uv) + affine[..., None, :, 2]
+
+
+def solve_translation(points: np.ndarray, uv: np.ndarray, weights: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera-frame translation ``T`` (3,) that places root-relative ``points`` ``(J, 3)`` so
+    that they project onto ``uv`` ``(J, 2)`` (full-perspective, as CLIFF argues over a
+    crop-only weak perspective).
+
+    For each point, ``u - c_x = f_x (X + x_i) / (Z + z_i)`` is linear in T:
+    ``f_x X - (u_i - c_x) Z = (u_i - c_x) z_i - f_x x_i`` (and the same for v), solved by
+    weighted least squares. Raises ``ValueError`` with fewer than two weighted points.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if (w > 0).sum() < 2:
+        raise ValueError(f"solve_translation needs at least 2 points with weight > 0, got {(w > 0).sum()}")
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    du, dv = uv[:, 0] - cx, uv[:, 1] - cy
+    zeros = np.zeros_like(du)
+    a = np.concatenate(
+        [np.stack([np.full_like(du, fx), zeros, -du], 1), np.stack([zeros, np.full_like(dv, fy), -dv], 1)]
+    )
+    b = np.concatenate([du * points[:, 2] - fx * points[:, 0], dv * points[:, 2] - fy * points[:, 1]])
+    sw = np.sqrt(np.concatenate([w, w]))
+    t, *_ = np.linalg.lstsq(a * sw[:, None], b * sw, rcond=None)
+    return t
