@@ -1,0 +1,58 @@
+"""The ROS-free frame pipeline with the shipped checkpoint and the MediaPipe prior."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+
+from hmdiff_ros.camera import intrinsics_from_fov, project  # noqa: E402
+from hmdiff_ros.model.checkpoint import load_checkpoint  # noqa: E402
+from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior  # noqa: E402
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval-real" / "coco"
+# Measured on the two COCO photos below with the shipped checkpoint: a regression bound.
+REPROJECTION_PCK_BOUND = 0.6
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    model, _ = load_checkpoint()
+    prior = MediaPipePrior()
+    yield Pipeline(model, prior, cfg=PipelineConfig(hypotheses=2))
+    prior.close()
+
+
+def _photo(image_id):
+    path = COCO / f"{image_id:012d}.jpg"
+    if not path.is_file():
+        pytest.skip(f"real test photos not found at {COCO} (evaluation data lives outside the repository)")
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.parametrize("image_id", [785, 40083])
+def test_reprojected_joints_agree_with_the_prior_on_real_photos(pipeline, image_id):
+    image = _photo(image_id)
+    people = pipeline(image)
+    assert len(people) == 1
+    p = people[0]
+    K = intrinsics_from_fov(image.shape[1], image.shape[0])
+    np.testing.assert_allclose(p.joints_uv, project(p.joints, K), atol=1e-6)
+    assert (p.joints[:, 2] > 0.3).all(), "in front of the camera"
+    seen = p.visibility > 0.5
+    err = np.linalg.norm(p.joints_uv - p.prior_uv, axis=1)[seen]
+    size = p.box[2] - p.box[0]
+    assert (err < 0.1 * size / 1.25).mean() >= REPROJECTION_PCK_BOUND
+    assert p.vertices.shape == (13718, 3) and p.coarse_vertices.shape == (600, 3)
+    assert p.joint_std.shape == (25,) and (p.joint_std >= 0).all()
+
+
+def test_empty_frames_and_bad_inputs(pipeline):
+    assert pipeline(np.full((240, 320, 3), 90, np.uint8)) == []
+    with pytest.raises(ValueError, match="RGB uint8"):
+        pipeline(np.zeros((240, 320), np.uint8))
+    with pytest.raises(ValueError, match="K must be a finite 3x3"):
+        pipeline(np.full((240, 320, 3), 90, np.uint8), K=np.zeros((3, 3)))
