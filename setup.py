@@ -52,6 +52,7 @@ setup(
     package_data={
         f"{PACKAGE}.body": ["assets/*.npz", "assets/*.json"],
         f"{PACKAGE}.model": ["configs/*.yaml", "checkpoints/*/*.json", "checkpoints/*/*.safetensors"],
+        PACKAGE: ["assets/demo/*"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

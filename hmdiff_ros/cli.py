@@ -143,6 +143,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_config(args: argparse.Namespace):
+    from hmdiff_ros.model.dat import DATConfig
+    from hmdiff_ros.pipeline.pipeline import PipelineConfig
+
+    return PipelineConfig(
+        steps=args.steps, dat=DATConfig(mode=args.dat), hypotheses=args.hypotheses, hfov_deg=args.hfov
+    )
+
+
+def _report(records) -> int:
+    failed = [r for r in records if r["error"]]
+    if failed:
+        print(f"hmdiff: {len(failed)} of {len(records)} inputs failed:", file=sys.stderr)
+        for r in failed:
+            print(f"  {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.run import run
+
+    emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
+    records = run(args.paths, args.out, _pipeline_config(args), checkpoint=args.checkpoint,
+                  max_frames=args.max_frames, progress=not args.json, emit=emit)  # fmt: skip
+    if not args.json:
+        people = sum(len(r["people"]) for r in records)
+        print(f"{len(records)} frames, {people} people; results in {args.out}/")
+    return _report(records)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE, run
+
+    records = run([str(DEMO_IMAGE)], args.out, _pipeline_config(args), progress=False)
+    for r in records:
+        print(json.dumps({"path": r["path"], "people": len(r["people"]), "error": r["error"]}))
+    print(
+        f"demo outputs written to {args.out}/: {', '.join(sorted(p.name for p in __import__('pathlib').Path(args.out).iterdir()))}"
+    )
+    return _report(records)
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=4, help="DDIM steps")
+    p.add_argument("--dat", choices=("off", "fast", "full"), default="fast", help="DAT gradient mode")
+    p.add_argument("--hypotheses", type=int, default=4, help="samples per person (uncertainty)")
+    p.add_argument("--hfov", type=float, default=65.0, help="horizontal field of view in degrees (no intrinsics known)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -231,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("run", help="recover meshes from images, folders, videos or a camera index")
+    p.add_argument("paths", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
+    p.add_argument("--out", default="hmdiff_out", help="output folder")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="stop videos/cameras after this many frames")
+    p.add_argument("--json", action="store_true", help="print one JSON record per image/frame")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the shipped public-domain photo")
+    p.add_argument("--out", default="hmdiff_demo", help="output folder")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,110 @@
+"""Reading frames robustly and writing results: overlays, meshes, JSON.
+
+Images of any common kind become RGB uint8 (grayscale, RGBA, 16-bit and float images are
+converted); unreadable files raise a ``ValueError`` that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+
+from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
+from hmdiff_ros.pipeline.pipeline import PersonResult
+from hmdiff_ros.render import render_mesh
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+MAX_SIDE = 10000  # pixels; larger images are refused rather than exhausting memory
+PERSON_COLOURS = [(90, 160, 230), (120, 200, 120), (220, 130, 90), (200, 120, 200), (90, 200, 220), (230, 200, 90)]
+
+
+def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; uint8/uint16/float) -> RGB uint8 ``(H, W, 3)``."""
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        raise ValueError(f"{name}: not a readable image")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{name}: expected 1, 3 or 4 channels, got shape {image.shape}")
+    if max(image.shape[:2]) > MAX_SIDE:
+        raise ValueError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels is larger than {MAX_SIDE} on a side")
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{name}: unsupported pixel type {image.dtype}")
+    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[image.shape[2]]
+    return np.ascontiguousarray(cv2.cvtColor(image, code))
+
+
+def read_image(path: "str | Path") -> np.ndarray:
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise ValueError(f"{path}: file not found")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not an image OpenCV can decode")
+    return to_rgb8(image, str(path))
+
+
+def person_json(person: PersonResult, index: int) -> Dict:
+    joints = []
+    for j, name in enumerate(person.joint_names):
+        prior = person.prior_uv[j]
+        joints.append({
+            "name": name,
+            "xyz": [round(float(v), 4) for v in person.joints[j]],
+            "uv": [round(float(v), 1) for v in person.joints_uv[j]],
+            "prior_uv": None if not np.isfinite(prior).all() else [round(float(v), 1) for v in prior],
+            "visibility": round(float(person.visibility[j]), 3),
+            "std_m": round(float(person.joint_std[j]), 4),
+        })  # fmt: skip
+    pid = person.track_id if person.track_id >= 0 else index
+    return {
+        "id": int(pid),
+        "score": round(person.score, 3),
+        "box": [round(float(v), 1) for v in person.box],
+        "joints": joints,
+    }
+
+
+def overlay(image_rgb: np.ndarray, people: Sequence[PersonResult], K: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """BGR overlay: each person's mesh (translucent) and skeleton over the frame."""
+    out = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    for i, p in enumerate(sorted(people, key=lambda p: -p.translation[2])):  # far first
+        colour = PERSON_COLOURS[i % len(PERSON_COLOURS)]
+        verts = p.vertices if p.vertices is not None else p.coarse_vertices
+        out = render_mesh(out, verts, faces, K, color=colour, alpha=0.6)
+        uv = np.round(p.joints_uv).astype(int)
+        for a, b in SKELETON_EDGES:
+            cv2.line(out, tuple(uv[JOINT_INDEX[a]]), tuple(uv[JOINT_INDEX[b]]), (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    lines = [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in vertices]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def collect_inputs(paths: Sequence[str]) -> List[str]:
+    """Expand folders into their images and videos (sorted); keep files and camera indices."""
+    out: List[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(str(f) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def dump_json(path: Path, record: Dict) -> None:
+    path.write_text(json.dumps(record, indent=1) + "\n")
