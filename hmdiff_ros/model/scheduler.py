@@ -33,7 +33,7 @@ class SchedulerConfig:
     beta_schedule: str = "cosine"  # "linear" (DDPM) or "cosine" (Nichol & Dhariwal)
     beta_start: float = 1e-4  # linear schedule only
     beta_end: float = 0.02
-    prediction_type: str = "v_prediction"  # what the network predicts; v holds up at 1-2 steps
+    prediction_type: str = "sample"  # what the network predicts: x_0 ("sample"); see docs/model_card.md
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 1:
