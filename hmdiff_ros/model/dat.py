@@ -12,7 +12,7 @@ de-normalisation) and U the prior's root-relative joints with visibilities w:
    ``ε' = ε + c g``, with c chosen so that, to first order, x̂_0 moves to cut the gap by a
    fraction ``scale`` (λ); then x̂_0 is recomputed from ε' and the DDIM step proceeds.
 
-Gradient modes: ``fast`` treats the network output as constant, so
+Gradient modes: ``fast`` holds the noise estimate ε̂ constant (the paper's ε view), so
 ``g = ∇_{x̂_0} D / sqrt(ᾱ_k)`` in closed form (no autograd: exportable to ONNX/TensorRT);
 ``full`` differentiates through the network g(h_k, k, f_I) with autograd (PyTorch only).
 """
