@@ -65,6 +65,7 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "pyyaml>=5.4",
+        "opencv-contrib-python>=4.5",  # the OpenCV that mediapipe itself depends on
         *MEDIAPIPE,
     ],
     extras_require=EXTRAS,
