@@ -207,6 +207,7 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg, self.batch_size, self.seed, self.num_batches = cfg, batch_size, seed, num_batches
+        self.skip = 0  # batches to pass over at the start (a resumed run sets it)
         self._engine: SyntheticEngine | None = None
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:

@@ -49,7 +49,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 1000
     val_samples: int = 256
-    max_minutes: float = 0.0  # stop (and checkpoint) after this wall time; 0: no limit
+    max_minutes: float = 0.0  # stop (and checkpoint) after this wall time, cosine decay by the clock; 0: no limit
     device: str = "auto"  # "auto", "cpu" or "cuda"
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
@@ -211,6 +211,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.max_minutes > 0:  # a time budget decays the rate by the clock when it is the tighter limit
+            frac = max(frac, (time.time() - t0) / 60 / cfg.max_minutes)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     metrics_file = out / "metrics.jsonl"
