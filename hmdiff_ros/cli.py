@@ -121,6 +121,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_real(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.eval_real import evaluate_real
+    from hmdiff_ros.pipeline.run import build_pipeline
+
+    pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
+    try:
+        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json)
+    finally:
+        pipe.prior.close()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        fmt = lambda v, unit="": "n/a" if v is None else f"{v}{unit}"  # noqa: E731
+        print(
+            f"3D frames {result['num_frames_3d']}: MPJPE {fmt(result['mpjpe_mm'], ' mm')}, "
+            f"PA-MPJPE {fmt(result['pa_mpjpe_mm'], ' mm')}; 2D people {result['num_people_2d']}: "
+            f"PCK@0.1 {fmt(result['pck_at_0.1'])}"
+        )
+        for name, row in result["per_dataset"].items():
+            print(f"  {name}: {json.dumps(row)}")
+    return 0
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.ablate import ablate
 
@@ -143,6 +166,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE, build_pipeline
+    from hmdiff_ros.runtime.bench import bench_pipeline
+
+    image = read_image(args.image or DEMO_IMAGE)
+    pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
+    try:
+        result = bench_pipeline(pipe, image, repeats=args.repeats)
+    finally:
+        pipe.prior.close()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for r in result["stages"]:
+            print(f"{r['stage']:<9} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms")
+        print(
+            f"end to end: {result['fps']} FPS ({result['people']} person, {result['steps']} steps, DAT {result['dat']}, "
+            f"{result['hypotheses']} hypotheses, {result['threads']} threads)"
+        )
+    return 0
+
+
 def _pipeline_config(args: argparse.Namespace):
     from hmdiff_ros.model.dat import DATConfig
     from hmdiff_ros.pipeline.pipeline import PipelineConfig
@@ -162,11 +208,15 @@ def _report(records) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.run import run
+    from hmdiff_ros.pipeline.run import load_boxes, run
+    from hmdiff_ros.pipeline.tracking import TrackerConfig
 
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
+    boxes = load_boxes(args.boxes) if args.boxes else None
+    tracking = None if args.no_track else TrackerConfig(smooth=not args.no_smooth)
     records = run(args.paths, args.out, _pipeline_config(args), checkpoint=args.checkpoint,
-                  max_frames=args.max_frames, progress=not args.json, emit=emit)  # fmt: skip
+                  max_frames=args.max_frames, progress=not args.json, emit=emit, tracking=tracking,
+                  boxes=boxes)  # fmt: skip
     if not args.json:
         people = sum(len(r["people"]) for r in records)
         print(f"{len(records)} frames, {people} people; results in {args.out}/")
@@ -281,14 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
 
+    p = sub.add_parser("bench-pipeline", help="per-stage latency of the whole frame pipeline and end-to-end FPS")
+    p.add_argument("--image", default=None, help="image with one person (default: the demo photo)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_bench_pipeline)
+
     p = sub.add_parser("run", help="recover meshes from images, folders, videos or a camera index")
     p.add_argument("paths", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
     p.add_argument("--out", default="hmdiff_out", help="output folder")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--max-frames", type=int, default=None, help="stop videos/cameras after this many frames")
     p.add_argument("--json", action="store_true", help="print one JSON record per image/frame")
+    p.add_argument("--boxes", default=None,
+                   help="JSON file {image path or name: [[u0, v0, u1, v1], ...]}: people boxes from a detector")  # fmt: skip
+    p.add_argument("--no-track", action="store_true", help="videos: no track ids across frames, no smoothing")
+    p.add_argument("--no-smooth", action="store_true", help="videos: track ids but no One-Euro smoothing")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval-real", help="accuracy on real frames with ground truth (3D joints, 2D keypoints)")
+    p.add_argument("--data", required=True, help="folder of real evaluation data (layout: docs/eval_real.md)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--out", default=None, help="also write overlay images here, to look at")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_eval_real)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the shipped public-domain photo")
     p.add_argument("--out", default="hmdiff_demo", help="output folder")

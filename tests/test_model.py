@@ -258,3 +258,51 @@ def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
     result = evaluate(tmp_path / "run", split, steps=2, dat="fast")
     assert set(result) == {"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}
     assert result["num_samples"] == 6 and result["pa_mpjpe_mm"] <= result["mpjpe_mm"] + 1e-6
+
+
+def test_polar_rotation_matches_svd_kabsch_and_rejects_reflections():
+    from hmdiff_ros.model.dat import polar_rotation
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 20, 3, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(40, 3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.linalg.det(q).sign()[:, None, None]  # proper rotations
+    b = a @ q.transpose(-1, -2) + 0.02 * torch.randn(a.shape, generator=g, dtype=torch.float64)
+    h = torch.einsum("bqi,bqj->bij", a, b)
+    u, _, vt = torch.linalg.svd(h)
+    kabsch = vt.transpose(-1, -2) @ u.transpose(-1, -2)
+    rot = polar_rotation(h)
+    torch.testing.assert_close(rot, kabsch, atol=1e-9, rtol=0)
+    torch.testing.assert_close(rot @ rot.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(40, 3, 3))
+    mirror = torch.einsum("bqi,bqj->bij", a, b * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(polar_rotation(mirror[:1]), torch.eye(3, dtype=torch.float64)[None])
+
+
+def test_dat_rigid_rotation_recovers_a_turned_body(tiny):
+    """A prediction turned about the root is turned back onto the prior in one step."""
+    import math as m
+
+    aligner = DAT(DATConfig(), tiny.dat_map, tiny.cfg.data_scale)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(2, tiny.num_points, 3, generator=g, dtype=torch.float64) * 0.5
+    f = torch.einsum("qp,bpd->bqd", tiny.dat_map.double(), x0) * tiny.cfg.data_scale  # the prior, exactly
+    c, s = m.cos(2.5), m.sin(2.5)
+    turn = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)  # 143 degrees about y
+    w = torch.ones(2, 24, dtype=torch.float64)
+    rot = aligner.rotation(x0 @ turn.T, f, w, torch.tensor([True, False]))
+    back = (x0 @ turn.T) @ rot.transpose(-1, -2)
+    torch.testing.assert_close(back[0], x0[0], atol=1e-8, rtol=0)
+    torch.testing.assert_close(rot[1], torch.eye(3, dtype=torch.float64))  # inactive: untouched
+
+
+def test_dat_step_is_bounded_when_its_direction_barely_helps(tiny):
+    aligner = DAT(DATConfig(scale=1.0), tiny.dat_map, tiny.cfg.data_scale)
+    x0 = torch.randn(1, tiny.num_points, 3) * 0.5
+    prior = torch.randn(1, 24, 3) * 0.3
+    gap, grad = aligner.gap_and_grad(x0, prior, torch.ones(1, 24))
+    ortho = torch.randn_like(grad)
+    ortho = ortho - (ortho * grad).sum() / (grad * grad).sum() * grad + 1e-6 * grad  # almost orthogonal
+    a = tiny.scheduler.alphas_cumprod[50]
+    x0_new, _ = aligner.align(x0, torch.zeros_like(x0), x0, a, gap, grad, torch.tensor([True]), grad_h=ortho)
+    bound = 1.0 * gap / (0.2 * grad.norm())
+    assert (x0_new - x0).norm() <= bound * 1.0001

@@ -65,6 +65,7 @@ def test_folder_run_goes_past_bad_files_and_reports_them(folder, tmp_path, capsy
     assert "not an image" in by_name["h_empty.png"]["error"]
     frames = [r for r in records if r["path"].startswith(str(folder / "i_clip.mp4"))]
     assert len(frames) == 3 and all(len(r["people"]) == 1 for r in frames)
+    assert {r["people"][0]["id"] for r in frames} == {0}, "one track id across the clip"
     assert (tmp_path / "i_clip_overlay.mp4").is_file() and len(
         (tmp_path / "i_clip.jsonl").read_text().splitlines()
     ) == 3
@@ -78,3 +79,23 @@ def test_missing_inputs_and_huge_images_are_clear_errors(tmp_path, capsys):
         to_rgb8(np.zeros((10, 10001, 3), np.uint8), "big.png")
     with pytest.raises(ValueError, match="unsupported pixel type"):
         to_rgb8(np.zeros((10, 10, 3), np.int32), "odd.tif")
+
+
+def test_boxes_files_are_checked(tmp_path, capsys):
+    from hmdiff_ros.pipeline.run import _boxes_for, load_boxes
+
+    good = tmp_path / "boxes.json"
+    good.write_text(json.dumps({"a.jpg": [[0, 0, 10, 20], [5, 5, 30, 40]], "b.jpg": []}))
+    boxes = load_boxes(good)
+    assert len(_boxes_for(boxes, "/some/folder/a.jpg")) == 2 and _boxes_for(boxes, "c.jpg") is None
+    for content, match in [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must map image names"),
+        (json.dumps({"a.jpg": [[0, 0, 10]]}), "list of \\[u0, v0, u1, v1\\] boxes"),
+        (json.dumps({"a.jpg": [[10, 0, 5, 20]]}), "u1 <= u0"),
+    ]:
+        good.write_text(content)
+        with pytest.raises(ValueError, match=match):
+            load_boxes(good)
+    assert main(["run", "x.jpg", "--boxes", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "boxes file" in capsys.readouterr().err

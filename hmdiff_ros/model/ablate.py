@@ -1,4 +1,4 @@
-"""``hmdiff ablate``: DAT off/fast/full x DDIM steps, and a tau/lambda sweep.
+"""``hmdiff ablate``: DAT off/fast/full x DDIM steps, the rigid start on/off, a tau/lambda sweep.
 
 Writes ``ablation.md`` (tables) and ``ablation.png`` (PA-MPJPE vs steps, with and without
 DAT) into ``--out``, and ``ablation.json`` with every number, so defaults are chosen by
@@ -35,11 +35,13 @@ def ablate(
     model, meta = load_checkpoint(checkpoint)
     base = DATConfig()
     runs = [("steps", mode, k, replace(base, mode=mode)) for mode in modes for k in steps]
+    runs += [("rigid", mode, 4, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
     runs += [("sweep", "fast", 4, replace(base, mode="fast", tau=t, scale=s)) for t in TAUS for s in SCALES]
     results = []
     for kind, mode, k, cfg in tqdm(runs, desc="ablate", disable=not progress):
         metrics = evaluate(data=data, steps=k, dat_config=cfg, limit=limit, model=model)
-        results.append({"kind": kind, "mode": mode, "steps": k, "tau": cfg.tau, "scale": cfg.scale, **metrics})
+        row = {"kind": kind, "mode": mode, "steps": k, "tau": cfg.tau, "scale": cfg.scale, "rigid": cfg.rigid}
+        results.append({**row, **metrics})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(
@@ -55,7 +57,8 @@ def _write_markdown(path: Path, results, base: DATConfig, limit) -> None:
         "# HMDiff ablation",
         "",
         f"Synthetic test split ({results[0]['num_samples']} samples), made by `hmdiff ablate --limit {limit}`.",
-        f"DAT defaults: tau={base.tau}, lambda={base.scale}, max_fraction={base.max_fraction}. Errors in mm.",
+        f"DAT defaults: tau={base.tau}, lambda={base.scale}, max_fraction={base.max_fraction}, rigid={base.rigid}."
+        " Errors in mm (root-relative; PA: after Procrustes alignment).",
         "",
         "## DAT mode x DDIM steps",
         "",
@@ -66,6 +69,18 @@ def _write_markdown(path: Path, results, base: DATConfig, limit) -> None:
         if r["kind"] == "steps":
             lines.append(
                 f"| {r['mode']} | {r['steps']} | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} | {r['mpvpe_mm']:.1f} | {r['pa_mpvpe_mm']:.1f} |"
+            )
+    lines += [
+        "",
+        "## Rigid start (4 steps)",
+        "",
+        "| DAT | rigid | MPJPE | PA-MPJPE | MPVPE | PA-MPVPE |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        if r["steps"] == 4 and r["mode"] != "off" and r["kind"] in ("steps", "rigid"):
+            lines.append(
+                f"| {r['mode']} | {'on' if r['rigid'] else 'off'} | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} | {r['mpvpe_mm']:.1f} | {r['pa_mpvpe_mm']:.1f} |"
             )
     lines += [
         "",

@@ -12,6 +12,14 @@ de-normalisation) and U the prior's root-relative joints with visibilities w:
    ``ε' = ε + c g``, with c chosen so that, to first order, x̂_0 moves to cut the gap by a
    fraction ``scale`` (λ); then x̂_0 is recomputed from ε' and the DDIM step proceeds.
 
+Rigid start (``rigid``, on by default; our addition, measured in the ablation): in an
+aligned step, before the gradient step, x̂_0 is first rotated about the root by the rotation
+that best maps f(x̂_0) onto U (visibility-weighted Kabsch): the closed-form minimiser of the
+gap over global orientations. A few first-order steps cannot undo a wrong global orientation
+(the proxy's front/back and depth ambiguities), a rotation can. The rotation is the polar
+factor of the weighted cross-covariance, computed by Newton iterations with an explicit 3x3
+inverse (matrix products only: exportable like ``fast``).
+
 Gradient modes: ``fast`` holds the noise estimate ε̂ constant (the paper's ε view), so
 ``g = ∇_{x̂_0} D / sqrt(ᾱ_k)`` in closed form (no autograd: exportable to ONNX/TensorRT);
 ``full`` differentiates through the network g(h_k, k, f_I) with autograd (PyTorch only).
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 DAT_MODES = ("off", "fast", "full")
+MIN_COSINE = 0.2  # bound on the alignment step when its direction barely reduces the gap
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class DATConfig:
     scale: float = 0.5  # λ: fraction of the gap one aligned step removes (first order)
     huber_m: float = 0.05  # Huber threshold on the joint distance, metres
     min_visibility: float = 0.5  # prior joints below contribute nothing
+    rigid: bool = True  # rotate x̂_0 onto the prior (weighted Kabsch) before the gradient step
 
     def __post_init__(self) -> None:
         if self.mode not in DAT_MODES:
@@ -46,6 +56,35 @@ class DATConfig:
             raise ValueError(f"dat scale (lambda) must be in [0, 2], got {self.scale}")
         if self.huber_m <= 0:
             raise ValueError(f"dat huber_m must be > 0, got {self.huber_m}")
+
+
+def _inverse3(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``(..., 3, 3)`` matrices by the adjugate (plain products: exportable)."""
+    c0 = torch.cross(m[..., 1, :], m[..., 2, :], dim=-1)
+    c1 = torch.cross(m[..., 2, :], m[..., 0, :], dim=-1)
+    c2 = torch.cross(m[..., 0, :], m[..., 1, :], dim=-1)
+    det = (m[..., 0, :] * c0).sum(-1)
+    adj = torch.stack([c0, c1, c2], dim=-1)  # columns: the cofactor rows, i.e. the adjugate
+    return adj / det[..., None, None], det
+
+
+def polar_rotation(h: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+    """Rotation ``R`` ``(..., 3, 3)`` maximising ``trace(R h)`` for cross-covariances ``h``
+    (``h = sum_i w_i a_i b_i^T`` gives the R with ``R a_i ≈ b_i``): the orthogonal polar
+    factor of ``h^T`` by scaled Newton iterations. Where ``det(h) <= 0`` (a reflection would
+    fit better, or the points are degenerate) the identity is returned."""
+    x = h.transpose(-1, -2)
+    scale = x.flatten(-2).norm(dim=-1).clamp(min=1e-12)[..., None, None]
+    x = x / scale
+    _, det0 = _inverse3(x)
+    ok = det0 > 1e-9
+    eye = torch.eye(3, dtype=h.dtype, device=h.device).expand_as(x)
+    x = torch.where(ok[..., None, None], x, eye)
+    for _ in range(iterations):
+        inv, det = _inverse3(x)
+        g = det.abs().clamp(min=1e-30) ** (-1.0 / 3.0)  # determinant scaling: fast, stable convergence
+        x = 0.5 * (g[..., None, None] * x + inv.transpose(-1, -2) / g[..., None, None])
+    return torch.where(ok[..., None, None], x, eye)
 
 
 def huber(dist: torch.Tensor, delta: float) -> torch.Tensor:
@@ -85,6 +124,15 @@ class DAT:
         grad_x0 = torch.einsum("qp,bqd->bpd", m, grad_f) * self.data_scale  # (B, P, 3)
         return gap, grad_x0
 
+    def rotation(self, x0: torch.Tensor, prior: torch.Tensor, weights: torch.Tensor, active: torch.Tensor):
+        """Rotations ``(B, 3, 3)`` about the origin (the root) that best map f(x̂_0) onto the
+        prior (weighted Kabsch); the identity for samples not ``active``."""
+        f = torch.einsum("qp,bpd->bqd", self.joint_map.to(x0), x0)  # (B, Q, 3), normalised units
+        h = torch.einsum("bq,bqi,bqj->bij", weights, f, prior / self.data_scale)
+        rot = polar_rotation(h)
+        eye = torch.eye(3, dtype=x0.dtype, device=x0.device).expand_as(rot)
+        return torch.where(active[:, None, None], rot, eye)
+
     def align(
         self,
         x0: torch.Tensor,
@@ -106,6 +154,11 @@ class DAT:
         # ε' = ε + c g moves x̂_0 by -c sqrt(1 - ᾱ)/sqrt(ᾱ) g; c is set so that, to first order,
         # the gap falls by λ D: the x̂_0 update is -λ D g / <∇_{x̂_0} D, g> (Polyak step).
         along = (grad_x0 * g).flatten(1).sum(1)  # (B,)
-        step = torch.where(along > 1e-12, self.cfg.scale * gap / along.clamp(min=1e-12), torch.zeros_like(gap))
+        # A direction nearly orthogonal to ∇_{x̂_0} D would call for a huge step: bound it by
+        # treating the cosine as at least MIN_COSINE (|Δx̂_0| <= λ D / (MIN_COSINE |∇_{x̂_0} D|)).
+        floor = MIN_COSINE * g.flatten(1).norm(dim=1) * grad_x0.flatten(1).norm(dim=1)
+        step = torch.where(
+            along > 1e-12, self.cfg.scale * gap / torch.maximum(along, floor).clamp(min=1e-12), torch.zeros_like(gap)
+        )
         delta = -(step * active.to(step))[:, None, None] * g  # (B, P, 3) change of x̂_0
         return x0 + delta, eps - (a.sqrt() / (1 - a).sqrt()) * delta

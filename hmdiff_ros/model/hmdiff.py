@@ -8,6 +8,7 @@ DAT -> ``scheduler.step``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Dict
 
@@ -138,23 +139,33 @@ class HMDiff(nn.Module):
         gaps, first_gap = [], None
         for i, t in enumerate(sched.timesteps.tolist()):
             tt = torch.full((b * m,), t, dtype=torch.long, device=x.device)
-            grad_h = None
-            if dat.mode == "full" and i < aligner.active_steps(steps):
-                with torch.enable_grad():
-                    xg = x.detach().requires_grad_(True)
-                    x0g, _ = sched.to_x0_eps(self.denoiser(xg, tt, tokens), tt, xg)
-                    gap_g, _ = aligner.gap_and_grad(x0g, prior, weights)
-                    grad_h = torch.autograd.grad(gap_g.sum(), xg)[0]
-            out = self.denoiser(x, tt, tokens)
-            x0, eps = sched.to_x0_eps(out, tt, x)
-            if use_dat:
-                gap, grad_x0 = aligner.gap_and_grad(x0, prior, weights)
-                first_gap = gap if first_gap is None else first_gap
-                active = (gap / first_gap.clamp(min=1e-12) > dat.tau) & torch.tensor(i < aligner.active_steps(steps))
-                x0, eps = aligner.align(x0, eps, x, sched.alphas_cumprod[t], gap, grad_x0, active, grad_h)
-                gaps.append(gap)
-            else:
+            # full needs a later step to absorb its network-Jacobian direction: at 1 step it is fast
+            full_step = dat.mode == "full" and steps > 1 and i < aligner.active_steps(steps)
+            with torch.enable_grad() if full_step else contextlib.nullcontext():
+                xg = x.detach().requires_grad_(full_step)
+                x0, eps = sched.to_x0_eps(self.denoiser(xg, tt, tokens), tt, xg)
+            if not use_dat:
                 gaps.append(torch.full((b * m,), float("nan")))
+                x = sched.step(x0, eps, t, x, eta=eta, generator=generator).prev_sample
+                continue
+            gap, _ = aligner.gap_and_grad(x0.detach(), prior, weights)
+            first_gap = gap if first_gap is None else first_gap
+            active = (gap / first_gap.clamp(min=1e-12) > dat.tau) & torch.tensor(i < aligner.active_steps(steps))
+            rot = aligner.rotation(x0.detach(), prior, weights, active) if dat.rigid else None
+            grad_h = None
+            if full_step:  # ∇_{h_k} D(R x̂_0(h_k)) through the network, R held fixed
+                with torch.enable_grad():
+                    turned = x0 if rot is None else x0 @ rot.transpose(-1, -2)
+                    grad_h = torch.autograd.grad(aligner.gap_and_grad(turned, prior, weights)[0].sum(), xg)[0]
+            x0, eps = x0.detach(), eps.detach()
+            if rot is not None:
+                turned = x0 @ rot.transpose(-1, -2)
+                a = sched.alphas_cumprod[t].to(x)
+                eps = eps - (a.sqrt() / (1 - a).sqrt()) * (turned - x0)
+                x0 = turned
+            gap_now, grad_x0 = aligner.gap_and_grad(x0, prior, weights)
+            x0, eps = aligner.align(x0, eps, x, sched.alphas_cumprod[t], gap_now, grad_x0, active, grad_h)
+            gaps.append(gap)
             x = sched.step(x0, eps, t, x, eta=eta, generator=generator).prev_sample
         hyp = (x * self.cfg.data_scale).reshape(b, m, self.num_points, 3)
         joints = hyp[:, :, self.num_coarse :]

@@ -10,8 +10,9 @@ optical frame (x right, y down, z forward; metres).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +69,8 @@ class Pipeline:
         self.topology = topology or Topology.load()
         self.cfg = cfg
         self.proxy_cfg = ProxyConfig(crop_size=model.cfg.encoder.input_size)
+        self.timings: Dict[str, float] = {}  # seconds per stage of the last call
+        self._last_inputs = None  # (proxy, prior_xyz, visibility) of the last call, for benchmarks
 
     def __call__(
         self, image: np.ndarray, K: np.ndarray | None = None, boxes: Sequence[np.ndarray] | None = None
@@ -79,9 +82,12 @@ class Pipeline:
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise ValueError(f"K must be a finite 3x3 intrinsics matrix with positive focal lengths, got {K.tolist()}")
+        t0 = time.perf_counter()
         detections = [self.prior.detect(image)] if boxes is None else [self.prior.detect(image, box=b) for b in boxes]
+        t1 = time.perf_counter()
         people = [(p, observe(p, (w, h), self.proxy_cfg)) for p in detections if p is not None]
         people = [(p, o) for p, o in people if o is not None]
+        self.timings = {"prior": t1 - t0}
         if not people:
             return []
         obs = [o for _, o in people]
@@ -89,12 +95,15 @@ class Pipeline:
             np.stack([o.uv for o in obs]), np.stack([o.visibility for o in obs]),
             np.stack([o.mask for o in obs]), np.stack([o.valid for o in obs]), self.proxy_cfg,
         )  # fmt: skip
+        t2 = time.perf_counter()
+        self._last_inputs = (proxy, np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs]))
         out = self.model.sample(
             torch.as_tensor(proxy), torch.as_tensor(np.stack([o.prior_xyz for o in obs])),
             torch.as_tensor(np.stack([o.visibility for o in obs])), steps=self.cfg.steps, dat=self.cfg.dat,
             hypotheses=self.cfg.hypotheses, generator=torch.Generator().manual_seed(self.cfg.seed),
         )  # fmt: skip
         points = out.points.numpy().astype(np.float64)
+        t3 = time.perf_counter()
         results = []
         q = list(PRIOR_JOINT_INDICES)
         for i, (person, o) in enumerate(people):
@@ -121,4 +130,5 @@ class Pipeline:
                     translation=t,
                 )  # fmt: skip
             )
+        self.timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
         return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
@@ -28,6 +29,7 @@ from hmdiff_ros.pipeline.io import (
     write_obj,
 )
 from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig
+from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronaut_eileen_collins.jpg"
 
@@ -40,26 +42,30 @@ def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None) -> Pipeli
     return Pipeline(model, MediaPipePrior(static_image_mode=True), cfg=cfg)
 
 
-def _frames(source: str, max_frames: int | None) -> Iterator[Tuple[int, np.ndarray]]:
+def _frames(source: str, max_frames: int | None) -> Iterator[Tuple[int, float, np.ndarray]]:
+    """``(index, stamp in seconds, RGB frame)``: file time for videos, the clock for cameras."""
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not cap.isOpened():
         raise ValueError(f"{source}: cannot open {'camera' if source.isdigit() else 'video'}")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if np.isfinite(fps) and fps > 0 else 25.0
     try:
         i = 0
         while max_frames is None or i < max_frames:
             ok, frame = cap.read()
             if not ok:
                 break
-            yield i, to_rgb8(frame, f"{source} frame {i}")
+            stamp = time.monotonic() if source.isdigit() else i / fps
+            yield i, stamp, to_rgb8(frame, f"{source} frame {i}")
             i += 1
     finally:
         cap.release()
 
 
-def process_image(pipe: Pipeline, path: str, out: Path, hfov: float) -> Dict:
+def process_image(pipe: Pipeline, path: str, out: Path, hfov: float, boxes: Sequence | None = None) -> Dict:
     image = read_image(path)
     K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
-    people = pipe(image, K)
+    people = pipe(image, K, boxes=boxes)
     stem = Path(path).stem
     cv2.imwrite(str(out / f"{stem}_overlay.jpg"), overlay(image, people, K, pipe.topology.full_faces))
     for i, p in enumerate(people):
@@ -71,19 +77,24 @@ def process_image(pipe: Pipeline, path: str, out: Path, hfov: float) -> Dict:
 
 
 def process_video(
-    pipe: Pipeline, source: str, out: Path, hfov: float, max_frames: int | None, progress: bool
-) -> List[Dict]:
+    pipe: Pipeline, source: str, out: Path, hfov: float, max_frames: int | None, progress: bool,
+    tracker: Tracker | None = None,
+) -> List[Dict]:  # fmt: skip
     from tqdm import tqdm
 
+    if tracker is not None:
+        tracker.reset()
     stem = f"camera{source}" if source.isdigit() else Path(source).stem
     records, writer = [], None
     total = None if source.isdigit() else int(cv2.VideoCapture(source).get(cv2.CAP_PROP_FRAME_COUNT)) or None
     with (out / f"{stem}.jsonl").open("w") as log:
-        for i, image in tqdm(
+        for i, stamp, image in tqdm(
             _frames(source, max_frames), total=total, desc=stem, unit="frame", disable=not progress, file=sys.stderr
         ):
             K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
             people = pipe(image, K)
+            if tracker is not None:
+                people = tracker(people, stamp, K)
             frame = overlay(image, people, K, pipe.topology.full_faces)
             if writer is None:
                 writer = cv2.VideoWriter(
@@ -102,11 +113,46 @@ def process_video(
     return records
 
 
+def load_boxes(path: "str | Path") -> Dict[str, list]:
+    """Read a boxes file: JSON ``{"image path or file name": [[u0, v0, u1, v1], ...]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"boxes file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"boxes file '{path}' is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"boxes file '{path}' must map image names to lists of [u0, v0, u1, v1] boxes")
+    for key, value in data.items():
+        arr = np.asarray(value, dtype=np.float64) if isinstance(value, list) else None
+        if arr is None or (arr.size and (arr.ndim != 2 or arr.shape[1] != 4)) or not np.isfinite(arr).all():
+            raise ValueError(f"boxes file '{path}': entry '{key}' must be a list of [u0, v0, u1, v1] boxes")
+        if arr.size and ((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])).any():
+            raise ValueError(f"boxes file '{path}': entry '{key}' has a box with u1 <= u0 or v1 <= v0")
+    return data
+
+
+def _boxes_for(boxes: Dict[str, list] | None, source: str):
+    if not boxes:
+        return None
+    for key in (source, str(Path(source).resolve()), Path(source).name):
+        if key in boxes:
+            return [np.asarray(b, dtype=np.float64) for b in boxes[key]]
+    return None
+
+
 def run(
     paths: Sequence[str], out: "str | Path", cfg: PipelineConfig = PipelineConfig(), hfov: float | None = None,
     checkpoint: str | None = None, max_frames: int | None = None, progress: bool = True, emit=None,
+    tracking: TrackerConfig | None = TrackerConfig(), boxes: Dict[str, list] | None = None,
 ) -> List[Dict]:  # fmt: skip
-    """Process every input; ``emit(record)`` is called per image/frame record. Returns all records."""
+    """Process every input; ``emit(record)`` is called per image/frame record. Returns all records.
+
+    ``tracking``: track ids and smoothing over video frames (None: off). ``boxes``: person
+    boxes (u0, v0, u1, v1 pixels) per image, keyed by path or file name, for multi-person
+    images (one prior per box); images without an entry use the prior's own detection.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -120,9 +166,10 @@ def run(
     for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
         try:
             if source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES:
-                new = process_video(pipe, source, out, hfov, max_frames, progress)
+                tracker = Tracker(tracking) if tracking is not None else None
+                new = process_video(pipe, source, out, hfov, max_frames, progress, tracker)
             else:
-                new = [process_image(pipe, source, out, hfov)]
+                new = [process_image(pipe, source, out, hfov, _boxes_for(boxes, source))]
         except ValueError as exc:  # a bad input: report, keep going
             new = [{"path": source, "people": [], "error": str(exc)}]
         for r in new:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, mediapipe_to_joints_matrix
+from hmdiff_ros.camera import BOX_EXPAND
 from hmdiff_ros.prior.base import PriorPerson
 
 _MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
@@ -41,15 +42,25 @@ class MediaPipePrior:
         )  # fmt: skip
 
     def detect(self, image: np.ndarray, box: np.ndarray | None = None) -> PriorPerson | None:
+        """The person in ``image``, or in ``box`` (u0, v0, u1, v1 pixels) when given: the box
+        is squared and expanded by ``BOX_EXPAND`` (as training crops are), padded with black
+        where it leaves the image, and the results are mapped back to image pixels."""
         image = check_image(image)
         h, w = image.shape[:2]
         u0 = v0 = 0
-        if box is not None:  # run on the box, expanded and clipped, then map back
-            u0, v0 = (max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1]))))
-            u1, v1 = (min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3]))))
-            if u1 - u0 < 8 or v1 - v0 < 8:
-                return None
-            image = np.ascontiguousarray(image[v0:v1, u0:u1])
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64).reshape(-1)
+            if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"box must be finite (u0, v0, u1, v1) with u1 > u0 and v1 > v0, got {box.tolist()}")
+            side = int(np.ceil(max(box[2] - box[0], box[3] - box[1]) * BOX_EXPAND))
+            u0 = int(np.floor((box[0] + box[2] - side) / 2))
+            v0 = int(np.floor((box[1] + box[3] - side) / 2))
+            a0, b0, a1, b1 = max(0, u0), max(0, v0), min(w, u0 + side), min(h, v0 + side)
+            if side < 8 or a1 - a0 < 8 or b1 - b0 < 8:
+                return None  # too small, or outside the image
+            crop = np.zeros((side, side, 3), np.uint8)
+            crop[b0 - v0 : b1 - v0, a0 - u0 : a1 - u0] = image[b0:b1, a0:a1]
+            image = crop
         result = self._pose.process(image)
         if result.pose_landmarks is None or result.pose_world_landmarks is None:
             return None
@@ -63,7 +74,10 @@ class MediaPipePrior:
         mask = None
         if result.segmentation_mask is not None:
             mask = np.zeros((h, w), np.float32)
-            mask[v0 : v0 + ch, u0 : u0 + cw] = result.segmentation_mask
+            if box is None:
+                mask[:] = result.segmentation_mask
+            else:
+                mask[b0:b1, a0:a1] = result.segmentation_mask[b0 - v0 : b1 - v0, a0 - u0 : a1 - u0]
         return PriorPerson(uv=uv, visibility=vis, xyz=xyz, mask=mask, score=float(np.mean(lm[:, 2])))
 
     def close(self) -> None:
