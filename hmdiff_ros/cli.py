@@ -24,6 +24,9 @@ def _cmd_assets_build(args: argparse.Namespace) -> int:
         coarse_vertices=args.coarse_vertices, neighbours=args.neighbours,
         fit_samples=args.fit_samples, eval_samples=args.eval_samples, seed=args.seed,
     )  # fmt: skip
+    from hmdiff_ros.body.topology import DEFAULT_ASSET
+
+    args.out = args.out or DEFAULT_ASSET
     topology, report = build_topology(cfg)
     topology.save(args.out)
     print(json.dumps({"out": str(args.out), "num_coarse": topology.num_coarse, **report}, indent=2))
@@ -154,15 +157,40 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.bench import bench
 
-    rows = bench(args.backend.split(","), steps=args.steps, people=args.people, dat=args.dat,
-                 repeats=args.repeats, checkpoint=args.checkpoint)  # fmt: skip
-    if args.json:
-        print(json.dumps(rows))
+    rows = bench([b.strip() for b in args.backend.split(",") if b.strip()], steps=args.steps, people=args.people,
+                 dat=args.dat, repeats=args.repeats, checkpoint=args.checkpoint, engines=args.engines,
+                 device=args.device)  # fmt: skip
+    if args.report:
+        from hmdiff_ros.runtime.bench import write_report
+
+        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat})
+    if args.json:  # the contract: exactly these keys per row
+        keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows]))
     else:
         for r in rows:
+            extra = f"  {r['fps']:6.1f} FPS  peak {r['peak_mb']:.0f} MB" if "fps" in r else ""
             print(
-                f"{r['backend']:<12} {r['stage']:<8} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+                f"{r['backend']:<12} {r['stage']:<8} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms{extra}"
             )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hmdiff_ros.runtime.export import export_onnx
+
+    steps = [int(k) for k in str(args.steps).split(",") if k.strip()]
+    manifest = export_onnx(args.checkpoint, args.out, steps=steps, dat=args.dat, opset=args.opset)
+    print(json.dumps({"out": args.out, "files": sorted(manifest["files"]), "opset": manifest["opset"],
+                      "checkpoint_sha256": manifest["checkpoint_sha256"]}))  # fmt: skip
+    return 0
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from hmdiff_ros.runtime.tensorrt_backend import build_engines
+
+    paths = build_engines(args.engines, fp16=not args.fp32, max_batch=args.max_batch)
+    print(json.dumps({"engines": [str(p) for p in paths]}))
     return 0
 
 
@@ -194,7 +222,12 @@ def _pipeline_config(args: argparse.Namespace):
     from hmdiff_ros.pipeline.pipeline import PipelineConfig
 
     return PipelineConfig(
-        steps=args.steps, dat=DATConfig(mode=args.dat), hypotheses=args.hypotheses, hfov_deg=args.hfov
+        steps=args.steps,
+        dat=DATConfig(mode=args.dat),
+        hypotheses=args.hypotheses,
+        hfov_deg=args.hfov,
+        backend=args.backend,
+        engines=args.engines,
     )
 
 
@@ -240,6 +273,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dat", choices=("off", "fast", "full"), default="fast", help="DAT gradient mode")
     p.add_argument("--hypotheses", type=int, default=4, help="samples per person (uncertainty)")
     p.add_argument("--hfov", type=float, default=65.0, help="horizontal field of view in degrees (no intrinsics known)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt", "auto"),
+                   help="model backend (onnxruntime/tensorrt need 'hmdiff export' first)")  # fmt: skip
+    p.add_argument("--engines", default="engines", help="folder of the ONNX export / TensorRT engines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("bench", help="per-stage model latency per backend (p50/p90/p99)")
-    p.add_argument("--backend", default="torch", help="comma-separated backends (available: torch)")
+    p.add_argument("--backend", default="torch", help="comma-separated: torch, onnxruntime, tensorrt")
+    p.add_argument("--engines", default="engines", help="folder of the ONNX export / TensorRT engines")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the torch backend runs")
+    p.add_argument("--report", default=None, help="also write bench.md and bench.png (model p50 per backend) here")
     p.add_argument("--steps", type=int, default=4, help="DDIM steps")
     p.add_argument("--people", type=int, default=1, help="batch size (people)")
     p.add_argument("--dat", choices=("off", "fast", "full"), default="fast")
@@ -330,6 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("export", help="export the encoder, denoiser and unrolled samplers to ONNX")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--out", default="engines", help="output folder (ONNX files and manifest.json)")
+    p.add_argument("--steps", default="4", help="comma-separated step counts of the unrolled samplers, e.g. 2,4")
+    p.add_argument("--dat", choices=("off", "fast"), default="fast", help="DAT mode inside the unrolled samplers")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("build-engine", help="build TensorRT engines from the ONNX export, on this GPU")
+    p.add_argument("--engines", default="engines", help="folder written by 'hmdiff export'")
+    p.add_argument("--fp32", action="store_true", help="no FP16 even where the GPU has it")
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch (people x hypotheses)")
+    p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("bench-pipeline", help="per-stage latency of the whole frame pipeline and end-to-end FPS")
     p.add_argument("--image", default=None, help="image with one person (default: the demo photo)")
@@ -373,10 +426,6 @@ def main(argv: List[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    if getattr(args, "out", "unset") is None:
-        from hmdiff_ros.body.topology import DEFAULT_ASSET
-
-        args.out = DEFAULT_ASSET
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as exc:

@@ -41,3 +41,13 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exc:
         main(["fly"])
     assert exc.value.code == 2
+
+
+def test_train_without_out_uses_the_config_folder(monkeypatch, capsys):
+    import hmdiff_ros.model.train as train_module
+    from hmdiff_ros.cli import main as cli_main
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
+    assert cli_main(["train", "--steps", "3"]) == 0
+    assert seen["cfg"].out == "runs/hmdiff" and seen["cfg"].steps == 3

@@ -31,6 +31,17 @@ REGRESSOR_MIN_WEIGHT = 1e-4
 
 def _import_anny():
     try:
+        import contextlib
+        import sys
+
+        import warp
+
+        if hasattr(warp, "LOG_WARNING"):  # no info lines on stdout (they would break JSON output)
+            warp.config.log_level = warp.LOG_WARNING
+        else:  # older warp
+            warp.config.quiet = True
+        with contextlib.redirect_stdout(sys.stderr):
+            warp.init()
         import anny
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(

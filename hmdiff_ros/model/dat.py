@@ -58,11 +58,18 @@ class DATConfig:
             raise ValueError(f"dat huber_m must be > 0, got {self.huber_m}")
 
 
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cross product over the last axis, written out (exports to any ONNX opset)."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+
+
 def _inverse3(m: torch.Tensor) -> torch.Tensor:
     """Inverse of ``(..., 3, 3)`` matrices by the adjugate (plain products: exportable)."""
-    c0 = torch.cross(m[..., 1, :], m[..., 2, :], dim=-1)
-    c1 = torch.cross(m[..., 2, :], m[..., 0, :], dim=-1)
-    c2 = torch.cross(m[..., 0, :], m[..., 1, :], dim=-1)
+    c0 = _cross(m[..., 1, :], m[..., 2, :])
+    c1 = _cross(m[..., 2, :], m[..., 0, :])
+    c2 = _cross(m[..., 0, :], m[..., 1, :])
     det = (m[..., 0, :] * c0).sum(-1)
     adj = torch.stack([c0, c1, c2], dim=-1)  # columns: the cofactor rows, i.e. the adjugate
     return adj / det[..., None, None], det

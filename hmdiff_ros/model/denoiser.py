@@ -58,10 +58,25 @@ class Block(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
+    def attention(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``self.attn`` (its weights) written out: plain MatMul/Softmax, so the graph exports
+        to ONNX and TensorRT the same with or without autograd (PyTorch's fused inference path
+        has no ONNX form)."""
+        attn, d = self.attn, q.shape[-1]
+        heads = attn.num_heads
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        split = lambda t: t.reshape(t.shape[0], -1, heads, d // heads).transpose(1, 2)  # noqa: E731
+        qh = split(nn.functional.linear(q, w[:d], b[:d]))
+        kh = split(nn.functional.linear(kv, w[d : 2 * d], b[d : 2 * d]))
+        vh = split(nn.functional.linear(kv, w[2 * d :], b[2 * d :]))
+        weights = torch.softmax(qh @ kh.transpose(-1, -2) * (1.0 / math.sqrt(d // heads)), dim=-1)
+        out = (weights @ vh).transpose(1, 2).reshape(q.shape[0], -1, d)
+        return attn.out_proj(out)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = self.norm1(x)
         kv = self.norm_ctx(context) if self.cross else q
-        x = x + self.attn(q, kv, kv, need_weights=False)[0]
+        x = x + self.attention(q, kv)
         return x + self.mlp(self.norm2(x))
 
 
@@ -81,6 +96,10 @@ class Denoiser(nn.Module):
         self.register_buffer("groups", groups.long())
         counts = torch.bincount(groups.long(), minlength=num_tokens).clamp(min=1).float()
         self.register_buffer("inv_counts", 1.0 / counts)  # (T,)
+        pool = torch.zeros(num_tokens, num_points)
+        pool[groups.long(), torch.arange(num_points)] = 1.0
+        # (T, P) region means as one product: exports to ONNX/TensorRT as a plain MatMul
+        self.register_buffer("pool", pool / counts[:, None], persistent=False)
         self.point_in = nn.Parameter(torch.randn(num_points, 3, d) / math.sqrt(3))  # per-point embedding
         self.point_bias = nn.Parameter(torch.zeros(num_points, d))  # learned per-point embedding
         self.token_embed = nn.Parameter(torch.zeros(num_tokens, d))
@@ -100,8 +119,7 @@ class Denoiser(nn.Module):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         b = sample.shape[0]
         feat = torch.einsum("bpc,pcd->bpd", sample, self.point_in) + self.point_bias  # (B, P, D)
-        tokens = torch.zeros(b, self.num_tokens, feat.shape[-1], dtype=feat.dtype, device=feat.device)
-        tokens = tokens.index_add(1, self.groups, feat) * self.inv_counts[:, None]  # (B, T, D) part means
+        tokens = torch.einsum("tp,bpd->btd", self.pool.to(feat.dtype), feat)  # (B, T, D) part means
         temb = self.time_mlp(
             timestep_embedding(timestep.expand(b) if timestep.dim() == 0 else timestep, feat.shape[-1])
         )

@@ -109,11 +109,13 @@ class HMDiff(nn.Module):
         hypotheses: int = 1,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> SampleOutput:
         """Recover root-relative points for a batch of encoder inputs ``(B, C, S, S)``.
 
         ``prior_xyz`` ``(B, 24, 3)`` metres and ``prior_vis`` ``(B, 24)``: U for DAT (needed
         unless ``dat.mode == "off"``). ``hypotheses`` M: samples per input, averaged.
+        ``noise`` ``(B*M, P, 3)``: the starting noise h_K (drawn from ``generator`` if None).
         """
         if proxy.dim() != 4 or proxy.shape[1] != self.cfg.encoder.in_channels:
             raise ValueError(
@@ -131,7 +133,14 @@ class HMDiff(nn.Module):
         sched = self.scheduler
         sched.set_timesteps(steps)
         shape = (b * m, self.num_points, 3)
-        x = torch.randn(shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
+        if noise is None:
+            x = torch.randn(shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have shape {shape} (inputs x hypotheses, points, 3), got {tuple(noise.shape)}"
+            )
+        else:
+            x = noise.to(tokens)
         aligner = DAT(dat, self.dat_map, self.cfg.data_scale)
         if use_dat:
             prior = prior_xyz.to(tokens).repeat_interleave(m, dim=0)

@@ -34,6 +34,8 @@ class PipelineConfig:
     hfov_deg: float = DEFAULT_HFOV_DEG  # field of view used when no intrinsics are given
     full_mesh: bool = True  # up-sample to the full 13,718-vertex mesh
     seed: int = 0  # sampling noise seed (results are deterministic per frame)
+    backend: str = "torch"  # model backend: torch, onnxruntime, tensorrt or auto (hmdiff_ros.runtime.backends)
+    engines: str = "engines"  # folder of the ONNX export / TensorRT engines
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.hypotheses < 1:

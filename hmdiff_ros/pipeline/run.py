@@ -35,10 +35,10 @@ DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronau
 
 
 def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None) -> Pipeline:
-    from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+    from hmdiff_ros.runtime.backends import load_model
 
-    model, _ = load_checkpoint(checkpoint)
+    model = load_model(cfg.backend, checkpoint, cfg.engines)
     return Pipeline(model, MediaPipePrior(static_image_mode=True), cfg=cfg)
 
 

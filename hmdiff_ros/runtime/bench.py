@@ -1,13 +1,17 @@
 """``hmdiff bench``: per-stage latency of the model (encoder, sampling with DAT) per backend.
 
 Prints a list of ``{"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}`` rows, with a
-``model`` stage (encoder + sampling + DAT) for every backend. Inputs are a real synthetic
-sample (batch = people x 1 hypothesis), timed after warm-up.
+``model`` stage (encoder + sampling + DAT, one frame) for every backend, plus ``fps`` (1 /
+p50 of the model stage) and ``peak_mb`` (peak resident memory of the process so far, or GPU
+memory for CUDA backends). Inputs: fixed random proxies and priors (batch = people x 1
+hypothesis), timed after warm-up, all backends in the same run.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -15,8 +19,18 @@ import torch
 
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.runtime.backends import BACKENDS, load_model
 
-BACKENDS = ("torch",)
+
+def _peak_mb(backend: str) -> float:
+    if backend in ("tensorrt", "torch-cuda") and torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)  # kB on Linux
+    except ImportError:  # pragma: no cover - not on Linux
+        return float("nan")
 
 
 def _percentiles(times: List[float]) -> Dict[str, float]:
@@ -32,13 +46,18 @@ def bench(
     repeats: int = 50,
     warmup: int = 5,
     checkpoint: str | None = None,
+    engines: str = "engines",
+    device: str = "cpu",
 ) -> List[Dict]:
+    """``device``: where the torch backend runs (``cpu`` or ``cuda``); tensorrt always runs on
+    the GPU and onnxruntime on its best execution provider."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backends {unknown}; available: {list(BACKENDS)}")
     if people < 1 or steps < 1 or repeats < 1:
         raise ValueError("people, steps and repeats must be >= 1")
-    model, _ = load_checkpoint(checkpoint)
+    base, _ = load_checkpoint(checkpoint)
+    model = base
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(
         people, model.cfg.encoder.in_channels, model.cfg.encoder.input_size, model.cfg.encoder.input_size, generator=g
@@ -47,19 +66,32 @@ def bench(
     vis = torch.ones(people, 24)
     rows = []
     for backend in backends:
+        model = load_model(backend, checkpoint, engines, fallback=False)
+        dev = torch.device(device if backend == "torch" else "cpu")
+        if backend == "torch":
+            model = model.to(dev)
+        x, u, w = proxy.to(dev), prior.to(dev), vis.to(dev)
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         enc, total = [], []
         with torch.no_grad():
             for i in range(warmup + repeats):
+                sync()
                 t0 = time.perf_counter()
-                model.encoder(proxy)
+                model.encoder(x)
+                sync()
                 t1 = time.perf_counter()
-                model.sample(proxy, prior, vis, steps=steps, dat=DATConfig(mode=dat), generator=g)
+                model.sample(x, u, w, steps=steps, dat=DATConfig(mode=dat), generator=g if dev.type == "cpu" else None)
+                sync()
                 t2 = time.perf_counter()
                 if i >= warmup:
                     enc.append(t1 - t0)
                     total.append(t2 - t1)  # sample() runs the encoder too: the whole model
-        rows.append({"backend": backend, "stage": "encoder", **_percentiles(enc)})
-        rows.append({"backend": backend, "stage": "model", **_percentiles(total)})
+        name = backend if dev.type == "cpu" else f"{backend}-{dev.type}"
+        rows.append({"backend": name, "stage": "encoder", **_percentiles(enc)})
+        model_row = {"backend": name, "stage": "model", **_percentiles(total)}
+        model_row["fps"] = round(1000.0 / model_row["p50_ms"], 1)
+        model_row["peak_mb"] = _peak_mb(name)
+        rows.append(model_row)
     return rows
 
 
@@ -107,3 +139,39 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
         "stages": stages, "fps": round(fps, 1), "people": len(people), "steps": cfg.steps,
         "dat": cfg.dat.mode, "hypotheses": cfg.hypotheses, "threads": torch.get_num_threads(),
     }  # fmt: skip
+
+
+def write_report(rows: List[Dict], out: "str | Path", settings: Dict) -> None:
+    """``bench.md`` (every row, with FPS and peak memory) and ``bench.png`` (model p50 per backend)."""
+    import platform
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# hmdiff bench",
+        "",
+        f"{settings['steps']} DDIM steps, {settings['people']} person(s), DAT {settings['dat']}; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "",
+        "| backend | stage | p50 ms | p90 ms | p99 ms | FPS | peak MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backend']} | {r['stage']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r.get('fps', '')} | {r.get('peak_mb', '')} |"
+        )
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = [r for r in rows if r["stage"] == "model"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar([r["backend"] for r in model], [r["p50_ms"] for r in model], color="#4a7fb5")
+    ax.set_ylabel("model p50 (ms)")
+    ax.set_title("encoder + sampling + DAT, one frame")
+    fig.tight_layout()
+    fig.savefig(out / "bench.png", dpi=100)
+    plt.close(fig)

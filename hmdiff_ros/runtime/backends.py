@@ -1,0 +1,191 @@
+"""Inference backends behind one interface: ``load_model(backend, ...)`` returns an object with
+the :meth:`HMDiff.sample` signature, ``cfg``, ``num_coarse`` and ``num_points``, so the frame
+pipeline runs on any of them unchanged.
+
+- ``torch``: the eager PyTorch model (every DAT mode; ``compile=True`` adds ``torch.compile``).
+- ``onnxruntime``: the exported graphs (``hmdiff export``) in ONNX Runtime, execution
+  providers in the order TensorRT EP -> CUDA -> CPU, whatever is installed. A frame is one
+  call of the unrolled sampler when one was exported for the asked steps and DAT mode; other
+  step counts run the encoder and denoiser graphs in the DDIM loop.
+- ``tensorrt``: native TensorRT 10 engines built from the same ONNX files
+  (:mod:`hmdiff_ros.runtime.tensorrt_backend`), on CUDA torch tensors.
+- ``auto``: the fastest that works here: tensorrt (with a GPU), then onnxruntime (with an
+  export), then torch. A backend that cannot load (library missing, no GPU, no export)
+  falls back along tensorrt -> onnxruntime -> torch with one log line, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
+from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.model.hmdiff import SampleOutput
+
+log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_ENGINES = Path("engines")
+
+
+def ort_providers() -> List[str]:
+    """Installed ONNX Runtime execution providers, in our order of preference."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
+
+
+def available_backends() -> List[str]:
+    out = ["torch"]
+    try:
+        import onnxruntime  # noqa: F401
+
+        out.append("onnxruntime")
+    except ImportError:
+        pass
+    try:
+        import tensorrt  # noqa: F401
+
+        if torch.cuda.is_available():
+            out.append("tensorrt")
+    except ImportError:
+        pass
+    return out
+
+
+class OrtModule(nn.Module):
+    """One ONNX Runtime session as a module: torch tensors in, torch tensors out."""
+
+    def __init__(self, session, inputs: Sequence[str]) -> None:
+        super().__init__()
+        self.session, self.inputs = session, list(inputs)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.inputs, tensors, strict=True)}
+        feeds = {n: (v.astype(np.int64) if n == "timestep" else v.astype(np.float32)) for n, v in feeds.items()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+class GraphModel:
+    """The HMDiff interface over exported graphs. ``encoder``/``denoiser`` replace the torch
+    model's; ``samplers`` maps ``(steps, dat mode)`` to a one-call sampler ``f(proxy, noise,
+    prior_xyz, prior_vis) -> points``."""
+
+    def __init__(self, model, name: str, samplers: Dict[Tuple[int, str], object], exported_dat: Dict) -> None:
+        self.model, self.name, self.samplers, self.exported_dat = model, name, samplers, exported_dat
+
+    def __getattr__(self, item):  # cfg, num_coarse, num_points, scheduler, dat_map ...
+        return getattr(self.model, item)
+
+    def eval(self) -> "GraphModel":
+        return self
+
+    def sample(
+        self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None,
+        steps: int = 4, dat: DATConfig = DATConfig(), hypotheses: int = 1, eta: float = 0.0,
+        generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+    ) -> SampleOutput:  # fmt: skip
+        if dat.mode == "full":
+            raise ValueError(f"dat mode 'full' needs PyTorch autograd; the {self.name} backend runs 'fast' or 'off'")
+        sampler = self.samplers.get((steps, dat.mode))
+        same_dat = {k: v for k, v in vars(dat).items() if k != "mode"} == self.exported_dat.get(dat.mode)
+        if sampler is None or eta > 0 or not same_dat:
+            return self.model.sample(proxy, prior_xyz, prior_vis, steps, dat, hypotheses, eta, generator, noise)
+        if proxy.dim() != 4 or proxy.shape[1] != self.cfg.encoder.in_channels or not torch.isfinite(proxy).all():
+            raise ValueError(f"proxy must be finite with shape (B, {self.cfg.encoder.in_channels}, S, S)")
+        if hypotheses < 1:
+            raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
+        b, m, p = proxy.shape[0], hypotheses, self.num_points
+        if dat.mode != "off" and (prior_xyz is None or prior_vis is None):
+            raise ValueError("DAT needs the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24), or dat mode 'off'")
+        if prior_xyz is None:
+            prior_xyz, prior_vis = torch.zeros(b, 24, 3), torch.zeros(b, 24)
+        if noise is None:
+            noise = torch.randn((b * m, p, 3), generator=generator)
+        rep = lambda t: t.float().repeat_interleave(m, dim=0)  # noqa: E731
+        points = sampler(rep(proxy), noise.float(), rep(prior_xyz), rep(prior_vis))
+        hyp = points.float().cpu().reshape(b, m, p, 3)
+        joints = hyp[:, :, self.num_coarse :]
+        return SampleOutput(
+            points=hyp.mean(1),
+            joint_std=joints.std(1, unbiased=False).norm(dim=-1) if m > 1 else torch.zeros(b, joints.shape[2]),
+            hypotheses=hyp,
+            gaps=torch.full((steps, b * m), float("nan")),
+        )
+
+
+def _check_export(folder: Path, checkpoint: Path) -> Dict:
+    from hmdiff_ros.runtime.export import file_sha256, read_manifest
+
+    manifest = read_manifest(folder)
+    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
+        raise ValueError(
+            f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; "
+            f"run 'hmdiff export --checkpoint {checkpoint} --out {folder}'"
+        )
+    return manifest
+
+
+def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES) -> GraphModel:
+    import onnxruntime as ort
+
+    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    folder = Path(engines)
+    manifest = _check_export(folder, ckpt)
+    providers = ort_providers()
+    opts = ort.SessionOptions()
+    # measured on 2 CPU cores: EXTENDED beats ALL (whose layout changes cost more than they
+    # save on these small graphs), and spinning threads fight PyTorch's between calls
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = lambda name: ort.InferenceSession(str(folder / name), opts, providers=providers)  # noqa: E731
+    model, _ = load_checkpoint(ckpt)
+    model.encoder = OrtModule(session("encoder.onnx"), ["proxy"])
+    model.denoiser = OrtModule(session("denoiser.onnx"), ["sample", "timestep", "image_tokens"])
+    samplers, exported_dat = {}, {}
+    for name, info in manifest["files"].items():
+        if "steps" in info and (folder / name).is_file():
+            mod = OrtModule(session(name), ["proxy", "noise", "prior_xyz", "prior_vis"])
+            dat = dict(info["dat"])
+            samplers[(int(info["steps"]), dat.pop("mode"))] = mod
+            exported_dat[info["dat"]["mode"]] = dat
+    log.info("onnxruntime backend: %s, providers %s, one-call samplers %s", folder, providers, sorted(samplers))
+    return GraphModel(model, "onnxruntime", samplers, exported_dat)
+
+
+def load_model(
+    backend: str = "torch", checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES,
+    compile: bool = False, fallback: bool = True,
+):  # fmt: skip
+    """The model on ``backend`` (``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``);
+    ``fallback=False`` raises instead of falling back (benchmarks must not mislabel)."""
+    if backend not in (*BACKENDS, "auto"):
+        raise ValueError(f"unknown backend {backend!r}; choose from {[*BACKENDS, 'auto']}")
+    chain = ["tensorrt", "onnxruntime", "torch"]
+    order = chain if backend == "auto" else chain[chain.index(backend) :]
+    errors = []
+    for name in order:
+        try:
+            if name == "tensorrt":
+                from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
+
+                return load_tensorrt(checkpoint, engines)
+            if name == "onnxruntime":
+                return load_onnxruntime(checkpoint, engines)
+            model, _ = load_checkpoint(checkpoint)
+            if compile:
+                model.denoiser = torch.compile(model.denoiser)
+            return model
+        except (ImportError, FileNotFoundError, RuntimeError, ValueError) as exc:
+            if not fallback:
+                raise
+            errors.append(f"{name}: {exc}")
+            level = logging.INFO if backend == "auto" else logging.WARNING
+            log.log(level, "backend %s unavailable (%s); falling back to %s", name, exc, order[order.index(name) + 1])
+    raise RuntimeError("no backend could be loaded: " + "; ".join(errors))  # pragma: no cover - torch always loads

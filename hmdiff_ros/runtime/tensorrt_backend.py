@@ -1,0 +1,230 @@
+"""TensorRT 10 engines from the exported ONNX files: build (``hmdiff build-engine``) and run.
+
+Engines are specific to a GPU model and a TensorRT version, so each is named by what it was
+built from and for::
+
+    <graph>_<first 12 hex of the ONNX sha256>_<gpu>_trt<version>_<precision>.engine
+
+with a JSON sidecar recording the same. :func:`find_engine` returns the engine that matches
+the ONNX file, this GPU and this TensorRT; an engine built for anything else is reported
+(and rebuilt when asked), never silently used. A timing cache (``timing.cache``) beside the
+engines makes rebuilds fast. Dynamic batch profiles: 1 .. ``max_batch`` (optimum ``opt_batch``).
+Engines run on CUDA torch tensors (no pycuda needed when torch has CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from hmdiff_ros.runtime.export import file_sha256
+
+log = logging.getLogger(__name__)
+GRAPHS = ("encoder", "denoiser")
+
+
+def gpu_tag(name: str) -> str:
+    """A file-name-safe GPU name: ``NVIDIA GeForce RTX 4090`` -> ``nvidia-geforce-rtx-4090``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def engine_name(graph: str, onnx_sha256: str, gpu: str, trt_version: str, precision: str) -> str:
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+    return f"{graph}_{onnx_sha256[:12]}_{gpu_tag(gpu)}_trt{trt_version}_{precision}.engine"
+
+
+def find_engine(folder: Path, graph: str, onnx_sha256: str, gpu: str, trt_version: str, precision: str):
+    """``(path or None, [engines of this graph built from or for something else])``."""
+    folder = Path(folder)
+    want = folder / engine_name(graph, onnx_sha256, gpu, trt_version, precision)
+    others = sorted(p.name for p in folder.glob(f"{graph}_*.engine") if p.name != want.name)
+    return (want if want.is_file() else None), others
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise ImportError(
+            "TensorRT is not installed (pip install 'hmdiff_ros[tensorrt]' on a machine with a GPU)"
+        ) from exc
+    if not torch.cuda.is_available():
+        raise RuntimeError("TensorRT needs a CUDA GPU and a CUDA build of PyTorch; none is available here")
+    return trt
+
+
+def build_engine(
+    onnx_path: "str | Path", out: "str | Path", fp16: bool = True, max_batch: int = 16, opt_batch: int = 4,
+    workspace_gb: float = 1.0,
+) -> Path:  # fmt: skip
+    """Build a serialized engine from ``onnx_path`` into ``out``; returns its path."""
+    trt = _trt()
+    onnx_path, out = Path(onnx_path), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse '{onnx_path}': {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    precision = "fp16" if fp16 and builder.platform_has_fast_fp16 else "fp32"
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache_file = out / "timing.cache"
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(tensor.shape)[1:]
+        profile.set_shape(tensor.name, (1, *rest), (opt_batch, *rest), (max_batch, *rest))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from '{onnx_path}'")
+    cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+    sha = file_sha256(onnx_path)
+    gpu = torch.cuda.get_device_name()
+    path = out / engine_name(onnx_path.stem, sha, gpu, trt.__version__, precision)
+    path.write_bytes(bytes(serialized))
+    path.with_suffix(".json").write_text(json.dumps({
+        "onnx": onnx_path.name, "onnx_sha256": sha, "gpu": gpu, "tensorrt": trt.__version__,
+        "precision": precision, "batch": [1, opt_batch, max_batch],
+    }, indent=1) + "\n")  # fmt: skip
+    log.info("built %s", path)
+    return path
+
+
+def build_engines(folder: "str | Path" = "engines", fp16: bool = True, max_batch: int = 16) -> List[Path]:
+    """Engines for the encoder and the denoiser of the export in ``folder``."""
+    from hmdiff_ros.runtime.export import read_manifest
+
+    folder = Path(folder)
+    read_manifest(folder)
+    return [build_engine(folder / f"{g}.onnx", folder, fp16=fp16, max_batch=max_batch) for g in GRAPHS]
+
+
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64}
+
+
+class TensorRTModule(nn.Module):
+    """A deserialized engine as a module over CUDA torch tensors (inputs in engine order)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        trt = _trt()
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"'{path}' is not a TensorRT engine for this GPU and TensorRT version")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+
+    def _dtype(self, name: str) -> torch.dtype:
+        return _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        keep = []
+        for name, t in zip(self.inputs, tensors, strict=True):
+            t = t.to(device="cuda", dtype=self._dtype(name)).contiguous()
+            keep.append(t)
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        outs = []
+        for name in self.outputs:
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
+            self.context.set_tensor_address(name, out.data_ptr())
+            outs.append(out)
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return outs[0].float()
+
+
+def engines_for(folder: Path, build: bool = True, fp16: bool = True) -> Dict[str, Path]:
+    """The matching engine of each graph, built when missing (``build``) or refused."""
+    trt = _trt()
+    gpu, out = torch.cuda.get_device_name(), {}
+    precisions: Tuple[str, ...] = ("fp16", "fp32") if fp16 else ("fp32",)
+    for g in GRAPHS:
+        sha = file_sha256(folder / f"{g}.onnx")
+        found, others = None, []
+        for precision in precisions:
+            found, others = find_engine(folder, g, sha, gpu, trt.__version__, precision)
+            if found:
+                break
+        if found is None:
+            why = f"no {g} engine for ONNX {sha[:12]}, GPU '{gpu}', TensorRT {trt.__version__} in '{folder}'"
+            if others:
+                why += f" (found engines built from or for something else: {', '.join(others)})"
+            if not build:
+                raise FileNotFoundError(why + "; run 'hmdiff build-engine'")
+            log.warning("%s: building it now", why)
+            found = build_engine(folder / f"{g}.onnx", folder, fp16=fp16)
+        out[g] = found
+    return out
+
+
+def load_tensorrt(checkpoint=None, engines: "str | Path" = "engines", build: bool = True):
+    """The HMDiff interface on TensorRT engines (encoder, denoiser); the DDIM loop and fast
+    DAT run in torch on the GPU."""
+    from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from hmdiff_ros.runtime.backends import _check_export
+
+    folder = Path(engines)
+    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    _check_export(folder, ckpt)
+    paths = engines_for(folder, build=build)
+    model, _ = load_checkpoint(ckpt)
+    model = model.to("cuda")
+    model.encoder = _OnDevice(TensorRTModule(paths["encoder"]))
+    model.denoiser = _OnDevice(TensorRTModule(paths["denoiser"]))
+    return _CudaGraphModel(model, "tensorrt", {}, {})
+
+
+class _OnDevice(nn.Module):
+    def __init__(self, inner: TensorRTModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.inner(*tensors)
+
+
+def _cuda(xs: Sequence):
+    return [x.cuda() if isinstance(x, torch.Tensor) else x for x in xs]
+
+
+class _CudaGraphModel:
+    """Moves the inputs to the GPU and the outputs back to the CPU around the torch DDIM loop."""
+
+    def __init__(self, model, name, samplers, exported_dat) -> None:
+        from hmdiff_ros.runtime.backends import GraphModel
+
+        self.inner = GraphModel(model, name, samplers, exported_dat)
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def eval(self):
+        return self
+
+    def sample(self, proxy, prior_xyz=None, prior_vis=None, *args, generator=None, **kwargs):
+        from hmdiff_ros.model.hmdiff import SampleOutput
+
+        proxy, prior_xyz, prior_vis = _cuda([proxy, prior_xyz, prior_vis])
+        out = self.inner.sample(proxy, prior_xyz, prior_vis, *args, generator=None, **kwargs)
+        return SampleOutput(*(t.float().cpu() for t in (out.points, out.joint_std, out.hypotheses, out.gaps)))

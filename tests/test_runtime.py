@@ -1,0 +1,156 @@
+"""Deployment runtime: ONNX export, ONNX Runtime parity, backend selection, TensorRT engine
+naming (and TensorRT itself where it is installed with a GPU), the benchmark's rows."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'hmdiff_ros[onnx]')")
+
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint  # noqa: E402
+from hmdiff_ros.model.dat import DATConfig  # noqa: E402
+from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
+from hmdiff_ros.runtime.export import MANIFEST, export_onnx, file_sha256  # noqa: E402
+from hmdiff_ros.runtime.tensorrt_backend import engine_name, find_engine, gpu_tag  # noqa: E402
+
+MM = 1000.0
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    manifest = export_onnx(out=out, steps=(2,), dat="fast")
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return load_checkpoint()[0]
+
+
+def _inputs(model, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    enc = model.cfg.encoder
+    proxy = torch.rand(b, enc.in_channels, enc.input_size, enc.input_size, generator=g)
+    noise = torch.randn(b, model.num_points, 3, generator=g)
+    return proxy, noise, torch.randn(b, 24, 3, generator=g) * 0.3, torch.rand(b, 24, generator=g)
+
+
+def test_manifest_records_the_export(exported):
+    out, manifest = exported
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+    assert manifest["opset"] == 17 and manifest["checkpoint_sha256"] == file_sha256(
+        DEFAULT_CHECKPOINT / "model.safetensors"
+    )
+    assert set(manifest["files"]) == {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx"}
+    for name, info in manifest["files"].items():
+        assert info["sha256"] == file_sha256(out / name)
+    assert manifest["files"]["sampler_k2_fast.onnx"]["steps"] == 2
+    assert manifest["files"]["denoiser.onnx"]["inputs"]["sample"] == ["batch", 625, 3]
+
+
+def test_onnxruntime_matches_pytorch(exported, torch_model):
+    out, _ = exported
+    ort_model = load_onnxruntime(engines=out)
+    proxy, noise, prior, vis = _inputs(torch_model)
+    with torch.no_grad():
+        tokens = torch_model.encoder(proxy)
+        assert (ort_model.encoder(proxy) - tokens).abs().max() < 1e-4
+        t = torch.tensor([999, 400, 3])
+        den = (ort_model.denoiser(noise, t, tokens) - torch_model.denoiser(noise, t, tokens)).abs().max()
+        assert den * torch_model.cfg.data_scale * MM < 0.1
+    for steps, mode in [(2, "fast"), (3, "fast"), (2, "off")]:  # unrolled graph; DDIM loop over the graphs
+        dat = DATConfig(mode=mode)
+        ref = torch_model.sample(proxy, prior, vis, steps=steps, dat=dat, noise=noise).points
+        got = ort_model.sample(proxy, prior, vis, steps=steps, dat=dat, noise=noise).points
+        assert (got - ref).abs().max() * MM < 0.1, (steps, mode)
+    # hypotheses in one call: shapes and spread
+    out2 = ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), hypotheses=3,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out2.hypotheses.shape == (3, 3, 625, 3) and (out2.joint_std > 0).all()
+    with pytest.raises(ValueError, match="needs PyTorch autograd"):
+        ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(mode="full"))
+
+
+def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, caplog):
+    out, manifest = exported
+    stale = tmp_path / "stale"
+    shutil.copytree(out, stale)
+    (stale / MANIFEST).write_text(json.dumps({**manifest, "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="another checkpoint"):
+        load_onnxruntime(engines=stale)
+    with pytest.raises(FileNotFoundError, match="hmdiff export"):
+        load_onnxruntime(engines=tmp_path / "nothing")
+    with caplog.at_level(logging.WARNING):
+        model = load_model("onnxruntime", engines=tmp_path / "nothing")
+    assert isinstance(model, torch.nn.Module) and "falling back to torch" in caplog.text
+    with pytest.raises(FileNotFoundError):
+        load_model("onnxruntime", engines=tmp_path / "nothing", fallback=False)
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_model("tflite")
+
+
+def test_pipeline_gives_the_same_people_on_both_backends(exported):
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.pipeline import PipelineConfig
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE, build_pipeline
+
+    out, _ = exported
+    image = read_image(DEMO_IMAGE)
+    results = []
+    for backend in ("torch", "onnxruntime"):
+        pipe = build_pipeline(PipelineConfig(steps=2, hypotheses=2, backend=backend, engines=str(out)))
+        results.append(pipe(image))
+        pipe.prior.close()
+    (a,), (b,) = results
+    assert np.abs(a.joints - b.joints).max() * MM < 1.0
+    assert np.abs(a.vertices - b.vertices).max() * MM < 1.0
+
+
+def test_engine_names_and_matching(tmp_path):
+    assert gpu_tag("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
+    sha = "ab" * 32
+    name = engine_name("denoiser", sha, "NVIDIA Orin", "10.3.0", "fp16")
+    assert name == "denoiser_abababababab_nvidia-orin_trt10.3.0_fp16.engine"
+    with pytest.raises(ValueError, match="precision"):
+        engine_name("denoiser", sha, "x", "10", "int8")
+    (tmp_path / engine_name("denoiser", sha, "NVIDIA A100", "10.3.0", "fp16")).write_bytes(b"x")
+    found, others = find_engine(tmp_path, "denoiser", sha, "NVIDIA Orin", "10.3.0", "fp16")
+    assert found is None and others == ["denoiser_abababababab_nvidia-a100_trt10.3.0_fp16.engine"]
+    (tmp_path / name).write_bytes(b"x")
+    found, _ = find_engine(tmp_path, "denoiser", sha, "NVIDIA Orin", "10.3.0", "fp16")
+    assert found == tmp_path / name
+
+
+def test_tensorrt_engines_match_onnxruntime(exported, torch_model):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it needs an NVIDIA GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs a CUDA GPU")
+    from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
+
+    out, _ = exported
+    trt_model = load_tensorrt(engines=out)
+    proxy, noise, prior, vis = _inputs(torch_model)
+    ref = torch_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), noise=noise).points
+    got = trt_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), noise=noise).points
+    assert (got - ref).abs().max() * MM < 5.0  # FP16 engines
+
+
+def test_bench_rows(exported):
+    from hmdiff_ros.runtime.bench import bench
+
+    out, _ = exported
+    rows = bench(["torch", "onnxruntime"], steps=2, repeats=2, warmup=1, engines=str(out))
+    assert [(r["backend"], r["stage"]) for r in rows] == [
+        ("torch", "encoder"), ("torch", "model"), ("onnxruntime", "encoder"), ("onnxruntime", "model"),
+    ]  # fmt: skip
+    for r in rows:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+    assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in rows if r["stage"] == "model")
+    with pytest.raises(ValueError, match="unknown backends"):
+        bench(["tflite"])
