@@ -27,7 +27,7 @@ EXTRAS = {
     "onnx": ONNX,
     "bag": ["rosbags>=0.10,<0.12"],
     "train": ANNY + ["matplotlib>=3.6"],
-    "tensorrt": ["tensorrt>=10,<11", "pycuda>=2024.1"],
+    "tensorrt": ["tensorrt>=10,<11"],  # engines run on CUDA torch tensors: no pycuda needed
     "test": ANNY
     + ONNX
     + [
