@@ -25,14 +25,15 @@ EXTRAS = {
     "anny": ANNY,
     "smpl": ["smplx>=0.1.28"],
     "onnx": ONNX,
-    "bag": ["rosbags>=0.10,<0.12"],
+    "bag": ["rosbags>=0.11.7,<0.12", "rosbags-image>=0.10,<0.11"],
     "train": ANNY + ["matplotlib>=3.6"],
     "tensorrt": ["tensorrt>=10,<11"],  # engines run on CUDA torch tensors: no pycuda needed
     "test": ANNY
     + ONNX
     + [
         "smplx>=0.1.28",
-        "rosbags>=0.10,<0.12",
+        "rosbags>=0.11.7,<0.12",
+        "rosbags-image>=0.10,<0.11",
         "pytest>=7",
         "ruff>=0.4",
         "diffusers>=0.30",  # cross-checks our DDIM scheduler

@@ -176,6 +176,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bag(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.run import build_pipeline
+    from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
+    from hmdiff_ros.ros.bag import process_bag
+
+    pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
+    try:
+        summary = process_bag(
+            args.input, args.output, pipe, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+            distro=args.distro, storage=args.storage, namespace=args.namespace, mesh=args.mesh,
+            tracking=None if args.no_track else Tracker(TrackerConfig()), max_frames=args.max_frames,
+            progress=not args.json,
+        )  # fmt: skip
+    finally:
+        pipe.prior.close()
+    print(json.dumps(summary) if args.json else
+          f"{summary['frames']} frames, {summary['people']} people, {summary['dropped']} dropped -> {summary['out']}")  # fmt: skip
+    if summary["error"]:
+        print(f"hmdiff bag: error: {summary['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.export import export_onnx
 
@@ -369,6 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("bag", help="run the pipeline over a rosbag2 (sqlite3 or MCAP) into a new bag, without ROS")
+    p.add_argument("input", help="input bag folder (or .mcap / .db3 file)")
+    p.add_argument("output", help="output bag folder (must not exist)")
+    p.add_argument("--image-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
+    p.add_argument("--camera-info-topic", default=None, help="default: the bag's only CameraInfo topic, if any")
+    p.add_argument("--distro", choices=("humble", "jazzy"), default="humble", help="message definitions to use")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--namespace", default="/hmdiff", help="prefix of the output topics")
+    p.add_argument("--mesh", choices=("none", "coarse", "full"), default="coarse", help="mesh in the markers")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--no-track", action="store_true", help="no track ids or smoothing")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_bag)
 
     p = sub.add_parser("export", help="export the encoder, denoiser and unrolled samplers to ONNX")
     p.add_argument("--checkpoint", default=None)

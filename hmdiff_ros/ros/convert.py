@@ -1,0 +1,327 @@
+"""Pipeline results -> ROS 2 messages, written once for the rclpy node and the bag tool.
+
+Nothing here imports rclpy. A :class:`MessageFactory` builds messages by their ROS type name
+(``"hmdiff_msgs/msg/HumanArray"``) either as ``rosbags`` dataclasses (bag tool, tests: real
+ROS 2 definitions and CDR) or as rclpy message classes (the node); every function below
+fills every field, so both kinds are complete.
+
+Published types: ``hmdiff_msgs/HumanArray`` (per frame) of ``hmdiff_msgs/Human``;
+``visualization_msgs/MarkerArray`` (mesh, skeleton, joints, id text per person, after a
+DELETEALL so people who left disappear); ``sensor_msgs/Image`` (debug overlay, ``rgb8``);
+``geometry_msgs/TransformStamped`` (one body frame per tracked person, optionally one per
+joint). All carry the input image's header.
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from hmdiff_ros.body.joints import JOINT_INDEX, JOINT_NAMES, SKELETON_EDGES
+
+MSG_DIR = Path(__file__).resolve().parents[2] / "msg" / "msg"
+MSG_PACKAGE = "hmdiff_msgs"
+HUMAN_ARRAY = f"{MSG_PACKAGE}/msg/HumanArray"
+HUMAN = f"{MSG_PACKAGE}/msg/Human"
+# per-person colours (RGBA, 0..1), the same order as the debug overlay's
+PERSON_RGBA = ((0.95, 0.55, 0.2, 0.8), (0.3, 0.7, 0.95, 0.8), (0.5, 0.85, 0.35, 0.8), (0.9, 0.35, 0.6, 0.8))
+MESH_RESOLUTIONS = ("none", "coarse", "full")
+
+
+def message_definitions(msg_dir: "str | Path | None" = None) -> Dict[str, str]:
+    """``{"hmdiff_msgs/msg/Human": text, ...}`` from the package's ``.msg`` files."""
+    msg_dir = Path(msg_dir) if msg_dir is not None else MSG_DIR
+    files = sorted(msg_dir.glob("*.msg"))
+    if not files:
+        raise FileNotFoundError(f"no .msg files in '{msg_dir}'")
+    return {f"{MSG_PACKAGE}/msg/{f.stem}": f.read_text() for f in files}
+
+
+def register_types(typestore) -> None:
+    """Add our message types to a ``rosbags`` typestore (idempotent)."""
+    from rosbags.typesys import get_types_from_msg
+
+    types: Dict = {}
+    for name, text in message_definitions().items():
+        types.update(get_types_from_msg(text, name))
+    typestore.register(types)
+
+
+def typestore_for(distro: str = "humble"):
+    """A ``rosbags`` typestore of ROS 2 ``distro`` (humble or jazzy) with our types."""
+    from rosbags.typesys import Stores, get_typestore
+
+    stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+    if distro not in stores:
+        raise ValueError(f"distro must be one of {sorted(stores)}, got {distro!r}")
+    store = get_typestore(stores[distro])
+    register_types(store)
+    return store
+
+
+class MessageFactory:
+    """``make(type_name, **fields)`` and ``floats``/``bytes`` for primitive arrays, for either
+    rosbags (numpy arrays) or rclpy (``array.array``/``bytes``, which its setters accept)."""
+
+    def __init__(self, cls_of: Callable[[str], type], rclpy_style: bool) -> None:
+        self._cls_of, self.rclpy_style, self._cache = cls_of, rclpy_style, {}
+
+    @classmethod
+    def for_rosbags(cls, typestore) -> "MessageFactory":
+        return cls(lambda name: typestore.types[name], rclpy_style=False)
+
+    @classmethod
+    def for_rclpy(cls) -> "MessageFactory":
+        def cls_of(name: str):
+            pkg, kind, msg = name.split("/")
+            return getattr(importlib.import_module(f"{pkg}.{kind}"), msg)
+
+        return cls(cls_of, rclpy_style=True)
+
+    def make(self, name: str, **fields):
+        if name not in self._cache:
+            self._cache[name] = self._cls_of(name)
+        return self._cache[name](**fields)
+
+    def floats(self, values, dtype: str = "float32"):
+        values = np.asarray(values, dtype=dtype).ravel()
+        if self.rclpy_style:
+            return array.array("f" if dtype == "float32" else "d", values.tolist())
+        return values
+
+    def uint8s(self, data: np.ndarray):
+        data = np.ascontiguousarray(data, dtype=np.uint8).ravel()
+        return data.tobytes() if self.rclpy_style else data
+
+    def fixed_floats(self, values, dtype: str = "float32"):
+        """A fixed-size primitive array (``float32[4]``): numpy for both (rclpy accepts it)."""
+        return np.asarray(values, dtype=dtype).ravel()
+
+
+def header(f: MessageFactory, sec: int, nanosec: int, frame_id: str):
+    return f.make("std_msgs/msg/Header", stamp=f.make("builtin_interfaces/msg/Time", sec=int(sec), nanosec=int(nanosec)),
+                  frame_id=str(frame_id))  # fmt: skip
+
+
+def _point(f: MessageFactory, p) -> object:
+    return f.make("geometry_msgs/msg/Point", x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+def _points(f: MessageFactory, pts: np.ndarray) -> List:
+    return [_point(f, p) for p in np.asarray(pts, dtype=np.float64)]
+
+
+def body_rotation(joints: np.ndarray) -> np.ndarray:
+    """Rotation ``(3, 3)`` whose columns are the body axes in the camera frame (REP-103 body
+    convention: x forward, y left, z up), from the hips and the pelvis-neck line."""
+    j = np.asarray(joints, dtype=np.float64)
+    left = j[JOINT_INDEX["left_hip"]] - j[JOINT_INDEX["right_hip"]]
+    up = j[JOINT_INDEX["neck"]] - j[JOINT_INDEX["pelvis"]]
+    y = left / max(np.linalg.norm(left), 1e-9)
+    z = up - y * (up @ y)
+    z = z / max(np.linalg.norm(z), 1e-9)
+    x = np.cross(y, z)
+    return np.stack([x, y, z], axis=1)
+
+
+def quaternion(rot: np.ndarray) -> np.ndarray:
+    """``(x, y, z, w)`` of a rotation matrix (Shepperd's method)."""
+    m = np.asarray(rot, dtype=np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    q = np.asarray(q)
+    return q / np.linalg.norm(q)
+
+
+def _pose(f: MessageFactory, position, rot) -> object:
+    q = quaternion(rot)
+    return f.make(
+        "geometry_msgs/msg/Pose",
+        position=_point(f, position),
+        orientation=f.make("geometry_msgs/msg/Quaternion", x=q[0], y=q[1], z=q[2], w=q[3]),
+    )
+
+
+def _person_id(p, index: int) -> int:
+    return int(p.track_id) if getattr(p, "track_id", -1) >= 0 else index
+
+
+def human_msg(f: MessageFactory, p, index: int, with_vertices: bool = False):
+    """``hmdiff_msgs/Human`` of one :class:`~hmdiff_ros.pipeline.pipeline.PersonResult`."""
+    names = list(p.joint_names)
+    return f.make(
+        HUMAN,
+        id=int(p.track_id),
+        score=float(p.score),
+        box=f.fixed_floats(p.box),
+        joint_names=names,
+        joints=_points(f, p.joints),
+        joint_confidence=f.floats(p.visibility),
+        joint_std=f.floats(p.joint_std),
+        keypoints_2d=f.floats(p.joints_uv),
+        root_pose=_pose(f, p.joints[JOINT_INDEX["pelvis"]], body_rotation(p.joints)),
+        mesh_topology=f"anny_coarse_{len(p.coarse_vertices)}" if with_vertices else "",
+        coarse_vertices=_points(f, p.coarse_vertices) if with_vertices else [],
+    )
+
+
+def human_array_msg(f: MessageFactory, hdr, people: Sequence, with_vertices: bool = False):
+    return f.make(HUMAN_ARRAY, header=hdr, humans=[human_msg(f, p, i, with_vertices) for i, p in enumerate(people)])
+
+
+def _marker(f: MessageFactory, hdr, ns: str, mid: int, kind: int, action: int = 0, points=(), scale=(1, 1, 1),
+            rgba=(1, 1, 1, 1), text: str = "", position=(0, 0, 0), lifetime_s: float = 0.0):  # fmt: skip
+    sec = int(lifetime_s)
+    fields = dict(
+        header=hdr, ns=ns, id=int(mid), type=int(kind), action=int(action),
+        pose=_pose(f, position, np.eye(3)),
+        scale=f.make("geometry_msgs/msg/Vector3", x=float(scale[0]), y=float(scale[1]), z=float(scale[2])),
+        color=f.make("std_msgs/msg/ColorRGBA", r=float(rgba[0]), g=float(rgba[1]), b=float(rgba[2]), a=float(rgba[3])),
+        lifetime=f.make("builtin_interfaces/msg/Duration", sec=sec, nanosec=int((lifetime_s - sec) * 1e9)),
+        frame_locked=False, points=list(points), colors=[], text=text, mesh_resource="",
+        mesh_use_embedded_materials=False,
+    )  # fmt: skip
+    fields.update(_jazzy_marker_fields(f))
+    return f.make("visualization_msgs/msg/Marker", **fields)
+
+
+def _fields_of(f: MessageFactory, name: str) -> tuple:
+    cls = f._cls_of(name)
+    slots = getattr(cls, "__slots__", None) or getattr(cls, "__dataclass_fields__", {})
+    return tuple(s.lstrip("_") for s in slots)
+
+
+def _jazzy_marker_fields(f: MessageFactory) -> Dict:
+    """Fields Jazzy's Marker added (textures, ``uv_coordinates``, ``mesh_file``), empty."""
+    have = _fields_of(f, "visualization_msgs/msg/Marker")
+    out: Dict = {}
+    if "texture_resource" in have:
+        out.update(
+            texture_resource="", uv_coordinates=[],
+            texture=f.make("sensor_msgs/msg/CompressedImage", header=f.make(
+                "std_msgs/msg/Header", stamp=f.make("builtin_interfaces/msg/Time", sec=0, nanosec=0), frame_id=""),
+                format="", data=f.uint8s(np.zeros(0, np.uint8))),
+            mesh_file=f.make("visualization_msgs/msg/MeshFile", filename="", data=f.uint8s(np.zeros(0, np.uint8))),
+        )  # fmt: skip
+    return out
+
+
+# visualization_msgs/Marker constants
+ARROW, CUBE, SPHERE, CYLINDER, LINE_STRIP, LINE_LIST, CUBE_LIST, SPHERE_LIST, POINTS, TEXT_VIEW_FACING = range(10)
+TRIANGLE_LIST = 11
+ADD, DELETE, DELETEALL = 0, 2, 3
+
+
+def marker_array_msg(
+    f: MessageFactory, hdr, people: Sequence, faces_coarse: np.ndarray, faces_full: np.ndarray | None = None,
+    mesh: str = "coarse", lifetime_s: float = 0.5,
+):  # fmt: skip
+    """Per person (namespace ``hmdiff``, id ``4 * person + k``): the mesh as a TRIANGLE_LIST
+    (``mesh``: none, coarse or full), the skeleton as a LINE_LIST, the joints as a
+    SPHERE_LIST and the track id as text; the first marker is a DELETEALL."""
+    if mesh not in MESH_RESOLUTIONS:
+        raise ValueError(f"mesh must be one of {MESH_RESOLUTIONS}, got {mesh!r}")
+    markers = [_marker(f, hdr, "", 0, 0, action=DELETEALL)]
+    for i, p in enumerate(people):
+        pid = _person_id(p, i)
+        rgba = PERSON_RGBA[pid % len(PERSON_RGBA)]
+        if mesh != "none":
+            full = mesh == "full" and p.vertices is not None and faces_full is not None
+            verts, faces = (p.vertices, faces_full) if full else (p.coarse_vertices, faces_coarse)
+            tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces).reshape(-1)]
+            markers.append(_marker(f, hdr, "hmdiff/mesh", 4 * pid, TRIANGLE_LIST, points=_points(f, tri),
+                                   rgba=rgba, lifetime_s=lifetime_s))  # fmt: skip
+        seg = [p.joints[JOINT_INDEX[n]] for edge in SKELETON_EDGES for n in edge]
+        markers.append(_marker(f, hdr, "hmdiff/skeleton", 4 * pid + 1, LINE_LIST, points=_points(f, seg),
+                               scale=(0.02, 0, 0), rgba=(1, 1, 1, 1), lifetime_s=lifetime_s))  # fmt: skip
+        markers.append(_marker(f, hdr, "hmdiff/joints", 4 * pid + 2, SPHERE_LIST, points=_points(f, p.joints),
+                               scale=(0.04, 0.04, 0.04), rgba=rgba[:3] + (1.0,), lifetime_s=lifetime_s))  # fmt: skip
+        head = p.joints[JOINT_INDEX["head_top"]] + np.array([0.0, -0.15, 0.0])  # above the head (y is down)
+        markers.append(_marker(f, hdr, "hmdiff/id", 4 * pid + 3, TEXT_VIEW_FACING, scale=(0, 0, 0.12),
+                               rgba=(1, 1, 1, 1), text=f"person {pid}", position=head, lifetime_s=lifetime_s))  # fmt: skip
+    return f.make("visualization_msgs/msg/MarkerArray", markers=markers)
+
+
+def image_msg(f: MessageFactory, hdr, rgb: np.ndarray):
+    """``sensor_msgs/Image`` ``rgb8`` of an ``(H, W, 3)`` uint8 image."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding="rgb8", is_bigendian=0,
+                  step=3 * w, data=f.uint8s(rgb))  # fmt: skip
+
+
+def transforms(f: MessageFactory, hdr, people: Sequence, joints: bool = False, prefix: str = "hmdiff_body") -> List:
+    """``geometry_msgs/TransformStamped``: ``<prefix>_<id>`` (pelvis, body axes) under the
+    image frame for each person, and ``<prefix>_<id>/<joint>`` under it when ``joints``."""
+    out = []
+    for i, p in enumerate(people):
+        pid, rot = _person_id(p, i), body_rotation(p.joints)
+        pelvis = p.joints[JOINT_INDEX["pelvis"]]
+        body = f"{prefix}_{pid}"
+        out.append(_transform(f, hdr, hdr.frame_id, body, pelvis, rot))
+        if joints:
+            for name, xyz in zip(JOINT_NAMES, p.joints, strict=True):
+                out.append(_transform(f, hdr, body, f"{body}/{name}", rot.T @ (xyz - pelvis), np.eye(3)))
+    return out
+
+
+def _transform(f: MessageFactory, hdr, parent: str, child: str, t, rot):
+    q = quaternion(rot)
+    h = f.make("std_msgs/msg/Header", stamp=hdr.stamp, frame_id=parent)
+    return f.make(
+        "geometry_msgs/msg/TransformStamped", header=h, child_frame_id=child,
+        transform=f.make("geometry_msgs/msg/Transform",
+                         translation=f.make("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                         rotation=f.make("geometry_msgs/msg/Quaternion", x=q[0], y=q[1], z=q[2], w=q[3])),
+    )  # fmt: skip
+
+
+ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2")
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """An RGB uint8 image from a ``sensor_msgs/Image`` or ``CompressedImage`` (rosbags or
+    rclpy), through rosbags-image; ``mono16`` is scaled to 8 bits. Unknown encodings and
+    malformed data raise ``ValueError`` naming the encoding."""
+    from rosbags.image import compressed_image_to_cvimage, message_to_cvimage
+
+    from hmdiff_ros.pipeline.io import to_rgb8
+
+    compressed = hasattr(msg, "format") and not hasattr(msg, "encoding")
+    enc = getattr(msg, "format", "") if compressed else getattr(msg, "encoding", "")
+    if not compressed and enc not in ENCODINGS:
+        raise ValueError(f"image encoding '{enc}' is not supported; expected one of {list(ENCODINGS)}")
+    try:
+        if compressed:
+            bgr = compressed_image_to_cvimage(msg, "bgr8")
+        elif enc in ("mono16",):
+            return to_rgb8(message_to_cvimage(msg), f"{enc} image")
+        else:
+            bgr = message_to_cvimage(msg, "bgr8")
+    except Exception as exc:  # rosbags-image raises several kinds on bad data
+        raise ValueError(f"cannot decode the {enc or 'compressed'} image: {exc}") from None
+    return to_rgb8(np.ascontiguousarray(bgr), f"{enc} image")
+
+
+def intrinsics_from_camera_info(msg) -> np.ndarray | None:
+    """``K`` (3x3) from a ``sensor_msgs/CameraInfo`` (``k`` in Humble/Jazzy), or None when it
+    is all zeros (an uncalibrated camera)."""
+    k = np.asarray(getattr(msg, "k", getattr(msg, "K", np.zeros(9))), dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+        return None
+    return k

@@ -1,0 +1,96 @@
+"""``hmdiff bag``: a bag written here from the public-domain demo photo goes through the
+pipeline without ROS; the output holds the input topics and our topics, stamps preserved."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="rosbags is not installed (pip install 'hmdiff_ros[bag]')")
+pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+
+from hmdiff_ros.cli import main  # noqa: E402
+from hmdiff_ros.pipeline.io import read_image  # noqa: E402
+from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
+from hmdiff_ros.ros import convert as C  # noqa: E402
+
+STAMPS = [(100, 0), (100, 50_000_000), (100, 100_000_000)]
+
+
+def write_input_bag(path, storage="sqlite3", bad_frame=True):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = C.typestore_for("humble")
+    f = C.MessageFactory.for_rosbags(store)
+    rgb = read_image(DEMO_IMAGE)[::2, ::2].copy()  # 256 x 256
+    h, w = rgb.shape[:2]
+    plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        img_c = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        info_c = writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        for k, (sec, ns) in enumerate(STAMPS):
+            hdr = C.header(f, sec, ns, "camera_optical_frame")
+            t = sec * 10**9 + ns
+            info = f.make(
+                "sensor_msgs/msg/CameraInfo", header=hdr, height=h, width=w, distortion_model="plumb_bob",
+                d=np.zeros(5), k=np.array([300.0, 0, w / 2, 0, 300, h / 2, 0, 0, 1]), r=np.eye(3).ravel(),
+                p=np.array([300.0, 0, w / 2, 0, 0, 300, h / 2, 0, 0, 0, 1, 0]), binning_x=0, binning_y=0,
+                roi=f.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0,
+                           do_rectify=False),
+            )  # fmt: skip
+            writer.write(info_c, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+            enc, data = ("bgr8", rgb[..., ::-1]) if k == 1 else ("rgb8", rgb)
+            if bad_frame and k == 2:
+                enc = "bayer_rggb8"
+            img = f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding=enc, is_bigendian=0,
+                         step=3 * w, data=np.ascontiguousarray(data).ravel())  # fmt: skip
+            writer.write(img_c, t, store.serialize_cdr(img, "sensor_msgs/msg/Image"))
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_round_trip(tmp_path, capsys, storage):
+    import json
+
+    from rosbags.highlevel import AnyReader
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_input_bag(src, storage=storage)
+    rc = main(["bag", str(src), str(dst), "--storage", storage, "--hypotheses", "2", "--steps", "2", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == 2 and summary["dropped"] == 1 and summary["people"] == 2
+    assert summary["image_topic"] == "/camera/image_raw" and summary["camera_info_topic"] == "/camera/camera_info"
+    store = C.typestore_for("humble")
+    with AnyReader([dst], default_typestore=store) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        assert topics == {
+            "/camera/image_raw": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+            "/hmdiff/humans": C.HUMAN_ARRAY, "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
+            "/hmdiff/debug_image": "sensor_msgs/msg/Image",
+        }  # fmt: skip
+        humans = [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()
+                  if c.topic == "/hmdiff/humans"]  # fmt: skip
+        assert [t for t, _ in humans] == [s * 10**9 + n for s, n in STAMPS[:2]]
+        for (_, msg), (sec, ns) in zip(humans, STAMPS, strict=False):
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sec, ns)
+            assert msg.header.frame_id == "camera_optical_frame"
+            (h,) = msg.humans
+            assert h.id == 0, "one track across the frames"
+            z = np.array([p.z for p in h.joints])
+            assert len(h.joints) == 25 and (z > 0.3).all(), "in front of the camera"
+        count = sum(1 for c, _, _ in reader.messages() if c.topic == "/camera/image_raw")
+        assert count == 3, "input topics copied unchanged"
+
+
+def test_bag_errors_are_clear(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_input_bag(src, bad_frame=False)
+    assert main(["bag", str(tmp_path / "nothing"), str(tmp_path / "o1")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bag", str(src), str(tmp_path / "o2"), "--image-topic", "/nope"]) == 2
+    assert "image topic '/nope' is not in the bag" in capsys.readouterr().err
+    assert main(["bag", str(src), str(src)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 8\n")
+    assert main(["bag", str(broken), str(tmp_path / "o3")]) == 2
+    assert "cannot read bag" in capsys.readouterr().err

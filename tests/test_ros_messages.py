@@ -1,0 +1,192 @@
+"""ROS 2 messages without ROS: our .msg files parse with rosbags, every published message
+round-trips through CDR (Humble and Jazzy definitions), marker geometry, TF, image encodings."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="rosbags is not installed (pip install 'hmdiff_ros[bag]')")
+
+from hmdiff_ros.body.joints import JOINT_INDEX, JOINT_NAMES  # noqa: E402
+from hmdiff_ros.body.topology import Topology  # noqa: E402
+from hmdiff_ros.ros import convert as C  # noqa: E402
+
+DISTROS = ("humble", "jazzy")
+
+
+def person(track_id=3, seed=0, full=False):
+    rng = np.random.default_rng(seed)
+    topo = Topology.load()
+    joints = rng.normal(0, 0.3, (25, 3)) + [0, 0, 3]
+    joints[JOINT_INDEX["left_hip"]] = joints[JOINT_INDEX["pelvis"]] + [0.1, 0, 0]
+    joints[JOINT_INDEX["right_hip"]] = joints[JOINT_INDEX["pelvis"]] - [0.1, 0, 0]
+    joints[JOINT_INDEX["neck"]] = joints[JOINT_INDEX["pelvis"]] + [0, -0.5, 0]  # up is -y in the optical frame
+    return SimpleNamespace(
+        box=np.array([10.0, 20.0, 110.0, 120.0]), score=0.87, track_id=track_id, joint_names=JOINT_NAMES,
+        joints=joints, visibility=rng.random(25), joint_std=rng.random(25) * 0.02, joints_uv=rng.random((25, 2)) * 100,
+        coarse_vertices=rng.normal(0, 0.3, (topo.num_coarse, 3)) + [0, 0, 3],
+        vertices=rng.normal(0, 0.3, (topo.num_full, 3)) + [0, 0, 3] if full else None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_msg_files_parse_and_human_array_round_trips(distro):
+    store = C.typestore_for(distro)
+    assert {C.HUMAN, C.HUMAN_ARRAY} <= set(store.types)
+    f = C.MessageFactory.for_rosbags(store)
+    hdr = C.header(f, 12, 345, "camera_color_optical_frame")
+    msg = C.human_array_msg(f, hdr, [person(), person(track_id=-1, seed=1)], with_vertices=True)
+    back = store.deserialize_cdr(store.serialize_cdr(msg, C.HUMAN_ARRAY), C.HUMAN_ARRAY)
+    assert back.header.frame_id == "camera_color_optical_frame" and back.header.stamp.nanosec == 345
+    h = back.humans[0]
+    assert h.id == 3 and h.joint_names == list(JOINT_NAMES) and len(h.joints) == 25
+    np.testing.assert_allclose([h.joints[5].x, h.joints[5].y, h.joints[5].z], person().joints[5], atol=1e-9)
+    assert h.keypoints_2d.shape == (50,) and h.joint_std.shape == (25,) and len(h.coarse_vertices) == 600
+    assert h.mesh_topology == "anny_coarse_600" and back.humans[1].id == -1
+    q = h.root_pose.orientation
+    assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1) < 1e-9
+
+
+def test_body_frame_points_forward_left_up():
+    p = person()
+    rot = C.body_rotation(p.joints)
+    np.testing.assert_allclose(rot.T @ rot, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rot[:, 1], [1, 0, 0], atol=1e-9)  # left: from the right hip to the left one
+    np.testing.assert_allclose(rot[:, 2], [0, -1, 0], atol=1e-9)  # up: towards the neck (-y, optical frame)
+    assert np.linalg.det(rot) > 0.999
+    for r in (rot, np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])):
+        x, y, z, w = C.quaternion(r)
+        back = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ])  # fmt: skip
+        np.testing.assert_allclose(back, r, atol=1e-9)
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+def test_markers_geometry_colours_and_deletion(distro):
+    store = C.typestore_for(distro)
+    f = C.MessageFactory.for_rosbags(store)
+    topo = Topology.load()
+    hdr = C.header(f, 1, 0, "cam")
+    people = [person(track_id=0), person(track_id=5, seed=2, full=True)]
+    msg = C.marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh="full")
+    back = store.deserialize_cdr(store.serialize_cdr(msg, "visualization_msgs/msg/MarkerArray"),
+                                 "visualization_msgs/msg/MarkerArray")  # fmt: skip
+    m = back.markers
+    assert m[0].action == C.DELETEALL and len(m) == 1 + 4 * 2
+    mesh0, mesh1 = m[1], m[5]
+    assert mesh0.type == C.TRIANGLE_LIST and len(mesh0.points) == 3 * len(topo.coarse_faces)  # no full mesh: coarse
+    assert len(mesh1.points) == 3 * len(topo.full_faces)
+    assert all(x.header.frame_id == "cam" for x in m[1:])
+    assert (mesh0.id, mesh1.id) == (0, 20) and (mesh0.color.r, mesh0.color.g) != (mesh1.color.r, mesh1.color.g)
+    skel = m[2]
+    assert skel.type == C.LINE_LIST and len(skel.points) % 2 == 0 and skel.scale.x > 0
+    assert m[3].type == C.SPHERE_LIST and len(m[3].points) == 25
+    assert m[4].type == C.TEXT_VIEW_FACING and m[4].text == "person 0"
+    assert m[1].lifetime.nanosec > 0  # markers of people who leave expire even without a new frame
+    none = C.marker_array_msg(f, hdr, people, topo.coarse_faces, mesh="none")
+    assert len(none.markers) == 1 + 3 * 2
+    with pytest.raises(ValueError, match="mesh must be one of"):
+        C.marker_array_msg(f, hdr, people, topo.coarse_faces, mesh="dense")
+
+
+def test_tf_frames_for_bodies_and_joints():
+    store = C.typestore_for("humble")
+    f = C.MessageFactory.for_rosbags(store)
+    hdr = C.header(f, 3, 5, "cam")
+    p = person(track_id=7)
+    tfs = C.transforms(f, hdr, [p], joints=True)
+    assert len(tfs) == 1 + 25
+    body = tfs[0]
+    assert (body.header.frame_id, body.child_frame_id) == ("cam", "hmdiff_body_7")
+    assert body.header.stamp.sec == 3
+    t = body.transform.translation
+    np.testing.assert_allclose([t.x, t.y, t.z], p.joints[JOINT_INDEX["pelvis"]])
+    # a joint frame, composed with its body frame, lands on the joint
+    rot = C.body_rotation(p.joints)
+    k = 1 + JOINT_INDEX["left_wrist"]
+    assert tfs[k].header.frame_id == "hmdiff_body_7" and tfs[k].child_frame_id == "hmdiff_body_7/left_wrist"
+    local = tfs[k].transform.translation
+    np.testing.assert_allclose(rot @ [local.x, local.y, local.z] + p.joints[JOINT_INDEX["pelvis"]],
+                               p.joints[JOINT_INDEX["left_wrist"]], atol=1e-9)  # fmt: skip
+    for tf in tfs[:2]:
+        store.deserialize_cdr(store.serialize_cdr(tf, "geometry_msgs/msg/TransformStamped"),
+                              "geometry_msgs/msg/TransformStamped")  # fmt: skip
+
+
+def _image_msg(store, rgb, encoding):
+    import cv2
+
+    f = C.MessageFactory.for_rosbags(store)
+    hdr = C.header(f, 0, 0, "cam")
+    h, w = rgb.shape[:2]
+    if encoding == "rgb8":
+        data, step = rgb, 3 * w
+    elif encoding == "bgr8":
+        data, step = rgb[..., ::-1], 3 * w
+    elif encoding == "rgba8":
+        data, step = np.dstack([rgb, np.full((h, w), 255, np.uint8)]), 4 * w
+    elif encoding == "bgra8":
+        data, step = np.dstack([rgb[..., ::-1], np.full((h, w), 255, np.uint8)]), 4 * w
+    elif encoding == "mono8":
+        data, step = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), w
+    elif encoding == "mono16":
+        data, step = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257, 2 * w
+    elif encoding in ("yuv422", "yuv422_yuy2"):
+        code = cv2.COLOR_BGR2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_BGR2YUV_YUY2
+        data, step = _to_yuv422(rgb[..., ::-1], code), 2 * w
+    raw = np.ascontiguousarray(data).view(np.uint8).ravel()
+    return f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding=encoding, is_bigendian=0,
+                  step=step, data=raw)  # fmt: skip
+
+
+def _to_yuv422(bgr, code):
+    import cv2
+
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    y, u, v = yuv[..., 0], yuv[..., 1], yuv[..., 2]
+    uu, vv = u[:, 0::2], v[:, 0::2]
+    out = np.empty((bgr.shape[0], bgr.shape[1], 2), np.uint8)
+    if code == cv2.COLOR_BGR2YUV_UYVY:
+        out[:, 0::2, 0], out[:, 1::2, 0], out[:, 0::2, 1], out[:, 1::2, 1] = uu, vv, y[:, 0::2], y[:, 1::2]
+    else:
+        out[:, 0::2, 1], out[:, 1::2, 1], out[:, 0::2, 0], out[:, 1::2, 0] = uu, vv, y[:, 0::2], y[:, 1::2]
+    return out
+
+
+@pytest.mark.parametrize("encoding", C.ENCODINGS)
+def test_every_accepted_encoding_decodes_to_rgb(encoding):
+    store = C.typestore_for("humble")
+    rng = np.random.default_rng(0)
+    rgb = np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))  # 48 x 64 blocks
+    out = C.image_to_rgb(_image_msg(store, rgb, encoding))
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    if encoding.startswith("mono"):
+        import cv2
+
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
+        assert np.abs(out[..., 0].astype(float) - gray).max() <= 1 and (out[..., 0] == out[..., 2]).all()
+    elif encoding.startswith("yuv"):  # chroma is shared by pixel pairs and the YUV matrices differ a little
+        assert np.abs(out.astype(int) - rgb).mean() < 20
+        assert np.corrcoef(out.astype(float).ravel(), rgb.astype(float).ravel())[0, 1] > 0.95
+    else:
+        np.testing.assert_array_equal(out, rgb)
+
+
+def test_bad_images_name_the_problem():
+    store = C.typestore_for("humble")
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="encoding 'bayer_rggb8' is not supported"):
+        C.image_to_rgb(_image_msg(store, rgb, "rgb8").__class__(**{**vars(_image_msg(store, rgb, "rgb8")),
+                                                                    "encoding": "bayer_rggb8"}))  # fmt: skip
+    short = _image_msg(store, rgb, "rgb8")
+    short = short.__class__(**{**vars(short), "data": short.data[:10]})
+    with pytest.raises(ValueError, match="cannot decode the rgb8 image"):
+        C.image_to_rgb(short)
+    info = SimpleNamespace(k=np.zeros(9))
+    assert C.intrinsics_from_camera_info(info) is None
+    info = SimpleNamespace(k=np.array([500.0, 0, 320, 0, 500, 240, 0, 0, 1]))
+    np.testing.assert_allclose(C.intrinsics_from_camera_info(info)[0], [500, 0, 320])
