@@ -37,6 +37,11 @@ EXTRAS = {
         "pytest>=7",
         "ruff>=0.4",
         "diffusers>=0.30",  # cross-checks our DDIM scheduler
+        # colcon from PyPI: tests check that a workspace sees hmdiff_ros and hmdiff_msgs
+        "colcon-core>=0.15",
+        "colcon-ros>=0.4",
+        "colcon-recursive-crawl>=0.2",
+        "colcon-package-information>=0.3",
     ],
 }
 
@@ -58,7 +63,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py") + glob("launch/*.yaml") + glob("launch/*.rviz")),
     ],
     install_requires=[
         "numpy>=1.23",
@@ -70,6 +75,6 @@ setup(
         *MEDIAPIPE,
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["hmdiff = hmdiff_ros.cli:main"]},
+    entry_points={"console_scripts": ["hmdiff = hmdiff_ros.cli:main", "hmdiff_node = hmdiff_ros.ros:node_main"]},
     zip_safe=False,
 )

@@ -1,1 +1,15 @@
-"""The ROS 2 layer (rclpy node, message conversion, rosbag2 tools): the only place that imports ROS."""
+"""The ROS 2 layer: the rclpy node (``node``), the message conversion shared by the node and
+the bag tool (``convert``), rosbag2 processing without ROS (``bag``) and the node's
+parameters (``params``). Only ``node`` imports rclpy."""
+
+
+def node_main(args=None) -> None:
+    """Entry point of ``hmdiff_node``: a clear message where ROS 2 is not sourced."""
+    try:
+        from hmdiff_ros.ros.node import main
+    except ImportError as exc:
+        raise SystemExit(
+            f"hmdiff_node needs ROS 2 (rclpy) and the built hmdiff_msgs package: {exc}. "
+            "Source your ROS 2 setup and the workspace (see README, ROS 2)."
+        ) from None
+    main(args)

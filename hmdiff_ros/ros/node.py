@@ -1,0 +1,338 @@
+"""The rclpy node: a thin, managed (lifecycle) adapter over the ROS-free frame pipeline.
+
+Topics (relative names; remap them in the launch file):
+
+- subscribes ``image`` (``sensor_msgs/Image``, or ``image/compressed`` as
+  ``sensor_msgs/CompressedImage`` when ``compressed`` is true) and ``camera_info``, with the
+  sensor-data QoS (best effort, depth 1), and, when ``use_detections`` is true, ``detections``
+  (``vision_msgs/Detection2DArray``: one person per box, for several people);
+- publishes ``~/humans`` (``hmdiff_msgs/HumanArray``), ``~/markers``
+  (``visualization_msgs/MarkerArray``), ``~/debug_image`` (``sensor_msgs/Image``, rgb8),
+  TF frames ``hmdiff_body_<id>`` (and per joint, optionally) and ``/diagnostics``.
+  Every output carries the input image's header (stamp and optical frame).
+
+Only the newest frame is processed, on a worker thread; frames that arrive while it is busy
+replace the waiting one and are counted as dropped. The model loads in ``on_configure``,
+subscriptions start in ``on_activate``; with ``autostart`` (the default) the node configures
+and activates itself, so ``ros2 run hmdiff_ros hmdiff_node`` just works.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from hmdiff_ros.ros.convert import (
+    HUMAN_ARRAY,
+    MESH_RESOLUTIONS,
+    MessageFactory,
+    human_array_msg,
+    image_msg,
+    image_to_rgb,
+    intrinsics_from_camera_info,
+    marker_array_msg,
+    transforms,
+)
+from hmdiff_ros.ros.params import PARAMETERS
+
+
+class HMDiffNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("hmdiff", **kwargs)
+        for name, (default, text, read_only, rng) in PARAMETERS.items():
+            desc = ParameterDescriptor(description=text, read_only=read_only)
+            if rng is not None and isinstance(default, int) and not isinstance(default, bool):
+                desc.integer_range = [IntegerRange(from_value=rng[0], to_value=rng[1], step=1)]
+            elif rng is not None:
+                desc.floating_point_range = [FloatingPointRange(from_value=rng[0], to_value=rng[1], step=0.0)]
+            self.declare_parameter(name, default, desc)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.factory = MessageFactory.for_rclpy()
+        self.pipe = self.tracker = None
+        self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
+        self._pending = None  # (image msg, receive time)
+        self._detections = None
+        self._K = None
+        self._worker = None
+        self._subs = []
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "last_error": ""}
+        self._latency, self._times = deque(maxlen=100), deque(maxlen=100)
+        self._frame = 0
+        self._dirty = False
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ---- parameters -------------------------------------------------------------------
+    def _check_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "dat_mode" and prm.value not in ("off", "fast", "full"):
+                return SetParametersResult(successful=False, reason="dat_mode must be off, fast or full")
+            if prm.name == "mesh_resolution" and prm.value not in MESH_RESOLUTIONS:
+                return SetParametersResult(
+                    successful=False, reason=f"mesh_resolution must be one of {MESH_RESOLUTIONS}"
+                )
+            if prm.name == "dat_mode" and prm.value == "full" and self.p("backend") != "torch":
+                return SetParametersResult(successful=False, reason="dat_mode full needs backend torch")
+        self._dirty = True  # the worker applies the new values before its next frame
+        return SetParametersResult(successful=True)
+
+    def _pipeline_config(self):
+        from hmdiff_ros.model.dat import DATConfig
+        from hmdiff_ros.pipeline.pipeline import PipelineConfig
+
+        dat = DATConfig(mode=self.p("dat_mode"), tau=self.p("dat_tau"), scale=self.p("dat_lambda"))
+        return PipelineConfig(
+            steps=self.p("ddim_steps"), dat=dat, hypotheses=self.p("hypotheses"), hfov_deg=self.p("hfov_deg"),
+            full_mesh=self.p("mesh_resolution") == "full" or self.p("publish_debug_image"),
+            backend=self.p("backend"), engines=self.p("engines"),
+        )  # fmt: skip
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        from hmdiff_ros.pipeline.run import build_pipeline
+        from hmdiff_ros.pipeline.tracking import Tracker
+
+        try:
+            self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None)
+        except (ImportError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            self.get_logger().error(f"cannot load the model: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.tracker = Tracker()
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        from sensor_msgs.msg import Image
+        from tf2_ros import TransformBroadcaster
+        from visualization_msgs.msg import MarkerArray
+
+        self.humans_pub = self.create_publisher(self.factory._cls_of(HUMAN_ARRAY), "~/humans", reliable)
+        self.markers_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self.debug_pub = self.create_publisher(Image, "~/debug_image", reliable)
+        self.tf = TransformBroadcaster(self)
+        self._setup_diagnostics()
+        self.get_logger().info(
+            f"model ready (backend {self.p('backend')}); images with sensor-data QoS (best effort, depth 1), "
+            "outputs reliable depth 5"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        if self.p("compressed"):
+            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image,
+                                                       qos_profile_sensor_data))  # fmt: skip
+        else:
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data))
+        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_info, qos_profile_sensor_data))
+        if self.p("use_detections"):
+            from vision_msgs.msg import Detection2DArray
+
+            self._subs.append(self.create_subscription(Detection2DArray, "detections", self._on_detections, 5))
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._loop, name="hmdiff-worker", daemon=True)
+        self._worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        if self.pipe is not None:
+            self.pipe.prior.close()
+            self.pipe = None
+
+    # ---- inputs -----------------------------------------------------------------------
+    def _on_info(self, msg) -> None:
+        K = intrinsics_from_camera_info(msg)
+        if K is None:
+            self.get_logger().warn("camera_info has an all-zero K (uncalibrated camera): using hfov_deg",
+                                   throttle_duration_sec=10.0)  # fmt: skip
+        self._K = (K, int(msg.width), int(msg.height))
+
+    def _on_detections(self, msg) -> None:
+        boxes = []
+        for d in msg.detections[: self.p("max_people")]:
+            c, sx, sy = d.bbox.center, d.bbox.size_x, d.bbox.size_y
+            cx, cy = (c.position.x, c.position.y) if hasattr(c, "position") else (c.x, c.y)  # Jazzy / Humble
+            boxes.append(np.array([cx - sx / 2, cy - sy / 2, cx + sx / 2, cy + sy / 2]))
+        self._detections = (msg.header.stamp, boxes)
+
+    def _on_image(self, msg) -> None:
+        with self._lock:
+            self.stats["received"] += 1
+            if self._pending is not None:
+                self.stats["dropped"] += 1  # newest frame wins
+            self._pending = (msg, time.monotonic())
+        self._wake.set()
+
+    # ---- worker -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            with self._lock:
+                item, self._pending = self._pending, None
+            if item is None:
+                continue
+            rate = self.p("max_rate_hz")
+            if rate > 0 and time.monotonic() - last < 1.0 / rate:
+                self.stats["dropped"] += 1
+                continue
+            last = time.monotonic()
+            try:
+                self._process(*item)
+            except Exception as exc:  # a bad frame is dropped and counted, never a crash
+                self.stats["failed"] += 1
+                self.stats["last_error"] = str(exc)[:200]
+                self.get_logger().warn(f"frame dropped: {exc}", throttle_duration_sec=5.0)
+
+    def _process(self, msg, received: float) -> None:
+        from hmdiff_ros.camera import intrinsics_from_fov
+
+        t0 = time.monotonic()
+        if self._dirty:
+            self._dirty = False
+            self.pipe.cfg = self._pipeline_config()
+        rgb = _to_rgb(msg)
+        h, w = rgb.shape[:2]
+        K = None
+        if self._K is not None and self._K[0] is not None and self._K[1:] == (w, h):
+            K = self._K[0]
+        if K is None:
+            K = intrinsics_from_fov(w, h, self.p("hfov_deg"))
+        boxes = self._detections[1] if self.p("use_detections") and self._detections else None
+        people = self.pipe(rgb, K, boxes=boxes)
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if self.p("tracking"):
+            people = self.tracker(people, stamp, K)
+        f, hdr = self.factory, msg.header
+        self.humans_pub.publish(human_array_msg(f, hdr, people, with_vertices=self.p("publish_vertices")))
+        self._frame += 1
+        if self.p("publish_markers"):
+            mesh = self.p("mesh_resolution") if self._frame % self.p("mesh_every_n") == 0 else "none"
+            topo = self.pipe.topology
+            self.markers_pub.publish(marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh,
+                                                      lifetime_s=self.p("marker_lifetime_s")))  # fmt: skip
+        if self.p("publish_tf") and people:
+            self.tf.sendTransform(transforms(f, hdr, people, joints=self.p("publish_joint_tf")))
+        if self.p("publish_debug_image") and self.debug_pub.get_subscription_count() > 0:
+            import cv2
+
+            from hmdiff_ros.pipeline.io import overlay
+
+            faces = (
+                self.pipe.topology.full_faces
+                if people and people[0].vertices is not None
+                else self.pipe.topology.coarse_faces
+            )
+            self.debug_pub.publish(image_msg(f, hdr, cv2.cvtColor(overlay(rgb, people, K, faces), cv2.COLOR_BGR2RGB)))
+        self.stats["processed"] += 1
+        now = time.monotonic()
+        self._times.append(now)
+        self._latency.append((now - received, now - t0))
+
+    # ---- diagnostics ------------------------------------------------------------------
+    def _setup_diagnostics(self) -> None:
+        from diagnostic_updater import Updater
+
+        self.updater = Updater(self, period=1.0)
+        self.updater.setHardwareID(f"hmdiff_{self.p('backend')}")
+        self.updater.add("hmdiff pipeline", self._diagnose)
+
+    def _diagnose(self, stat):
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        rate = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 else 0.0
+        lat = np.median([a for a, _ in self._latency]) * 1000 if self._latency else float("nan")
+        proc = np.median([b for _, b in self._latency]) * 1000 if self._latency else float("nan")
+        s = self.stats
+        drop_frac = s["dropped"] / max(s["received"], 1)
+        if s["received"] == 0:
+            stat.summary(DiagnosticStatus.WARN, "no images received (check the image topic and its QoS)")
+        elif s["failed"] > 0 and s["processed"] == 0:
+            stat.summary(DiagnosticStatus.ERROR, f"every frame failed: {s['last_error']}")
+        elif drop_frac > 0.5:
+            stat.summary(DiagnosticStatus.WARN, "more than half of the frames dropped (model slower than the camera)")
+        else:
+            stat.summary(DiagnosticStatus.OK, "running")
+        for key, value in (("rate_hz", f"{rate:.1f}"), ("latency_ms (receive to publish)", f"{lat:.1f}"),
+                           ("processing_ms", f"{proc:.1f}"), ("received", s["received"]), ("processed", s["processed"]),
+                           ("dropped", s["dropped"]), ("failed", s["failed"]), ("last_error", s["last_error"]),
+                           ("backend", self.p("backend"))):  # fmt: skip
+            stat.add(key, str(value))
+        return stat
+
+
+_BRIDGE = None
+
+
+def _to_rgb(msg) -> np.ndarray:
+    """RGB uint8 from an Image or CompressedImage: cv_bridge where it converts the encoding,
+    rosbags-image (the bag tool's converter, tested for every accepted encoding) otherwise."""
+    global _BRIDGE
+    from hmdiff_ros.pipeline.io import to_rgb8
+
+    try:
+        from cv_bridge import CvBridge, CvBridgeError
+    except ImportError:
+        return image_to_rgb(msg)
+    _BRIDGE = _BRIDGE or CvBridge()
+    try:
+        if hasattr(msg, "format"):
+            return to_rgb8(_BRIDGE.compressed_imgmsg_to_cv2(msg, "bgr8"), "compressed image")
+        if msg.encoding in ("mono16", "16UC1"):
+            return image_to_rgb(msg)
+        return to_rgb8(np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, "bgr8")), f"{msg.encoding} image")
+    except CvBridgeError:
+        return image_to_rgb(msg)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = HMDiffNode()
+    if node.p("autostart"):
+        node.trigger_configure()
+        node.trigger_activate()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node._release()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The node's parameters (ROS-free, so tests and the params file can be checked without ROS).
+
+``launch/hmdiff_params.yaml`` lists the same names with the same defaults.
+"""
+
+# name: (default, description, read_only, range)
+PARAMETERS = {
+    "backend": ("torch", "model backend: torch, onnxruntime, tensorrt or auto", True, None),
+    "checkpoint": ("", "checkpoint folder ('' = the shipped one)", True, None),
+    "engines": ("engines", "folder of the ONNX export / TensorRT engines", True, None),
+    "compressed": (False, "subscribe image/compressed (sensor_msgs/CompressedImage)", True, None),
+    "use_detections": (False, "one person per box of 'detections' (vision_msgs/Detection2DArray)", True, None),
+    "ddim_steps": (4, "DDIM steps", False, (1, 50)),
+    "dat_mode": ("fast", "DAT gradient mode: off, fast or full (full: torch backend only)", False, None),
+    "dat_tau": (0.3, "DAT: align while the relative gap exceeds tau", False, (0.0, 1.0)),
+    "dat_lambda": (0.5, "DAT: fraction of the gap one aligned step removes", False, (0.0, 2.0)),
+    "hypotheses": (4, "diffusion samples per person (per-joint uncertainty)", False, (1, 16)),
+    "max_people": (4, "most people processed per frame (with detections)", False, (1, 16)),
+    "hfov_deg": (65.0, "horizontal field of view used until camera_info arrives", False, (10.0, 170.0)),
+    "mesh_resolution": ("coarse", "mesh in the markers: none, coarse (600 vertices) or full", False, None),
+    "mesh_every_n": (1, "publish the mesh marker every n-th frame (bandwidth)", False, (1, 100)),
+    "publish_markers": (True, "publish ~/markers", False, None),
+    "publish_debug_image": (True, "publish ~/debug_image", False, None),
+    "publish_tf": (True, "publish a TF frame per person", False, None),
+    "publish_joint_tf": (False, "also publish a TF frame per joint", False, None),
+    "publish_vertices": (False, "fill coarse_vertices in ~/humans", False, None),
+    "tracking": (True, "track ids and One-Euro smoothing across frames", False, None),
+    "max_rate_hz": (0.0, "process at most this many frames per second (0: as fast as possible)", False, (0.0, 120.0)),
+    "marker_lifetime_s": (0.5, "markers of people no longer seen expire after this", False, (0.0, 10.0)),
+    "autostart": (True, "configure and activate on start (no lifecycle manager needed)", True, None),
+}
