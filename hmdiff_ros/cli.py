@@ -99,7 +99,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {
         "out": args.out, "steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.max_minutes,
-        "device": args.device, "workers": args.workers, "val_every": args.val_every,
+        "device": args.device, "workers": args.workers, "val_every": args.val_every, "lr": args.lr,
+        "warmup_steps": args.warmup_steps, "init": args.init, "seed": args.seed,
     }.items() if v is not None}  # fmt: skip
     config = args.config
     if config is None:
@@ -362,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--workers", type=int, default=None, help="data-loader processes")
     p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the training stream")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")

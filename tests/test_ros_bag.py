@@ -94,3 +94,13 @@ def test_bag_errors_are_clear(tmp_path, capsys):
     (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 8\n")
     assert main(["bag", str(broken), str(tmp_path / "o3")]) == 2
     assert "cannot read bag" in capsys.readouterr().err
+
+
+def test_truncated_bag_is_a_clear_error(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_input_bag(src, storage="mcap", bad_frame=False)
+    (mcap,) = src.glob("*.mcap")
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: int(len(data) * 0.6)])
+    assert main(["bag", str(src), str(tmp_path / "out"), "--steps", "1", "--hypotheses", "1"]) == 2
+    assert "cannot read bag" in capsys.readouterr().err

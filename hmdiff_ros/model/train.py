@@ -51,6 +51,7 @@ class TrainConfig:
     val_samples: int = 256
     max_minutes: float = 0.0  # stop (and checkpoint) after this wall time, cosine decay by the clock; 0: no limit
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    init: str = ""  # start from this checkpoint's weights (fine-tuning); ignored when resuming
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
     def __post_init__(self) -> None:
@@ -190,6 +191,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         opt.load_state_dict(opt_state)
         start = int(meta["step"])
         log.info("resuming %s from step %d", out, start)
+    elif cfg.init:
+        from hmdiff_ros.model.checkpoint import load_checkpoint
+
+        base, meta = load_checkpoint(cfg.init)
+        if base.cfg.to_dict() != model.cfg.to_dict():
+            raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
+        model.load_state_dict(base.state_dict())
+        log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
     ema = copy.deepcopy(model).eval()
     if start and (out / "model.safetensors").is_file():
         ema.load_state_dict(load_file(str(out / "model.safetensors"), device=str(device)))
