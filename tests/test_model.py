@@ -239,6 +239,7 @@ def test_procrustes_and_errors():
 
 
 def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
+    from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.evaluate import evaluate
     from hmdiff_ros.model.train import TrainConfig, train
 
@@ -258,6 +259,19 @@ def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
     result = evaluate(tmp_path / "run", split, steps=2, dat="fast")
     assert set(result) == {"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}
     assert result["num_samples"] == 6 and result["pa_mpjpe_mm"] <= result["mpjpe_mm"] + 1e-6
+    # fine-tuning starts from a checkpoint's weights; another model configuration is refused
+    from dataclasses import replace
+
+    tuned = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "ft"), "steps": 1, "lr": 1e-9, "warmup_steps": 1,
+                           "init": str(tmp_path / "run")})  # fmt: skip
+    train(tuned, progress=False)
+    a, _ = load_checkpoint(tmp_path / "run")
+    b, _ = load_checkpoint(tmp_path / "ft")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-5), name
+    other = replace(TINY, denoiser=replace(TINY.denoiser, self_blocks=2))
+    with pytest.raises(ValueError, match="another model configuration"):
+        train(TrainConfig(**{**tuned.__dict__, "out": str(tmp_path / "ft2"), "model": other}), progress=False)
 
 
 def test_polar_rotation_matches_svd_kabsch_and_rejects_reflections():
