@@ -87,6 +87,21 @@ def test_tracker_keeps_ids_and_swaps_correctly():
     assert [p.track_id for p in tr([person(a)], 0.3)] == [3]
 
 
+def test_a_jump_to_the_neighbour_starts_a_new_track():
+    tr = Tracker(TrackerConfig(smooth=True))
+    a = [0, 0, 100, 200]
+    assert tr([person(a)], 0.0)[0].track_id == 0
+    neighbour = [30, 0, 130, 200]  # the same person, moved: IoU 0.54, centre shift 0.15 of the side
+    assert tr([person(neighbour, t=(1.0, 0.0, 3.0))], 0.04)[0].track_id == 0
+    far = [160, 0, 260, 200]  # no overlap: the prior jumped to someone else
+    p = tr([person(far, t=(2.0, 0.0, 3.0))], 0.08)[0]
+    assert p.track_id == 1
+    np.testing.assert_allclose(p.translation, [2.0, 0.0, 3.0])  # fresh filters: no smoothing from the old track
+    loose = Tracker(TrackerConfig(min_iou=0.0, max_shift=0.5))
+    loose([person([0, 0, 100, 100])], 0.0)
+    assert loose([person([60, 0, 160, 100])], 0.04)[0].track_id == 1  # overlapping, but the centre moved 0.6 side
+
+
 def test_tracker_smoothing_reduces_jitter_and_keeps_mesh_with_joints():
     rng = np.random.default_rng(1)
     tr = Tracker(TrackerConfig(smooth=True))

@@ -117,7 +117,8 @@ class OneEuroFilter:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    min_iou: float = 0.2  # a detection joins a track only above this box IoU
+    min_iou: float = 0.2  # a detection joins a track only above this box IoU ...
+    max_shift: float = 0.5  # ... and with its box centre within this fraction of the box side
     max_age: int = 15  # frames a track survives unmatched
     smooth: bool = True  # One-Euro smoothing of tracked people
     translation: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=0.5, beta=0.3))
@@ -156,7 +157,7 @@ class Tracker:
         if self.tracks and people:
             iou = box_iou(np.stack([p.box for p in people]), np.stack([t.box for t in self.tracks]))
             for r, c in zip(*linear_sum_assignment(1.0 - iou), strict=True):
-                if iou[r, c] > self.cfg.min_iou:
+                if iou[r, c] > self.cfg.min_iou and self._close(people[r].box, self.tracks[c].box):
                     matched[int(r)] = self.tracks[int(c)]
         for t in self.tracks:
             t.age += 1
@@ -174,6 +175,13 @@ class Tracker:
                     p.joints_uv = project(p.joints, K)
         self.tracks = [t for t in self.tracks if t.age <= self.cfg.max_age]
         return people
+
+    def _close(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Box centres within ``max_shift`` x the larger side: a single-person prior that jumps
+        to another person nearby must not continue (and smooth into) the first one's track."""
+        side = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+        shift = np.linalg.norm((a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2)
+        return bool(shift <= self.cfg.max_shift * side)
 
     def _smooth(self, p, track: _Track, stamp: float) -> None:
         f = track.filters
