@@ -182,7 +182,7 @@ def _cmd_bag(args: argparse.Namespace) -> int:
     from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
     from hmdiff_ros.ros.bag import process_bag
 
-    pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
+    pipe = build_pipeline(_pipeline_config(args), args.checkpoint, video=True)  # a bag is one stream
     try:
         summary = process_bag(
             args.input, args.output, pipe, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,

@@ -87,3 +87,26 @@ def test_no_person_and_bad_images(prior):
     ]:
         with pytest.raises(ValueError, match=match):
             prior.detect(bad)
+
+
+def test_video_mode_follows_the_person_and_keeps_boxes_separate():
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+
+    img = read_image(DEMO_IMAGE)
+    still = MediaPipePrior()
+    video = MediaPipePrior(static_image_mode=False)
+    try:
+        ref = still.detect(img)
+        frames = [video.detect(img) for _ in range(3)]  # a still "video": tracking keeps the same keypoints
+        assert all(f is not None for f in frames)
+        seen = ref.visibility > 0.5
+        for f in frames:
+            assert np.median(np.linalg.norm(f.uv[seen] - ref.uv[seen], axis=1)) < 0.03 * img.shape[1]
+        boxed = video.detect(img, box=np.array([100.0, 50.0, 420.0, 512.0]))  # a box uses the still-image instance
+        assert boxed is not None and video._still is not video._pose
+        video.reset()
+        assert video.detect(img) is not None
+    finally:
+        still.close()
+        video.close()

@@ -8,6 +8,7 @@ is reported and skipped; the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -34,12 +35,28 @@ from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronaut_eileen_collins.jpg"
 
 
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None) -> Pipeline:
+def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False) -> Pipeline:
+    """The pipeline with the MediaPipe prior; ``video``: the prior follows the person from frame
+    to frame (for one video or camera stream; :meth:`MediaPipePrior.reset` between streams)."""
     from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
     from hmdiff_ros.runtime.backends import load_model
 
     model = load_model(cfg.backend, checkpoint, cfg.engines)
-    return Pipeline(model, MediaPipePrior(static_image_mode=True), cfg=cfg)
+    return Pipeline(model, MediaPipePrior(static_image_mode=not video), cfg=cfg)
+
+
+@contextlib.contextmanager
+def video_prior(pipe: Pipeline):
+    """Within the block the pipeline's prior runs in MediaPipe's video mode (fresh tracking)."""
+    from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+
+    still, video = pipe.prior, MediaPipePrior(static_image_mode=False)
+    pipe.prior = video
+    try:
+        yield pipe
+    finally:
+        pipe.prior = still
+        video.close()
 
 
 def _frames(source: str, max_frames: int | None) -> Iterator[Tuple[int, float, np.ndarray]]:
@@ -80,10 +97,15 @@ def process_video(
     pipe: Pipeline, source: str, out: Path, hfov: float, max_frames: int | None, progress: bool,
     tracker: Tracker | None = None,
 ) -> List[Dict]:  # fmt: skip
-    from tqdm import tqdm
-
     if tracker is not None:
         tracker.reset()
+    with video_prior(pipe):
+        return _process_video(pipe, source, out, hfov, max_frames, progress, tracker)
+
+
+def _process_video(pipe, source, out, hfov, max_frames, progress, tracker) -> List[Dict]:
+    from tqdm import tqdm
+
     stem = f"camera{source}" if source.isdigit() else Path(source).stem
     records, writer = [], None
     total = None if source.isdigit() else int(cv2.VideoCapture(source).get(cv2.CAP_PROP_FRAME_COUNT)) or None

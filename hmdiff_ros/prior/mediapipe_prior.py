@@ -32,14 +32,27 @@ class MediaPipePrior:
     """BlazePose Full (``model_complexity=1``: the heavy and lite models are not in the wheel)."""
 
     def __init__(self, static_image_mode: bool = True, min_detection_confidence: float = 0.5) -> None:
+        """``static_image_mode=False`` is MediaPipe's video mode: it follows the person from
+        the previous frame (steadier, and it skips the detector while tracking). Calls with
+        a ``box`` always use a separate still-image instance (crops of different people must
+        not be tracked as one); :meth:`reset` starts a new video."""
         try:
             from mediapipe.python.solutions import pose as mp_pose
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("the pose prior needs mediapipe==0.10.14 (pip install 'mediapipe==0.10.14')") from exc
-        self._pose = mp_pose.Pose(
-            static_image_mode=static_image_mode, model_complexity=1, enable_segmentation=True,
+        self.static_image_mode = static_image_mode
+        self._make = lambda still: mp_pose.Pose(
+            static_image_mode=still, model_complexity=1, enable_segmentation=True,
             min_detection_confidence=min_detection_confidence,
         )  # fmt: skip
+        self._pose = self._make(static_image_mode)
+        self._still = self._pose if static_image_mode else None
+
+    def reset(self) -> None:
+        """Forget the tracked person (a new video or camera stream)."""
+        if not self.static_image_mode:
+            self._pose.close()
+            self._pose = self._make(False)
 
     def detect(self, image: np.ndarray, box: np.ndarray | None = None) -> PriorPerson | None:
         """The person in ``image``, or in ``box`` (u0, v0, u1, v1 pixels) when given: the box
@@ -61,7 +74,13 @@ class MediaPipePrior:
             crop = np.zeros((side, side, 3), np.uint8)
             crop[b0 - v0 : b1 - v0, a0 - u0 : a1 - u0] = image[b0:b1, a0:a1]
             image = crop
-        result = self._pose.process(image)
+        if box is None:
+            pose = self._pose
+        else:
+            if self._still is None:
+                self._still = self._make(True)
+            pose = self._still
+        result = pose.process(image)
         if result.pose_landmarks is None or result.pose_world_landmarks is None:
             return None
         ch, cw = image.shape[:2]
@@ -82,3 +101,5 @@ class MediaPipePrior:
 
     def close(self) -> None:
         self._pose.close()
+        if self._still is not None and self._still is not self._pose:
+            self._still.close()

@@ -102,7 +102,9 @@ class HMDiffNode(LifecycleNode):
         from hmdiff_ros.pipeline.tracking import Tracker
 
         try:
-            self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None)
+            # one camera stream: the prior follows the person (video mode) unless boxes come from detections
+            self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None,
+                                       video=not self.p("use_detections"))  # fmt: skip
         except (ImportError, FileNotFoundError, ValueError, RuntimeError) as exc:
             self.get_logger().error(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
