@@ -103,6 +103,8 @@ def test_video_mode_follows_the_person_and_keeps_boxes_separate():
         seen = ref.visibility > 0.5
         for f in frames:
             assert np.median(np.linalg.norm(f.uv[seen] - ref.uv[seen], axis=1)) < 0.03 * img.shape[1]
+        with pytest.raises(ValueError, match="box must be finite"):
+            video.detect(img, box=np.array([300.0, 50.0, 100.0, 512.0]))
         boxed = video.detect(img, box=np.array([100.0, 50.0, 420.0, 512.0]))  # a box uses the still-image instance
         assert boxed is not None and video._still is not video._pose
         video.reset()

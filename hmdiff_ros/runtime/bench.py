@@ -56,8 +56,7 @@ def bench(
         raise ValueError(f"unknown backends {unknown}; available: {list(BACKENDS)}")
     if people < 1 or steps < 1 or repeats < 1:
         raise ValueError("people, steps and repeats must be >= 1")
-    base, _ = load_checkpoint(checkpoint)
-    model = base
+    model, _ = load_checkpoint(checkpoint)  # for the input sizes
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(
         people, model.cfg.encoder.in_channels, model.cfg.encoder.input_size, model.cfg.encoder.input_size, generator=g
