@@ -22,13 +22,14 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, JOINT_NAMES, SKELETON_EDGES
+from hmdiff_ros.pipeline.io import PERSON_COLOURS
 
 MSG_DIR = Path(__file__).resolve().parents[2] / "msg" / "msg"
 MSG_PACKAGE = "hmdiff_msgs"
 HUMAN_ARRAY = f"{MSG_PACKAGE}/msg/HumanArray"
 HUMAN = f"{MSG_PACKAGE}/msg/Human"
-# per-person colours (RGBA, 0..1), the same order as the debug overlay's
-PERSON_RGBA = ((0.95, 0.55, 0.2, 0.8), (0.3, 0.7, 0.95, 0.8), (0.5, 0.85, 0.35, 0.8), (0.9, 0.35, 0.6, 0.8))
+# per-person colours (RGBA, 0..1): the debug overlay's palette (BGR, 0..255), picked by track id
+PERSON_RGBA = tuple((r / 255.0, g / 255.0, b / 255.0, 0.8) for b, g, r in PERSON_COLOURS)
 MESH_RESOLUTIONS = ("none", "coarse", "full")
 
 
@@ -207,7 +208,15 @@ def _fields_of(f: MessageFactory, name: str) -> tuple:
 
 
 def _jazzy_marker_fields(f: MessageFactory) -> Dict:
-    """Fields Jazzy's Marker added (textures, ``uv_coordinates``, ``mesh_file``), empty."""
+    """Fields Jazzy's Marker added (textures, ``uv_coordinates``, ``mesh_file``), empty; built
+    once per factory (markers only read them)."""
+    key = "__jazzy_marker_fields__"
+    if key not in f._cache:
+        f._cache[key] = _build_jazzy_marker_fields(f)
+    return f._cache[key]
+
+
+def _build_jazzy_marker_fields(f: MessageFactory) -> Dict:
     have = _fields_of(f, "visualization_msgs/msg/Marker")
     out: Dict = {}
     if "texture_resource" in have:
