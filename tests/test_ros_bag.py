@@ -64,7 +64,7 @@ def test_bag_round_trip(tmp_path, capsys, storage):
         assert topics == {
             "/camera/image_raw": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
             "/hmdiff/humans": C.HUMAN_ARRAY, "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
-            "/hmdiff/debug_image": "sensor_msgs/msg/Image",
+            "/hmdiff/debug_image": "sensor_msgs/msg/Image", "/tf": "tf2_msgs/msg/TFMessage",
         }  # fmt: skip
         humans = [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()
                   if c.topic == "/hmdiff/humans"]  # fmt: skip
@@ -76,8 +76,38 @@ def test_bag_round_trip(tmp_path, capsys, storage):
             assert h.id == 0, "one track across the frames"
             z = np.array([p.z for p in h.joints])
             assert len(h.joints) == 25 and (z > 0.3).all(), "in front of the camera"
+        tfs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/tf"]
+        assert len(tfs) == 2, "one TF message per processed frame"
+        for tfm, (_, msg) in zip(tfs, humans, strict=True):
+            (tr,) = tfm.transforms
+            assert (tr.header.frame_id, tr.child_frame_id) == ("camera_optical_frame", "hmdiff_body_0")
+            assert tr.header.stamp == msg.header.stamp
+            t = tr.transform.translation
+            np.testing.assert_allclose([t.x, t.y, t.z], [msg.humans[0].root_pose.position.x,
+                                       msg.humans[0].root_pose.position.y, msg.humans[0].root_pose.position.z],
+                                       atol=1e-6)  # fmt: skip
         count = sum(1 for c, _, _ in reader.messages() if c.topic == "/camera/image_raw")
         assert count == 3, "input topics copied unchanged"
+
+
+def test_bag_mesh_resolution_and_no_tf(tmp_path, capsys):
+    from rosbags.highlevel import AnyReader
+
+    from hmdiff_ros.body.topology import Topology
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_input_bag(src, bad_frame=False)
+    rc = main(["bag", str(src), str(dst), "--mesh", "full", "--no-tf", "--max-frames", "1", "--hypotheses", "2",
+               "--steps", "2", "--json"])  # fmt: skip
+    assert rc == 0
+    store = C.typestore_for("humble")
+    with AnyReader([dst], default_typestore=store) as reader:
+        assert "/tf" not in {c.topic for c in reader.connections}
+        (markers,) = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+                      if c.topic == "/hmdiff/markers"]  # fmt: skip
+    (mesh,) = [m for m in markers.markers if m.ns == "hmdiff/mesh"]
+    assert len(mesh.points) == 3 * len(Topology.load().full_faces), "--mesh full draws the full mesh"
+    assert mesh.color.a == 1.0
 
 
 def test_bag_errors_are_clear(tmp_path, capsys):

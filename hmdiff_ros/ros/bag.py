@@ -1,8 +1,9 @@
 """``hmdiff bag IN OUT``: run the pipeline over a rosbag2 (sqlite3 or MCAP) without ROS.
 
 The output bag holds every input topic unchanged plus ``<ns>/humans``
-(``hmdiff_msgs/msg/HumanArray``), ``<ns>/markers`` (``visualization_msgs/msg/MarkerArray``)
-and ``<ns>/debug_image`` (``sensor_msgs/msg/Image``), written at the input image's bag time
+(``hmdiff_msgs/msg/HumanArray``), ``<ns>/markers`` (``visualization_msgs/msg/MarkerArray``),
+``<ns>/debug_image`` (``sensor_msgs/msg/Image``) and, as the node does, a TF frame per person
+on ``/tf`` (``tf2_msgs/msg/TFMessage``), written at the input image's bag time
 with its header; our message definitions are stored in the bag, so ``ros2 bag`` and Foxglove
 can decode them. Frames that fail (bad encoding, undecodable data) are dropped and counted;
 a corrupt or truncated input stops the run, and what was processed is kept.
@@ -25,12 +26,14 @@ from hmdiff_ros.ros.convert import (
     intrinsics_from_camera_info,
     marker_array_msg,
     message_definitions,
+    transforms,
     typestore_for,
 )
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 
 def _pick(connections, types, given: str | None, what: str) -> str | None:
@@ -51,7 +54,7 @@ def _pick(connections, types, given: str | None, what: str) -> str | None:
 def process_bag(
     src: "str | Path", dst: "str | Path", pipeline, image_topic: str | None = None,
     camera_info_topic: str | None = None, distro: str = "humble", storage: str = "mcap", namespace: str = "/hmdiff",
-    mesh: str = "coarse", tracking=None, max_frames: int | None = None, progress: bool = True,
+    mesh: str = "coarse", tracking=None, max_frames: int | None = None, progress: bool = True, tf: bool = True,
 ) -> Dict:  # fmt: skip
     """Process ``src`` into the new bag ``dst``; returns a summary (frames, people, dropped, error)."""
     from rosbags.highlevel import AnyReader
@@ -95,6 +98,12 @@ def process_bag(
             markers_c = writer.add_connection(f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store)
             debug_c = writer.add_connection(f"{ns}/debug_image", "sensor_msgs/msg/Image", typestore=store)
             summary["topics"] = [f"{ns}/humans", f"{ns}/markers", f"{ns}/debug_image"]
+            tf_c = None
+            if tf:  # the input's /tf connection if it has one (one connection per topic and type)
+                tf_c = next((out_conns[c.id] for c in reader.connections
+                             if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns), None)  # fmt: skip
+                tf_c = tf_c or writer.add_connection("/tf", TF_MESSAGE, typestore=store)
+                summary["topics"].append("/tf")
             summary["types"] = sorted(defs)
             K = None
             bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
@@ -121,10 +130,14 @@ def process_bag(
                     writer.write(
                         humans_c, stamp, store.serialize_cdr(human_array_msg(f, hdr, people, True), HUMAN_ARRAY)
                     )
-                    markers = marker_array_msg(f, hdr, people, pipeline.topology.coarse_faces, mesh=mesh)
+                    topo = pipeline.topology
+                    markers = marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh)
                     writer.write(markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray"))
                     writer.write(debug_c, stamp, store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K),
                                                                      "sensor_msgs/msg/Image"))  # fmt: skip
+                    if tf_c is not None and people:
+                        tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people))
+                        writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))
                     summary["frames"] += 1
                     summary["people"] += len(people)
             except Exception as exc:  # a corrupt or truncated bag: keep what was written

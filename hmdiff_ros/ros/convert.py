@@ -28,8 +28,10 @@ MSG_DIR = Path(__file__).resolve().parents[2] / "msg" / "msg"
 MSG_PACKAGE = "hmdiff_msgs"
 HUMAN_ARRAY = f"{MSG_PACKAGE}/msg/HumanArray"
 HUMAN = f"{MSG_PACKAGE}/msg/Human"
-# per-person colours (RGBA, 0..1): the debug overlay's palette (BGR, 0..255), picked by track id
-PERSON_RGBA = tuple((r / 255.0, g / 255.0, b / 255.0, 0.8) for b, g, r in PERSON_COLOURS)
+# per-person colours (RGBA, 0..1): the debug overlay's palette (BGR, 0..255), picked by track id;
+# opaque, because RViz draws translucent markers without depth writes (a mesh's far side then
+# shows through its near side in patches)
+PERSON_RGBA = tuple((r / 255.0, g / 255.0, b / 255.0, 1.0) for b, g, r in PERSON_COLOURS)
 MESH_RESOLUTIONS = ("none", "coarse", "full")
 
 
