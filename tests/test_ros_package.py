@@ -50,6 +50,38 @@ def test_rviz_config_shows_the_node_outputs():
     assert "rviz_default_plugins/TF" in displays
 
 
+def _orbit_axes(view):
+    """Screen-up and viewing direction of RViz's orbit view, in the fixed frame (its z is up)."""
+    import numpy as np
+
+    yaw, pitch = float(view["Yaw"]), float(view["Pitch"])
+    eye = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
+    d = -eye
+    up = np.array([0.0, 0.0, 1.0]) - d[2] * d
+    return up / np.linalg.norm(up), d
+
+
+def test_rviz_view_shows_people_upright_in_the_optical_frame():
+    """The fixed frame is the camera's optical frame (x right, y down, z forward); the view
+    looks forward from behind the camera with the image's up (-y) up on screen."""
+    cfg = yaml.safe_load((ROOT / "launch" / "hmdiff.rviz").read_text())["Visualization Manager"]
+    assert cfg["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    up, d = _orbit_axes(cfg["Views"]["Current"])
+    assert up[1] < -0.8, f"screen up is {up} in the optical frame: people would be upside down"
+    assert d[2] > 0.8, "the view looks the way the camera does"
+
+
+def test_rviz1_config_for_the_screenshot_mirrors_the_shipped_one():
+    ros2 = yaml.safe_load((ROOT / "launch" / "hmdiff.rviz").read_text())["Visualization Manager"]
+    ros1 = yaml.safe_load((ROOT / "docs" / "rviz" / "hmdiff_ros1.rviz").read_text())["Visualization Manager"]
+    assert ros1["Global Options"]["Fixed Frame"] == ros2["Global Options"]["Fixed Frame"]
+    keys = ("Distance", "Focal Point", "Pitch", "Yaw")
+    assert {k: ros1["Views"]["Current"][k] for k in keys} == {k: ros2["Views"]["Current"][k] for k in keys}
+    topics1 = {d["Class"].split("/")[1]: d.get("Marker Topic") or d.get("Image Topic") for d in ros1["Displays"]}
+    topics2 = {d["Class"].split("/")[1]: (d.get("Topic") or {}).get("Value") for d in ros2["Displays"]}
+    assert topics1 == topics2
+
+
 def test_package_manifests():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.findtext("name") == "hmdiff_ros" and root.find("export/build_type").text == "ament_python"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/images/rviz_markers.png: RViz showing what `hmdiff bag` publishes for the demo photo.
+# docs/images/rviz_markers.jpg: RViz showing what `hmdiff bag` publishes for the demo photo.
 #
 # ROS 2 cannot be installed on the build machines, so the picture is taken with Debian's
 # RViz (ROS 1, 1.14), which draws visualization_msgs/MarkerArray, sensor_msgs/Image and TF
@@ -8,9 +8,9 @@
 # (bag_to_ros1.py) -> `rosbag play` -> RViz (hmdiff_ros1.rviz mirrors launch/hmdiff.rviz).
 #
 # Needs: apt-get install rviz ros-core python3-rosbag xvfb imagemagick; pip install -e ".[bag]"
-# Run from the repository root: bash docs/rviz/rviz_screenshot.sh [OUT.png]
+# Run from the repository root: bash docs/rviz/rviz_screenshot.sh [OUT.jpg]
 set -euo pipefail
-out=${1:-docs/images/rviz_markers.png}
+out=${1:-docs/images/rviz_markers.jpg}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -57,5 +57,5 @@ sleep 5
 rosbag play --loop --quiet --rate 0.5 "$work/out.bag" >"$work/play.log" 2>&1 &
 rviz -d docs/rviz/hmdiff_ros1.rviz >"$work/rviz.log" 2>&1 &
 sleep 25
-import -window root -crop 1400x900+0+0 "$out"
+import -window root -crop 1400x900+0+0 -quality 85 "$out"
 echo "wrote $out"
