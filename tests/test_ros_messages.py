@@ -117,6 +117,36 @@ def test_tf_frames_for_bodies_and_joints():
                               "geometry_msgs/msg/TransformStamped")  # fmt: skip
 
 
+def test_people_move_into_a_target_frame():
+    from scipy.spatial.transform import Rotation
+
+    from hmdiff_ros.pipeline.pipeline import PersonResult
+
+    ns = person(full=True)
+    p = PersonResult(box=ns.box, score=ns.score, joints=ns.joints, joints_uv=ns.joints_uv, prior_uv=ns.joints_uv,
+                     visibility=ns.visibility, joint_std=ns.joint_std, coarse_vertices=ns.coarse_vertices,
+                     vertices=ns.vertices, translation=ns.joints[JOINT_INDEX["pelvis"]], track_id=ns.track_id)  # fmt: skip
+    R = Rotation.from_euler("xyz", [0.3, -1.2, 2.0]).as_matrix()
+    t = np.array([1.0, -2.0, 0.5])
+    # TF hands over a Transform: quaternion and translation
+    f = C.MessageFactory.for_rosbags(C.typestore_for("humble"))
+    tr = C._transform(f, C.header(f, 1, 0, "base_link"), "base_link", "cam", t, R).transform
+    R2, t2 = C.rigid_from_transform(tr)
+    np.testing.assert_allclose(R2, R, atol=1e-12)
+    np.testing.assert_allclose(t2, t)
+    (q,) = C.people_in_frame([p], R2, t2)
+    np.testing.assert_allclose(q.joints, p.joints @ R.T + t, atol=1e-9)
+    np.testing.assert_allclose(q.vertices, p.vertices @ R.T + t, atol=1e-9)
+    np.testing.assert_allclose(q.coarse_vertices, p.coarse_vertices @ R.T + t, atol=1e-9)
+    np.testing.assert_allclose(q.translation, R @ p.translation + t, atol=1e-9)
+    np.testing.assert_allclose(q.joint_std, p.joint_std)  # distances do not change
+    np.testing.assert_allclose(q.box, p.box)  # pixels do not change
+    np.testing.assert_allclose(C.body_rotation(q.joints), R @ C.body_rotation(p.joints), atol=1e-9)
+    assert p.joints is ns.joints, "the input is not modified"
+    with pytest.raises(ValueError, match="not a rotation"):
+        C.rotation_from_quaternion(0, 0, 0, 0)
+
+
 def _image_msg(store, rgb, encoding):
     import cv2
 

@@ -144,3 +144,17 @@ def test_node_entry_point_explains_a_missing_ros():
 
     with pytest.raises(SystemExit, match="needs ROS 2"):
         node_main([])
+
+
+def test_parameter_choices_and_combinations_are_checked():
+    from hmdiff_ros.ros.convert import MESH_RESOLUTIONS
+    from hmdiff_ros.ros.params import CHOICES, parameter_error
+
+    defaults = {k: v[0] for k, v in PARAMETERS.items()}
+    assert all(parameter_error(k, v, defaults) is None for k, v in defaults.items()), "the defaults are valid"
+    assert CHOICES["mesh_resolution"] == MESH_RESOLUTIONS
+    assert "dat_mode must be one of off, fast, full, got 'sideways'" in parameter_error("dat_mode", "sideways", defaults)
+    assert "image_qos" in parameter_error("image_qos", "best_effort", defaults)
+    assert "needs backend torch" in parameter_error("dat_mode", "full", {**defaults, "backend": "onnxruntime"})
+    assert "needs backend torch" in parameter_error("backend", "onnxruntime", {**defaults, "dat_mode": "full"})
+    assert parameter_error("dat_mode", "full", defaults) is None  # torch is the default backend

@@ -15,6 +15,7 @@ joint). All carry the input image's header.
 from __future__ import annotations
 
 import array
+import dataclasses
 import importlib
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
@@ -289,6 +290,39 @@ def transforms(f: MessageFactory, hdr, people: Sequence, joints: bool = False, p
             for name, xyz in zip(JOINT_NAMES, p.joints, strict=True):
                 out.append(_transform(f, hdr, body, f"{body}/{name}", rot.T @ (xyz - pelvis), np.eye(3)))
     return out
+
+
+def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """``(3, 3)`` rotation of a quaternion (normalised here; a zero quaternion is an error)."""
+    q = np.array([x, y, z, w], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"quaternion ({x}, {y}, {z}, {w}) is not a rotation")
+    x, y, z, w = q / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+
+
+def rigid_from_transform(tr) -> tuple:
+    """``(R, t)`` of a ``geometry_msgs/Transform``: a point ``p`` in the child frame is
+    ``R @ p + t`` in the parent frame (TF's convention)."""
+    r, v = tr.rotation, tr.translation
+    return rotation_from_quaternion(r.x, r.y, r.z, r.w), np.array([v.x, v.y, v.z], dtype=np.float64)
+
+
+def people_in_frame(people: Sequence, R: np.ndarray, t: np.ndarray) -> List:
+    """The people with every 3D quantity moved by ``x -> R @ x + t`` (into a target frame);
+    boxes, pixels and per-joint spreads (distances) are unchanged."""
+
+    def move(x):
+        return None if x is None else np.asarray(x, dtype=np.float64) @ R.T + t
+
+    return [dataclasses.replace(p, joints=move(p.joints), coarse_vertices=move(p.coarse_vertices),
+                                vertices=move(p.vertices), translation=move(p.translation))
+            for p in people]  # fmt: skip
 
 
 def _transform(f: MessageFactory, hdr, parent: str, child: str, t, rot):

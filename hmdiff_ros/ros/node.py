@@ -3,13 +3,16 @@
 Topics (relative names; remap them in the launch file):
 
 - subscribes ``image`` (``sensor_msgs/Image``, or ``image/compressed`` as
-  ``sensor_msgs/CompressedImage`` when ``compressed`` is true) and ``camera_info``, with the
-  sensor-data QoS (best effort, depth 1), and, when ``use_detections`` is true, ``detections``
-  (``vision_msgs/Detection2DArray``: one person per box, for several people);
+  ``sensor_msgs/CompressedImage`` when ``compressed`` is true) and ``camera_info``, best effort
+  with depth 1 (``image_qos``: ``sensor_data``, the default, or ``reliable``), and, when
+  ``use_detections`` is true, ``detections`` (``vision_msgs/Detection2DArray``: one person per
+  box, for several people);
 - publishes ``~/humans`` (``hmdiff_msgs/HumanArray``), ``~/markers``
   (``visualization_msgs/MarkerArray``), ``~/debug_image`` (``sensor_msgs/Image``, rgb8),
   TF frames ``hmdiff_body_<id>`` (and per joint, optionally) and ``/diagnostics``.
-  Every output carries the input image's header (stamp and optical frame).
+  Every output carries the input image's stamp, and its frame unless ``target_frame`` is set:
+  then the 3D outputs are moved into that frame through TF at the image stamp (never "latest"),
+  and a frame without that transform is dropped and counted.
 
 Only the newest frame is processed, on a worker thread; frames that arrive while it is busy
 replace the waiting one and are counted as dropped. The model loads in ``on_configure``,
@@ -28,20 +31,21 @@ import rclpy
 import rclpy.executors
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from hmdiff_ros.ros.convert import (
     HUMAN_ARRAY,
-    MESH_RESOLUTIONS,
     MessageFactory,
     human_array_msg,
     image_msg,
     image_to_rgb,
     intrinsics_from_camera_info,
     marker_array_msg,
+    people_in_frame,
+    rigid_from_transform,
     transforms,
 )
-from hmdiff_ros.ros.params import PARAMETERS
+from hmdiff_ros.ros.params import PARAMETERS, parameter_error
 
 
 class HMDiffNode(LifecycleNode):
@@ -67,21 +71,22 @@ class HMDiffNode(LifecycleNode):
         self._latency, self._times = deque(maxlen=100), deque(maxlen=100)
         self._frame = 0
         self._dirty = False
+        self.tf_buffer = self.tf_listener = None
 
     def p(self, name: str):
         return self.get_parameter(name).value
 
     # ---- parameters -------------------------------------------------------------------
+    def _values(self) -> dict:
+        return {name: self.p(name) for name in PARAMETERS}
+
     def _check_parameters(self, params) -> SetParametersResult:
+        values = self._values()
         for prm in params:
-            if prm.name == "dat_mode" and prm.value not in ("off", "fast", "full"):
-                return SetParametersResult(successful=False, reason="dat_mode must be off, fast or full")
-            if prm.name == "mesh_resolution" and prm.value not in MESH_RESOLUTIONS:
-                return SetParametersResult(
-                    successful=False, reason=f"mesh_resolution must be one of {MESH_RESOLUTIONS}"
-                )
-            if prm.name == "dat_mode" and prm.value == "full" and self.p("backend") != "torch":
-                return SetParametersResult(successful=False, reason="dat_mode full needs backend torch")
+            reason = parameter_error(prm.name, prm.value, values)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            values[prm.name] = prm.value
         self._dirty = True  # the worker applies the new values before its next frame
         return SetParametersResult(successful=True)
 
@@ -101,6 +106,12 @@ class HMDiffNode(LifecycleNode):
         from hmdiff_ros.pipeline.run import build_pipeline
         from hmdiff_ros.pipeline.tracking import Tracker
 
+        values = self._values()  # values given at start (a params file) skip the set-parameters callback
+        for name, value in values.items():
+            reason = parameter_error(name, value, values)
+            if reason:
+                self.get_logger().error(f"parameter {reason}")
+                return TransitionCallbackReturn.FAILURE
         try:
             # one camera stream: the prior follows the person (video mode) unless boxes come from detections
             self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None,
@@ -118,22 +129,29 @@ class HMDiffNode(LifecycleNode):
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
         self.debug_pub = self.create_publisher(Image, "~/debug_image", reliable)
         self.tf = TransformBroadcaster(self)
+        if self.p("target_frame"):
+            from tf2_ros import Buffer, TransformListener
+
+            self.tf_buffer = Buffer()
+            self.tf_listener = TransformListener(self.tf_buffer, self)
         self._setup_diagnostics()
         self.get_logger().info(
-            f"model ready (backend {self.p('backend')}); images with sensor-data QoS (best effort, depth 1), "
-            "outputs reliable depth 5"
+            f"model ready (backend {self.p('backend')}); images with QoS {self.p('image_qos')} "
+            f"({IMAGE_QOS[self.p('image_qos')]}, depth 1), outputs reliable depth 5, in frame "
+            f"{self.p('target_frame') or 'of the image'}"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
+                         reliability=IMAGE_QOS[self.p("image_qos")])  # fmt: skip
         if self.p("compressed"):
-            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                                       qos_profile_sensor_data))  # fmt: skip
+            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos))
         else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data))
-        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_info, qos_profile_sensor_data))
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos))
+        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_info, qos))
         if self.p("use_detections"):
             from vision_msgs.msg import Detection2DArray
 
@@ -236,7 +254,9 @@ class HMDiffNode(LifecycleNode):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if self.p("tracking"):
             people = self.tracker(people, stamp, K)
-        f, hdr = self.factory, msg.header
+        f, hdr, image_people = self.factory, msg.header, people
+        if self.tf_buffer is not None:
+            hdr, people = self._to_target_frame(hdr, people)
         self.humans_pub.publish(human_array_msg(f, hdr, people, with_vertices=self.p("publish_vertices")))
         self._frame += 1
         if self.p("publish_markers"):
@@ -256,11 +276,30 @@ class HMDiffNode(LifecycleNode):
                 if people and people[0].vertices is not None
                 else self.pipe.topology.coarse_faces
             )
-            self.debug_pub.publish(image_msg(f, hdr, cv2.cvtColor(overlay(rgb, people, K, faces), cv2.COLOR_BGR2RGB)))
+            bgr = overlay(rgb, image_people, K, faces)  # drawn in the image's own frame
+            self.debug_pub.publish(image_msg(f, msg.header, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
         self.stats["processed"] += 1
         now = time.monotonic()
         self._times.append(now)
-        self._latency.append((now - received, now - t0))
+        age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # image stamp to publish (node clock; sim time too)
+        self._latency.append((now - received, now - t0, age))
+
+    def _to_target_frame(self, hdr, people):
+        """The header and people moved into ``target_frame`` through TF at the image stamp."""
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+        from std_msgs.msg import Header
+        from tf2_ros import TransformException
+
+        target = self.p("target_frame")
+        try:
+            tr = self.tf_buffer.lookup_transform(target, hdr.frame_id, Time.from_msg(hdr.stamp),
+                                                 timeout=Duration(seconds=self.p("tf_timeout_s")))  # fmt: skip
+        except TransformException as exc:
+            raise ValueError(f"no transform from '{hdr.frame_id}' to target_frame '{target}' at the image stamp "
+                             f"{hdr.stamp.sec}.{hdr.stamp.nanosec:09d}: {exc}") from None  # fmt: skip
+        R, t = rigid_from_transform(tr.transform)
+        return Header(stamp=hdr.stamp, frame_id=target), people_in_frame(people, R, t)
 
     # ---- diagnostics ------------------------------------------------------------------
     def _setup_diagnostics(self) -> None:
@@ -274,8 +313,8 @@ class HMDiffNode(LifecycleNode):
         from diagnostic_msgs.msg import DiagnosticStatus
 
         rate = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 else 0.0
-        lat = np.median([a for a, _ in self._latency]) * 1000 if self._latency else float("nan")
-        proc = np.median([b for _, b in self._latency]) * 1000 if self._latency else float("nan")
+        lat, proc, age = (np.median(np.array(self._latency), axis=0) * 1000 if self._latency
+                          else (float("nan"),) * 3)  # fmt: skip
         s = self.stats
         drop_frac = s["dropped"] / max(s["received"], 1)
         if s["received"] == 0:
@@ -287,13 +326,15 @@ class HMDiffNode(LifecycleNode):
         else:
             stat.summary(DiagnosticStatus.OK, "running")
         for key, value in (("rate_hz", f"{rate:.1f}"), ("latency_ms (receive to publish)", f"{lat:.1f}"),
-                           ("processing_ms", f"{proc:.1f}"), ("received", s["received"]), ("processed", s["processed"]),
-                           ("dropped", s["dropped"]), ("failed", s["failed"]), ("last_error", s["last_error"]),
+                           ("processing_ms", f"{proc:.1f}"), ("age_ms (image stamp to publish)", f"{age:.1f}"),
+                           ("received", s["received"]), ("processed", s["processed"]), ("dropped", s["dropped"]),
+                           ("failed", s["failed"]), ("last_error", s["last_error"]),
                            ("backend", self.p("backend"))):  # fmt: skip
             stat.add(key, str(value))
         return stat
 
 
+IMAGE_QOS = {"sensor_data": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 _BRIDGE = None
 
 

@@ -3,6 +3,8 @@
 ``launch/hmdiff_params.yaml`` lists the same names with the same defaults.
 """
 
+from __future__ import annotations
+
 # name: (default, description, read_only, range)
 PARAMETERS = {
     "backend": ("torch", "model backend: torch, onnxruntime, tensorrt or auto", True, None),
@@ -10,6 +12,20 @@ PARAMETERS = {
     "engines": ("engines", "folder of the ONNX export / TensorRT engines", True, None),
     "compressed": (False, "subscribe image/compressed (sensor_msgs/CompressedImage)", True, None),
     "use_detections": (False, "one person per box of 'detections' (vision_msgs/Detection2DArray)", True, None),
+    "image_qos": (
+        "sensor_data",
+        "QoS of the image and camera_info subscriptions: sensor_data (best effort, "
+        "receives from any publisher) or reliable",
+        True,
+        None,
+    ),
+    "target_frame": (
+        "",
+        "publish humans, markers and TF in this frame, through TF at the image stamp ('' = the image's optical frame)",
+        True,
+        None,
+    ),
+    "tf_timeout_s": (0.1, "wait at most this long for the transform to target_frame", False, (0.0, 2.0)),
     "ddim_steps": (4, "DDIM steps", False, (1, 50)),
     "dat_mode": ("fast", "DAT gradient mode: off, fast or full (full: torch backend only)", False, None),
     "dat_tau": (0.3, "DAT: align while the relative gap exceeds tau", False, (0.0, 1.0)),
@@ -29,3 +45,22 @@ PARAMETERS = {
     "marker_lifetime_s": (0.5, "markers of people no longer seen expire after this", False, (0.0, 10.0)),
     "autostart": (True, "configure and activate on start (no lifecycle manager needed)", True, None),
 }
+
+CHOICES = {
+    "backend": ("torch", "onnxruntime", "tensorrt", "auto"),
+    "dat_mode": ("off", "fast", "full"),
+    "mesh_resolution": ("none", "coarse", "full"),
+    "image_qos": ("sensor_data", "reliable"),
+}
+
+
+def parameter_error(name: str, value, values: dict) -> str | None:
+    """Why ``name = value`` is not accepted given the other current ``values``, or None.
+    Ranges are checked by ROS from the descriptors; this checks choices and combinations."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
+    backend = value if name == "backend" else values.get("backend")
+    dat = value if name == "dat_mode" else values.get("dat_mode")
+    if dat == "full" and backend != "torch":
+        return "dat_mode full needs backend torch (the exported graphs use fast DAT)"
+    return None
