@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_params_file_matches_the_declared_parameters():
-    params = yaml.safe_load((ROOT / "launch" / "hmdiff_params.yaml").read_text())["hmdiff"]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "launch" / "hmdiff_params.yaml").read_text())["/**"]["ros__parameters"]
     assert params == {k: v[0] for k, v in PARAMETERS.items()}
     for name, (default, text, _read_only, rng) in PARAMETERS.items():
         assert text, name
@@ -116,22 +116,48 @@ HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find
 
 
 @pytest.mark.skipif(not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)")
-def test_node_declares_parameters_and_publishes_humans():
-    import rclpy
-    from rclpy.parameter import Parameter
+def test_node_on_ros2_publishes_humans_for_an_image():
+    import time
 
+    import rclpy
+    import rclpy.executors
+    from hmdiff_msgs.msg import HumanArray
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+    from hmdiff_ros.ros.convert import MessageFactory, header, image_msg
     from hmdiff_ros.ros.node import HMDiffNode
 
     rclpy.init()
     try:
-        node = HMDiffNode(parameter_overrides=[Parameter("autostart", value=False)])
+        node = HMDiffNode(parameter_overrides=[Parameter("autostart", value=False), Parameter("hypotheses", value=2)])
         assert node.p("ddim_steps") == 4 and node.p("dat_mode") == "fast"
-        bad = node.set_parameters([Parameter("dat_mode", value="sideways")])[0]
-        assert not bad.successful
-        node.trigger_configure()
-        node.trigger_activate()
-        assert node.pipe is not None and node._worker is not None
-        node.trigger_deactivate()
+        assert not node.set_parameters([Parameter("dat_mode", value="sideways")])[0].successful
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        probe = rclpy.create_node("hmdiff_probe")
+        got = []
+        probe.create_subscription(HumanArray, "/hmdiff/humans", got.append, 5)
+        pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+        f = MessageFactory.for_rclpy()
+        msg = image_msg(f, header(f, 7, 0, "camera_optical_frame"), read_image(DEMO_IMAGE)[::2, ::2])
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.add_node(probe)
+        end = time.monotonic() + 60
+        while not got and time.monotonic() < end:
+            pub.publish(msg)
+            executor.spin_once(timeout_sec=0.2)
+        assert got, "no HumanArray on /hmdiff/humans within 60 s"
+        assert (got[0].header.stamp.sec, got[0].header.frame_id) == (7, "camera_optical_frame")
+        assert len(got[0].humans) == 1 and len(got[0].humans[0].joints) == 25
+        assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok and node.pipe is None
+        executor.shutdown()
+        probe.destroy_node()
         node.destroy_node()
     finally:
         rclpy.shutdown()
@@ -153,7 +179,9 @@ def test_parameter_choices_and_combinations_are_checked():
     defaults = {k: v[0] for k, v in PARAMETERS.items()}
     assert all(parameter_error(k, v, defaults) is None for k, v in defaults.items()), "the defaults are valid"
     assert CHOICES["mesh_resolution"] == MESH_RESOLUTIONS
-    assert "dat_mode must be one of off, fast, full, got 'sideways'" in parameter_error("dat_mode", "sideways", defaults)
+    assert "dat_mode must be one of off, fast, full, got 'sideways'" in parameter_error(
+        "dat_mode", "sideways", defaults
+    )
     assert "image_qos" in parameter_error("image_qos", "best_effort", defaults)
     assert "needs backend torch" in parameter_error("dat_mode", "full", {**defaults, "backend": "onnxruntime"})
     assert "needs backend torch" in parameter_error("backend", "onnxruntime", {**defaults, "dat_mode": "full"})

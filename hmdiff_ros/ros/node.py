@@ -70,8 +70,9 @@ class HMDiffNode(LifecycleNode):
         self.stats = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "last_error": ""}
         self._latency, self._times = deque(maxlen=100), deque(maxlen=100)
         self._frame = 0
-        self._dirty = False
-        self.tf_buffer = self.tf_listener = None
+        self._cfg_key = None  # the run-time parameters the pipeline's config was built from
+        self.tf = self.updater = self.tf_buffer = self.tf_listener = None
+        self._pubs = []
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -87,7 +88,7 @@ class HMDiffNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             values[prm.name] = prm.value
-        self._dirty = True  # the worker applies the new values before its next frame
+        # the worker notices the new values before its next frame (see _apply_parameters)
         return SetParametersResult(successful=True)
 
     def _pipeline_config(self):
@@ -116,9 +117,10 @@ class HMDiffNode(LifecycleNode):
             # one camera stream: the prior follows the person (video mode) unless boxes come from detections
             self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None,
                                        video=not self.p("use_detections"))  # fmt: skip
-        except (ImportError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            self.get_logger().error(f"cannot load the model: {exc}")
+        except Exception as exc:  # rclpy would turn it into a silent ERROR transition
+            self.get_logger().error(f"cannot load the model: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self._cfg_key = self._config_key()
         self.tracker = Tracker()
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         from sensor_msgs.msg import Image
@@ -128,13 +130,17 @@ class HMDiffNode(LifecycleNode):
         self.humans_pub = self.create_publisher(self.factory._cls_of(HUMAN_ARRAY), "~/humans", reliable)
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
         self.debug_pub = self.create_publisher(Image, "~/debug_image", reliable)
-        self.tf = TransformBroadcaster(self)
-        if self.p("target_frame"):
+        self._pubs = [self.humans_pub, self.markers_pub, self.debug_pub]
+        # made once per node: a second configure (after cleanup) must not declare or create them again
+        if self.tf is None:
+            self.tf = TransformBroadcaster(self)
+        if self.p("target_frame") and self.tf_buffer is None:
             from tf2_ros import Buffer, TransformListener
 
             self.tf_buffer = Buffer()
             self.tf_listener = TransformListener(self.tf_buffer, self)
-        self._setup_diagnostics()
+        if self.updater is None:
+            self._setup_diagnostics()
         self.get_logger().info(
             f"model ready (backend {self.p('backend')}); images with QoS {self.p('image_qos')} "
             f"({IMAGE_QOS[self.p('image_qos')]}, depth 1), outputs reliable depth 5, in frame "
@@ -155,17 +161,14 @@ class HMDiffNode(LifecycleNode):
         if self.p("use_detections"):
             from vision_msgs.msg import Detection2DArray
 
-            self._subs.append(self.create_subscription(Detection2DArray, "detections", self._on_detections, 5))
+            self._subs.append(self.create_subscription(Detection2DArray, "detections", self._on_detections, qos))
         self._stop.clear()
         self._worker = threading.Thread(target=self._loop, name="hmdiff-worker", daemon=True)
         self._worker.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
+        self._stop_inputs()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -173,9 +176,15 @@ class HMDiffNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        self._stop_worker()
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
 
     def _stop_worker(self) -> None:
         self._stop.set()
@@ -188,12 +197,15 @@ class HMDiffNode(LifecycleNode):
         if self.pipe is not None:
             self.pipe.prior.close()
             self.pipe = None
+        for pub in self._pubs:
+            self.destroy_publisher(pub)
+        self._pubs = []
 
     # ---- inputs -----------------------------------------------------------------------
     def _on_info(self, msg) -> None:
         K = intrinsics_from_camera_info(msg)
         if K is None:
-            self.get_logger().warn("camera_info has an all-zero K (uncalibrated camera): using hfov_deg",
+            self.get_logger().warning("camera_info has an all-zero K (uncalibrated camera): using hfov_deg",
                                    throttle_duration_sec=10.0)  # fmt: skip
         self._K = (K, int(msg.width), int(msg.height))
 
@@ -201,7 +213,7 @@ class HMDiffNode(LifecycleNode):
         boxes = []
         for d in msg.detections[: self.p("max_people")]:
             c, sx, sy = d.bbox.center, d.bbox.size_x, d.bbox.size_y
-            cx, cy = (c.position.x, c.position.y) if hasattr(c, "position") else (c.x, c.y)  # Jazzy / Humble
+            cx, cy = (c.position.x, c.position.y) if hasattr(c, "position") else (c.x, c.y)  # Humble+ / Foxy
             boxes.append(np.array([cx - sx / 2, cy - sy / 2, cx + sx / 2, cy + sy / 2]))
         self._detections = (msg.header.stamp, boxes)
 
@@ -233,15 +245,33 @@ class HMDiffNode(LifecycleNode):
             except Exception as exc:  # a bad frame is dropped and counted, never a crash
                 self.stats["failed"] += 1
                 self.stats["last_error"] = str(exc)[:200]
-                self.get_logger().warn(f"frame dropped: {exc}", throttle_duration_sec=5.0)
+                self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=5.0)
+
+    def _config_key(self) -> tuple:
+        return tuple(self.p(n) for n in ("ddim_steps", "dat_mode", "dat_tau", "dat_lambda", "hypotheses",
+                                         "hfov_deg", "mesh_resolution", "publish_debug_image"))  # fmt: skip
+
+    def _apply_parameters(self) -> None:
+        """Rebuild the pipeline's config when run-time parameters changed. Compared with a
+        snapshot, not flagged by the set-parameters callback: that runs before rclpy stores
+        the new values, so a flag could be consumed with the old ones."""
+        key = self._config_key()
+        if key != self._cfg_key:
+            self._cfg_key, self.pipe.cfg = key, self._pipeline_config()
+
+    def _boxes_for(self, stamp):
+        """The detections' boxes when they belong to this image (within 0.5 s), else None."""
+        if not self.p("use_detections") or self._detections is None:
+            return None
+        det_stamp, boxes = self._detections
+        gap = abs((stamp.sec - det_stamp.sec) + (stamp.nanosec - det_stamp.nanosec) * 1e-9)
+        return boxes if gap <= DETECTIONS_MAX_AGE_S else None
 
     def _process(self, msg, received: float) -> None:
         from hmdiff_ros.camera import intrinsics_from_fov
 
         t0 = time.monotonic()
-        if self._dirty:
-            self._dirty = False
-            self.pipe.cfg = self._pipeline_config()
+        self._apply_parameters()
         rgb = _to_rgb(msg)
         h, w = rgb.shape[:2]
         K = None
@@ -249,7 +279,7 @@ class HMDiffNode(LifecycleNode):
             K = self._K[0]
         if K is None:
             K = intrinsics_from_fov(w, h, self.p("hfov_deg"))
-        boxes = self._detections[1] if self.p("use_detections") and self._detections else None
+        boxes = self._boxes_for(msg.header.stamp)
         people = self.pipe(rgb, K, boxes=boxes)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if self.p("tracking"):
@@ -312,7 +342,8 @@ class HMDiffNode(LifecycleNode):
     def _diagnose(self, stat):
         from diagnostic_msgs.msg import DiagnosticStatus
 
-        rate = (len(self._times) - 1) / (self._times[-1] - self._times[0]) if len(self._times) > 1 else 0.0
+        recent = [t for t in self._times if time.monotonic() - t < 5.0]  # falls to 0 when frames stop
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
         lat, proc, age = (np.median(np.array(self._latency), axis=0) * 1000 if self._latency
                           else (float("nan"),) * 3)  # fmt: skip
         s = self.stats
@@ -334,6 +365,7 @@ class HMDiffNode(LifecycleNode):
         return stat
 
 
+DETECTIONS_MAX_AGE_S = 0.5  # boxes older or newer than this (vs. the image stamp) are not used
 IMAGE_QOS = {"sensor_data": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 _BRIDGE = None
 
@@ -362,10 +394,13 @@ def _to_rgb(msg) -> np.ndarray:
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = HMDiffNode()
-    if node.p("autostart"):
-        node.trigger_configure()
-        node.trigger_activate()
     try:
+        if node.p("autostart"):
+            # a failed transition is logged and the node stays up, unconfigured, for a lifecycle manager
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("configure failed (see above); the node stays unconfigured")
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("activate failed; the node stays inactive")
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
