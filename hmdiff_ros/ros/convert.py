@@ -190,6 +190,7 @@ def human_array_msg(f: MessageFactory, hdr, people: Sequence, with_vertices: boo
 
 def _marker(f: MessageFactory, hdr, ns: str, mid: int, kind: int, action: int = 0, points=(), scale=(1, 1, 1),
             rgba=(1, 1, 1, 1), text: str = "", position=(0, 0, 0), lifetime_s: float = 0.0):  # fmt: skip
+    lifetime_s = max(0.0, float(lifetime_s))  # Duration.nanosec is unsigned
     sec = int(lifetime_s)
     fields = dict(
         header=hdr, ns=ns, id=int(mid), type=int(kind), action=int(action),
@@ -200,7 +201,7 @@ def _marker(f: MessageFactory, hdr, ns: str, mid: int, kind: int, action: int = 
         frame_locked=False, points=list(points), colors=[], text=text, mesh_resource="",
         mesh_use_embedded_materials=False,
     )  # fmt: skip
-    fields.update(_jazzy_marker_fields(f))
+    fields.update(_texture_marker_fields(f))
     return f.make("visualization_msgs/msg/Marker", **fields)
 
 
@@ -210,16 +211,17 @@ def _fields_of(f: MessageFactory, name: str) -> tuple:
     return tuple(s.lstrip("_") for s in slots)
 
 
-def _jazzy_marker_fields(f: MessageFactory) -> Dict:
-    """Fields Jazzy's Marker added (textures, ``uv_coordinates``, ``mesh_file``), empty; built
-    once per factory (markers only read them)."""
-    key = "__jazzy_marker_fields__"
+def _texture_marker_fields(f: MessageFactory) -> Dict:
+    """Fields newer Markers have (textures, ``uv_coordinates``, ``mesh_file``: Humble and
+    later; older definitions and ROS 1 lack them), empty; built once per factory (markers
+    only read them)."""
+    key = "__texture_marker_fields__"
     if key not in f._cache:
-        f._cache[key] = _build_jazzy_marker_fields(f)
+        f._cache[key] = _build_texture_marker_fields(f)
     return f._cache[key]
 
 
-def _build_jazzy_marker_fields(f: MessageFactory) -> Dict:
+def _build_texture_marker_fields(f: MessageFactory) -> Dict:
     have = _fields_of(f, "visualization_msgs/msg/Marker")
     out: Dict = {}
     if "texture_resource" in have:
