@@ -34,6 +34,7 @@ EXTRAS = {
         "smplx>=0.1.28",
         "rosbags>=0.11.7,<0.12",
         "rosbags-image>=0.10,<0.11",
+        "mcap-ros2-support>=0.5",  # decodes our MCAP output from its stored schemas, as Foxglove does
         "pytest>=7",
         "ruff>=0.4",
         "diffusers>=0.30",  # cross-checks our DDIM scheduler

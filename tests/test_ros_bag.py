@@ -90,6 +90,35 @@ def test_bag_round_trip(tmp_path, capsys, storage):
         assert count == 3, "input topics copied unchanged"
 
 
+def test_mcap_output_decodes_from_its_own_schemas(tmp_path):
+    """What Foxglove and ``ros2 bag`` do: decode every message from the schema text stored in
+    the file (mcap-ros2-support, independent of rosbags)."""
+    mcap_reader = pytest.importorskip("mcap.reader", reason="mcap-ros2-support is not installed")
+    from mcap_ros2.decoder import DecoderFactory
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_input_bag(src, bad_frame=False)
+    assert main(["bag", str(src), str(dst), "--hypotheses", "2", "--steps", "2", "--json"]) == 0
+    (path,) = dst.glob("*.mcap")
+    seen = {}
+    with path.open("rb") as stream:
+        reader = mcap_reader.make_reader(stream, decoder_factories=[DecoderFactory()])
+        for schema, channel, _message, decoded in reader.iter_decoded_messages():
+            seen.setdefault(channel.topic, (schema.name, decoded))
+    assert {t: s for t, (s, _) in seen.items()} == {
+        "/camera/image_raw": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/hmdiff/humans": C.HUMAN_ARRAY, "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
+        "/hmdiff/debug_image": "sensor_msgs/msg/Image", "/tf": "tf2_msgs/msg/TFMessage",
+    }  # fmt: skip
+    humans = seen["/hmdiff/humans"][1]
+    (h,) = humans.humans
+    assert list(h.joint_names)[:3] == ["nose", "left_eye", "right_eye"] and len(h.joints) == 25
+    assert len(h.joint_std) == 25 and len(h.keypoints_2d) == 50 and len(h.coarse_vertices) == 600
+    kinds = [m.type for m in seen["/hmdiff/markers"][1].markers]
+    assert kinds == [0, C.TRIANGLE_LIST, C.LINE_LIST, C.SPHERE_LIST, C.TEXT_VIEW_FACING]
+    assert seen["/tf"][1].transforms[0].child_frame_id == "hmdiff_body_0"
+
+
 def test_bag_mesh_resolution_and_no_tf(tmp_path, capsys):
     from rosbags.highlevel import AnyReader
 
