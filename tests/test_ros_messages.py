@@ -220,3 +220,23 @@ def test_bad_images_name_the_problem():
     assert C.intrinsics_from_camera_info(info) is None
     info = SimpleNamespace(k=np.array([500.0, 0, 320, 0, 500, 240, 0, 0, 1]))
     np.testing.assert_allclose(C.intrinsics_from_camera_info(info)[0], [500, 0, 320])
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "rgb8; jpeg compressed bgr8"])
+def test_compressed_images_decode_and_bad_ones_are_named(fmt):
+    import cv2
+
+    store = C.typestore_for("humble")
+    f = C.MessageFactory.for_rosbags(store)
+    rng = np.random.default_rng(1)
+    rgb = np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    ext = ".png" if "png" in fmt else ".jpg"
+    ok, buf = cv2.imencode(ext, rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    msg = f.make("sensor_msgs/msg/CompressedImage", header=C.header(f, 0, 0, "cam"), format=fmt,
+                 data=buf.ravel())  # fmt: skip
+    out = C.image_to_rgb(msg)
+    assert out.shape == (48, 64, 3)
+    assert np.abs(out.astype(int) - rgb).mean() < (1 if ext == ".png" else 8), "colours kept (not BGR)"
+    broken = f.make("sensor_msgs/msg/CompressedImage", header=msg.header, format=fmt, data=buf.ravel()[:20])
+    with pytest.raises(ValueError, match="cannot decode the .* image"):
+        C.image_to_rgb(broken)
