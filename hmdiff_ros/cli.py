@@ -188,7 +188,7 @@ def _cmd_bag(args: argparse.Namespace) -> int:
             args.input, args.output, pipe, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
             distro=args.distro, storage=args.storage, namespace=args.namespace, mesh=args.mesh,
             tracking=None if args.no_track else Tracker(TrackerConfig()), max_frames=args.max_frames,
-            progress=not args.json, tf=not args.no_tf,
+            progress=not args.json, tf=not args.no_tf, tf_prefix=args.tf_prefix, hri=args.hri,
         )  # fmt: skip
     finally:
         pipe.prior.close()
@@ -410,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--no-track", action="store_true", help="no track ids or smoothing")
     p.add_argument("--no-tf", action="store_true", help="no /tf frames per person")
+    p.add_argument("--tf-prefix", default="hmdiff_body", help="TF frames <prefix>_<id> ('body': REP-155 names)")
+    p.add_argument("--hri", action="store_true", help="also write /humans/bodies/tracked (hri_msgs/IdsList, REP-155)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_pipeline_args(p)

@@ -23,6 +23,7 @@ MODULES = (
     "builtin_interfaces", "builtin_interfaces.msg", "std_msgs", "std_msgs.msg", "geometry_msgs", "geometry_msgs.msg",
     "sensor_msgs", "sensor_msgs.msg", "visualization_msgs", "visualization_msgs.msg", "tf2_msgs", "tf2_msgs.msg",
     "diagnostic_msgs", "diagnostic_msgs.msg", "vision_msgs", "vision_msgs.msg", "hmdiff_msgs", "hmdiff_msgs.msg",
+    "hri_msgs", "hri_msgs.msg",
 )  # fmt: skip
 
 
@@ -280,7 +281,7 @@ def ros_standin():
         "cv_bridge": None,  # not installed: the node falls back to rosbags-image
     }  # fmt: skip
     for pkg in ("builtin_interfaces", "std_msgs", "geometry_msgs", "sensor_msgs", "visualization_msgs", "tf2_msgs",
-                "diagnostic_msgs", "vision_msgs", "hmdiff_msgs"):  # fmt: skip
+                "diagnostic_msgs", "vision_msgs", "hmdiff_msgs", "hri_msgs"):  # fmt: skip
         mods[pkg] = _ns(pkg)
         mods[f"{pkg}.msg"] = _Module(f"{pkg}.msg", store)
     mods["rclpy"].executors, mods["rclpy"].lifecycle = mods["rclpy.executors"], mods["rclpy.lifecycle"]

@@ -119,7 +119,7 @@ def test_newest_frame_wins_bad_frames_are_counted(standin, make_node, rgb):
 def test_target_frame_goes_through_tf_at_the_image_stamp(standin, make_node, rgb):
     from scipy.spatial.transform import Rotation
 
-    node = make_node(target_frame="base_link", publish_debug_image=False)
+    node = make_node(target_frame="base_link", publish_debug_image=False, publish_hri=True, tf_prefix="body")
     assert node.trigger_configure() == standin.TransitionCallbackReturn.SUCCESS
     node.trigger_activate()
     f = C.MessageFactory.for_rosbags(C.typestore_for("humble"))
@@ -139,7 +139,9 @@ def test_target_frame_goes_through_tf_at_the_image_stamp(standin, make_node, rgb
     assert (joints[:, 0] > 0.3).all(), "in front of the robot (x forward)"
     head, pelvis = joints[C.JOINT_INDEX["head_top"]], joints[C.JOINT_INDEX["pelvis"]]
     assert head[2] > pelvis[2], "z is up in base_link"
-    assert node.tf.sent[-1][0].header.frame_id == "base_link"
+    assert (node.tf.sent[-1][0].header.frame_id, node.tf.sent[-1][0].child_frame_id) == ("base_link", "body_0")
+    (tracked,) = node.publishers["/humans/bodies/tracked"].messages  # REP-155
+    assert list(tracked.ids) == ["0"] and tracked.header.frame_id == "base_link"
     assert all(m.header.frame_id == "base_link" for m in node.publishers["~/markers"].messages[-1].markers)
 
     Buffer.table = {}  # the transform does not arrive: the frame is dropped and counted

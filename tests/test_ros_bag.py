@@ -119,6 +119,24 @@ def test_mcap_output_decodes_from_its_own_schemas(tmp_path):
     assert seen["/tf"][1].transforms[0].child_frame_id == "hmdiff_body_0"
 
 
+def test_bag_rep155_names(tmp_path, capsys):
+    from rosbags.highlevel import AnyReader
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_input_bag(src, bad_frame=False)
+    args = ["bag", str(src), str(dst), "--hri", "--tf-prefix", "body", "--mesh", "none", "--hypotheses", "2",
+            "--steps", "2", "--max-frames", "2"]  # fmt: skip
+    assert main(args) == 0
+    with AnyReader([dst], default_typestore=C.typestore_for("humble")) as reader:
+        msgs = [(c.topic, reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()
+                if c.topic in ("/humans/bodies/tracked", "/tf")]  # fmt: skip
+    ids = [m for t, m in msgs if t == "/humans/bodies/tracked"]
+    assert [list(m.ids) for m in ids] == [["0"], ["0"]] and ids[0].header.frame_id == "camera_optical_frame"
+    assert {m.transforms[0].child_frame_id for t, m in msgs if t == "/tf"} == {"body_0"}, "REP-155's body_<id>"
+    assert main(["bag", str(src), str(tmp_path / "o2"), "--tf-prefix", "/body"]) == 2
+    assert "tf_prefix must be a frame name" in capsys.readouterr().err
+
+
 def test_bag_mesh_resolution_and_no_tf(tmp_path, capsys):
     from rosbags.highlevel import AnyReader
 

@@ -186,3 +186,6 @@ def test_parameter_choices_and_combinations_are_checked():
     assert "needs backend torch" in parameter_error("dat_mode", "full", {**defaults, "backend": "onnxruntime"})
     assert "needs backend torch" in parameter_error("backend", "onnxruntime", {**defaults, "dat_mode": "full"})
     assert parameter_error("dat_mode", "full", defaults) is None  # torch is the default backend
+    assert parameter_error("tf_prefix", "body", defaults) is None
+    assert "tf_prefix" in parameter_error("tf_prefix", "/body", defaults)
+    assert "tf_prefix" in parameter_error("tf_prefix", "", defaults)

@@ -19,8 +19,11 @@ import numpy as np
 
 from hmdiff_ros.camera import intrinsics_from_fov
 from hmdiff_ros.ros.convert import (
+    HRI_IDS_LIST,
+    HRI_TRACKED_TOPIC,
     HUMAN_ARRAY,
     MessageFactory,
+    hri_ids_msg,
     human_array_msg,
     image_to_rgb,
     intrinsics_from_camera_info,
@@ -55,13 +58,18 @@ def process_bag(
     src: "str | Path", dst: "str | Path", pipeline, image_topic: str | None = None,
     camera_info_topic: str | None = None, distro: str = "humble", storage: str = "mcap", namespace: str = "/hmdiff",
     mesh: str = "coarse", tracking=None, max_frames: int | None = None, progress: bool = True, tf: bool = True,
+    tf_prefix: str = "hmdiff_body", hri: bool = False,
 ) -> Dict:  # fmt: skip
     """Process ``src`` into the new bag ``dst``; returns a summary (frames, people, dropped, error)."""
     from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
+    from hmdiff_ros.ros.params import parameter_error
+
     src, dst = Path(src), Path(dst)
+    if parameter_error("tf_prefix", tf_prefix, {}):
+        raise ValueError(parameter_error("tf_prefix", tf_prefix, {}))
     if not src.exists():
         raise ValueError(f"input bag '{src}' does not exist")
     if dst.exists():
@@ -104,6 +112,9 @@ def process_bag(
                              if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns), None)  # fmt: skip
                 tf_c = tf_c or writer.add_connection("/tf", TF_MESSAGE, typestore=store)
                 summary["topics"].append("/tf")
+            hri_c = writer.add_connection(HRI_TRACKED_TOPIC, HRI_IDS_LIST, typestore=store) if hri else None
+            if hri:
+                summary["topics"].append(HRI_TRACKED_TOPIC)
             summary["types"] = sorted(defs)
             K = None
             bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
@@ -136,8 +147,10 @@ def process_bag(
                     writer.write(debug_c, stamp, store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K),
                                                                      "sensor_msgs/msg/Image"))  # fmt: skip
                     if tf_c is not None and people:
-                        tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people))
+                        tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people, prefix=tf_prefix))
                         writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))
+                    if hri_c is not None:
+                        writer.write(hri_c, stamp, store.serialize_cdr(hri_ids_msg(f, hdr, people), HRI_IDS_LIST))
                     summary["frames"] += 1
                     summary["people"] += len(people)
             except Exception as exc:  # a corrupt or truncated bag: keep what was written

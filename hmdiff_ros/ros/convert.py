@@ -34,6 +34,10 @@ HUMAN = f"{MSG_PACKAGE}/msg/Human"
 # shows through its near side in patches)
 PERSON_RGBA = tuple((r / 255.0, g / 255.0, b / 255.0, 1.0) for b, g, r in PERSON_COLOURS)
 MESH_RESOLUTIONS = ("none", "coarse", "full")
+# ROS4HRI (REP-155): the list of tracked bodies, published on /humans/bodies/tracked
+HRI_IDS_LIST = "hri_msgs/msg/IdsList"
+HRI_IDS_LIST_DEFINITION = "std_msgs/Header header\nstring[] ids\n"
+HRI_TRACKED_TOPIC = "/humans/bodies/tracked"
 
 
 def message_definitions(msg_dir: "str | Path | None" = None) -> Dict[str, str]:
@@ -52,6 +56,7 @@ def register_types(typestore) -> None:
     types: Dict = {}
     for name, text in message_definitions().items():
         types.update(get_types_from_msg(text, name))
+    types.update(get_types_from_msg(HRI_IDS_LIST_DEFINITION, HRI_IDS_LIST))
     typestore.register(types)
 
 
@@ -182,6 +187,13 @@ def human_msg(f: MessageFactory, p, index: int, with_vertices: bool = False):
         mesh_topology=f"anny_coarse_{len(p.coarse_vertices)}" if with_vertices else "",
         coarse_vertices=_points(f, p.coarse_vertices) if with_vertices else [],
     )
+
+
+def hri_ids_msg(f: MessageFactory, hdr, people: Sequence):
+    """``hri_msgs/IdsList`` of the people's body ids (REP-155): ``<id>`` such that
+    ``<prefix>_<id>`` is the person's TF frame (:func:`transforms`; prefix ``body`` gives
+    REP-155's ``body_<id>``)."""
+    return f.make(HRI_IDS_LIST, header=hdr, ids=[str(_person_id(p, i)) for i, p in enumerate(people)])
 
 
 def human_array_msg(f: MessageFactory, hdr, people: Sequence, with_vertices: bool = False):

@@ -34,8 +34,11 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from hmdiff_ros.ros.convert import (
+    HRI_IDS_LIST,
+    HRI_TRACKED_TOPIC,
     HUMAN_ARRAY,
     MessageFactory,
+    hri_ids_msg,
     human_array_msg,
     image_msg,
     image_to_rgb,
@@ -131,6 +134,14 @@ class HMDiffNode(LifecycleNode):
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
         self.debug_pub = self.create_publisher(Image, "~/debug_image", reliable)
         self._pubs = [self.humans_pub, self.markers_pub, self.debug_pub]
+        self.hri_pub = None
+        if self.p("publish_hri"):
+            try:
+                self.hri_pub = self.create_publisher(self.factory._cls_of(HRI_IDS_LIST), HRI_TRACKED_TOPIC, reliable)
+                self._pubs.append(self.hri_pub)
+            except ImportError as exc:
+                self.get_logger().error(f"publish_hri needs the hri_msgs package (ROS4HRI): {exc}; not publishing "
+                                        f"{HRI_TRACKED_TOPIC}")  # fmt: skip
         # made once per node: a second configure (after cleanup) must not declare or create them again
         if self.tf is None:
             self.tf = TransformBroadcaster(self)
@@ -294,8 +305,11 @@ class HMDiffNode(LifecycleNode):
             topo = self.pipe.topology
             self.markers_pub.publish(marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh,
                                                       lifetime_s=self.p("marker_lifetime_s")))  # fmt: skip
+        prefix = self.p("tf_prefix")
         if self.p("publish_tf") and people:
-            self.tf.sendTransform(transforms(f, hdr, people, joints=self.p("publish_joint_tf")))
+            self.tf.sendTransform(transforms(f, hdr, people, joints=self.p("publish_joint_tf"), prefix=prefix))
+        if self.hri_pub is not None:
+            self.hri_pub.publish(hri_ids_msg(f, hdr, people))
         if self.p("publish_debug_image") and self.debug_pub.get_subscription_count() > 0:
             import cv2
 

@@ -39,6 +39,13 @@ PARAMETERS = {
     "publish_debug_image": (True, "publish ~/debug_image", False, None),
     "publish_tf": (True, "publish a TF frame per person", False, None),
     "publish_joint_tf": (False, "also publish a TF frame per joint", False, None),
+    "tf_prefix": ("hmdiff_body", "TF frames are <tf_prefix>_<id> ('body' gives REP-155 names)", False, None),
+    "publish_hri": (
+        False,
+        "also publish /humans/bodies/tracked (hri_msgs/IdsList, REP-155; needs hri_msgs)",
+        True,
+        None,
+    ),
     "publish_vertices": (False, "fill coarse_vertices in ~/humans", False, None),
     "tracking": (True, "track ids and One-Euro smoothing across frames", False, None),
     "max_rate_hz": (0.0, "process at most this many frames per second (0: as fast as possible)", False, (0.0, 120.0)),
@@ -59,6 +66,8 @@ def parameter_error(name: str, value, values: dict) -> str | None:
     Ranges are checked by ROS from the descriptors; this checks choices and combinations."""
     if name in CHOICES and value not in CHOICES[name]:
         return f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
+    if name == "tf_prefix" and (not value or value.startswith("/") or any(c.isspace() for c in value)):
+        return f"tf_prefix must be a frame name without a leading '/' or spaces, got {value!r}"
     backend = value if name == "backend" else values.get("backend")
     dat = value if name == "dat_mode" else values.get("dat_mode")
     if dat == "full" and backend != "torch":
