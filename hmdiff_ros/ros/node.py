@@ -217,7 +217,7 @@ class HMDiffNode(LifecycleNode):
         K = intrinsics_from_camera_info(msg)
         if K is None:
             self.get_logger().warning("camera_info has an all-zero K (uncalibrated camera): using hfov_deg",
-                                   throttle_duration_sec=10.0)  # fmt: skip
+                                      throttle_duration_sec=10.0)  # fmt: skip
         self._K = (K, int(msg.width), int(msg.height))
 
     def _on_detections(self, msg) -> None:
