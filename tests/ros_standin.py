@@ -211,6 +211,9 @@ class Buffer:
 
     table: dict = {}
 
+    def __init__(self, cache_time=None, node=None):
+        pass
+
     def lookup_transform(self, target, source, time, timeout=None):
         if (target, source) not in self.table:
             raise TransformException(f'"{target}" passed to lookupTransform argument target_frame does not exist')

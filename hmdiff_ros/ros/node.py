@@ -74,7 +74,7 @@ class HMDiffNode(LifecycleNode):
         self._latency, self._times = deque(maxlen=100), deque(maxlen=100)
         self._frame = 0
         self._cfg_key = None  # the run-time parameters the pipeline's config was built from
-        self.tf = self.updater = self.tf_buffer = self.tf_listener = None
+        self.tf = self.updater = self.tf_buffer = self.tf_listener = self.hri_pub = None
         self._pubs = []
 
     def p(self, name: str):
@@ -148,7 +148,7 @@ class HMDiffNode(LifecycleNode):
         if self.p("target_frame") and self.tf_buffer is None:
             from tf2_ros import Buffer, TransformListener
 
-            self.tf_buffer = Buffer()
+            self.tf_buffer = Buffer(node=self)  # the node's clock: sim time and bag loops clear it
             self.tf_listener = TransformListener(self.tf_buffer, self)
         if self.updater is None:
             self._setup_diagnostics()
