@@ -68,8 +68,9 @@ def process_bag(
     from hmdiff_ros.ros.params import parameter_error
 
     src, dst = Path(src), Path(dst)
-    if parameter_error("tf_prefix", tf_prefix, {}):
-        raise ValueError(parameter_error("tf_prefix", tf_prefix, {}))
+    bad_prefix = parameter_error("tf_prefix", tf_prefix, {})
+    if bad_prefix:
+        raise ValueError(bad_prefix)
     if not src.exists():
         raise ValueError(f"input bag '{src}' does not exist")
     if dst.exists():
