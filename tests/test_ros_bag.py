@@ -29,13 +29,7 @@ def write_input_bag(path, storage="sqlite3", bad_frame=True):
         for k, (sec, ns) in enumerate(STAMPS):
             hdr = C.header(f, sec, ns, "camera_optical_frame")
             t = sec * 10**9 + ns
-            info = f.make(
-                "sensor_msgs/msg/CameraInfo", header=hdr, height=h, width=w, distortion_model="plumb_bob",
-                d=np.zeros(5), k=np.array([300.0, 0, w / 2, 0, 300, h / 2, 0, 0, 1]), r=np.eye(3).ravel(),
-                p=np.array([300.0, 0, w / 2, 0, 0, 300, h / 2, 0, 0, 0, 1, 0]), binning_x=0, binning_y=0,
-                roi=f.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0,
-                           do_rectify=False),
-            )  # fmt: skip
+            info = C.camera_info_msg(f, hdr, np.array([[300.0, 0, w / 2], [0, 300, h / 2], [0, 0, 1]]), w, h)
             writer.write(info_c, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
             enc, data = ("bgr8", rgb[..., ::-1]) if k == 1 else ("rgb8", rgb)
             if bad_frame and k == 2:

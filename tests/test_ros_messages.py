@@ -216,6 +216,12 @@ def test_bad_images_name_the_problem():
     short = short.__class__(**{**vars(short), "data": short.data[:10]})
     with pytest.raises(ValueError, match="cannot decode the rgb8 image"):
         C.image_to_rgb(short)
+    f = C.MessageFactory.for_rosbags(store)
+    K = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
+    info = C.camera_info_msg(f, C.header(f, 0, 0, "cam"), K, 640, 480)
+    info = store.deserialize_cdr(store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"), "sensor_msgs/msg/CameraInfo")
+    np.testing.assert_allclose(C.intrinsics_from_camera_info(info), K)
+    assert (info.width, info.height) == (640, 480) and info.p[2] == 320
     info = SimpleNamespace(k=np.zeros(9))
     assert C.intrinsics_from_camera_info(info) is None
     info = SimpleNamespace(k=np.array([500.0, 0, 320, 0, 500, 240, 0, 0, 1]))

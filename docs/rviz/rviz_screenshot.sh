@@ -17,7 +17,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 python - "$work/in" <<'PY'
 import sys
 
-import numpy as np
 from rosbags.rosbag2 import Writer
 
 from hmdiff_ros.camera import intrinsics_from_fov
@@ -36,13 +35,7 @@ with Writer(sys.argv[1], version=8) as writer:
     for k in range(5):  # five frames, 0.1 s apart
         hdr = C.header(f, 100, k * 100_000_000, "camera_optical_frame")
         t = 100 * 10**9 + k * 100_000_000
-        P = np.hstack([K, np.zeros((3, 1))]).ravel()
-        info = f.make(
-            "sensor_msgs/msg/CameraInfo", header=hdr, height=h, width=w, distortion_model="plumb_bob",
-            d=np.zeros(5), k=K.ravel(), r=np.eye(3).ravel(), p=P, binning_x=0, binning_y=0,
-            roi=f.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0,
-                       do_rectify=False),
-        )
+        info = C.camera_info_msg(f, hdr, K, w, h)
         writer.write(info_c, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
         writer.write(img_c, t, store.serialize_cdr(C.image_msg(f, hdr, rgb), "sensor_msgs/msg/Image"))
 PY

@@ -377,6 +377,18 @@ def image_to_rgb(msg) -> np.ndarray:
     return to_rgb8(np.ascontiguousarray(bgr), f"{enc} image")
 
 
+def camera_info_msg(f: MessageFactory, hdr, K: np.ndarray, width: int, height: int):
+    """``sensor_msgs/CameraInfo`` of a distortion-free pinhole camera ``K`` (3x3), as a
+    rectified camera publishes it; :func:`intrinsics_from_camera_info` reads ``K`` back."""
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    return f.make(
+        "sensor_msgs/msg/CameraInfo", header=hdr, height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=f.floats(np.zeros(5), "float64"), k=K.ravel(), r=np.eye(3).ravel(), p=np.hstack([K, np.zeros((3, 1))]).ravel(),
+        binning_x=0, binning_y=0,
+        roi=f.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )  # fmt: skip
+
+
 def intrinsics_from_camera_info(msg) -> np.ndarray | None:
     """``K`` (3x3) from a ``sensor_msgs/CameraInfo`` (``k`` in Humble/Jazzy), or None when it
     is all zeros (an uncalibrated camera)."""
