@@ -2,14 +2,40 @@
 
 The same file serves pip (``pip install -e .``) and colcon/ament_python: the
 ``data_files`` below register the package in the ament index and install
-launch files and the package manifest.
+launch files and the package manifest; ``build_py`` also installs the hmdiff_msgs
+definitions as package data (see :class:`BuildPyWithMessages`).
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = "hmdiff_ros"
+# hmdiff_msgs' definitions (msg/msg/*.msg, the ROS interface package next to this one) also
+# go into the built package as hmdiff_ros/ros/msg/*.msg: the bag tool writes them into the
+# bags it makes, also where the package is installed without this source tree.
+MSG_SOURCES = sorted(glob("msg/msg/*.msg"))
+MSG_TARGET = Path(PACKAGE, "ros", "msg")
+
+
+class BuildPyWithMessages(build_py):
+    """``build_py`` that also copies :data:`MSG_SOURCES` into :data:`MSG_TARGET` of the build."""
+
+    def run(self) -> None:
+        super().run()
+        if not MSG_SOURCES:
+            raise FileNotFoundError("msg/msg/*.msg not found next to setup.py: cannot build hmdiff_ros")
+        target = Path(self.build_lib, MSG_TARGET)
+        self.mkpath(str(target))
+        for src in MSG_SOURCES:
+            self.copy_file(src, str(target / Path(src).name))
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        copies = [str(Path(self.build_lib, MSG_TARGET, Path(src).name)) for src in MSG_SOURCES]
+        return super().get_outputs(include_bytecode) + copies
+
 
 # PyTorch: 2.13.0 is the newest release we test. The bound also keeps pip from
 # replacing a platform build that is already installed (JetPack wheels, CPU builds).
@@ -25,7 +51,7 @@ EXTRAS = {
     "anny": ANNY,
     "smpl": ["smplx>=0.1.28"],
     "onnx": ONNX,
-    "bag": ["rosbags>=0.11.7,<0.12", "rosbags-image>=0.10,<0.11"],
+    "bag": ["rosbags>=0.11.7,<0.12"],
     "train": ANNY + ["matplotlib>=3.6"],
     "tensorrt": ["tensorrt>=10,<11"],  # engines run on CUDA torch tensors: no pycuda needed
     "test": ANNY
@@ -33,9 +59,10 @@ EXTRAS = {
     + [
         "smplx>=0.1.28",
         "rosbags>=0.11.7,<0.12",
-        "rosbags-image>=0.10,<0.11",
+        "rosbags-image>=0.10,<0.11",  # reference for our image decoding (tests/test_image_decode.py)
         "mcap-ros2-support>=0.5",  # decodes our MCAP output from its stored schemas, as Foxglove does
         "pytest>=7",
+        "hypothesis>=6",  # property tests of the image decoding
         "ruff>=0.4",
         "diffusers>=0.30",  # cross-checks our DDIM scheduler
         # colcon from PyPI: tests check that a workspace sees hmdiff_ros and hmdiff_msgs
@@ -77,5 +104,6 @@ setup(
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["hmdiff = hmdiff_ros.cli:main", "hmdiff_node = hmdiff_ros.ros:node_main"]},
+    cmdclass={"build_py": BuildPyWithMessages},
     zip_safe=False,
 )

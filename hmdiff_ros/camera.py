@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Without CameraInfo, intrinsics come from this horizontal field of view (a typical webcam /
-# RealSense colour stream) with the principal point at the image centre.
-DEFAULT_HFOV_DEG = 65.0
+from hmdiff_ros.defaults import HFOV_DEG as DEFAULT_HFOV_DEG
+from hmdiff_ros.defaults import HFOV_RANGE
+
 BOX_EXPAND = 1.25  # crop side / keypoint extent
 MIN_BOX_PX = 16.0
 
@@ -24,10 +24,53 @@ def intrinsics_from_fov(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_
     """``(3, 3)`` K for an image of ``width`` x ``height`` with the given horizontal FOV."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if not 1.0 < hfov_deg < 179.0:
-        raise ValueError(f"hfov_deg must be in (1, 179) degrees, got {hfov_deg}")
+    if not HFOV_RANGE[0] < hfov_deg < HFOV_RANGE[1]:
+        raise ValueError(f"hfov_deg must be between {HFOV_RANGE[0]} and {HFOV_RANGE[1]} degrees, got {hfov_deg}")
     f = 0.5 * width / np.tan(np.deg2rad(hfov_deg) / 2)
     return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def check_intrinsics(K, width: int, height: int, name: str = "K") -> np.ndarray:
+    """``K`` as a float64 ``(3, 3)`` pinhole matrix if it is plausible for a ``width`` x
+    ``height`` image, else a ``ValueError`` naming ``name`` and what was expected.
+
+    Plausible: finite, last row ``0 0 1``, positive focal lengths whose horizontal field of
+    view lies within ``HFOV_RANGE`` (the vertical one below its top), pixels no more than 5:1 from square, no more skew
+    than focal length, and the principal point inside the image (a quarter of its size of margin
+    on each side). Intrinsics outside these bounds put people behind the camera or kilometres away.
+    """
+    try:
+        K = np.array(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 3x3 matrix of numbers, got {type(K).__name__}") from None
+    if K.size == 9:
+        K = K.reshape(3, 3)
+    if K.shape != (3, 3) or not np.isfinite(K).all():
+        raise ValueError(f"{name} must be a finite 3x3 intrinsics matrix, got shape {K.shape}")
+    (fx, s, cx), (zero, fy, cy), last = K
+    why = None
+    if zero != 0 or not np.allclose(last, (0.0, 0.0, 1.0)):
+        why = "its last two rows must be [0, fy, cy] and [0, 0, 1]"
+    elif fx <= 0 or fy <= 0:
+        why = "its focal lengths must be positive"
+    elif not 0.2 <= fx / fy <= 5.0 or abs(s) > fx:
+        why = "its pixels must be no more than 5:1 from square, with |skew| <= fx"
+    else:
+        lo, hi = np.deg2rad(HFOV_RANGE)
+        fovs = 2 * np.arctan2([width / 2, height / 2], [fx, fy])
+        if not lo < fovs[0] < hi or fovs[1] >= hi:
+            why = (
+                f"its fields of view ({np.rad2deg(fovs[0]):.2f} x {np.rad2deg(fovs[1]):.2f} degrees) must be "
+                f"between {HFOV_RANGE[0]} and {HFOV_RANGE[1]} degrees across, under {HFOV_RANGE[1]} down"
+            )
+        elif not (-width / 4 <= cx <= width * 1.25 and -height / 4 <= cy <= height * 1.25):
+            why = f"its principal point ({cx:.1f}, {cy:.1f}) must lie within the {width}x{height} image"
+    if why:
+        raise ValueError(
+            f"{name} must be a finite 3x3 intrinsics matrix plausible for a {width}x{height} image: {why}; "
+            f"got {np.round(K, 3).tolist()}"
+        )
+    return K
 
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -6,7 +6,68 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from typing import List
+
+from hmdiff_ros import defaults
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the option (exit 2), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _OptionError(Exception):
+    """An option's value out of its range: one line, exit 2 (raised through argparse, which
+    only turns conversion errors into its own usage errors)."""
+
+
+class _InRange(argparse.Action):
+    def __init__(self, *args, bounds=(None, None, False), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bounds = bounds
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        lo, hi, exclusive = self.bounds
+        if lo is not None and hi is not None:
+            span = f"between {lo} and {hi} (exclusive)" if exclusive else f"in {lo}..{hi}"
+        else:
+            span = f">= {lo}" if lo is not None else ""
+        below = lo is not None and (value <= lo if exclusive else value < lo)
+        above = hi is not None and (value >= hi if exclusive else value > hi)
+        if value != value or below or above:
+            raise _OptionError(
+                f"{parser.prog}: error: {option_string} must be {span}, got {value!r} (see '{parser.prog} --help')"
+            )
+        setattr(namespace, self.dest, value)
+
+
+def _number(kind, lo=None, hi=None, exclusive=False) -> dict:
+    """``add_argument`` keywords for a ``kind`` value within bounds (checked, named when not)."""
+    return {"type": kind, "action": _InRange, "bounds": (lo, hi, exclusive)}
+
+
+POSITIVE = _number(int, 1)
+STEPS = _number(int, *defaults.STEPS_RANGE)
+HYPOTHESES = _number(int, *defaults.HYPOTHESES_RANGE)  # people x hypotheses beyond MAX_BATCH run in chunks
+
+
+def _add_common_args(p: argparse.ArgumentParser, default) -> None:
+    """``-v`` and ``--debug``, before or after the command name."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="debug logging, and third-party libraries' own log lines")  # fmt: skip
+    p.add_argument("--debug", action="store_true", default=default, help="show Python tracebacks of errors")
+
+
+def _with_common_args(add_parser):
+    def add(*args, **kwargs):
+        p = add_parser(*args, **kwargs)
+        _add_common_args(p, argparse.SUPPRESS)  # given after the command name, without resetting the global
+        return p
+
+    return add
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -67,7 +128,7 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.store import write_split
 
     engine = SyntheticEngine(SyntheticConfig(bank=BankConfig(full=args.full), full=args.full))
-    out = write_split(engine, args.out, args.num, args.seed, args.split, batch=args.batch)
+    out = write_split(engine, args.out, args.num, args.seed, args.split, batch=args.batch, force=args.force)
     print(json.dumps({"out": str(out), "split": args.split, "num": args.num, "seed": args.seed}))
     return 0
 
@@ -100,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "out": args.out, "steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.max_minutes,
         "device": args.device, "workers": args.workers, "val_every": args.val_every, "lr": args.lr,
-        "warmup_steps": args.warmup_steps, "init": args.init, "seed": args.seed,
+        "warmup_steps": args.warmup_steps, "init": args.init, "seed": args.seed, "force": args.force or None,
     }.items() if v is not None}  # fmt: skip
     config = args.config
     if config is None:
@@ -188,7 +249,7 @@ def _cmd_bag(args: argparse.Namespace) -> int:
             args.input, args.output, pipe, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
             distro=args.distro, storage=args.storage, namespace=args.namespace, mesh=args.mesh,
             tracking=None if args.no_track else Tracker(TrackerConfig()), max_frames=args.max_frames,
-            progress=not args.json, tf=not args.no_tf, tf_prefix=args.tf_prefix, hri=args.hri,
+            progress=not args.json, tf=not args.no_tf, tf_prefix=args.tf_prefix, hri=args.hri, force=args.force,
         )  # fmt: skip
     finally:
         pipe.prior.close()
@@ -196,6 +257,10 @@ def _cmd_bag(args: argparse.Namespace) -> int:
           f"{summary['frames']} frames, {summary['people']} people, {summary['dropped']} dropped -> {summary['out']}")  # fmt: skip
     if summary["error"]:
         print(f"hmdiff bag: error: {summary['error']}", file=sys.stderr)
+        if summary.get("interrupted"):  # the bag is closed and marked partial; 128 + the signal, as a shell reports it
+            import signal
+
+            return 128 + getattr(signal, summary.get("signal") or "SIGINT", signal.SIGINT)
         return 1
     return 0
 
@@ -203,8 +268,12 @@ def _cmd_bag(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.export import export_onnx
 
-    steps = [int(k) for k in str(args.steps).split(",") if k.strip()]
-    manifest = export_onnx(args.checkpoint, args.out, steps=steps, dat=args.dat, opset=args.opset)
+    texts = [k.strip() for k in str(args.steps).split(",") if k.strip()]
+    steps = [int(k) for k in texts if k.isdigit()]
+    why = next(filter(None, (defaults.range_error("--steps", k, defaults.STEPS_RANGE, integer=True) for k in steps)), None)
+    if why or not steps or len(steps) < len(texts):
+        raise _UsageError(why or f"--steps must be comma-separated step counts such as 2,4, got {args.steps!r}")
+    manifest = export_onnx(args.checkpoint, args.out, steps=steps, dat=args.dat, opset=args.opset, force=args.force)
     print(json.dumps({"out": args.out, "files": sorted(manifest["files"]), "opset": manifest["opset"],
                       "checkpoint_sha256": manifest["checkpoint_sha256"]}))  # fmt: skip
     return 0
@@ -241,18 +310,27 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline_config(args: argparse.Namespace):
-    from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.pipeline.pipeline import PipelineConfig
+_OPTION_NAMES = {"steps": "--steps", "hypotheses": "--hypotheses", "hfov_deg": "--hfov", "backend": "--backend",
+                 "dat": "--dat"}  # fmt: skip
 
-    return PipelineConfig(
-        steps=args.steps,
-        dat=DATConfig(mode=args.dat),
-        hypotheses=args.hypotheses,
-        hfov_deg=args.hfov,
-        backend=args.backend,
-        engines=args.engines,
-    )
+
+def _pipeline_config(args: argparse.Namespace):
+    """The pipeline's configuration from the options, checked once with the options' names."""
+    from types import SimpleNamespace
+
+    from hmdiff_ros.model.dat import DATConfig
+    from hmdiff_ros.pipeline.pipeline import PipelineConfig, config_error
+
+    values = dict(steps=args.steps, dat=DATConfig(mode=args.dat), hypotheses=args.hypotheses, hfov_deg=args.hfov,
+                  backend=args.backend, engines=args.engines)  # fmt: skip
+    why = config_error(SimpleNamespace(**values), _OPTION_NAMES)
+    if why:
+        raise _UsageError(why)
+    return PipelineConfig(**values)
+
+
+class _UsageError(ValueError):
+    """A bad combination of options (exit 2)."""
 
 
 def _report(records) -> int:
@@ -273,7 +351,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tracking = None if args.no_track else TrackerConfig(smooth=not args.no_smooth)
     records = run(args.paths, args.out, _pipeline_config(args), checkpoint=args.checkpoint,
                   max_frames=args.max_frames, progress=not args.json, emit=emit, tracking=tracking,
-                  boxes=boxes)  # fmt: skip
+                  boxes=boxes, force=args.force)  # fmt: skip
     if not args.json:
         people = sum(len(r["people"]) for r in records)
         print(f"{len(records)} frames, {people} people; results in {args.out}/")
@@ -281,31 +359,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from hmdiff_ros.pipeline.run import DEMO_IMAGE, run
 
-    records = run([str(DEMO_IMAGE)], args.out, _pipeline_config(args), progress=False)
+    records = run([str(DEMO_IMAGE)], args.out, _pipeline_config(args), progress=False, force=args.force)
     for r in records:
-        print(json.dumps({"path": r["path"], "people": len(r["people"]), "error": r["error"]}))
-    print(
-        f"demo outputs written to {args.out}/: {', '.join(sorted(p.name for p in __import__('pathlib').Path(args.out).iterdir()))}"
-    )
+        print(json.dumps({"path": r["path"], "backend": r["backend"], "people": len(r["people"]), "error": r["error"]}))
+    names = sorted(p.name for p in Path(args.out).iterdir() if not p.name.startswith("."))
+    print(f"demo outputs written to {args.out}/: {', '.join(names)}")
     return _report(records)
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=4, help="DDIM steps")
-    p.add_argument("--dat", choices=("off", "fast", "full"), default="fast", help="DAT gradient mode")
-    p.add_argument("--hypotheses", type=int, default=4, help="samples per person (uncertainty)")
-    p.add_argument("--hfov", type=float, default=65.0, help="horizontal field of view in degrees (no intrinsics known)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt", "auto"),
+    p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE, help="DAT gradient mode")
+    p.add_argument("--hypotheses", **HYPOTHESES, default=defaults.HYPOTHESES, help="samples per person (uncertainty)")
+    p.add_argument("--hfov", **_number(float, *defaults.HFOV_RANGE, exclusive=True), default=defaults.HFOV_DEG,
+                   help="horizontal field of view in degrees (no intrinsics known)")  # fmt: skip
+    p.add_argument("--backend", default="torch", choices=defaults.BACKENDS,
                    help="model backend (onnxruntime/tensorrt need 'hmdiff export' first)")  # fmt: skip
-    p.add_argument("--engines", default="engines", help="folder of the ONNX export / TensorRT engines")
+    p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="hmdiff", description="HMDiff human mesh recovery for ROS 2.")
+    _add_common_args(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = _with_common_args(sub.add_parser)
 
     p = sub.add_parser("info", help="versions, backends, body models and GPUs")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -316,16 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = assets.add_parser("build", help="build the topology asset from Anny (needs the [anny] extra)")
     p.add_argument("--out", default=None, help="output .npz (default: the packaged asset)")
-    p.add_argument("--coarse-vertices", type=int, default=600)
-    p.add_argument("--neighbours", type=int, default=8)
-    p.add_argument("--fit-samples", type=int, default=768)
-    p.add_argument("--eval-samples", type=int, default=128)
+    p.add_argument("--coarse-vertices", **POSITIVE, default=600)
+    p.add_argument("--neighbours", **POSITIVE, default=8)
+    p.add_argument("--fit-samples", **POSITIVE, default=768)
+    p.add_argument("--eval-samples", **POSITIVE, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_assets_build)
 
     p = assets.add_parser("check", help="round-trip error full->coarse->full on posed Anny bodies, in mm")
     p.add_argument("--asset", default=None, help="asset .npz (default: the packaged one)")
-    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--samples", **POSITIVE, default=256)
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_assets_check)
@@ -333,38 +414,41 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="synthetic training data").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("make", help="write a fixed synthetic split to a folder")
     p.add_argument("--split", default="test", help="name recorded in the split (e.g. test, val)")
-    p.add_argument("--num", type=int, required=True, help="number of samples")
+    p.add_argument("--num", **POSITIVE, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch", type=int, default=256, help="samples generated at once")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace the split in an existing --out folder")
+    p.add_argument("--batch", **POSITIVE, default=256, help="samples generated at once")
     p.add_argument("--full", action="store_true", help="also store full-resolution meshes (13,718 vertices)")
     p.set_defaults(func=_cmd_data_make)
     p = data.add_parser("bench", help="samples/second of the data engine at the training resolution")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--batches", type=int, default=12, help="timed batches (after warm-up)")
-    p.add_argument("--workers", type=int, default=2, help="data-loader processes (0: in process)")
+    p.add_argument("--batch", **POSITIVE, default=256)
+    p.add_argument("--batches", **POSITIVE, default=12, help="timed batches (after warm-up)")
+    p.add_argument("--workers", **_number(int, 0), default=2, help="data-loader processes (0: in process)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_data_bench)
     p = data.add_parser("sheet", help="contact sheet PNG of random synthetic bodies")
     p.add_argument("--out", default="docs/images/pose_contact_sheet.png")
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--num", **POSITIVE, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tile", type=int, default=200, help="tile size in pixels")
+    p.add_argument("--tile", **_number(int, 16, 2000), default=200, help="tile size in pixels")
     p.set_defaults(func=_cmd_data_sheet)
 
     p = sub.add_parser("train", help="train HMDiff on streamed synthetic data (resumes from --out)")
     p.add_argument(
         "--config", default=None, help="YAML training config (default: hmdiff_ros/model/configs/default.yaml)"
     )
-    p.add_argument("--out", default=None, help="run folder (checkpoint, metrics.jsonl)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this wall time")
+    p.add_argument("--out", default=None, help="run folder (checkpoint, metrics.jsonl); a run there is resumed")
+    p.add_argument("--force", action="store_true",
+                   help="train afresh in an --out that holds anything but a resumable run (replaces its checkpoint)")  # fmt: skip
+    p.add_argument("--steps", **POSITIVE, default=None)
+    p.add_argument("--batch-size", **POSITIVE, default=None)
+    p.add_argument("--max-minutes", **_number(float, 0), default=None, help="stop and checkpoint after this wall time")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--workers", type=int, default=None, help="data-loader processes")
-    p.add_argument("--val-every", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--workers", **_number(int, 0), default=None, help="data-loader processes")
+    p.add_argument("--val-every", **POSITIVE, default=None)
+    p.add_argument("--lr", **_number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
+    p.add_argument("--warmup-steps", **_number(int, 0), default=None)
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--seed", type=int, default=None, help="seed of the training stream")
     p.set_defaults(func=_cmd_train)
@@ -372,9 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     p.add_argument("--data", default=None, help="folder written by 'hmdiff data make'")
-    p.add_argument("--steps", type=int, required=True, help="DDIM steps")
-    p.add_argument("--dat", choices=("off", "fast", "full"), required=True, help="DAT gradient mode")
-    p.add_argument("--hypotheses", type=int, default=1, help="samples per input, averaged")
+    p.add_argument("--steps", **STEPS, required=True, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, required=True, help="DAT gradient mode")
+    p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_eval)
 
@@ -382,32 +466,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--data", default=None)
     p.add_argument("--out", default="docs/ablation")
-    p.add_argument("--limit", type=int, default=256, help="samples of the split to use (0: all)")
+    p.add_argument("--limit", **_number(int, 0), default=256, help="samples of the split to use (0: all)")
     p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("bench", help="per-stage model latency per backend (p50/p90/p99)")
     p.add_argument("--backend", default="torch", help="comma-separated: torch, onnxruntime, tensorrt")
-    p.add_argument("--engines", default="engines", help="folder of the ONNX export / TensorRT engines")
+    p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the torch backend runs")
     p.add_argument("--report", default=None, help="also write bench.md and bench.png (model p50 per backend) here")
-    p.add_argument("--steps", type=int, default=4, help="DDIM steps")
-    p.add_argument("--people", type=int, default=1, help="batch size (people)")
-    p.add_argument("--dat", choices=("off", "fast", "full"), default="fast")
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--people", **_number(int, 1, 64), default=1, help="batch size (people)")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE)
+    p.add_argument("--repeats", **POSITIVE, default=50)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("bag", help="run the pipeline over a rosbag2 (sqlite3 or MCAP) into a new bag, without ROS")
     p.add_argument("input", help="input bag folder (or .mcap / .db3 file)")
-    p.add_argument("output", help="output bag folder (must not exist)")
+    p.add_argument("output", help="output bag folder (must not exist, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing output bag (a rosbag2 folder only)")
     p.add_argument("--image-topic", default=None, help="default: the bag's only Image/CompressedImage topic")
     p.add_argument("--camera-info-topic", default=None, help="default: the bag's only CameraInfo topic, if any")
     p.add_argument("--distro", choices=("humble", "jazzy"), default="humble", help="message definitions to use")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--namespace", default="/hmdiff", help="prefix of the output topics")
     p.add_argument("--mesh", choices=("none", "coarse", "full"), default="coarse", help="mesh in the markers")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", **POSITIVE, default=None)
     p.add_argument("--no-track", action="store_true", help="no track ids or smoothing")
     p.add_argument("--no-tf", action="store_true", help="no /tf frames per person")
     p.add_argument("--tf-prefix", default="hmdiff_body", help="TF frames <prefix>_<id> ('body': REP-155 names)")
@@ -419,21 +504,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the encoder, denoiser and unrolled samplers to ONNX")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--out", default="engines", help="output folder (ONNX files and manifest.json)")
+    p.add_argument("--out", default=defaults.ENGINES, help="output folder (ONNX files and manifest.json)")
+    p.add_argument("--force", action="store_true", help="replace the export in an existing, non-empty --out")
     p.add_argument("--steps", default="4", help="comma-separated step counts of the unrolled samplers, e.g. 2,4")
     p.add_argument("--dat", choices=("off", "fast"), default="fast", help="DAT mode inside the unrolled samplers")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", **_number(int, 13, 30), default=17)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("build-engine", help="build TensorRT engines from the ONNX export, on this GPU")
-    p.add_argument("--engines", default="engines", help="folder written by 'hmdiff export'")
+    p.add_argument("--engines", default=defaults.ENGINES, help="folder written by 'hmdiff export'")
     p.add_argument("--fp32", action="store_true", help="no FP16 even where the GPU has it")
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch (people x hypotheses)")
+    p.add_argument("--max-batch", **_number(int, 1, defaults.MAX_BATCH), default=16,
+                   help="largest batch (people x hypotheses)")  # fmt: skip
     p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("bench-pipeline", help="per-stage latency of the whole frame pipeline and end-to-end FPS")
     p.add_argument("--image", default=None, help="image with one person (default: the demo photo)")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", **POSITIVE, default=20)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_pipeline_args(p)
@@ -442,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="recover meshes from images, folders, videos or a camera index")
     p.add_argument("paths", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
     p.add_argument("--out", default="hmdiff_out", help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in --out that hmdiff did not write")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--max-frames", type=int, default=None, help="stop videos/cameras after this many frames")
+    p.add_argument("--max-frames", **POSITIVE, default=None, help="stop videos/cameras after this many frames")
     p.add_argument("--json", action="store_true", help="print one JSON record per image/frame")
     p.add_argument("--boxes", default=None,
                    help="JSON file {image path or name: [[u0, v0, u1, v1], ...]}: people boxes from a detector")  # fmt: skip
@@ -462,22 +550,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline on the shipped public-domain photo")
     p.add_argument("--out", default="hmdiff_demo", help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in --out that hmdiff did not write")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
+# errors a user can act on (a bad file, option or input): one line and exit 2
+USER_ERRORS = (ValueError, OSError, ImportError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 600 else text[:600] + " ..."
+
+
 def main(argv: List[str] | None = None) -> int:
+    """Exit codes: 0 all done, 1 some inputs failed (listed at the end), 2 a usage or
+    configuration error, 130 interrupted. Errors are one line; ``--debug`` adds the traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _OptionError as exc:  # a value out of range (argparse's own errors exit 2 themselves)
+        print(exc, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from hmdiff_ros.quiet import quiet_third_party
+
+    quiet_third_party(verbose=True if args.verbose else None)  # None: HMDIFF_VERBOSE decides
+    name = " ".join(filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)]))
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"hmdiff {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"hmdiff {name}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hmdiff {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not the user's doing: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"hmdiff {name}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

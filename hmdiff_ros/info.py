@@ -13,7 +13,7 @@ from typing import Any, Dict
 import hmdiff_ros
 
 _PACKAGES = (
-    "numpy", "torch", "onnx", "onnxruntime", "tensorrt", "mediapipe", "opencv-contrib-python", "rosbags-image",
+    "numpy", "torch", "onnx", "onnxruntime", "tensorrt", "mediapipe", "opencv-contrib-python",
     "anny", "warp-lang", "smplx", "safetensors", "rosbags", "rclpy",
 )  # fmt: skip
 

@@ -281,7 +281,7 @@ def ros_standin():
         "tf2_ros": _ns("tf2_ros", TransformBroadcaster=TransformBroadcaster, Buffer=Buffer,
                        TransformListener=lambda buffer, node: None, TransformException=TransformException),
         "diagnostic_updater": _ns("diagnostic_updater", Updater=Updater),
-        "cv_bridge": None,  # not installed: the node falls back to rosbags-image
+        "cv_bridge": None,  # not installed: the node decodes images itself (convert.image_to_rgb)
     }  # fmt: skip
     for pkg in ("builtin_interfaces", "std_msgs", "geometry_msgs", "sensor_msgs", "visualization_msgs", "tf2_msgs",
                 "diagnostic_msgs", "vision_msgs", "hmdiff_msgs", "hri_msgs"):  # fmt: skip

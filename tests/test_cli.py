@@ -51,3 +51,28 @@ def test_train_without_out_uses_the_config_folder(monkeypatch, capsys):
     monkeypatch.setattr(train_module, "train", lambda cfg: seen.setdefault("cfg", cfg) and {})
     assert cli_main(["train", "--steps", "3"]) == 0
     assert seen["cfg"].out == "runs/hmdiff" and seen["cfg"].steps == 3
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import hmdiff_ros.info as info
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "collect_info", interrupted)
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err == "hmdiff info: interrupted\n"
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+    import hmdiff_ros.info as info
+
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(info, "collect_info", broken)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: ZeroDivisionError" in err and "--debug" in err
+    assert main(["info", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -34,3 +34,15 @@ def test_bad_splits_and_arguments_give_clear_errors(engine, tmp_path, capsys):
         SplitReader(tmp_path / "empty")
     assert main(["data", "make", "--num", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--num must be >= 1" in capsys.readouterr().err
+
+
+def test_a_split_is_never_written_over_unless_forced(engine, tmp_path):
+    out = write_split(engine, tmp_path / "split", num=4, seed=1, split="test", batch=4, progress=False)
+    before = (out / "samples.npz").read_bytes()
+    with pytest.raises(ValueError, match="not empty; use --force"):
+        write_split(engine, out, num=4, seed=2, split="test", batch=4, progress=False)
+    assert (out / "samples.npz").read_bytes() == before
+    (out / "notes.txt").write_text("mine")
+    write_split(engine, out, num=4, seed=2, split="test", batch=4, progress=False, force=True)
+    assert (out / "samples.npz").read_bytes() != before and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "notes.txt", "samples.npz"]

@@ -320,3 +320,26 @@ def test_dat_step_is_bounded_when_its_direction_barely_helps(tiny):
     x0_new, _ = aligner.align(x0, torch.zeros_like(x0), x0, a, gap, grad, torch.tensor([True]), grad_h=ortho)
     bound = 1.0 * gap / (0.2 * grad.norm())
     assert (x0_new - x0).norm() <= bound * 1.0001
+
+
+def test_training_never_replaces_weights_it_cannot_resume(tmp_path, engine):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.train import TrainConfig, train
+
+    trained = tmp_path / "trained"  # a finished checkpoint without its training state
+    trained.mkdir()
+    cfg = TrainConfig(out=str(trained), steps=1, batch_size=2, workers=0, val_every=1, val_samples=4, model=TINY)
+    (trained / "model.safetensors").write_bytes(b"trained weights")
+    with pytest.raises(ValueError, match="holds no resumable training run; use --force"):
+        train(cfg, progress=False)
+    assert (trained / "model.safetensors").read_bytes() == b"trained weights"
+    run = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "run")})
+    train(run, progress=False)
+    with pytest.raises(ValueError, match="already at step 1 of --steps 1: nothing to train"):
+        train(run, progress=False)
+    other = replace(TINY, denoiser=replace(TINY.denoiser, self_blocks=2))
+    with pytest.raises(ValueError, match="another model configuration"):
+        train(TrainConfig(**{**run.__dict__, "steps": 2, "model": other}), progress=False)
+    forced = train(TrainConfig(**{**cfg.__dict__, "force": True}), progress=False)
+    assert forced["step"] == 1 and (trained / "model.safetensors").read_bytes() != b"trained weights"

@@ -97,9 +97,12 @@ def test_newest_frame_wins_bad_frames_are_counted(standin, make_node, rgb):
     assert wait_for(lambda: node.stats["processed"] == 3) and humans[-1].header.stamp.sec == 5
 
     stat = node.updater.tasks["hmdiff pipeline"](StatusWrapper())
-    assert stat.level == 0 and stat.message == "running"  # DiagnosticStatus.OK
+    # one of the last four frames failed: WARN (DiagnosticStatus), with the reason
+    assert stat.level == 1 and stat.message.startswith("1 of the last 4 frames failed") and "bayer" in stat.message
     assert stat.values["received"] == "5" and stat.values["processed"] == "3" and stat.values["failed"] == "1"
+    assert "bayer_rggb8" in stat.values["failed_reasons"]
     assert float(stat.values["processing_ms"]) > 0 and stat.values["backend"] == "torch"
+    assert node.updater.hardware_id == "hmdiff_torch"
 
     # run-time parameters: checked, then applied before the next frame
     assert not node.set_parameters([Parameter("mesh_resolution", value="dense")])[0].successful
@@ -156,3 +159,30 @@ def test_bad_parameters_at_start_fail_configure(standin, make_node):
     assert node.trigger_configure() == standin.TransitionCallbackReturn.FAILURE
     assert any("dat_mode must be one of" in text for level, text in node.logger.lines if level == "error")
     assert node.pipe is None
+
+
+def test_the_backend_that_runs_is_reported_not_the_one_asked_for(standin, make_node, rgb, tmp_path):
+    # onnxruntime asked for, but there is no export in 'engines': the node falls back to torch and says so
+    node = make_node(backend="onnxruntime", engines=str(tmp_path / "no_export"), publish_debug_image=False)
+    assert node.trigger_configure() == standin.TransitionCallbackReturn.SUCCESS
+    assert node.pipe.model.backend == "torch" and node.updater.hardware_id == "hmdiff_torch"
+    assert any("backend onnxruntime asked for, torch runs" in t for level, t in node.logger.lines if level == "warn")
+    node.trigger_activate()
+    on_image = node.subscriptions["image"][0]
+    on_image(_image(rgb, 1))
+    assert wait_for(lambda: node.stats["processed"] == 1)
+    for k in range(2, 6):  # then every frame fails: the status goes to ERROR, not OK
+        on_image(_image(rgb, k, encoding="bayer_rggb8"))
+        assert wait_for(lambda k=k: node.stats["failed"] == k - 1)
+    stat = node.updater.tasks["hmdiff pipeline"](StatusWrapper())
+    assert stat.level == 2 and "4 of the last 5 frames failed" in stat.message
+    assert (stat.values["backend"], stat.values["backend_asked"]) == ("torch", "onnxruntime")
+
+
+def test_hypotheses_beyond_the_backend_batch_are_refused(standin, make_node):
+    node = make_node()
+    assert node.trigger_configure() == standin.TransitionCallbackReturn.SUCCESS
+    node.pipe.model.max_batch = 8  # e.g. a TensorRT engine built with --max-batch 8
+    result = node.set_parameters([Parameter("hypotheses", value=12)])[0]
+    assert not result.successful and "largest batch of 8" in result.reason
+    assert node.set_parameters([Parameter("hypotheses", value=8)])[0].successful

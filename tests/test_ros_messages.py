@@ -147,75 +147,8 @@ def test_people_move_into_a_target_frame():
         C.rotation_from_quaternion(0, 0, 0, 0)
 
 
-def _image_msg(store, rgb, encoding):
-    import cv2
-
-    f = C.MessageFactory.for_rosbags(store)
-    hdr = C.header(f, 0, 0, "cam")
-    h, w = rgb.shape[:2]
-    if encoding == "rgb8":
-        data, step = rgb, 3 * w
-    elif encoding == "bgr8":
-        data, step = rgb[..., ::-1], 3 * w
-    elif encoding == "rgba8":
-        data, step = np.dstack([rgb, np.full((h, w), 255, np.uint8)]), 4 * w
-    elif encoding == "bgra8":
-        data, step = np.dstack([rgb[..., ::-1], np.full((h, w), 255, np.uint8)]), 4 * w
-    elif encoding == "mono8":
-        data, step = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), w
-    elif encoding == "mono16":
-        data, step = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257, 2 * w
-    elif encoding in ("yuv422", "yuv422_yuy2"):
-        code = cv2.COLOR_BGR2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_BGR2YUV_YUY2
-        data, step = _to_yuv422(rgb[..., ::-1], code), 2 * w
-    raw = np.ascontiguousarray(data).view(np.uint8).ravel()
-    return f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding=encoding, is_bigendian=0,
-                  step=step, data=raw)  # fmt: skip
-
-
-def _to_yuv422(bgr, code):
-    import cv2
-
-    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
-    y, u, v = yuv[..., 0], yuv[..., 1], yuv[..., 2]
-    uu, vv = u[:, 0::2], v[:, 0::2]
-    out = np.empty((bgr.shape[0], bgr.shape[1], 2), np.uint8)
-    if code == cv2.COLOR_BGR2YUV_UYVY:
-        out[:, 0::2, 0], out[:, 1::2, 0], out[:, 0::2, 1], out[:, 1::2, 1] = uu, vv, y[:, 0::2], y[:, 1::2]
-    else:
-        out[:, 0::2, 1], out[:, 1::2, 1], out[:, 0::2, 0], out[:, 1::2, 0] = uu, vv, y[:, 0::2], y[:, 1::2]
-    return out
-
-
-@pytest.mark.parametrize("encoding", C.ENCODINGS)
-def test_every_accepted_encoding_decodes_to_rgb(encoding):
+def test_camera_info_round_trips():
     store = C.typestore_for("humble")
-    rng = np.random.default_rng(0)
-    rgb = np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))  # 48 x 64 blocks
-    out = C.image_to_rgb(_image_msg(store, rgb, encoding))
-    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
-    if encoding.startswith("mono"):
-        import cv2
-
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
-        assert np.abs(out[..., 0].astype(float) - gray).max() <= 1 and (out[..., 0] == out[..., 2]).all()
-    elif encoding.startswith("yuv"):  # chroma is shared by pixel pairs and the YUV matrices differ a little
-        assert np.abs(out.astype(int) - rgb).mean() < 20
-        assert np.corrcoef(out.astype(float).ravel(), rgb.astype(float).ravel())[0, 1] > 0.95
-    else:
-        np.testing.assert_array_equal(out, rgb)
-
-
-def test_bad_images_name_the_problem():
-    store = C.typestore_for("humble")
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match="encoding 'bayer_rggb8' is not supported"):
-        C.image_to_rgb(_image_msg(store, rgb, "rgb8").__class__(**{**vars(_image_msg(store, rgb, "rgb8")),
-                                                                    "encoding": "bayer_rggb8"}))  # fmt: skip
-    short = _image_msg(store, rgb, "rgb8")
-    short = short.__class__(**{**vars(short), "data": short.data[:10]})
-    with pytest.raises(ValueError, match="cannot decode the rgb8 image"):
-        C.image_to_rgb(short)
     f = C.MessageFactory.for_rosbags(store)
     K = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
     info = C.camera_info_msg(f, C.header(f, 0, 0, "cam"), K, 640, 480)
@@ -246,3 +179,57 @@ def test_compressed_images_decode_and_bad_ones_are_named(fmt):
     broken = f.make("sensor_msgs/msg/CompressedImage", header=msg.header, format=fmt, data=buf.ravel()[:20])
     with pytest.raises(ValueError, match="cannot decode the .* image"):
         C.image_to_rgb(broken)
+
+
+def _info(K, width, height, binning=(0, 0), roi=(0, 0, 0, 0)):
+    """A CameraInfo as rclpy gives it (``k`` an ``array.array``), without ROS."""
+    import array
+
+    x, y, w, h = roi
+    return SimpleNamespace(k=array.array("d", np.asarray(K, float).ravel()), width=width, height=height,
+                           binning_x=binning[0], binning_y=binning[1],
+                           roi=SimpleNamespace(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False))  # fmt: skip
+
+
+def test_intrinsics_for_image_uses_k_only_for_its_image_size():
+    K = np.array([[500.0, 0, 320], [0, 505, 240], [0, 0, 1]])
+    assert C.intrinsics_for_image(None, 640, 480) == (None, None)
+    got, why = C.intrinsics_for_image(_info(K, 640, 480), 640, 480)
+    np.testing.assert_allclose(got, K)
+    assert why is None
+    got, why = C.intrinsics_for_image(_info(K, 640, 480), 320, 240)
+    assert got is None and why == "CameraInfo is for 640x480 images but the image is 320x240"
+    # a rosbags message, through CDR
+    store = C.typestore_for("jazzy")
+    f = C.MessageFactory.for_rosbags(store)
+    msg = C.camera_info_msg(f, C.header(f, 0, 0, "cam"), K, 640, 480)
+    msg = store.deserialize_cdr(store.serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"), "sensor_msgs/msg/CameraInfo")
+    np.testing.assert_allclose(C.intrinsics_for_image(msg, 640, 480)[0], K)
+    assert C.intrinsics_for_image(msg, 641, 480)[0] is None
+
+
+def test_intrinsics_for_image_follows_binning_and_roi_as_image_geometry_does():
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    got, why = C.intrinsics_for_image(_info(K, 640, 480, binning=(2, 2)), 320, 240)
+    np.testing.assert_allclose(got, [[250, 0, 160], [0, 250, 120], [0, 0, 1]])
+    got, why = C.intrinsics_for_image(_info(K, 640, 480, roi=(100, 50, 400, 300)), 400, 300)
+    np.testing.assert_allclose(got, [[500, 0, 220], [0, 500, 190], [0, 0, 1]])
+    got, why = C.intrinsics_for_image(_info(K, 640, 480, binning=(2, 2), roi=(100, 50, 400, 300)), 400, 300)
+    assert got is None and why == "CameraInfo is for 200x150 images (ROI 400x300, binning 2x2) but the image is 400x300"
+
+
+def test_intrinsics_for_image_refuses_uncalibrated_and_implausible_k():
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    assert C.intrinsics_for_image(_info(np.zeros(9), 640, 480), 640, 480) == (
+        None, "CameraInfo K is all zeros (uncalibrated camera)")  # fmt: skip
+    # width and height 0: the size is unknown, a plausible K is used
+    np.testing.assert_allclose(C.intrinsics_for_image(_info(K, 0, 0), 640, 480)[0], K)
+    got, why = C.intrinsics_for_image(_info(K, 0, 0), 64, 48)  # principal point far outside a 64x48 image
+    assert got is None and why.startswith("CameraInfo K ") and "principal point" in why and "64x48" in why
+    for bad, what in [(np.diag([-500.0, 500, 1]), "focal lengths must be positive"),
+                      (np.where(np.eye(3) > 0, np.nan, 0.0), "finite"),
+                      (np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 0]]), "last two rows")]:  # fmt: skip
+        got, why = C.intrinsics_for_image(_info(bad, 640, 480), 640, 480)
+        assert got is None and why.startswith("CameraInfo K ") and what in why, why
+    got, why = C.intrinsics_for_image(SimpleNamespace(k=[1.0, 2.0], width=640, height=480), 640, 480)
+    assert got is None and why == "CameraInfo K has 2 values, not 9"

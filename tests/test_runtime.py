@@ -88,6 +88,7 @@ def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, c
     with caplog.at_level(logging.WARNING):
         model = load_model("onnxruntime", engines=tmp_path / "nothing")
     assert isinstance(model, torch.nn.Module) and "falling back to torch" in caplog.text
+    assert model.backend == "torch" and model.fallback_reasons[0].startswith("onnxruntime: no ONNX export")
     with pytest.raises(FileNotFoundError):
         load_model("onnxruntime", engines=tmp_path / "nothing", fallback=False)
     with pytest.raises(ValueError, match="unknown backend"):
@@ -135,10 +136,17 @@ def test_tensorrt_engines_match_onnxruntime(exported, torch_model):
 
     out, _ = exported
     trt_model = load_tensorrt(engines=out)
+    assert trt_model.backend == "tensorrt" and trt_model.max_batch >= 3
     proxy, noise, prior, vis = _inputs(torch_model)
     ref = torch_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), noise=noise).points
     got = trt_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), noise=noise).points
     assert (got - ref).abs().max() * MM < 5.0  # FP16 engines
+    seed = lambda: torch.Generator().manual_seed(3)  # noqa: E731  the same seed draws the same noise
+    ref = torch_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), generator=seed()).points
+    got = trt_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), generator=seed()).points
+    assert (got - ref).abs().max() * MM < 5.0
+    with pytest.raises(ValueError, match="exceeds the largest batch"):
+        trt_model.sample(proxy, prior, vis, steps=2, hypotheses=trt_model.max_batch)
 
 
 def test_bench_rows(exported):

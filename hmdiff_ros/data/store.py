@@ -25,13 +25,22 @@ FORMAT_VERSION = 1
 
 
 def write_split(
-    engine: SyntheticEngine, out: "str | Path", num: int, seed: int, split: str, batch: int = 256, progress: bool = True
-) -> Path:
-    """Generate ``num`` samples (batches seeded by ``(seed, index)``) into folder ``out``."""
+    engine: SyntheticEngine, out: "str | Path", num: int, seed: int, split: str, batch: int = 256,
+    progress: bool = True, force: bool = False,
+) -> Path:  # fmt: skip
+    """Generate ``num`` samples (batches seeded by ``(seed, index)``) into folder ``out``, which
+    must be new or empty unless ``force`` (then its split files are replaced, nothing else)."""
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
+    if batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is a file; expected a folder for the split")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ValueError(
+            f"--out '{out}' already exists and is not empty; use --force to replace its split or choose another --out"
+        )
     from tqdm import tqdm
 
     parts: Dict[str, list] = {}
@@ -42,7 +51,6 @@ def write_split(
             parts.setdefault(k, []).append(v)
         bar.update(len(b["coarse"]))
     bar.close()
-    np.savez_compressed(out / SAMPLES_FILE, **{k: np.concatenate(v) for k, v in parts.items()})
     meta = {
         "format": FORMAT_VERSION,
         "split": split,
@@ -52,7 +60,18 @@ def write_split(
         "config": asdict(engine.cfg),
         "num_coarse": engine.topology.num_coarse,
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    # nothing is written until the samples exist; each file is written whole, then moved into
+    # place, so an interrupted run leaves no half split behind
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_samples, tmp_meta = out / (SAMPLES_FILE + ".tmp.npz"), out / (META_FILE + ".tmp")
+    try:
+        np.savez_compressed(tmp_samples, **{k: np.concatenate(v) for k, v in parts.items()})
+        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp_samples.replace(out / SAMPLES_FILE)
+        tmp_meta.replace(out / META_FILE)
+    finally:
+        tmp_samples.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     return out
 
 

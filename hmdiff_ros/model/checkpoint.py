@@ -33,8 +33,19 @@ def checkpoint_hash(folder: "str | Path") -> str:
     return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()[:16]
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one line of at most ``limit`` characters (some libraries write paragraphs)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu") -> Tuple[HMDiff, Dict]:
-    """Rebuild the model from ``config.json`` and load its weights; errors name the path."""
+    """Rebuild the model from ``config.json`` and load its weights.
+
+    Errors are one line naming the folder and the file at fault: ``FileNotFoundError`` when a
+    file is missing, ``ValueError`` when one is unreadable, truncated, corrupt or does not fit
+    the other."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder) if folder is not None else DEFAULT_CHECKPOINT
@@ -47,8 +58,23 @@ def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu
     try:
         meta = json.loads(config.read_text())
         model = HMDiff(HMDiffConfig.from_dict(meta["model"]))
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise ValueError(
+            f"checkpoint '{folder}' is not a valid HMDiff checkpoint: {CONFIG} is truncated, corrupt or not a "
+            f"model config ({type(exc).__name__}: {error_line(exc)}); expected JSON with the model config under 'model'"
+        ) from None
+    try:
         state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"checkpoint '{folder}': {WEIGHTS} is truncated or corrupt ({error_line(exc)}); "
+            f"expected a safetensors file of {sum(1 for _ in model.state_dict())} weight tensors"
+        ) from None
+    try:
         model.load_state_dict(state)
-    except (KeyError, TypeError, RuntimeError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(f"checkpoint '{folder}' is not a valid HMDiff checkpoint: {exc}") from exc
+    except RuntimeError as exc:
+        raise ValueError(
+            f"checkpoint '{folder}': the weights in {WEIGHTS} do not fit the model described in {CONFIG} "
+            f"({error_line(exc)})"
+        ) from None
     return model.eval(), meta

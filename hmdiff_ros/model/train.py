@@ -30,6 +30,7 @@ from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
 from hmdiff_ros.model.proxy import make_proxy
 
 log = logging.getLogger(__name__)
+STATE = "train_state.safetensors"  # raw weights and optimiser moments, for resume
 VAL_SEED = 10_000  # validation batches never overlap training streams (seed = TrainConfig.seed)
 
 
@@ -52,6 +53,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (and checkpoint) after this wall time, cosine decay by the clock; 0: no limit
     device: str = "auto"  # "auto", "cpu" or "cuda"
     init: str = ""  # start from this checkpoint's weights (fine-tuning); ignored when resuming
+    force: bool = False  # start afresh in an ``out`` that holds anything but a resumable run of this model
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
     def __post_init__(self) -> None:
@@ -160,7 +162,33 @@ def _save_state(
         for k, v in s.items():
             if torch.is_tensor(v):
                 state[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-    save_file(state, str(folder / "train_state.safetensors"))
+    save_file(state, str(folder / STATE))
+
+
+def _resumable(out: Path, cfg: TrainConfig) -> bool:
+    """Whether ``out`` holds a run of this model to resume. Anything else there (a finished
+    checkpoint, another model's run, unrelated files) is refused unless ``cfg.force``: a run
+    never silently replaces trained weights."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is a file; expected a folder for the run")
+    if not out.is_dir() or not any(out.iterdir()) or cfg.force:
+        return False
+    hint = "use --force to train afresh there (its checkpoint is replaced) or choose another --out"
+    if not ((out / CONFIG).is_file() and (out / STATE).is_file()):
+        raise ValueError(f"--out '{out}' is not empty and holds no resumable training run; {hint}")
+    try:
+        meta = json.loads((out / CONFIG).read_text())
+        model, step = meta["model"], int(meta["step"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--out '{out}': its {CONFIG} is not a training run's ({exc}); {hint}") from None
+    if model != _jsonable(cfg.model.to_dict()):
+        raise ValueError(f"--out '{out}' holds a run of another model configuration; {hint}")
+    if step >= cfg.steps:
+        raise ValueError(
+            f"--out '{out}' holds a run already at step {step} of --steps {cfg.steps}: nothing to train; "
+            f"raise --steps to continue it, or {hint}"
+        )
+    return True
 
 
 def _jsonable(d):
@@ -174,14 +202,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     out = Path(cfg.out)
+    resume = _resumable(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh run (``force``): no earlier state or metrics mix into it
+        for name in (STATE, "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
     topology = Topology.load()
     model = HMDiff(cfg.model, topology).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
-    if (out / CONFIG).is_file() and (out / "train_state.safetensors").is_file():
+    if resume:
         meta = json.loads((out / CONFIG).read_text())
-        state = load_file(str(out / "train_state.safetensors"))
+        state = load_file(str(out / STATE))
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         opt_state = opt.state_dict()
         for i, p in enumerate(opt_state["param_groups"][0]["params"]):

@@ -7,8 +7,9 @@ converted); unreadable files raise a ``ValueError`` that names the file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Collection, Dict, List, Sequence
 
 import cv2
 import numpy as np
@@ -17,6 +18,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
 from hmdiff_ros.pipeline.pipeline import PersonResult
 from hmdiff_ros.render import render_mesh
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 MAX_SIDE = 10000  # pixels; larger images are refused rather than exhausting memory
@@ -94,14 +96,22 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def collect_inputs(paths: Sequence[str]) -> List[str]:
-    """Expand folders into their images and videos (sorted); keep files and camera indices."""
+def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[str]:
+    """Expand folders into their images and videos (sorted, not recursive: sub-folders are
+    named in a warning); keep files and camera indices. Files in ``skip`` (absolute paths:
+    a run's own outputs) are never inputs."""
+    skip = set(skip)
     out: List[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out += sorted(str(f) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        else:
+            entries = sorted(path.iterdir())
+            files = [f for f in entries if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            out += [str(f) for f in files if f.resolve() not in skip]
+            subs = [f.name for f in entries if f.is_dir() and not f.name.startswith(".")]
+            if subs:
+                log.warning("%s: sub-folders are not scanned: %s", path, ", ".join(subs[:10]))
+        elif not (path.is_file() and path.resolve() in skip):
             out.append(p)
     return out
 

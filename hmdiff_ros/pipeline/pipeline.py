@@ -10,6 +10,7 @@ optical frame (x right, y down, z forward; metres).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
@@ -17,29 +18,54 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import JOINT_NAMES, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
-from hmdiff_ros.camera import DEFAULT_HFOV_DEG, intrinsics_from_fov, project, solve_translation
+from hmdiff_ros.camera import DEFAULT_HFOV_DEG, check_intrinsics, intrinsics_from_fov, project, solve_translation
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
 from hmdiff_ros.prior.base import PosePrior, observe
 from hmdiff_ros.prior.mediapipe_prior import check_image
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    steps: int = 4  # DDIM steps
+    steps: int = defaults.STEPS  # DDIM steps
     dat: DATConfig = field(default_factory=DATConfig)
-    hypotheses: int = 4  # samples per person: their spread is the per-joint uncertainty
+    hypotheses: int = defaults.HYPOTHESES  # samples per person: their spread is the per-joint uncertainty
     hfov_deg: float = DEFAULT_HFOV_DEG  # field of view used when no intrinsics are given
     full_mesh: bool = True  # up-sample to the full 13,718-vertex mesh
     seed: int = 0  # sampling noise seed (results are deterministic per frame)
     backend: str = "torch"  # model backend: torch, onnxruntime, tensorrt or auto (hmdiff_ros.runtime.backends)
-    engines: str = "engines"  # folder of the ONNX export / TensorRT engines
+    engines: str = defaults.ENGINES  # folder of the ONNX export / TensorRT engines
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.hypotheses < 1:
-            raise ValueError(f"steps and hypotheses must be >= 1, got {self.steps} and {self.hypotheses}")
+        why = config_error(self)
+        if why:
+            raise ValueError(why)
+
+
+def config_error(cfg: PipelineConfig, names: Dict[str, str] | None = None) -> str | None:
+    """Why ``cfg`` cannot run, or None: the one check of the pipeline's options, whose limits
+    live in :mod:`hmdiff_ros.defaults`. ``names`` maps field names to the caller's option
+    names (the command line's ``--steps``) for the message."""
+    name = lambda field: (names or {}).get(field, field)  # noqa: E731
+    why = (
+        defaults.range_error(name("steps"), cfg.steps, defaults.STEPS_RANGE, integer=True)
+        or defaults.range_error(name("hypotheses"), cfg.hypotheses, defaults.HYPOTHESES_RANGE, integer=True)
+        or defaults.range_error(name("hfov_deg"), cfg.hfov_deg, defaults.HFOV_RANGE, exclusive=True)
+    )
+    if why:
+        return why
+    if cfg.backend not in defaults.BACKENDS:
+        return f"{name('backend')} must be one of {', '.join(defaults.BACKENDS)}, got {cfg.backend!r}"
+    if cfg.dat.mode not in defaults.DAT_MODES:
+        return f"{name('dat')} must be one of {', '.join(defaults.DAT_MODES)}, got {cfg.dat.mode!r}"
+    if cfg.dat.mode == "full" and cfg.backend != "torch":
+        return f"{name('dat')} full needs {name('backend')} torch (the exported graphs run fast DAT), got {cfg.backend!r}"
+    return None
 
 
 @dataclass
@@ -73,17 +99,16 @@ class Pipeline:
         self.proxy_cfg = ProxyConfig(crop_size=model.cfg.encoder.input_size)
         self.timings: Dict[str, float] = {}  # seconds per stage of the last call
         self._last_inputs = None  # (proxy, prior_xyz, visibility) of the last call, for benchmarks
+        self.rejected = 0  # people dropped because their placement was implausible (see implausible_placement)
 
     def __call__(
         self, image: np.ndarray, K: np.ndarray | None = None, boxes: Sequence[np.ndarray] | None = None
     ) -> List[PersonResult]:
         image = check_image(image)
         h, w = image.shape[:2]
-        if K is None:
-            K = intrinsics_from_fov(w, h, self.cfg.hfov_deg)
-        K = np.asarray(K, dtype=np.float64)
-        if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"K must be a finite 3x3 intrinsics matrix with positive focal lengths, got {K.tolist()}")
+        K = intrinsics_from_fov(w, h, self.cfg.hfov_deg) if K is None else check_intrinsics(K, w, h)
+        if boxes is not None:
+            boxes = self._boxes_in_image(boxes, w, h)
         t0 = time.perf_counter()
         detections = [self.prior.detect(image)] if boxes is None else [self.prior.detect(image, box=b) for b in boxes]
         t1 = time.perf_counter()
@@ -98,13 +123,9 @@ class Pipeline:
             np.stack([o.mask for o in obs]), np.stack([o.valid for o in obs]), self.proxy_cfg,
         )  # fmt: skip
         t2 = time.perf_counter()
-        self._last_inputs = (proxy, np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs]))
-        out = self.model.sample(
-            torch.as_tensor(proxy), torch.as_tensor(np.stack([o.prior_xyz for o in obs])),
-            torch.as_tensor(np.stack([o.visibility for o in obs])), steps=self.cfg.steps, dat=self.cfg.dat,
-            hypotheses=self.cfg.hypotheses, generator=torch.Generator().manual_seed(self.cfg.seed),
-        )  # fmt: skip
-        points = out.points.numpy().astype(np.float64)
+        prior_xyz, prior_vis = np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs])
+        self._last_inputs = (proxy, prior_xyz, prior_vis)
+        points, joint_std = self._sample(proxy, prior_xyz, prior_vis)
         t3 = time.perf_counter()
         results = []
         q = list(PRIOR_JOINT_INDICES)
@@ -113,6 +134,11 @@ class Pipeline:
             inside = (o.prior_uv >= 0).all(1) & (o.prior_uv[:, 0] < w) & (o.prior_uv[:, 1] < h)
             weight = np.where((o.visibility >= self.proxy_cfg.min_visibility) & inside, o.visibility, 0.0)
             t = solve_translation(joints[q], o.prior_uv.astype(np.float64), weight, K)
+            why = implausible_placement(joints + t)
+            if why:  # absurd intrinsics or a failed prior: never published as a result
+                log.warning("person %d dropped: %s", i, why)
+                self.rejected += 1
+                continue
             prior_uv = np.full((len(JOINT_NAMES), 2), np.nan)
             prior_uv[q] = o.prior_uv
             vis = np.zeros(len(JOINT_NAMES))
@@ -126,7 +152,7 @@ class Pipeline:
                     joints_uv=project(joints + t, K),
                     prior_uv=prior_uv,
                     visibility=vis,
-                    joint_std=out.joint_std[i].numpy().astype(np.float64),
+                    joint_std=joint_std[i],
                     coarse_vertices=coarse + t,
                     vertices=self.topology.upsample(coarse) + t if self.cfg.full_mesh else None,
                     translation=t,
@@ -134,3 +160,54 @@ class Pipeline:
             )
         self.timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
         return results
+
+    def max_people_per_call(self) -> int:
+        """People sampled in one model call: ``MAX_BATCH`` (or the model's own limit, e.g. a
+        TensorRT engine's profile) divided by the hypotheses. Raises when one person's
+        hypotheses alone exceed the limit."""
+        limit = min(defaults.MAX_BATCH, getattr(self.model, "max_batch", None) or defaults.MAX_BATCH)
+        if self.cfg.hypotheses > limit:
+            raise ValueError(
+                f"hypotheses {self.cfg.hypotheses} exceed the {getattr(self.model, 'backend', 'model')} backend's "
+                f"largest batch of {limit} (people x hypotheses); use at most {limit} hypotheses"
+            )
+        return limit // self.cfg.hypotheses
+
+    def _sample(self, proxy: np.ndarray, prior_xyz: np.ndarray, prior_vis: np.ndarray):
+        """Points ``(B, P, 3)`` and joint spreads ``(B, J)`` (float64), in chunks of people."""
+        chunk = self.max_people_per_call()
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        points, spread = [], []
+        for a in range(0, len(proxy), chunk):
+            out = self.model.sample(
+                torch.as_tensor(proxy[a : a + chunk]), torch.as_tensor(prior_xyz[a : a + chunk]),
+                torch.as_tensor(prior_vis[a : a + chunk]), steps=self.cfg.steps, dat=self.cfg.dat,
+                hypotheses=self.cfg.hypotheses, generator=generator,
+            )  # fmt: skip
+            points.append(out.points.numpy().astype(np.float64))
+            spread.append(out.joint_std.numpy().astype(np.float64))
+        return np.concatenate(points), np.concatenate(spread)
+
+    @staticmethod
+    def _boxes_in_image(boxes: Sequence[np.ndarray], w: int, h: int) -> List[np.ndarray]:
+        """The boxes that overlap the image; each one outside it is named in a warning."""
+        kept = []
+        for b in boxes:
+            box = np.asarray(b, dtype=np.float64).reshape(-1)
+            if box.shape == (4,) and np.isfinite(box).all() and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h):
+                log.warning("box %s lies outside the %dx%d image: skipped", [round(float(v), 1) for v in box], w, h)
+                continue
+            kept.append(box)
+        return kept
+
+
+def implausible_placement(joints: np.ndarray) -> str | None:
+    """Why camera-frame ``joints`` ``(J, 3)`` cannot be a person the camera sees, or None."""
+    depth = float(joints[:, 2].min())
+    if not np.isfinite(joints).all():
+        return "its placement is not finite"
+    if depth < defaults.MIN_DEPTH_M / 4 or joints[:, 2].mean() < defaults.MIN_DEPTH_M:
+        return f"the body lies behind or at the camera (nearest joint at z = {depth:.2f} m)"
+    if joints[:, 2].mean() > defaults.MAX_DEPTH_M:
+        return f"the body lies {joints[:, 2].mean():.0f} m from the camera (more than {defaults.MAX_DEPTH_M:.0f} m)"
+    return None

@@ -2,14 +2,16 @@
 
 Per input it writes ``<stem>_overlay.jpg`` (mesh and skeleton over the frame),
 ``<stem>_person<i>.obj`` (full mesh, camera frame, metres) and ``<stem>.json``; videos and
-cameras give ``<stem>_overlay.mp4`` and ``<stem>.jsonl`` (one record per frame). A bad input
-is reported and skipped; the run goes on.
+cameras give ``<stem>_overlay.mp4`` (at the input's frame rate) and ``<stem>.jsonl`` (one
+record per frame). ``<stem>`` is unique per input (:func:`~hmdiff_ros.pipeline.outputs.output_stems`).
+A bad input or frame is reported and skipped; the run goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -29,9 +31,11 @@ from hmdiff_ros.pipeline.io import (
     to_rgb8,
     write_obj,
 )
+from hmdiff_ros.pipeline.outputs import OutputFolder, output_stems
 from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig
 from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
+log = logging.getLogger(__name__)
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronaut_eileen_collins.jpg"
 
 
@@ -59,84 +63,125 @@ def video_prior(pipe: Pipeline):
         video.close()
 
 
-def _frames(source: str, max_frames: int | None) -> Iterator[Tuple[int, float, np.ndarray]]:
-    """``(index, stamp in seconds, RGB frame)``: file time for videos, the clock for cameras."""
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    if not cap.isOpened():
-        raise ValueError(f"{source}: cannot open {'camera' if source.isdigit() else 'video'}")
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if np.isfinite(fps) and fps > 0 else 25.0
-    try:
-        i = 0
-        while max_frames is None or i < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            stamp = time.monotonic() if source.isdigit() else i / fps
-            yield i, stamp, to_rgb8(frame, f"{source} frame {i}")
-            i += 1
-    finally:
-        cap.release()
+class _Video:
+    """A video file or camera opened with OpenCV: its frame rate, its length when known, and
+    ``frames()``: ``(index, stamp in seconds, RGB frame)`` (file time for videos, the clock
+    for cameras)."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self.camera = source, source.isdigit()
+        self.cap = cv2.VideoCapture(int(source) if self.camera else source)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise ValueError(f"{source}: cannot open {'camera' if self.camera else 'video'}")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if np.isfinite(fps) and 0 < fps <= 1000 else 25.0
+        count = 0 if self.camera else self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.length = int(count) if np.isfinite(count) and count > 0 else None
+        self.read = 0
+
+    def frames(self, max_frames: int | None) -> Iterator[Tuple[int, float, np.ndarray]]:
+        try:
+            while max_frames is None or self.read < max_frames:
+                ok, frame = self.cap.read()
+                if not ok:
+                    break
+                i, self.read = self.read, self.read + 1
+                stamp = time.monotonic() if self.camera else i / self.fps
+                yield i, stamp, to_rgb8(frame, f"{self.source} frame {i}")
+        finally:
+            self.cap.release()
 
 
-def process_image(pipe: Pipeline, path: str, out: Path, hfov: float, boxes: Sequence | None = None) -> Dict:
+def process_image(
+    pipe: Pipeline, path: str, out: OutputFolder, stem: str, hfov: float, boxes: Sequence | None = None
+) -> Dict:
     image = read_image(path)
     K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
     people = pipe(image, K, boxes=boxes)
-    stem = Path(path).stem
-    cv2.imwrite(str(out / f"{stem}_overlay.jpg"), overlay(image, people, K, pipe.topology.full_faces))
+    faces = pipe.topology.full_faces
+    names = [f"{stem}_overlay.jpg", *(f"{stem}_person{i}.obj" for i in range(len(people))), f"{stem}.json"]
+    paths = [out.claim(n) for n in names]  # refuse before writing anything
+    out.commit(path, names)  # recorded first: a write that fails half-way still leaves only our files
+    if not cv2.imwrite(str(paths[0]), overlay(image, people, K, faces)):
+        raise ValueError(f"{path}: cannot write '{paths[0]}'")
     for i, p in enumerate(people):
-        write_obj(out / f"{stem}_person{i}.obj", p.vertices if p.vertices is not None else p.coarse_vertices,
-                  pipe.topology.full_faces if p.vertices is not None else pipe.topology.coarse_faces)  # fmt: skip
-    record = {"path": str(path), "people": [person_json(p, i) for i, p in enumerate(people)], "error": None}
-    dump_json(out / f"{stem}.json", record)
+        write_obj(paths[1 + i], p.vertices if p.vertices is not None else p.coarse_vertices,
+                  faces if p.vertices is not None else pipe.topology.coarse_faces)  # fmt: skip
+    record = {
+        "path": str(path), "backend": pipe.model.backend,
+        "people": [person_json(p, i) for i, p in enumerate(people)], "error": None,
+    }  # fmt: skip
+    dump_json(paths[-1], record)
     return record
 
 
 def process_video(
-    pipe: Pipeline, source: str, out: Path, hfov: float, max_frames: int | None, progress: bool,
-    tracker: Tracker | None = None,
+    pipe: Pipeline, source: str, out: OutputFolder, stem: str, hfov: float, max_frames: int | None,
+    progress: bool, tracker: Tracker | None = None, emit=None,
 ) -> List[Dict]:  # fmt: skip
+    """One record per frame (a frame that fails is recorded with its error and skipped); the
+    overlay video keeps the input's frame rate. A video that ends before the length its header
+    gives is reported in a warning."""
     if tracker is not None:
         tracker.reset()
+    video = _Video(source)
     with video_prior(pipe):
-        return _process_video(pipe, source, out, hfov, max_frames, progress, tracker)
-
-
-def _process_video(pipe, source, out, hfov, max_frames, progress, tracker) -> List[Dict]:
-    from tqdm import tqdm
-
-    stem = f"camera{source}" if source.isdigit() else Path(source).stem
-    records, writer = [], None
-    total = None if source.isdigit() else int(cv2.VideoCapture(source).get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    with (out / f"{stem}.jsonl").open("w") as log:
-        for i, stamp, image in tqdm(
-            _frames(source, max_frames), total=total, desc=stem, unit="frame", disable=not progress, file=sys.stderr
-        ):
-            K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
-            people = pipe(image, K)
-            if tracker is not None:
-                people = tracker(people, stamp, K)
-            frame = overlay(image, people, K, pipe.topology.full_faces)
-            if writer is None:
-                writer = cv2.VideoWriter(
-                    str(out / f"{stem}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1]
-                )
-            writer.write(frame)
-            record = {
-                "path": f"{source}#frame={i}",
-                "people": [person_json(p, k) for k, p in enumerate(people)],
-                "error": None,
-            }
-            log.write(json.dumps(record) + "\n")
-            records.append(record)
-    if writer is not None:
-        writer.release()
+        records = _process_video(pipe, video, out, stem, hfov, max_frames, progress, tracker, emit)
+    if not records:
+        raise ValueError(f"{source}: no frame could be read")
+    if video.length and video.read < video.length and (max_frames is None or video.read < max_frames):
+        log.warning("%s ended after %d of its %d frames (truncated or corrupt?)", source, video.read, video.length)
     return records
 
 
+def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frames, progress, tracker, emit):
+    from tqdm import tqdm
+
+    source, records, writer, log_file, names = video.source, [], None, None, []
+    total = min(video.length or max_frames or 0, max_frames or video.length or 0) or None
+    try:
+        for i, stamp, image in tqdm(
+            video.frames(max_frames), total=total, desc=stem, unit="frame", disable=not progress, file=sys.stderr
+        ):
+            record = {"path": f"{source}#frame={i}", "backend": pipe.model.backend, "people": [], "error": None}
+            K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
+            try:
+                people = pipe(image, K)
+            except ValueError as exc:  # a bad frame: recorded, the video goes on
+                people, record["error"] = [], _named(f"{source} frame {i}", exc)
+            if tracker is not None:
+                people = tracker(people, stamp, K)
+            frame = overlay(image, people, K, pipe.topology.full_faces)
+            if writer is None:  # files are made at the first frame: a video that never opens leaves none
+                names = [f"{stem}_overlay.mp4", f"{stem}.jsonl"]
+                paths = [out.claim(n) for n in names]
+                writer = cv2.VideoWriter(str(paths[0]), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, frame.shape[1::-1])
+                log_file = paths[1].open("w")
+            writer.write(frame)
+            record["people"] = [person_json(p, k) for k, p in enumerate(people)]
+            log_file.write(json.dumps(record) + "\n")
+            records.append(record)
+            if emit is not None:
+                emit(record)
+    finally:
+        if writer is not None:
+            writer.release()
+            log_file.close()
+            out.commit(source, names)
+    return records
+
+
+def _named(source: str, exc: Exception) -> str:
+    """The error's message, starting with the input's name when it does not say it already."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if source in text else f"{source}: {text}"
+
+
 def load_boxes(path: "str | Path") -> Dict[str, list]:
-    """Read a boxes file: JSON ``{"image path or file name": [[u0, v0, u1, v1], ...]}``."""
+    """Read a boxes file: JSON ``{"image path or file name": [[u0, v0, u1, v1], ...]}`` of
+    finite numbers (not booleans) with ``u1 > u0`` and ``v1 > v0``; errors name the file and
+    the entry."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"boxes file '{path}' does not exist")
@@ -147,18 +192,34 @@ def load_boxes(path: "str | Path") -> Dict[str, list]:
     if not isinstance(data, dict):
         raise ValueError(f"boxes file '{path}' must map image names to lists of [u0, v0, u1, v1] boxes")
     for key, value in data.items():
-        arr = np.asarray(value, dtype=np.float64) if isinstance(value, list) else None
-        if arr is None or (arr.size and (arr.ndim != 2 or arr.shape[1] != 4)) or not np.isfinite(arr).all():
-            raise ValueError(f"boxes file '{path}': entry '{key}' must be a list of [u0, v0, u1, v1] boxes")
-        if arr.size and ((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])).any():
-            raise ValueError(f"boxes file '{path}': entry '{key}' has a box with u1 <= u0 or v1 <= v0")
+        why = box_list_error(value)
+        if why:
+            raise ValueError(f"boxes file '{path}': entry '{key}' {why}")
     return data
+
+
+def box_list_error(value) -> str | None:
+    """Why ``value`` is not a list of ``[u0, v0, u1, v1]`` pixel boxes, or None."""
+    if not isinstance(value, list):
+        return f"must be a list of [u0, v0, u1, v1] boxes, got {type(value).__name__}"
+    for box in value:
+        if not isinstance(box, list) or len(box) != 4:
+            return f"must be a list of [u0, v0, u1, v1] boxes, got {json.dumps(box)[:60]}"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box):
+            return f"has a box whose coordinates are not all finite numbers: {json.dumps(box)[:60]}"
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return f"has a box with u1 <= u0 or v1 <= v0: {box}"
+    return None
+
+
+def _box_keys(source: str) -> Tuple[str, ...]:
+    return (source, str(Path(source).resolve()), Path(source).name)
 
 
 def _boxes_for(boxes: Dict[str, list] | None, source: str):
     if not boxes:
         return None
-    for key in (source, str(Path(source).resolve()), Path(source).name):
+    for key in _box_keys(source):
         if key in boxes:
             return [np.asarray(b, dtype=np.float64) for b in boxes[key]]
     return None
@@ -167,36 +228,47 @@ def _boxes_for(boxes: Dict[str, list] | None, source: str):
 def run(
     paths: Sequence[str], out: "str | Path", cfg: PipelineConfig = PipelineConfig(), hfov: float | None = None,
     checkpoint: str | None = None, max_frames: int | None = None, progress: bool = True, emit=None,
-    tracking: TrackerConfig | None = TrackerConfig(), boxes: Dict[str, list] | None = None,
+    tracking: TrackerConfig | None = TrackerConfig(), boxes: Dict[str, list] | None = None, force: bool = False,
 ) -> List[Dict]:  # fmt: skip
     """Process every input; ``emit(record)`` is called per image/frame record. Returns all records.
 
     ``tracking``: track ids and smoothing over video frames (None: off). ``boxes``: person
     boxes (u0, v0, u1, v1 pixels) per image, keyed by path or file name, for multi-person
     images (one prior per box); images without an entry use the prior's own detection.
+    Outputs go to ``out`` under names unique per input (:mod:`~hmdiff_ros.pipeline.outputs`);
+    an existing file that no run wrote is never overwritten unless ``force``.
     """
     from tqdm import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    hfov = hfov or cfg.hfov_deg
-    pipe = build_pipeline(cfg, checkpoint)
-    inputs = collect_inputs(paths)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
+    folder = OutputFolder(out, force=force)
+    inputs = collect_inputs(paths, skip=folder.owned())
     if not inputs:
         raise ValueError(f"no images or videos found in {list(paths)}")
+    if boxes:
+        keys = {k for src in inputs for k in _box_keys(src)}
+        unmatched = sorted(k for k in boxes if k not in keys)
+        if unmatched:
+            log.warning("boxes file entries that match no input (ignored): %s", ", ".join(unmatched[:10]))
+    stems = output_stems(inputs)
+    hfov = hfov or cfg.hfov_deg
+    pipe = build_pipeline(cfg, checkpoint)
     records: List[Dict] = []
-    for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
-        try:
-            if source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES:
-                tracker = Tracker(tracking) if tracking is not None else None
-                new = process_video(pipe, source, out, hfov, max_frames, progress, tracker)
-            else:
-                new = [process_image(pipe, source, out, hfov, _boxes_for(boxes, source))]
-        except ValueError as exc:  # a bad input: report, keep going
-            new = [{"path": source, "people": [], "error": str(exc)}]
-        for r in new:
+    try:
+        for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
+            try:
+                if source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES:
+                    tracker = Tracker(tracking) if tracking is not None else None
+                    records += process_video(pipe, source, folder, stems[source], hfov, max_frames, progress,
+                                             tracker, emit)  # fmt: skip
+                    continue
+                new = process_image(pipe, source, folder, stems[source], hfov, _boxes_for(boxes, source))
+            except (ValueError, OSError, cv2.error) as exc:  # a bad input: report, keep going
+                new = {"path": source, "backend": pipe.model.backend, "people": [], "error": _named(source, exc)}
             if emit is not None:
-                emit(r)
-        records += new
-    pipe.prior.close()
+                emit(new)
+            records.append(new)
+    finally:
+        pipe.prior.close()
     return records

@@ -4,6 +4,9 @@
 origin between the hips, camera-aligned axes), and a person segmentation mask. They are
 mapped to the prior joint set with :func:`hmdiff_ros.body.joints.mediapipe_to_joints_matrix`
 (combined joints take the lowest visibility of their landmarks).
+
+MediaPipe's start-up lines (TFLite, absl, protobuf) are kept off stderr: see
+:mod:`hmdiff_ros.quiet` (``HMDIFF_VERBOSE=1`` or ``quiet_third_party(True)`` shows them).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import numpy as np
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, mediapipe_to_joints_matrix
 from hmdiff_ros.camera import BOX_EXPAND
 from hmdiff_ros.prior.base import PriorPerson
+from hmdiff_ros.quiet import quiet_third_party, third_party_output
+
+quiet_third_party()  # before mediapipe is imported; keeps an earlier explicit choice
 
 _MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
 _ROOT = list(PRIOR_JOINT_INDICES).index(JOINT_INDEX["pelvis"])
@@ -41,10 +47,23 @@ class MediaPipePrior:
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("the pose prior needs mediapipe==0.10.14 (pip install 'mediapipe==0.10.14')") from exc
         self.static_image_mode = static_image_mode
-        self._make = lambda still: mp_pose.Pose(
-            static_image_mode=still, model_complexity=1, enable_segmentation=True,
-            min_detection_confidence=min_detection_confidence,
-        )  # fmt: skip
+        self._fresh: set = set()  # ids of graphs that have not run yet: their first call prints start-up lines
+
+        def make(still: bool):
+            with third_party_output():
+                pose = mp_pose.Pose(
+                    static_image_mode=still, model_complexity=1, enable_segmentation=True,
+                    min_detection_confidence=min_detection_confidence,
+                )  # fmt: skip
+                # the graph opens its calculators (and prints) in worker threads: wait for that
+                # inside the block, or the lines race past it
+                graph = getattr(pose, "_graph", None)
+                if hasattr(graph, "wait_until_idle"):
+                    graph.wait_until_idle()
+            self._fresh.add(id(pose))
+            return pose
+
+        self._make = make
         self._pose = self._make(static_image_mode)
         self._still = self._pose if static_image_mode else None
 
@@ -80,7 +99,12 @@ class MediaPipePrior:
             if self._still is None:
                 self._still = self._make(True)
             pose = self._still
-        result = pose.process(image)
+        if id(pose) in self._fresh:
+            with third_party_output():
+                result = pose.process(image)
+            self._fresh.discard(id(pose))
+        else:
+            result = pose.process(image)
         if result.pose_landmarks is None or result.pose_world_landmarks is None:
             return None
         ch, cw = image.shape[:2]

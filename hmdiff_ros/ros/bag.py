@@ -6,12 +6,27 @@ The output bag holds every input topic unchanged plus ``<ns>/humans``
 on ``/tf`` (``tf2_msgs/msg/TFMessage``), written at the input image's bag time
 with its header; our message definitions are stored in the bag, so ``ros2 bag`` and Foxglove
 can decode them. Frames that fail (bad encoding, undecodable data) are dropped and counted;
-a corrupt or truncated input stops the run, and what was processed is kept.
+a run in which every frame was dropped is an error.
+
+The user's data is never lost: the input is only read, an existing output is replaced only
+with ``force`` and only when it is a rosbag2 folder (nothing but ``metadata.yaml`` and
+``.mcap``/``.db3`` files), and an output that overlaps the input is refused. A run that stops
+early (SIGINT/Ctrl-C, SIGTERM, a corrupt or truncated input) still closes the output: it is a
+readable bag with what was written so far, and its ``metadata.yaml`` (and, for MCAP, the
+file's own metadata record) carries ``custom_data`` ``hmdiff.partial: "true"``
+(:data:`PARTIAL_KEY`; ``"false"`` for a complete run), which bag readers ignore.
+
+CameraInfo: its ``K`` is used only for images of the size it describes and only when it is
+plausible (:func:`~hmdiff_ros.ros.convert.intrinsics_for_image`); other frames use the field
+of view and are counted in the summary.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Dict
 
@@ -26,7 +41,7 @@ from hmdiff_ros.ros.convert import (
     hri_ids_msg,
     human_array_msg,
     image_to_rgb,
-    intrinsics_from_camera_info,
+    intrinsics_for_image,
     marker_array_msg,
     message_definitions,
     transforms,
@@ -37,30 +52,123 @@ log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+PARTIAL_KEY = "hmdiff.partial"  # custom_data of the output: "true" when the run stopped early
+# what a rosbag2 folder holds (sqlite journals and a metadata file being replaced included)
+BAG_FILE_NAMES = ("metadata.yaml", "metadata.yaml.tmp")
+BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-wal", ".db3-shm", ".db3-journal", ".mcap.zstd", ".db3.zstd")
 
 
 def _pick(connections, types, given: str | None, what: str) -> str | None:
+    option = f"--{what.replace(' ', '-')}-topic"
     topics = sorted({c.topic for c in connections if c.msgtype in types})
     if given is not None:
-        if given not in {c.topic for c in connections}:
+        kinds = sorted({c.msgtype for c in connections if c.topic == given})
+        if not kinds:
             raise ValueError(
                 f"{what} topic '{given}' is not in the bag; its topics: {sorted({c.topic for c in connections})}"
             )
+        if not set(kinds) & set(types):
+            raise ValueError(
+                f"{what} topic '{given}' carries {' and '.join(kinds)}, expected {' or '.join(types)}; "
+                f"{what} topics in the bag: {topics or 'none'} (choose one with {option})"
+            )
         return given
     if len(topics) > 1:
-        raise ValueError(
-            f"the bag has several {what} topics {topics}; choose one with --{what.replace(' ', '-')}-topic"
-        )
+        raise ValueError(f"the bag has several {what} topics {topics}; choose one with {option}")
     return topics[0] if topics else None
+
+
+def _not_a_bag_folder(path: Path) -> str | None:
+    """Why ``path`` is not a rosbag2 folder that may be replaced, or None when it is one."""
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.is_dir():
+        return "it is a file, not a bag folder"
+    others = sorted(e.name for e in path.iterdir()
+                    if e.is_symlink() or not e.is_file() or not (e.name in BAG_FILE_NAMES
+                                                                 or e.name.endswith(BAG_FILE_SUFFIXES)))  # fmt: skip
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        return f"it holds more than a rosbag2 folder does ({', '.join(others[:5])}{more})"
+    return None
+
+
+def _check_paths(src: Path, dst: Path, force: bool) -> bool:
+    """Refuse outputs that overlap the input or exist (unless ``force`` and a bag folder);
+    True when ``dst`` exists and is to be replaced."""
+    src_r, dst_r = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
+    if dst_r == src_r or src_r in dst_r.parents:
+        raise ValueError(f"output bag '{dst}' is the input bag or inside it; choose a path outside '{src}'")
+    if dst_r in src_r.parents:
+        raise ValueError(f"output bag '{dst}' holds the input bag '{src}'; choose another path")
+    if not (dst.exists() or dst.is_symlink()):
+        return False
+    if not force:
+        raise ValueError(f"output bag '{dst}' already exists; choose a new path, or pass --force to replace it")
+    why = _not_a_bag_folder(dst)
+    if why:
+        raise ValueError(f"output '{dst}' is not replaced, even with --force: {why}")
+    return True
+
+
+def _remove_bag_folder(path: Path) -> None:
+    why = _not_a_bag_folder(path)  # checked again: time has passed since _check_paths
+    if why:
+        raise ValueError(f"output '{path}' is not replaced, even with --force: {why}")
+    for entry in path.iterdir():
+        entry.unlink()
+    path.rmdir()
+
+
+class _StopOnSignal:
+    """While entered (from the main thread only): SIGINT and SIGTERM set :attr:`signum`, so the
+    bag loop stops after its current frame and closes the output; a second signal while
+    :attr:`hard` raises ``KeyboardInterrupt`` (stop now, the frame in progress is lost). Signals
+    that were ignored stay ignored; the previous handlers are restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.hard = True
+        self._previous: Dict = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # None: set outside Python; keep it
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s: stopping after the current frame (again to stop at once)", signal.Signals(signum).name)
+        elif self.hard:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def process_bag(
     src: "str | Path", dst: "str | Path", pipeline, image_topic: str | None = None,
     camera_info_topic: str | None = None, distro: str = "humble", storage: str = "mcap", namespace: str = "/hmdiff",
     mesh: str = "coarse", tracking=None, max_frames: int | None = None, progress: bool = True, tf: bool = True,
-    tf_prefix: str = "hmdiff_body", hri: bool = False,
+    tf_prefix: str = "hmdiff_body", hri: bool = False, force: bool = False,
 ) -> Dict:  # fmt: skip
-    """Process ``src`` into the new bag ``dst``; returns a summary (frames, people, dropped, error)."""
+    """Process ``src`` into the new bag ``dst`` (with ``force``, a rosbag2 folder ``dst`` is
+    replaced); returns a summary.
+
+    Summary: ``out``, ``frames`` (processed), ``people``, ``dropped`` and ``dropped_reasons``
+    (frames that failed, by reason), ``error`` (None, or one line: the run stopped early or
+    processed no frame), ``interrupted`` and ``signal`` (the signal that stopped it, e.g.
+    ``"SIGTERM"``), ``partial`` (the output is marked ``hmdiff.partial: "true"``),
+    ``replaced`` (an existing ``dst`` was removed),
+    ``camera_info_mismatch`` and ``camera_info_reasons`` (frames whose CameraInfo was not
+    used, by reason), ``backend`` (the one that ran), ``image_topic``, ``camera_info_topic``,
+    ``topics`` (written) and ``types`` (our message definitions stored in the bag).
+    """
     from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
@@ -71,10 +179,11 @@ def process_bag(
     bad_prefix = parameter_error("tf_prefix", tf_prefix, {})
     if bad_prefix:
         raise ValueError(bad_prefix)
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"--max-frames must be an integer >= 1, got {max_frames!r}")
     if not src.exists():
         raise ValueError(f"input bag '{src}' does not exist")
-    if dst.exists():
-        raise ValueError(f"output bag '{dst}' already exists; choose a new path")
+    replace = _check_paths(src, dst, force)
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
@@ -85,16 +194,23 @@ def process_bag(
         reader.open()
     except Exception as exc:  # rosbags raises its own error types for unreadable bags
         raise ValueError(f"cannot read bag '{src}': {exc}") from None
-    summary: Dict = {"out": str(dst), "frames": 0, "people": 0, "dropped": 0, "error": None, "dropped_reasons": {}}
+    summary: Dict = {"out": str(dst), "frames": 0, "people": 0, "dropped": 0, "error": None, "dropped_reasons": {},
+                     "interrupted": False, "signal": None, "partial": False, "replaced": replace, "camera_info_mismatch": 0,
+                     "camera_info_reasons": {}, "backend": getattr(getattr(pipeline, "model", None), "backend", "torch")}  # fmt: skip
     try:
         image_topic = _pick(reader.connections, IMAGE_TYPES, image_topic, "image")
         if image_topic is None:
             raise ValueError(f"no image topic in '{src}' (looked for {list(IMAGE_TYPES)})")
         info_topic = _pick(reader.connections, (CAMERA_INFO,), camera_info_topic, "camera info")
-        image_conns = [c for c in reader.connections if c.topic == image_topic]
+        image_conns = [c for c in reader.connections if c.topic == image_topic and c.msgtype in IMAGE_TYPES]
+        image_ids = {c.id for c in image_conns}
+        info_ids = {c.id for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO}
         total = sum(c.msgcount for c in image_conns)
         summary.update(image_topic=image_topic, camera_info_topic=info_topic)
-        with Writer(dst, version=8, storage_plugin=plugins[storage]) as writer:
+        if replace:
+            _remove_bag_folder(dst)
+            log.warning("replaced the existing output bag '%s' (--force)", dst)
+        with _StopOnSignal() as stop, Writer(dst, version=8, storage_plugin=plugins[storage]) as writer:
             out_conns = {}
             for c in reader.connections:
                 try:
@@ -117,21 +233,25 @@ def process_bag(
             if hri:
                 summary["topics"].append(HRI_TRACKED_TOPIC)
             summary["types"] = sorted(defs)
-            K = None
+            info, stopped_by = None, None  # stopped_by: the signal that ended the loop early
             bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
             try:
                 for conn, stamp, raw in reader.messages():
+                    if stop.signum is not None:
+                        stopped_by = stop.signum
+                        break
                     if conn.id in out_conns:
                         writer.write(out_conns[conn.id], stamp, raw)
-                    if conn.topic == info_topic:
-                        K = intrinsics_from_camera_info(reader.deserialize(raw, conn.msgtype))
+                    if conn.id in info_ids:
+                        info = reader.deserialize(raw, conn.msgtype)
                         continue
-                    if conn.topic != image_topic or (max_frames is not None and summary["frames"] >= max_frames):
+                    if conn.id not in image_ids or (max_frames is not None and summary["frames"] >= max_frames):
                         continue
                     bar.update(1)
                     try:
                         msg = reader.deserialize(raw, conn.msgtype)
                         rgb = image_to_rgb(msg)
+                        K = _intrinsics(info, rgb, pipeline, summary)
                         people = _run(pipeline, rgb, K, tracking, msg.header)
                     except ValueError as exc:
                         summary["dropped"] += 1
@@ -154,18 +274,53 @@ def process_bag(
                         writer.write(hri_c, stamp, store.serialize_cdr(hri_ids_msg(f, hdr, people), HRI_IDS_LIST))
                     summary["frames"] += 1
                     summary["people"] += len(people)
+            except KeyboardInterrupt:  # a second signal, or SIGINT where no handler could be installed
+                stopped_by = stop.signum or signal.SIGINT
             except Exception as exc:  # a corrupt or truncated bag: keep what was written
                 summary["error"] = f"reading '{src}' stopped after {summary['frames']} frames: {exc}"
                 log.error(summary["error"])
             finally:
+                stop.hard = False  # from here on, signals only ask for what is happening anyway
                 bar.close()
+            if stopped_by is not None:
+                summary["interrupted"], summary["signal"] = True, signal.Signals(stopped_by).name
+                summary["error"] = (
+                    f"interrupted by {signal.Signals(stopped_by).name} after {summary['frames']} frames; "
+                    f"'{dst}' holds them and is marked {PARTIAL_KEY}: true"
+                )
+                log.error(summary["error"])
+            summary["partial"] = summary["error"] is not None
+            writer.set_custom_data(PARTIAL_KEY, "true" if summary["partial"] else "false")
+        if summary["error"] is None and summary["frames"] == 0:
+            summary["error"] = _nothing_processed(image_topic, summary)
     finally:
         reader.close()
     return summary
 
 
-def _run(pipeline, rgb: np.ndarray, K, tracking, hdr):
-    K = K if K is not None else intrinsics_from_fov(rgb.shape[1], rgb.shape[0], pipeline.cfg.hfov_deg)
+def _nothing_processed(topic: str, summary: Dict) -> str:
+    """The one-line error of a run that wrote no results."""
+    if summary["dropped"] == 0:
+        return f"'{topic}' has no image messages: no frame was processed"
+    top = sorted(summary["dropped_reasons"].items(), key=lambda kv: -kv[1])[:3]
+    reasons = "; ".join(f"{why} ({n})" for why, n in top)
+    return f"all {summary['dropped']} frames of '{topic}' were dropped: {reasons}"
+
+
+def _intrinsics(info, rgb: np.ndarray, pipeline, summary: Dict) -> np.ndarray:
+    """The CameraInfo's K where it fits the image, else the field of view's (counted)."""
+    h, w = rgb.shape[:2]
+    K, why = intrinsics_for_image(info, w, h)
+    if why is not None:
+        summary["camera_info_mismatch"] += 1
+        reasons = summary["camera_info_reasons"]
+        if why not in reasons:
+            log.warning("camera info not used: %s; using the %g degree field of view", why, pipeline.cfg.hfov_deg)
+        reasons[why] = reasons.get(why, 0) + 1
+    return K if K is not None else intrinsics_from_fov(w, h, pipeline.cfg.hfov_deg)
+
+
+def _run(pipeline, rgb: np.ndarray, K: np.ndarray, tracking, hdr):
     people = pipeline(rgb, K)
     if tracking is not None:
         people = tracking(people, hdr.stamp.sec + hdr.stamp.nanosec * 1e-9, K)
@@ -178,7 +333,6 @@ def _debug(f, hdr, rgb, people, pipeline, K):
     from hmdiff_ros.pipeline.io import overlay
     from hmdiff_ros.ros.convert import image_msg
 
-    K = K if K is not None else intrinsics_from_fov(rgb.shape[1], rgb.shape[0], pipeline.cfg.hfov_deg)
     faces = (
         pipeline.topology.full_faces if people and people[0].vertices is not None else pipeline.topology.coarse_faces
     )

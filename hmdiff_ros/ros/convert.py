@@ -10,6 +10,9 @@ Published types: ``hmdiff_msgs/HumanArray`` (per frame) of ``hmdiff_msgs/Human``
 DELETEALL so people who left disappear); ``sensor_msgs/Image`` (debug overlay, ``rgb8``);
 ``geometry_msgs/TransformStamped`` (one body frame per tracked person, optionally one per
 joint). All carry the input image's header.
+
+Inputs, for both as well: camera images to RGB (:func:`image_to_rgb`, numpy and OpenCV
+only) and the CameraInfo ``K`` that fits an image (:func:`intrinsics_for_image`).
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from __future__ import annotations
 import array
 import dataclasses
 import importlib
+import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, JOINT_NAMES, SKELETON_EDGES
 from hmdiff_ros.pipeline.io import PERSON_COLOURS
 
+# hmdiff_msgs' definitions: installed with the package (setup.py copies msg/msg/*.msg there),
+# else read from the source tree (editable and colcon --symlink-install builds)
+INSTALLED_MSG_DIR = Path(__file__).resolve().parent / "msg"
 MSG_DIR = Path(__file__).resolve().parents[2] / "msg" / "msg"
 MSG_PACKAGE = "hmdiff_msgs"
 HUMAN_ARRAY = f"{MSG_PACKAGE}/msg/HumanArray"
@@ -41,11 +48,13 @@ HRI_TRACKED_TOPIC = "/humans/bodies/tracked"
 
 
 def message_definitions(msg_dir: "str | Path | None" = None) -> Dict[str, str]:
-    """``{"hmdiff_msgs/msg/Human": text, ...}`` from the package's ``.msg`` files."""
-    msg_dir = Path(msg_dir) if msg_dir is not None else MSG_DIR
-    files = sorted(msg_dir.glob("*.msg"))
+    """``{"hmdiff_msgs/msg/Human": text, ...}`` from the ``.msg`` files in ``msg_dir``, by
+    default the installed copy (:data:`INSTALLED_MSG_DIR`) or else the source tree's
+    (:data:`MSG_DIR`)."""
+    dirs = [Path(msg_dir)] if msg_dir is not None else [INSTALLED_MSG_DIR, MSG_DIR]
+    files = next((found for d in dirs if (found := sorted(d.glob("*.msg")))), [])
     if not files:
-        raise FileNotFoundError(f"no .msg files in '{msg_dir}'")
+        raise FileNotFoundError(f"no .msg files in {' or '.join(repr(str(d)) for d in dirs)}")
     return {f"{MSG_PACKAGE}/msg/{f.stem}": f.read_text() for f in files}
 
 
@@ -350,31 +359,113 @@ def _transform(f: MessageFactory, hdr, parent: str, child: str, t, rot):
     )  # fmt: skip
 
 
-ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2")
+# Raw ``sensor_msgs/Image`` encodings -> (channels, bytes per channel, channel order). The
+# generic OpenCV encodings (8UC3, ...) are read as OpenCV reads them: 3 channels BGR, 4 BGRA.
+# ``yuv422`` is UYVY and ``yuv422_yuy2`` YUYV (REP-118 names; ``uyvy``/``yuyv`` are the newer
+# spellings): two bytes per pixel, chroma shared by pixel pairs, so the width must be even.
+_RAW_LAYOUTS = {
+    "rgb8": (3, 1, "rgb"), "bgr8": (3, 1, "bgr"), "rgba8": (4, 1, "rgba"), "bgra8": (4, 1, "bgra"),
+    "mono8": (1, 1, "gray"), "8UC1": (1, 1, "gray"), "8UC3": (3, 1, "bgr"), "8UC4": (4, 1, "bgra"),
+    "rgb16": (3, 2, "rgb"), "bgr16": (3, 2, "bgr"), "rgba16": (4, 2, "rgba"), "bgra16": (4, 2, "bgra"),
+    "mono16": (1, 2, "gray"), "16UC1": (1, 2, "gray"), "16UC3": (3, 2, "bgr"), "16UC4": (4, 2, "bgra"),
+    "yuv422": (2, 1, "uyvy"), "uyvy": (2, 1, "uyvy"), "yuv422_yuy2": (2, 1, "yuyv"), "yuyv": (2, 1, "yuyv"),
+}  # fmt: skip
+ENCODINGS = tuple(_RAW_LAYOUTS)
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """An RGB uint8 image from a ``sensor_msgs/Image`` or ``CompressedImage`` (rosbags or
-    rclpy), through rosbags-image; ``mono16`` is scaled to 8 bits. Unknown encodings and
-    malformed data raise ``ValueError`` naming the encoding."""
-    from rosbags.image import compressed_image_to_cvimage, message_to_cvimage
+    """An RGB uint8 ``(H, W, 3)`` image from a ``sensor_msgs/Image`` or ``CompressedImage``
+    (rosbags or rclpy message), with numpy and OpenCV only.
+
+    Raw images: every encoding in :data:`ENCODINGS`, rows of ``step`` bytes (padding after
+    ``width`` pixels is skipped), 16-bit data in the byte order ``is_bigendian`` gives and scaled
+    to 8 bits by 1/257 (as :func:`~hmdiff_ros.pipeline.io.to_rgb8` does). Compressed images:
+    whatever ``cv2.imdecode`` reads (JPEG, PNG, ...; the image_transport ``format`` strings such as
+    ``"bgr8; jpeg compressed bgr8"`` only describe the payload). Bayer, ``compressedDepth`` and
+    other encodings, and data of the wrong length, raise ``ValueError`` naming the problem.
+    """
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return _compressed_to_rgb(msg)
+    enc = str(getattr(msg, "encoding", ""))
+    if enc not in _RAW_LAYOUTS:
+        raise ValueError(f"image encoding '{enc}' is not supported; expected one of {list(ENCODINGS)}")
+    channels, depth, order = _RAW_LAYOUTS[enc]
+    name = f"{enc} image"
+    try:
+        height, width, step = (int(getattr(msg, k)) for k in ("height", "width", "step"))
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"cannot decode the {name}: height, width and step must be integers") from None
+    if min(height, width, step) < 0:
+        raise ValueError(f"cannot decode the {name}: negative size {width}x{height} or step {step}")
+    row = width * channels * depth  # bytes of pixels per row
+    if step < row:
+        raise ValueError(f"cannot decode the {name}: step {step} is shorter than a row of {width} pixels ({row} bytes)")
+    if order in ("uyvy", "yuyv") and width % 2:
+        raise ValueError(f"cannot decode the {name}: its width must be even, got {width}")
+    data = _uint8_data(msg.data, name)
+    if data.size != step * height:
+        raise ValueError(f"cannot decode the {name}: {width}x{height} with step {step} needs {step * height} "
+                         f"bytes of data, got {data.size}")  # fmt: skip
+    if width == 0 or height == 0:
+        raise ValueError(f"cannot decode the {name}: it is empty ({width}x{height})")
+    rows = np.ascontiguousarray(data.reshape(height, step)[:, :row])  # (H, W * C * depth) bytes, padding dropped
+    image = rows.view(np.uint16 if depth == 2 else np.uint8).reshape(height, width, channels)  # (H, W, C)
+    if depth == 2 and bool(getattr(msg, "is_bigendian", 0)) != (sys.byteorder == "big"):
+        image = image.byteswap()
+    return _ordered_to_rgb8(image, order, name)
+
+
+def _ordered_to_rgb8(image: np.ndarray, order: str, name: str) -> np.ndarray:
+    """RGB uint8 of an ``(H, W, C)`` image whose channels are in ``order``."""
+    import cv2
 
     from hmdiff_ros.pipeline.io import to_rgb8
 
-    compressed = hasattr(msg, "format") and not hasattr(msg, "encoding")
-    enc = getattr(msg, "format", "") if compressed else getattr(msg, "encoding", "")
-    if not compressed and enc not in ENCODINGS:
-        raise ValueError(f"image encoding '{enc}' is not supported; expected one of {list(ENCODINGS)}")
+    if order in ("uyvy", "yuyv"):
+        code = cv2.COLOR_YUV2BGR_UYVY if order == "uyvy" else cv2.COLOR_YUV2BGR_YUYV
+        image = cv2.cvtColor(image, code)  # (H, W, 3) BGR
+    elif order in ("rgb", "rgba"):
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if order == "rgb" else cv2.COLOR_RGBA2BGRA)
+    return to_rgb8(image, name)
+
+
+def _compressed_to_rgb(msg) -> np.ndarray:
+    import cv2
+
+    from hmdiff_ros.pipeline.io import to_rgb8
+
+    fmt = str(getattr(msg, "format", ""))
+    name = f"compressed image (format '{fmt}')"
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
+        raise ValueError(f"cannot decode the {name}: compressedDepth images are depth maps, not camera images")
+    data = _uint8_data(msg.data, name)
+    if data.size == 0:
+        raise ValueError(f"cannot decode the {name}: it has no data")
+    try:  # ANYDEPTH: 16-bit PNGs keep 16 bits here and are scaled like mono16 by to_rgb8
+        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        raise ValueError(f"cannot decode the {name}: {str(exc).strip().splitlines()[-1]}") from None
+    if image is None:
+        raise ValueError(f"cannot decode the {name}: not a format OpenCV can decode, or corrupt data")
+    return to_rgb8(image, name)
+
+
+def _uint8_data(data, name: str) -> np.ndarray:
+    """A message's ``uint8[] data`` (numpy array, bytes, ``array.array`` or a list) as a 1-D
+    uint8 array, without copying where it can."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8)
     try:
-        if compressed:
-            bgr = compressed_image_to_cvimage(msg, "bgr8")
-        elif enc in ("mono16",):
-            return to_rgb8(message_to_cvimage(msg), f"{enc} image")
-        else:
-            bgr = message_to_cvimage(msg, "bgr8")
-    except Exception as exc:  # rosbags-image raises several kinds on bad data
-        raise ValueError(f"cannot decode the {enc or 'compressed'} image: {exc}") from None
-    return to_rgb8(np.ascontiguousarray(bgr), f"{enc} image")
+        values = np.asarray(data)
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot decode the {name}: its data is not a byte array") from None
+    if values.dtype == np.uint8:
+        return values.reshape(-1)
+    if values.size == 0:
+        return np.zeros(0, np.uint8)
+    if values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 255:
+        raise ValueError(f"cannot decode the {name}: its data is not a byte array (dtype {values.dtype})")
+    return values.astype(np.uint8).reshape(-1)
 
 
 def camera_info_msg(f: MessageFactory, hdr, K: np.ndarray, width: int, height: int):
@@ -396,3 +487,45 @@ def intrinsics_from_camera_info(msg) -> np.ndarray | None:
     if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
         return None
     return k
+
+
+def intrinsics_for_image(info, width: int, height: int) -> Tuple[np.ndarray | None, str | None]:
+    """``(K, None)`` when the ``sensor_msgs/CameraInfo`` ``info`` (rosbags or rclpy) describes a
+    ``width`` x ``height`` image, else ``(None, reason)``: the caller then falls back to the
+    field of view and reports ``reason`` (one line). ``info`` None gives ``(None, None)``.
+
+    As ``image_geometry`` does, ``K`` is moved into the region of interest and divided by the
+    binning, and the image must then be ``roi.width / binning_x`` x ``roi.height / binning_y``
+    (the full ``width`` x ``height`` when the ROI is all zeros). A CameraInfo whose width and
+    height are both 0 does not say its size: its ``K`` is used if it is plausible for the image.
+    An all-zero ``K`` (uncalibrated) and an implausible one
+    (:func:`~hmdiff_ros.camera.check_intrinsics`: finite, positive focal lengths, sane fields of
+    view, principal point within the image plus a margin) are not used.
+    """
+    from hmdiff_ros.camera import check_intrinsics
+
+    if info is None:
+        return None, None
+    k = np.asarray(getattr(info, "k", getattr(info, "K", np.zeros(9))), dtype=np.float64).ravel()
+    if k.size != 9:
+        return None, f"CameraInfo K has {k.size} values, not 9"
+    if not k.any():
+        return None, "CameraInfo K is all zeros (uncalibrated camera)"
+    K = k.reshape(3, 3).copy()
+    full_w, full_h = int(getattr(info, "width", 0)), int(getattr(info, "height", 0))
+    bx, by = max(1, int(getattr(info, "binning_x", 0))), max(1, int(getattr(info, "binning_y", 0)))
+    roi = getattr(info, "roi", None)
+    x0, y0, roi_w, roi_h = (int(getattr(roi, a, 0)) for a in ("x_offset", "y_offset", "width", "height"))
+    if not (x0 or y0 or roi_w or roi_h):
+        roi_w, roi_h = full_w, full_h
+    K[0, 0], K[1, 1] = K[0, 0] / bx, K[1, 1] / by
+    K[0, 2], K[1, 2] = (K[0, 2] - x0) / bx, (K[1, 2] - y0) / by
+    expected = (roi_w // bx, roi_h // by)
+    if (full_w, full_h) != (0, 0) and expected != (int(width), int(height)):
+        scaled = (bx, by) != (1, 1) or (roi_w, roi_h) != (full_w, full_h)
+        how = f" (ROI {roi_w}x{roi_h}, binning {bx}x{by})" if scaled else ""
+        return None, f"CameraInfo is for {expected[0]}x{expected[1]} images{how} but the image is {width}x{height}"
+    try:
+        return check_intrinsics(K, int(width), int(height), name="CameraInfo K"), None
+    except ValueError as exc:
+        return None, str(exc)

@@ -42,12 +42,13 @@ from hmdiff_ros.ros.convert import (
     human_array_msg,
     image_msg,
     image_to_rgb,
-    intrinsics_from_camera_info,
+    intrinsics_for_image,
     marker_array_msg,
     people_in_frame,
     rigid_from_transform,
     transforms,
 )
+from hmdiff_ros.ros.health import FrameHealth
 from hmdiff_ros.ros.params import PARAMETERS, parameter_error
 
 
@@ -67,10 +68,10 @@ class HMDiffNode(LifecycleNode):
         self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
         self._pending = None  # (image msg, receive time)
         self._detections = None
-        self._K = None
+        self._info = None  # the latest CameraInfo
         self._worker = None
         self._subs = []
-        self.stats = {"received": 0, "processed": 0, "dropped": 0, "failed": 0, "last_error": ""}
+        self.stats = FrameHealth()  # received / processed / dropped / failed (with reasons)
         self._latency, self._times = deque(maxlen=100), deque(maxlen=100)
         self._frame = 0
         self._cfg_key = None  # the run-time parameters the pipeline's config was built from
@@ -91,6 +92,13 @@ class HMDiffNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             values[prm.name] = prm.value
+        limit = self._batch_limit()
+        if limit and values["hypotheses"] > limit:
+            return SetParametersResult(
+                successful=False,
+                reason=f"hypotheses {values['hypotheses']} exceed the {self.pipe.model.backend} backend's largest "
+                f"batch of {limit}",
+            )
         # the worker notices the new values before its next frame (see _apply_parameters)
         return SetParametersResult(successful=True)
 
@@ -123,6 +131,12 @@ class HMDiffNode(LifecycleNode):
         except Exception as exc:  # rclpy would turn it into a silent ERROR transition
             self.get_logger().error(f"cannot load the model: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            self.pipe.max_people_per_call()  # hypotheses within the backend's largest batch
+        except ValueError as exc:
+            self.get_logger().error(f"parameter hypotheses: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
         self._cfg_key = self._config_key()
         self.tracker = Tracker()
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -152,8 +166,13 @@ class HMDiffNode(LifecycleNode):
             self.tf_listener = TransformListener(self.tf_buffer, self)
         if self.updater is None:
             self._setup_diagnostics()
+        backend = self.pipe.model.backend  # the one that loaded, not only the one asked for
+        self.updater.setHardwareID(f"hmdiff_{backend}")
+        if backend != self.p("backend"):
+            reasons = "; ".join(getattr(self.pipe.model, "fallback_reasons", [])) or "see above"
+            self.get_logger().warning(f"backend {self.p('backend')} asked for, {backend} runs: {reasons}")
         self.get_logger().info(
-            f"model ready (backend {self.p('backend')}); images with QoS {self.p('image_qos')} "
+            f"model ready (backend {backend}); images with QoS {self.p('image_qos')} "
             f"({IMAGE_QOS[self.p('image_qos')]}, depth 1), outputs reliable depth 5, in frame "
             f"{self.p('target_frame') or 'of the image'}"
         )
@@ -214,11 +233,7 @@ class HMDiffNode(LifecycleNode):
 
     # ---- inputs -----------------------------------------------------------------------
     def _on_info(self, msg) -> None:
-        K = intrinsics_from_camera_info(msg)
-        if K is None:
-            self.get_logger().warning("camera_info has an all-zero K (uncalibrated camera): using hfov_deg",
-                                      throttle_duration_sec=10.0)  # fmt: skip
-        self._K = (K, int(msg.width), int(msg.height))
+        self._info = msg  # checked against each image's size in _process
 
     def _on_detections(self, msg) -> None:
         boxes = []
@@ -230,9 +245,9 @@ class HMDiffNode(LifecycleNode):
 
     def _on_image(self, msg) -> None:
         with self._lock:
-            self.stats["received"] += 1
+            self.stats.count("received")
             if self._pending is not None:
-                self.stats["dropped"] += 1  # newest frame wins
+                self.stats.count("dropped")  # newest frame wins
             self._pending = (msg, time.monotonic())
         self._wake.set()
 
@@ -248,15 +263,22 @@ class HMDiffNode(LifecycleNode):
                 continue
             rate = self.p("max_rate_hz")
             if rate > 0 and time.monotonic() - last < 1.0 / rate:
-                self.stats["dropped"] += 1
+                self.stats.count("dropped")
                 continue
             last = time.monotonic()
             try:
                 self._process(*item)
             except Exception as exc:  # a bad frame is dropped and counted, never a crash
-                self.stats["failed"] += 1
-                self.stats["last_error"] = str(exc)[:200]
+                self.stats.fail(str(exc) or type(exc).__name__)
                 self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=5.0)
+
+    def _batch_limit(self) -> int | None:
+        """The most rows (people x hypotheses) the loaded backend takes in one call, or None."""
+        from hmdiff_ros.defaults import MAX_BATCH
+
+        if self.pipe is None:
+            return None
+        return min(MAX_BATCH, getattr(self.pipe.model, "max_batch", None) or MAX_BATCH)
 
     def _config_key(self) -> tuple:
         return tuple(self.p(n) for n in ("ddim_steps", "dat_mode", "dat_tau", "dat_lambda", "hypotheses",
@@ -285,9 +307,10 @@ class HMDiffNode(LifecycleNode):
         self._apply_parameters()
         rgb = _to_rgb(msg)
         h, w = rgb.shape[:2]
-        K = None
-        if self._K is not None and self._K[0] is not None and self._K[1:] == (w, h):
-            K = self._K[0]
+        K, why = intrinsics_for_image(self._info, w, h)  # the bag tool's check: size and plausibility
+        if why:
+            self.stats.count("camera_info_unused")
+            self.get_logger().warning(f"camera_info not used ({why}): using hfov_deg", throttle_duration_sec=10.0)
         if K is None:
             K = intrinsics_from_fov(w, h, self.p("hfov_deg"))
         boxes = self._boxes_for(msg.header.stamp)
@@ -322,7 +345,7 @@ class HMDiffNode(LifecycleNode):
             )
             bgr = overlay(rgb, image_people, K, faces)  # drawn in the image's own frame
             self.debug_pub.publish(image_msg(f, msg.header, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-        self.stats["processed"] += 1
+        self.stats.count("processed")
         now = time.monotonic()
         self._times.append(now)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # image stamp to publish (node clock; sim time too)
@@ -350,7 +373,6 @@ class HMDiffNode(LifecycleNode):
         from diagnostic_updater import Updater
 
         self.updater = Updater(self, period=1.0)
-        self.updater.setHardwareID(f"hmdiff_{self.p('backend')}")
         self.updater.add("hmdiff pipeline", self._diagnose)
 
     def _diagnose(self, stat):
@@ -361,20 +383,15 @@ class HMDiffNode(LifecycleNode):
         lat, proc, age = (np.median(np.array(self._latency), axis=0) * 1000 if self._latency
                           else (float("nan"),) * 3)  # fmt: skip
         s = self.stats
-        drop_frac = s["dropped"] / max(s["received"], 1)
-        if s["received"] == 0:
-            stat.summary(DiagnosticStatus.WARN, "no images received (check the image topic and its QoS)")
-        elif s["failed"] > 0 and s["processed"] == 0:
-            stat.summary(DiagnosticStatus.ERROR, f"every frame failed: {s['last_error']}")
-        elif drop_frac > 0.5:
-            stat.summary(DiagnosticStatus.WARN, "more than half of the frames dropped (model slower than the camera)")
-        else:
-            stat.summary(DiagnosticStatus.OK, "running")
+        level, message = s.level()
+        stat.summary({0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}[level], message)
+        backend = self.pipe.model.backend if self.pipe is not None else "not loaded"
         for key, value in (("rate_hz", f"{rate:.1f}"), ("latency_ms (receive to publish)", f"{lat:.1f}"),
                            ("processing_ms", f"{proc:.1f}"), ("age_ms (image stamp to publish)", f"{age:.1f}"),
                            ("received", s["received"]), ("processed", s["processed"]), ("dropped", s["dropped"]),
-                           ("failed", s["failed"]), ("last_error", s["last_error"]),
-                           ("backend", self.p("backend"))):  # fmt: skip
+                           ("failed", s["failed"]), ("failed_reasons", s.reasons_text()),
+                           ("camera_info_unused", s["camera_info_unused"]), ("last_error", s["last_error"]),
+                           ("backend", backend), ("backend_asked", self.p("backend"))):  # fmt: skip
             stat.add(key, str(value))
         return stat
 
@@ -386,7 +403,8 @@ _BRIDGE = None
 
 def _to_rgb(msg) -> np.ndarray:
     """RGB uint8 from an Image or CompressedImage: cv_bridge where it converts the encoding,
-    rosbags-image (the bag tool's converter, tested for every accepted encoding) otherwise."""
+    :func:`~hmdiff_ros.ros.convert.image_to_rgb` (numpy and OpenCV only; the bag tool's
+    decoder, tested for every accepted encoding) otherwise."""
     global _BRIDGE
     from hmdiff_ros.pipeline.io import to_rgb8
 
@@ -401,8 +419,16 @@ def _to_rgb(msg) -> np.ndarray:
         if msg.encoding in ("mono16", "16UC1"):
             return image_to_rgb(msg)
         return to_rgb8(np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, "bgr8")), f"{msg.encoding} image")
-    except CvBridgeError:
+    except Exception as exc:  # CvBridgeError, or cv_bridge's own bugs (NumPy/OpenCV versions): our decoder
+        if not isinstance(exc, CvBridgeError):
+            _log_bridge_failure(exc)
         return image_to_rgb(msg)
+
+
+def _log_bridge_failure(exc: Exception) -> None:
+    import logging
+
+    logging.getLogger(__name__).debug("cv_bridge failed (%s: %s); decoding without it", type(exc).__name__, exc)
 
 
 def main(args=None) -> None:

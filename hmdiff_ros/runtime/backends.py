@@ -12,6 +12,11 @@ pipeline runs on any of them unchanged.
 - ``auto``: the fastest that works here: tensorrt (with a GPU), then onnxruntime (with an
   export), then torch. A backend that cannot load (library missing, no GPU, no export)
   falls back along tensorrt -> onnxruntime -> torch with one log line, never a crash.
+
+Every loaded model says what really runs: ``backend`` (``torch``, ``onnxruntime`` or
+``tensorrt``), ``fallback_reasons`` (``"name: error"`` for each backend that was skipped on the
+way, empty when none) and ``max_batch`` (the largest people x hypotheses batch the backend
+takes in one call; ``None``: unlimited).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, error_line, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.hmdiff import SampleOutput
+from hmdiff_ros.runtime.export import check_export
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -79,6 +85,7 @@ class GraphModel:
 
     def __init__(self, model, name: str, samplers: Dict[Tuple[int, str], object], exported_dat: Dict) -> None:
         self.model, self.name, self.samplers, self.exported_dat = model, name, samplers, exported_dat
+        self.backend, self.max_batch, self.fallback_reasons = name, None, []
 
     def __getattr__(self, item):  # cfg, num_coarse, num_points, scheduler, dat_map ...
         return getattr(self.model, item)
@@ -120,31 +127,28 @@ class GraphModel:
         )
 
 
-def _check_export(folder: Path, checkpoint: Path) -> Dict:
-    from hmdiff_ros.runtime.export import file_sha256, read_manifest
-
-    manifest = read_manifest(folder)
-    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
-        raise ValueError(
-            f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; "
-            f"run 'hmdiff export --checkpoint {checkpoint} --out {folder}'"
-        )
-    return manifest
-
-
 def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES) -> GraphModel:
     import onnxruntime as ort
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     folder = Path(engines)
-    manifest = _check_export(folder, ckpt)
+    manifest = check_export(folder, ckpt)
     providers = ort_providers()
     opts = ort.SessionOptions()
     # measured on 2 CPU cores: EXTENDED beats ALL (whose layout changes cost more than they
     # save on these small graphs), and spinning threads fight PyTorch's between calls
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = lambda name: ort.InferenceSession(str(folder / name), opts, providers=providers)  # noqa: E731
+
+    def session(name: str):
+        try:
+            return ort.InferenceSession(str(folder / name), opts, providers=providers)
+        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            raise ValueError(
+                f"ONNX file '{folder / name}' could not be loaded by ONNX Runtime "
+                f"({type(exc).__name__}: {error_line(exc)}); run 'hmdiff export --out {folder} --force'"
+            ) from None
+
     model, _ = load_checkpoint(ckpt)
     model.encoder = OrtModule(session("encoder.onnx"), ["proxy"])
     model.denoiser = OrtModule(session("denoiser.onnx"), ["sample", "timestep", "image_tokens"])
@@ -159,33 +163,46 @@ def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Pat
     return GraphModel(model, "onnxruntime", samplers, exported_dat)
 
 
+def _load(name: str, checkpoint, engines, compile: bool):
+    if name == "tensorrt":
+        from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
+
+        return load_tensorrt(checkpoint, engines)
+    if name == "onnxruntime":
+        return load_onnxruntime(checkpoint, engines)
+    model, _ = load_checkpoint(checkpoint)
+    if compile:
+        model.denoiser = torch.compile(model.denoiser)
+    model.backend, model.max_batch = "torch", None
+    return model
+
+
 def load_model(
     backend: str = "torch", checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES,
     compile: bool = False, fallback: bool = True,
 ):  # fmt: skip
     """The model on ``backend`` (``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``);
-    ``fallback=False`` raises instead of falling back (benchmarks must not mislabel)."""
+    ``fallback=False`` raises instead of falling back (benchmarks must not mislabel).
+
+    The model's ``backend`` is the one that loaded and ``fallback_reasons`` why the ones before
+    it did not. A broken or missing checkpoint breaks every backend: its own error (a one-line
+    ``ValueError`` or ``FileNotFoundError`` naming the checkpoint) is raised from the last one."""
     if backend not in (*BACKENDS, "auto"):
         raise ValueError(f"unknown backend {backend!r}; choose from {[*BACKENDS, 'auto']}")
     chain = ["tensorrt", "onnxruntime", "torch"]
     order = chain if backend == "auto" else chain[chain.index(backend) :]
-    errors = []
-    for name in order:
+    reasons: List[str] = []
+    for i, name in enumerate(order):
         try:
-            if name == "tensorrt":
-                from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
-
-                return load_tensorrt(checkpoint, engines)
-            if name == "onnxruntime":
-                return load_onnxruntime(checkpoint, engines)
-            model, _ = load_checkpoint(checkpoint)
-            if compile:
-                model.denoiser = torch.compile(model.denoiser)
-            return model
-        except (ImportError, FileNotFoundError, RuntimeError, ValueError) as exc:
-            if not fallback:
+            model = _load(name, checkpoint, engines, compile)
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            if not fallback or i == len(order) - 1:
                 raise
-            errors.append(f"{name}: {exc}")
-            level = logging.INFO if backend == "auto" else logging.WARNING
-            log.log(level, "backend %s unavailable (%s); falling back to %s", name, exc, order[order.index(name) + 1])
-    raise RuntimeError("no backend could be loaded: " + "; ".join(errors))  # pragma: no cover - torch always loads
+            reasons.append(f"{name}: {error_line(exc)}")
+            # auto expects to skip what is not installed or exported; a broken or stale export is a warning
+            level = logging.INFO if backend == "auto" and not isinstance(exc, ValueError) else logging.WARNING
+            log.log(level, "backend %s unavailable (%s); falling back to %s", name, error_line(exc), order[i + 1])
+            continue
+        model.fallback_reasons = reasons
+        return model
+    raise AssertionError("unreachable: the last backend returns or raises")  # pragma: no cover

@@ -85,7 +85,8 @@ def bench(
                 if i >= warmup:
                     enc.append(t1 - t0)
                     total.append(t2 - t1)  # sample() runs the encoder too: the whole model
-        name = backend if dev.type == "cpu" else f"{backend}-{dev.type}"
+        # the row names the backend that ran (fallback=False: the asked one, or an error above)
+        name = model.backend if dev.type == "cpu" else f"{model.backend}-{dev.type}"
         rows.append({"backend": name, "stage": "encoder", **_percentiles(enc)})
         model_row = {"backend": name, "stage": "model", **_percentiles(total)}
         model_row["fps"] = round(1000.0 / model_row["p50_ms"], 1)
@@ -103,7 +104,8 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     ``prior`` (pose prior), ``proxy`` (crop observation + proxy input), ``encoder``,
     ``sampling`` (the DDIM loop without DAT), ``dat`` (what DAT adds to it), ``geometry``
     (camera translation, full mesh) and ``total`` (the pipeline call): p50/p90/p99 in ms.
-    The model stages are re-timed in isolation on the inputs the pipeline built.
+    The model stages are re-timed in isolation on the inputs the pipeline built. ``backend``:
+    the one the pipeline's model really runs on.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -135,6 +137,7 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     stages = [{"stage": k, **_percentiles(v)} for k, v in times.items()]
     fps = 1000.0 / float(np.median(np.asarray(times["total"]) * 1000.0))
     return {
+        "backend": getattr(model, "backend", None),  # what ran (load_model may have fallen back)
         "stages": stages, "fps": round(fps, 1), "people": len(people), "steps": cfg.steps,
         "dat": cfg.dat.mode, "hypotheses": cfg.hypotheses, "threads": torch.get_num_threads(),
     }  # fmt: skip

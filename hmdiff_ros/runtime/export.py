@@ -21,6 +21,9 @@ import hashlib
 import inspect
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Dict, Sequence
 import torch
 from torch import nn
 
-from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
+from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, error_line, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 
 log = logging.getLogger(__name__)
@@ -71,22 +74,59 @@ def _export(module: nn.Module, args, path: Path, inputs: Sequence[str], outputs:
         torch.onnx.export(module, args, str(path), **kwargs)
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that is a file, or a folder with anything in it without ``force``.
+    A folder holding only a ``README.md`` (the repository's ``engines/`` has one) counts as
+    empty: the export never writes one."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export folder '{out}' is an existing file, not a folder; choose another --out")
+    if out.is_dir() and not force and any(p.name != "README.md" for p in out.iterdir()):
+        raise ValueError(
+            f"export folder '{out}' already exists and is not empty; "
+            "use --force to replace its export or choose another --out"
+        )
+
+
 def export_onnx(
     checkpoint: "str | Path | None" = None,
     out: "str | Path" = "engines",
     steps: Sequence[int] = (4,),
     dat: str = "fast",
     opset: int = OPSET,
+    force: bool = False,
 ) -> Dict:
-    """Export and write the manifest; returns the manifest."""
+    """Export and write the manifest; returns the manifest.
+
+    ``out`` must be a new or empty folder unless ``force``: then the files this export writes
+    (the ONNX graphs and the manifest) replace those of the same names, once all of them are
+    written, and nothing else in the folder is touched."""
     if dat not in ("off", "fast"):
         raise ValueError(f"exported samplers support dat 'off' or 'fast', got {dat!r}")
     if any(int(k) < 1 for k in steps):
         raise ValueError(f"steps must be >= 1, got {list(steps)}")
+    out = Path(out)
+    _check_out(out, force)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     model, _ = load_checkpoint(ckpt)
-    out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        manifest = _export_all(model, ckpt, tmp, steps, dat, opset)
+        (out / MANIFEST).unlink(missing_ok=True)  # a half-replaced export is never taken for a whole one
+        for name in manifest["files"]:
+            os.replace(tmp / name, out / name)
+        os.replace(tmp / MANIFEST, out / MANIFEST)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a failed export into a new folder leaves nothing behind
+    log.info("exported %d ONNX files to %s", len(manifest["files"]), out)
+    return manifest
+
+
+def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, opset: int) -> Dict:
+    """Every graph and the manifest into ``out``; returns the manifest."""
     enc = model.cfg.encoder
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(2, enc.in_channels, enc.input_size, enc.input_size, generator=g)
@@ -139,7 +179,6 @@ def export_onnx(
         "files": files,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    log.info("exported %d ONNX files to %s", len(files), out)
     return manifest
 
 
@@ -148,6 +187,9 @@ def sampler_file(steps: int, dat: str) -> str:
 
 
 def read_manifest(folder: "str | Path") -> Dict:
+    """The export manifest of ``folder``; one-line errors name the file at fault:
+    ``FileNotFoundError`` when the manifest or a graph is missing, ``ValueError`` when the
+    manifest is truncated or corrupt."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -157,9 +199,35 @@ def read_manifest(folder: "str | Path") -> Dict:
     try:
         manifest = json.loads(path.read_text())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"'{path}' is not a valid export manifest: {exc}") from None
+        if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+            raise TypeError("'files' must map file names to their records")
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise ValueError(
+            f"export manifest '{path}' is truncated or corrupt ({type(exc).__name__}: {error_line(exc)}); "
+            f"expected the JSON that 'hmdiff export' writes: run 'hmdiff export --out {folder} --force'"
+        ) from None
     for name in ("encoder.onnx", "denoiser.onnx"):
         if name not in files or not (folder / name).is_file():
-            raise FileNotFoundError(f"'{folder / name}' is missing; run 'hmdiff export --out {folder}' again")
+            raise FileNotFoundError(f"'{folder / name}' is missing; run 'hmdiff export --out {folder} --force'")
+    return manifest
+
+
+def check_export(folder: "str | Path", checkpoint: "str | Path") -> Dict:
+    """The manifest of the export in ``folder`` after checking that it was made from
+    ``checkpoint`` and that every ONNX file present still has the SHA-256 recorded at export
+    (a truncated or changed file is refused by name)."""
+    folder, checkpoint = Path(folder), Path(checkpoint)
+    manifest = read_manifest(folder)
+    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
+        raise ValueError(
+            f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; "
+            f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
+        )
+    for name, info in manifest["files"].items():
+        path = folder / name
+        if path.is_file() and info.get("sha256") != file_sha256(path):
+            raise ValueError(
+                f"ONNX file '{path}' is truncated or corrupt (its SHA-256 differs from the one in {MANIFEST}); "
+                f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
+            )
     return manifest

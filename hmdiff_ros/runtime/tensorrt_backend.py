@@ -9,7 +9,9 @@ with a JSON sidecar recording the same. :func:`find_engine` returns the engine t
 the ONNX file, this GPU and this TensorRT; an engine built for anything else is reported
 (and rebuilt when asked), never silently used. A timing cache (``timing.cache``) beside the
 engines makes rebuilds fast. Dynamic batch profiles: 1 .. ``max_batch`` (optimum ``opt_batch``).
-Engines run on CUDA torch tensors (no pycuda needed when torch has CUDA).
+Engines run on CUDA torch tensors (no pycuda needed when torch has CUDA). The loaded model's
+``max_batch`` is the engines' largest batch (people x hypotheses); a larger one is refused
+with the engine's profile range.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
-from hmdiff_ros.runtime.export import file_sha256
+from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.model.hmdiff import SampleOutput
+from hmdiff_ros.runtime.export import check_export, file_sha256
 
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "denoiser")
@@ -120,13 +124,14 @@ _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.i
 class TensorRTModule(nn.Module):
     """A deserialized engine as a module over CUDA torch tensors (inputs in engine order)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: "str | Path") -> None:
         super().__init__()
         trt = _trt()
+        self.path = Path(path)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"'{path}' is not a TensorRT engine for this GPU and TensorRT version")
+            raise RuntimeError(f"'{self.path}' is not a TensorRT engine for this GPU and TensorRT version")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -135,13 +140,37 @@ class TensorRTModule(nn.Module):
     def _dtype(self, name: str) -> torch.dtype:
         return _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
 
+    def profile(self, name: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """The smallest and largest shape of input ``name``: optimisation profile 0 where the
+        engine has dynamic axes (-1), else its fixed shape."""
+        shape = tuple(self.engine.get_tensor_shape(name))
+        if all(d >= 0 for d in shape):
+            return shape, shape
+        low, _, high = self.engine.get_tensor_profile_shape(name, 0)  # (min, opt, max)
+        return tuple(low), tuple(high)
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch every input takes."""
+        return min(self.profile(n)[1][0] for n in self.inputs)
+
+    def _bind_input(self, name: str, t: torch.Tensor) -> None:
+        shape = tuple(t.shape)
+        if not self.context.set_input_shape(name, shape):
+            low, high = self.profile(name)
+            raise ValueError(
+                f"TensorRT engine '{self.path}': input '{name}' of shape {shape} is outside the engine's "
+                f"profile {low} .. {high} (batch = people x hypotheses; rebuild with "
+                "'hmdiff build-engine --max-batch N' for more)"
+            )
+        self.context.set_tensor_address(name, t.data_ptr())
+
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         keep = []
         for name, t in zip(self.inputs, tensors, strict=True):
             t = t.to(device="cuda", dtype=self._dtype(name)).contiguous()
             keep.append(t)
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
+            self._bind_input(name, t)
         outs = []
         for name in self.outputs:
             out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
@@ -149,7 +178,7 @@ class TensorRTModule(nn.Module):
             outs.append(out)
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
+            raise RuntimeError(f"TensorRT execution of '{self.path}' failed")
         stream.synchronize()
         return outs[0].float()
 
@@ -178,53 +207,67 @@ def engines_for(folder: Path, build: bool = True, fp16: bool = True) -> Dict[str
     return out
 
 
-def load_tensorrt(checkpoint=None, engines: "str | Path" = "engines", build: bool = True):
+def load_tensorrt(checkpoint=None, engines: "str | Path" = "engines", build: bool = True) -> "CudaGraphModel":
     """The HMDiff interface on TensorRT engines (encoder, denoiser); the DDIM loop and fast
     DAT run in torch on the GPU."""
     from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from hmdiff_ros.runtime.backends import _check_export
 
     folder = Path(engines)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    _check_export(folder, ckpt)
+    check_export(folder, ckpt)
     paths = engines_for(folder, build=build)
     model, _ = load_checkpoint(ckpt)
     model = model.to("cuda")
-    model.encoder = _OnDevice(TensorRTModule(paths["encoder"]))
-    model.denoiser = _OnDevice(TensorRTModule(paths["denoiser"]))
-    return _CudaGraphModel(model, "tensorrt", {}, {})
+    model.encoder = TensorRTModule(paths["encoder"])
+    model.denoiser = TensorRTModule(paths["denoiser"])
+    return CudaGraphModel(model, max_batch=min(model.encoder.max_batch, model.denoiser.max_batch))
 
 
-class _OnDevice(nn.Module):
-    def __init__(self, inner: TensorRTModule) -> None:
-        super().__init__()
-        self.inner = inner
+class CudaGraphModel:
+    """The HMDiff interface around a model whose graphs run on ``device`` (the TensorRT
+    engines on CUDA): inputs move there, the torch DDIM loop and DAT run there, outputs come
+    back to the CPU.
 
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.inner(*tensors)
+    The starting noise ``(B*M, P, 3)`` is drawn on the CPU from ``generator`` exactly as the
+    torch and ONNX Runtime backends draw it, so one seed gives the same noise, and the same
+    result up to precision, on every backend. With ``eta > 0`` the per-step noise is drawn on
+    ``device`` from a generator seeded from ``generator``: deterministic per seed, but not the
+    CPU backends' numbers. ``max_batch``: the largest B*M the engines take (``None``: any)."""
 
-
-def _cuda(xs: Sequence):
-    return [x.cuda() if isinstance(x, torch.Tensor) else x for x in xs]
-
-
-class _CudaGraphModel:
-    """Moves the inputs to the GPU and the outputs back to the CPU around the torch DDIM loop."""
-
-    def __init__(self, model, name, samplers, exported_dat) -> None:
+    def __init__(self, model, max_batch: int | None = None, device: "str | torch.device" = "cuda") -> None:
         from hmdiff_ros.runtime.backends import GraphModel
 
-        self.inner = GraphModel(model, name, samplers, exported_dat)
+        self.inner = GraphModel(model, "tensorrt", {}, {})
+        self.backend, self.max_batch, self.fallback_reasons = "tensorrt", max_batch, []
+        self.device = torch.device(device)
 
     def __getattr__(self, item):
         return getattr(self.inner, item)
 
-    def eval(self):
+    def eval(self) -> "CudaGraphModel":
         return self
 
-    def sample(self, proxy, prior_xyz=None, prior_vis=None, *args, generator=None, **kwargs):
-        from hmdiff_ros.model.hmdiff import SampleOutput
-
-        proxy, prior_xyz, prior_vis = _cuda([proxy, prior_xyz, prior_vis])
-        out = self.inner.sample(proxy, prior_xyz, prior_vis, *args, generator=None, **kwargs)
+    def sample(
+        self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None,
+        steps: int = 4, dat: DATConfig = DATConfig(), hypotheses: int = 1, eta: float = 0.0,
+        generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+    ) -> SampleOutput:  # fmt: skip
+        step_generator = None
+        if proxy.dim() == 4 and hypotheses >= 1:  # otherwise the model's own checks raise
+            batch = proxy.shape[0] * hypotheses
+            if self.max_batch is not None and batch > self.max_batch:
+                raise ValueError(
+                    f"{proxy.shape[0]} people x {hypotheses} hypotheses = {batch} exceeds the largest batch of "
+                    f"the TensorRT engines ({self.max_batch}); ask for fewer, or rebuild with "
+                    f"'hmdiff build-engine --max-batch {batch}'"
+                )
+            if noise is None:
+                noise = torch.randn((batch, self.num_points, 3), generator=generator)  # (B*M, P, 3), as on the CPU
+            if eta > 0 and generator is not None:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                step_generator = torch.Generator(device=self.device).manual_seed(seed)
+        proxy, prior_xyz, prior_vis, noise = (
+            x.to(self.device) if isinstance(x, torch.Tensor) else x for x in (proxy, prior_xyz, prior_vis, noise)
+        )
+        out = self.inner.sample(proxy, prior_xyz, prior_vis, steps, dat, hypotheses, eta, step_generator, noise)
         return SampleOutput(*(t.float().cpu() for t in (out.points, out.joint_std, out.hypotheses, out.gaps)))

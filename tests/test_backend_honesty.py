@@ -1,0 +1,303 @@
+"""Backends say what really runs, and broken files give one clear error naming the file:
+``backend``/``fallback_reasons``/``max_batch`` on every loaded model, truncated checkpoints,
+ONNX files and manifests, export folders that would be overwritten, the TensorRT runner's
+seed, batch limit and shape check (against a stand-in ``tensorrt`` module: no GPU needed)."""
+
+import json
+import logging
+import shutil
+import sys
+import types
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'hmdiff_ros[onnx]')")
+
+from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint  # noqa: E402
+from hmdiff_ros.model.dat import DATConfig  # noqa: E402
+from hmdiff_ros.runtime import export as export_module  # noqa: E402
+from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
+from hmdiff_ros.runtime.export import MANIFEST, check_export, export_onnx, file_sha256  # noqa: E402
+from hmdiff_ros.runtime.tensorrt_backend import CudaGraphModel, TensorRTModule  # noqa: E402
+
+EXPORTED = {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx", MANIFEST}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    export_onnx(out=out, steps=(2,), dat="fast")
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return load_checkpoint()[0]
+
+
+def _copy_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(DEFAULT_CHECKPOINT, folder)
+    return folder
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _inputs(model, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    enc = model.cfg.encoder
+    proxy = torch.rand(b, enc.in_channels, enc.input_size, enc.input_size, generator=g)
+    return proxy, torch.randn(b, 24, 3, generator=g) * 0.3, torch.rand(b, 24, generator=g)
+
+
+# --- what runs ---------------------------------------------------------------------------------
+
+
+def test_every_model_names_the_backend_that_runs(exported, tmp_path, caplog):
+    model = load_model("torch")
+    assert (model.backend, model.fallback_reasons, model.max_batch) == ("torch", [], None)
+    model = load_model("onnxruntime", engines=exported)
+    assert (model.backend, model.fallback_reasons, model.max_batch) == ("onnxruntime", [], None)
+    with caplog.at_level(logging.WARNING):
+        model = load_model("onnxruntime", engines=tmp_path / "none")
+    assert model.backend == "torch" and isinstance(model, torch.nn.Module)
+    (reason,) = model.fallback_reasons
+    assert reason.startswith("onnxruntime: no ONNX export in") and "falling back to torch" in caplog.text
+    model = load_model("auto", engines=tmp_path / "none")
+    assert model.backend == "torch" and [r.split(":")[0] for r in model.fallback_reasons] == ["tensorrt", "onnxruntime"]
+
+
+def test_a_broken_checkpoint_is_the_error_on_every_backend(exported, tmp_path):
+    missing = tmp_path / "missing"
+    for backend in ("torch", "onnxruntime", "tensorrt", "auto"):  # torch, the last one, used to raise IndexError
+        with pytest.raises(FileNotFoundError, match=f"checkpoint '{missing}' not found"):
+            load_model(backend, checkpoint=missing, engines=exported)
+    ckpt = _copy_checkpoint(tmp_path)
+    _truncate(ckpt / WEIGHTS)
+    with pytest.raises(ValueError, match=f"checkpoint '{ckpt}': model.safetensors is truncated or corrupt") as err:
+        load_model("onnxruntime", checkpoint=ckpt, engines=exported)
+    assert "\n" not in str(err.value)
+
+
+def test_bench_never_relabels_a_fallback(tmp_path):
+    from hmdiff_ros.runtime.bench import bench
+
+    with pytest.raises(FileNotFoundError, match="no ONNX export"):
+        bench(["onnxruntime"], steps=1, repeats=1, warmup=0, engines=str(tmp_path / "none"))
+    (enc, mod) = bench(["torch"], steps=1, repeats=1, warmup=0)
+    assert enc["backend"] == mod["backend"] == "torch"
+
+
+# --- truncated or corrupt files -----------------------------------------------------------------
+
+
+def test_truncated_or_corrupt_checkpoints_name_the_file(tmp_path):
+    ckpt = _copy_checkpoint(tmp_path)
+    weights = (ckpt / WEIGHTS).read_bytes()
+    for keep in (0.5, 0.0001, 0.0):
+        (ckpt / WEIGHTS).write_bytes(weights[: int(len(weights) * keep)])
+        with pytest.raises(ValueError, match=f"checkpoint '{ckpt}': model.safetensors is truncated or corrupt"):
+            load_checkpoint(ckpt)
+    (ckpt / WEIGHTS).write_bytes(weights)
+    config = (ckpt / CONFIG).read_text()
+    (ckpt / CONFIG).write_text(config[: len(config) // 2])
+    with pytest.raises(ValueError, match=f"checkpoint '{ckpt}' is not a valid HMDiff checkpoint: config.json is truncated"):
+        load_checkpoint(ckpt)
+    meta = json.loads(config)
+    meta["model"]["denoiser"]["width"] = meta["model"]["denoiser"]["width"] * 2
+    (ckpt / CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="do not fit the model described in config.json") as err:
+        load_checkpoint(ckpt)
+    assert "\n" not in str(err.value)
+
+
+def test_a_corrupt_onnx_file_is_named_and_falls_back_to_torch(exported, tmp_path, caplog):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    _truncate(broken / "denoiser.onnx")
+    with pytest.raises(ValueError, match=f"ONNX file '{broken / 'denoiser.onnx'}' is truncated or corrupt"):
+        load_onnxruntime(engines=broken)
+    with caplog.at_level(logging.WARNING):
+        model = load_model("onnxruntime", engines=broken)
+    assert model.backend == "torch" and str(broken / "denoiser.onnx") in caplog.text
+    assert "denoiser.onnx' is truncated or corrupt" in model.fallback_reasons[0]
+    with pytest.raises(ValueError, match="denoiser.onnx"):
+        load_model("onnxruntime", engines=broken, fallback=False)
+    # a file that matches its manifest but that ONNX Runtime cannot parse: its own error, named
+    manifest = json.loads((broken / MANIFEST).read_text())
+    manifest["files"]["denoiser.onnx"]["sha256"] = file_sha256(broken / "denoiser.onnx")
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"denoiser.onnx' could not be loaded by ONNX Runtime \(InvalidProtobuf"):
+        load_onnxruntime(engines=broken)
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"format": 1, "files": {"encoder.onnx"', b"\xff\xfe\x00garbage", b"[1, 2]", b'{"files": [1]}']
+)
+def test_a_corrupt_manifest_is_named(exported, tmp_path, content):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / MANIFEST).write_bytes(content)
+    with pytest.raises(ValueError, match=f"export manifest '{broken / MANIFEST}' is truncated or corrupt"):
+        check_export(broken, DEFAULT_CHECKPOINT)
+    assert load_model("onnxruntime", engines=broken).backend == "torch"
+
+
+# --- export folders -----------------------------------------------------------------------------
+
+
+def test_export_refuses_to_overwrite_without_force(exported, tmp_path):
+    with pytest.raises(ValueError, match=f"export folder '{exported}' already exists and is not empty; use --force"):
+        export_onnx(out=exported, steps=(2,))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ValueError, match="is an existing file, not a folder"):
+        export_onnx(out=a_file, steps=(2,), force=True)
+    assert a_file.read_text() == "mine"
+
+
+def test_forced_export_replaces_only_its_own_files(exported, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "encoder.onnx").write_bytes(b"stale")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setattr(export_module, "_export", fail)  # a failed export leaves the folder as it was
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        export_onnx(out=out, steps=(2,), force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(RuntimeError):
+        export_onnx(out=tmp_path / "new", steps=(2,))
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+
+    manifest = export_onnx(out=out, steps=(2,), force=True)
+    assert {p.name for p in out.iterdir()} == EXPORTED | {"notes.txt"} and (out / "notes.txt").read_text() == "mine"
+    assert manifest["files"]["encoder.onnx"]["sha256"] == file_sha256(out / "encoder.onnx")
+    assert load_model("onnxruntime", engines=out).backend == "onnxruntime"
+
+
+def test_a_folder_with_only_a_readme_counts_as_empty(tmp_path):
+    out = tmp_path / "engines"
+    out.mkdir()
+    (out / "README.md").write_text("what goes here")
+    export_onnx(out=out, steps=(2,))
+    assert {p.name for p in out.iterdir()} == EXPORTED | {"README.md"}
+
+
+# --- the TensorRT runner's logic, on the CPU --------------------------------------------------
+
+
+def test_tensorrt_wrapper_draws_the_same_noise_as_the_other_backends(exported, torch_model):
+    proxy, prior, vis = _inputs(torch_model)
+    dat = DATConfig(mode="fast")
+    seed = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    ref = torch_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
+    wrapped = CudaGraphModel(load_checkpoint()[0], device="cpu")
+    assert (wrapped.backend, wrapped.max_batch) == ("tensorrt", None)
+    got = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
+    assert torch.equal(got.hypotheses, ref.hypotheses)  # the same seed: the same noise, the same numbers
+    other = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(8))
+    assert not torch.equal(other.hypotheses, ref.hypotheses)
+    ort_model = load_onnxruntime(engines=exported)
+    ort = ort_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
+    assert (ort.hypotheses - ref.hypotheses).abs().max() * 1000 < 0.1  # mm
+
+
+def test_tensorrt_wrapper_refuses_a_batch_beyond_its_engines(torch_model):
+    proxy, prior, vis = _inputs(torch_model, b=3)
+    wrapped = CudaGraphModel(load_checkpoint()[0], max_batch=4, device="cpu")
+    with pytest.raises(ValueError, match=r"3 people x 2 hypotheses = 6 exceeds the largest batch .* \(4\)"):
+        wrapped.sample(proxy, prior, vis, steps=1, hypotheses=2)
+    assert wrapped.sample(proxy[:2], prior[:2], vis[:2], steps=1, hypotheses=2).points.shape[0] == 2
+
+
+class _Dims(tuple):
+    pass
+
+
+def _fake_tensorrt(profile):
+    """A stand-in for the parts of the TensorRT 10 API that TensorRTModule uses."""
+    trt = types.ModuleType("tensorrt")
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses = {}, {}
+
+        def set_input_shape(self, name, shape):
+            low, _, high = profile[name]
+            ok = len(shape) == len(low) and all(lo <= s <= hi for lo, s, hi in zip(low, shape, high, strict=True))
+            if ok:
+                self.shapes[name] = tuple(shape)
+            return ok
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+    class Engine:
+        num_io_tensors = len(profile) + 1
+
+        def get_tensor_name(self, i):
+            return [*profile, "output"][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name in profile else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name):
+            return _Dims((-1, *profile[name][0][1:]))
+
+        def get_tensor_profile_shape(self, name, index):
+            assert index == 0
+            return [_Dims(s) for s in profile[name]]
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine() if data == b"engine" else None
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+def test_tensorrt_module_reports_its_batch_range_and_refuses_shapes_outside_it(tmp_path, monkeypatch):
+    profile = {
+        "sample": ((1, 625, 3), (4, 625, 3), (16, 625, 3)),
+        "timestep": ((1,), (4,), (16,)),
+        "image_tokens": ((1, 64, 128), (4, 64, 128), (12, 64, 128)),
+    }
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(profile))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    (tmp_path / "bad.engine").write_bytes(b"junk")
+    with pytest.raises(RuntimeError, match="is not a TensorRT engine"):
+        TensorRTModule(tmp_path / "bad.engine")
+    (tmp_path / "denoiser.engine").write_bytes(b"engine")
+    module = TensorRTModule(tmp_path / "denoiser.engine")
+    assert module.inputs == ["sample", "timestep", "image_tokens"] and module.outputs == ["output"]
+    assert module.max_batch == 12  # the smallest of the inputs' largest batches
+    assert module.profile("sample") == ((1, 625, 3), (16, 625, 3))
+    module._bind_input("sample", torch.zeros(16, 625, 3))
+    assert module.context.shapes["sample"] == (16, 625, 3)
+    with pytest.raises(ValueError, match=r"input 'sample' of shape \(20, 625, 3\) is outside the engine's profile "
+                       r"\(1, 625, 3\) \.\. \(16, 625, 3\)"):  # fmt: skip
+        module._bind_input("sample", torch.zeros(20, 625, 3))
+    assert "sample" in module.context.addresses and module.context.shapes["sample"] == (16, 625, 3)

@@ -1,0 +1,137 @@
+"""What ``hmdiff run`` says when input is skipped, cut short or ignored, and the pipeline's
+own refusals: absurd intrinsics, bodies behind the camera, batches beyond a backend's limit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+
+from hmdiff_ros.cli import main  # noqa: E402
+from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
+
+
+def _video(path, frames, fps, fourcc):
+    person = cv2.imread(str(DEMO_IMAGE))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (512, 512))
+    for _ in range(frames):
+        writer.write(person)
+    writer.release()
+    return path
+
+
+def test_overlay_video_keeps_the_input_frame_rate(tmp_path):
+    clip = _video(tmp_path / "clip.mp4", 3, 12.0, "mp4v")
+    assert main(["run", str(clip), "--out", str(tmp_path / "o"), "--hypotheses", "1", "--steps", "1"]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "o" / "clip_overlay.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0, abs=0.01)
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    assert len((tmp_path / "o" / "clip.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_video_cut_short_is_reported(tmp_path, caplog):
+    full = _video(tmp_path / "full.avi", 10, 10.0, "MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # the header still says 10 frames
+    assert main(["run", str(cut), "--out", str(tmp_path / "o"), "--hypotheses", "1", "--steps", "1"]) == 0
+    read = len((tmp_path / "o" / "cut.jsonl").read_text().splitlines())
+    assert 0 < read < 10
+    assert f"ended after {read} of its 10 frames" in caplog.text
+
+
+def test_a_video_that_never_opens_leaves_no_files(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "o"
+    assert main(["run", str(bad), "--out", str(out)]) == 1
+    assert "bad.mp4: cannot open video" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_unmatched_box_keys_and_boxes_outside_the_image_are_named(tmp_path, caplog):
+    shutil.copy(DEMO_IMAGE, tmp_path / "a.jpg")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"a.jpg": [[100, 20, 420, 500], [900, 900, 1000, 1000]], "typo.jpg": [[0, 0, 5, 5]]}))
+    args = ["run", str(tmp_path / "a.jpg"), "--boxes", str(boxes), "--out", str(tmp_path / "o"), "--hypotheses", "1"]
+    assert main(args) == 0
+    assert "match no input (ignored): typo.jpg" in caplog.text
+    assert "box [900.0, 900.0, 1000.0, 1000.0] lies outside the 512x512 image" in caplog.text
+    record = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert len(record["people"]) == 1
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from hmdiff_ros.model.checkpoint import load_checkpoint
+    from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig
+    from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+
+    model, _ = load_checkpoint()
+    model.backend, model.max_batch = "torch", None
+    prior = MediaPipePrior()
+    yield Pipeline(model, prior, cfg=PipelineConfig(hypotheses=2, steps=2))
+    prior.close()
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    from hmdiff_ros.pipeline.io import read_image
+
+    return read_image(DEMO_IMAGE)
+
+
+def test_absurd_intrinsics_are_refused_by_the_python_api(pipe, rgb):
+    f = 1e-3  # a focal length of a thousandth of a pixel puts the person kilometres away
+    with pytest.raises(ValueError, match="fields of view"):
+        pipe(rgb, np.array([[f, 0, 256], [0, f, 256], [0, 0, 1]]))
+    with pytest.raises(ValueError, match="principal point"):
+        pipe(rgb, np.array([[500, 0, 5000], [0, 500, 256], [0, 0, 1]]))
+
+
+def test_a_body_behind_the_camera_is_never_returned(pipe, rgb, caplog, monkeypatch):
+    import hmdiff_ros.pipeline.pipeline as P
+
+    assert len(pipe(rgb)) == 1
+    # a translation solve that lands behind the camera (as absurd inputs can make it)
+    monkeypatch.setattr(P, "solve_translation", lambda *a: np.array([0.0, 0.0, -3.0]))
+    before = pipe.rejected
+    assert pipe(rgb) == []
+    assert pipe.rejected == before + 1 and "behind or at the camera" in caplog.text
+    monkeypatch.setattr(P, "solve_translation", lambda *a: np.array([0.0, 0.0, 5000.0]))
+    assert pipe(rgb) == [] and "5000 m from the camera" in caplog.text
+
+
+def test_implausible_placement_names_the_reason():
+    from hmdiff_ros.pipeline.pipeline import implausible_placement
+
+    body = np.random.default_rng(0).normal(scale=0.3, size=(25, 3))
+    assert implausible_placement(body + [0, 0, 3]) is None
+    assert "behind" in implausible_placement(body + [0, 0, -3])
+    assert "m from the camera" in implausible_placement(body + [0, 0, 500])
+    assert "not finite" in implausible_placement(np.full((25, 3), np.nan))
+
+
+def test_people_beyond_the_backend_batch_run_in_chunks(pipe, rgb, monkeypatch):
+    boxes = [np.array([100.0, 20, 420, 500])] * 3
+    calls = []
+    sample = pipe.model.sample
+
+    def counted(proxy, *args, **kwargs):
+        calls.append(len(proxy))
+        return sample(proxy, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.model, "sample", counted)
+    assert len(pipe(rgb, boxes=boxes)) == 3 and calls == [3]
+    monkeypatch.setattr(pipe.model, "max_batch", 4, raising=False)  # e.g. a TensorRT engine's profile
+    calls.clear()
+    people = pipe(rgb, boxes=boxes)
+    assert len(people) == 3 and calls == [2, 1], "2 hypotheses each: two people per call of at most 4 rows"
+    assert all(np.isfinite(p.joints).all() for p in people)
+    monkeypatch.setattr(pipe.model, "max_batch", 1, raising=False)
+    with pytest.raises(ValueError, match="hypotheses 2 exceed .* largest batch of 1"):
+        pipe(rgb, boxes=boxes)
