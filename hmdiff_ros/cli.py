@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import List
 
 from hmdiff_ros import defaults
@@ -88,6 +90,7 @@ def _cmd_assets_build(args: argparse.Namespace) -> int:
     from hmdiff_ros.body.topology import DEFAULT_ASSET
 
     args.out = args.out or DEFAULT_ASSET
+    _refuse_existing([Path(args.out), Path(args.out).with_suffix(".json")], "--out", args.force)
     topology, report = build_topology(cfg)
     topology.save(args.out)
     print(json.dumps({"out": str(args.out), "num_coarse": topology.num_coarse, **report}, indent=2))
@@ -151,6 +154,7 @@ def _cmd_data_sheet(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.engine import SyntheticEngine
     from hmdiff_ros.data.sheet import contact_sheet
 
+    _refuse_existing([Path(args.out)], "--out", args.force)
     print(contact_sheet(SyntheticEngine(), args.num, args.seed, args.out, tile=args.tile))
     return 0
 
@@ -165,8 +169,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }.items() if v is not None}  # fmt: skip
     config = args.config
     if config is None:
-        from pathlib import Path
-
         config = Path(__file__).resolve().parent / "model" / "configs" / "default.yaml"
     print(json.dumps(train(load_train_config(config, overrides))))
     return 0
@@ -212,6 +214,7 @@ def _cmd_eval_real(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.ablate import ablate
 
+    _refuse_existing([Path(args.out) / f"ablation.{ext}" for ext in ("md", "png", "json")], "--out", args.force)
     print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None)))
     return 0
 
@@ -258,9 +261,13 @@ def _cmd_bag(args: argparse.Namespace) -> int:
     if summary["error"]:
         print(f"hmdiff bag: error: {summary['error']}", file=sys.stderr)
         if summary.get("interrupted"):  # the bag is closed and marked partial; 128 + the signal, as a shell reports it
-            import signal
-
             return 128 + getattr(signal, summary.get("signal") or "SIGINT", signal.SIGINT)
+        return 1
+    if summary["dropped"]:  # some frames failed: listed with their reasons, the others are in the bag
+        print(f"hmdiff bag: {summary['dropped']} of {summary['dropped'] + summary['frames']} frames failed:",
+              file=sys.stderr)  # fmt: skip
+        for reason, count in summary["dropped_reasons"].items():
+            print(f"  {reason} ({count})", file=sys.stderr)
         return 1
     return 0
 
@@ -333,6 +340,17 @@ class _UsageError(ValueError):
     """A bad combination of options (exit 2)."""
 
 
+def _refuse_existing(paths, option: str, force: bool) -> None:
+    """Before any work: the files a command would write must be new, unless ``--force``."""
+    for path in paths:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise _UsageError(f"{option} '{path.parent}' is a file; expected a folder")
+        if path.is_dir():
+            raise _UsageError(f"{option}: '{path}' is a folder; expected a file path")
+        if path.exists() and not force:
+            raise _UsageError(f"{option}: '{path}' already exists; use --force to replace it or choose another {option}")
+
+
 def _report(records) -> int:
     failed = [r for r in records if r["error"]]
     if failed:
@@ -353,21 +371,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   max_frames=args.max_frames, progress=not args.json, emit=emit, tracking=tracking,
                   boxes=boxes, force=args.force)  # fmt: skip
     if not args.json:
-        people = sum(len(r["people"]) for r in records)
-        print(f"{len(records)} frames, {people} people; results in {args.out}/")
+        done = [r for r in records if not r["error"]]
+        people = sum(len(r["people"]) for r in done)
+        where = f"results in {args.out}/" if done else "no results written"
+        print(f"{len(done)} of {len(records)} images/frames processed, {people} people; {where}")
     return _report(records)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hmdiff_ros.pipeline.run import DEMO_IMAGE, run
 
     records = run([str(DEMO_IMAGE)], args.out, _pipeline_config(args), progress=False, force=args.force)
     for r in records:
         print(json.dumps({"path": r["path"], "backend": r["backend"], "people": len(r["people"]), "error": r["error"]}))
-    names = sorted(p.name for p in Path(args.out).iterdir() if not p.name.startswith("."))
-    print(f"demo outputs written to {args.out}/: {', '.join(names)}")
+    if not any(r["error"] for r in records):
+        names = sorted(p.name for p in Path(args.out).iterdir() if not p.name.startswith("."))
+        print(f"demo outputs written to {args.out}/: {', '.join(names)}")
     return _report(records)
 
 
@@ -395,13 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     assets = sub.add_parser("assets", help="build or check the coarse topology asset").add_subparsers(
         dest="assets_command", required=True
     )
+    assets.add_parser = _with_common_args(assets.add_parser)
     p = assets.add_parser("build", help="build the topology asset from Anny (needs the [anny] extra)")
     p.add_argument("--out", default=None, help="output .npz (default: the packaged asset)")
+    p.add_argument("--force", action="store_true", help="replace an existing asset (the packaged one too)")
     p.add_argument("--coarse-vertices", **POSITIVE, default=600)
     p.add_argument("--neighbours", **POSITIVE, default=8)
     p.add_argument("--fit-samples", **POSITIVE, default=768)
     p.add_argument("--eval-samples", **POSITIVE, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", **_number(int, 0), default=0)
     p.set_defaults(func=_cmd_assets_build)
 
     p = assets.add_parser("check", help="round-trip error full->coarse->full on posed Anny bodies, in mm")
@@ -412,10 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_assets_check)
 
     data = sub.add_parser("data", help="synthetic training data").add_subparsers(dest="data_command", required=True)
+    data.add_parser = _with_common_args(data.add_parser)
     p = data.add_parser("make", help="write a fixed synthetic split to a folder")
     p.add_argument("--split", default="test", help="name recorded in the split (e.g. test, val)")
     p.add_argument("--num", **POSITIVE, required=True, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", **_number(int, 0), default=0)
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--force", action="store_true", help="replace the split in an existing --out folder")
     p.add_argument("--batch", **POSITIVE, default=256, help="samples generated at once")
@@ -429,8 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data_bench)
     p = data.add_parser("sheet", help="contact sheet PNG of random synthetic bodies")
     p.add_argument("--out", default="docs/images/pose_contact_sheet.png")
+    p.add_argument("--force", action="store_true", help="replace an existing image")
     p.add_argument("--num", **POSITIVE, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", **_number(int, 0), default=0)
     p.add_argument("--tile", **_number(int, 16, 2000), default=200, help="tile size in pixels")
     p.set_defaults(func=_cmd_data_sheet)
 
@@ -450,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", **_number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
     p.add_argument("--warmup-steps", **_number(int, 0), default=None)
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the training stream")
+    p.add_argument("--seed", **_number(int, 0), default=None, help="seed of the training stream")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
@@ -466,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--data", default=None)
     p.add_argument("--out", default="docs/ablation")
+    p.add_argument("--force", action="store_true", help="replace the ablation files in --out")
     p.add_argument("--limit", **_number(int, 0), default=256, help="samples of the split to use (0: all)")
     p.set_defaults(func=_cmd_ablate)
 
@@ -574,18 +598,22 @@ def main(argv: List[str] | None = None) -> int:
     except _OptionError as exc:  # a value out of range (argparse's own errors exit 2 themselves)
         print(exc, file=sys.stderr)
         return 2
+    # our own INFO lines; other libraries only from WARNING (all of it with -v)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("hmdiff_ros").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from hmdiff_ros.quiet import quiet_third_party
 
     quiet_third_party(verbose=True if args.verbose else None)  # None: HMDIFF_VERBOSE decides
+    previous = _terminate_as_interrupt()
     name = " ".join(filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)]))
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"hmdiff {name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        print(f"hmdiff {name}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
@@ -597,6 +625,22 @@ def main(argv: List[str] | None = None) -> int:
         print(f"hmdiff {name}: internal error: {type(exc).__name__}: {_one_line(exc)} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a process manager) unwinds like Ctrl-C, so that every command closes
+    what it is writing; returns the previous handler (None off the main thread)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (main() called from a library)
+        return None
 
 
 if __name__ == "__main__":

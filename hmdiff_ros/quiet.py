@@ -9,7 +9,10 @@ The pose prior's first frame makes MediaPipe 0.10.14 print lines a user cannot a
   single signature inference. Disabling support for feedback tensors.`` once per graph (C++
   absl logging, straight to fd 2);
 - ``UserWarning: SymbolDatabase.GetPrototype() is deprecated ...`` (protobuf, a Python warning
-  raised on every frame and shown once by Python's default filter).
+  raised on every frame and shown once by Python's default filter);
+- OpenCV's and FFmpeg's own lines when a camera or video cannot be opened (``[ WARN:0@...]
+  cap_v4l.cpp``, ``moov atom not found``): the run names the input itself. Silenced with
+  ``OPENCV_LOG_LEVEL=SILENT`` and ``OPENCV_FFMPEG_LOGLEVEL=-8`` (unless already set).
 
 Levers, measured: ``GLOG_minloglevel`` and ``TF_CPP_MIN_LOG_LEVEL`` change none of these (this
 build logs through absl, not glog or TensorFlow), and Python's ``absl.logging`` does not reach
@@ -70,6 +73,13 @@ def quiet_third_party(verbose: bool | None = None) -> bool:
     shown = _env_verbose() if _verbose is None else _verbose
     # the later filter wins; filterwarnings drops an identical older one first
     warnings.filterwarnings("default" if shown else "ignore", message=_PROTOBUF_WARNING, category=UserWarning)
+    if not shown:  # OpenCV's and FFmpeg's own lines for a camera or video that cannot open: ours name it
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # read when cv2 is imported
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is first used
+        cv2 = sys.modules.get("cv2")
+        with contextlib.suppress(AttributeError):
+            if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "SILENT":
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     return shown
 
 

@@ -57,6 +57,12 @@ def user_files(tmp_path_factory):
     (root / "boxes_bad.json").write_text("{not json")
     (root / "train.yaml").write_text("steps: 10\nnot_a_key: 3\n")
     (root / "train_list.yaml").write_text("- 1\n- 2\n")
+    (root / "boxes_twice.json").write_text('{"photo.jpg": [[10, 10, 100, 100]], "photo.jpg": [[0, 0, 5, 5]]}')
+    (root / "boxes_huge.json").write_text(json.dumps({"photo.jpg": [[0, 0, 1e308, 1e308]]}))
+    (root / "dir.jpg").mkdir()
+    (root / "ablation").mkdir()
+    (root / "ablation" / "ablation.md").write_text("my notes\n")
+    (root / "asset.npz").write_bytes(b"mine")
     engines = root / "engines"
     engines.mkdir()
     (engines / "readme.txt").write_text("my own engines folder\n")
@@ -129,12 +135,24 @@ CASES = [
     ("bench-pipeline-image-missing", ["bench-pipeline", "--image", "{root}/nope.jpg"], 2, "nope.jpg"),
     ("assets-check-missing", ["assets", "check", "--asset", "{root}/nope.npz"], 2, "nope.npz"),
     ("eval-real-missing", ["eval-real", "--data", "{root}/nodata"], 2, "nodata"),
+    ("run-out-empty", ["run", "{root}/photos", "--out", ""], 2, "--out"),
+    ("run-boxes-duplicate-key", ["run", "{root}/photos", "--boxes", "{root}/boxes_twice.json"], 2, "more than once"),
+    ("run-boxes-huge", ["run", "{root}/photos", "--boxes", "{root}/boxes_huge.json"], 2, "boxes_huge.json"),
+    ("run-empty-folder-named-jpg", ["run", "{root}/dir.jpg", "--out", "{out}"], 2, "dir.jpg"),
+    ("bench-pipeline-image-is-a-folder", ["bench-pipeline", "--image", "{root}/dir.jpg"], 2, "dir.jpg: is a folder"),
+    ("data-make-seed-negative", ["data", "make", "--num", "2", "--seed", "-1", "--out", "{out}"], 2, "--seed"),
+    ("data-sheet-over-a-file", ["data", "sheet", "--out", "{root}/notes.txt", "--num", "1"], 2, "notes.txt"),
+    ("ablate-over-a-file", ["ablate", "--out", "{root}/ablation", "--limit", "1"], 2, "ablation.md"),
+    ("assets-build-over-a-file", ["assets", "build", "--out", "{root}/asset.npz"], 2, "asset.npz"),
+    ("train-seed-negative", ["train", "--out", "{out}", "--seed", "-3"], 2, "--seed"),
     # hmdiff bag
     ("bag-input-missing", ["bag", "{root}/nobag", "{out}"], 2, "nobag"),
     ("bag-input-not-a-bag", ["bag", "{root}/notbag", "{out}"], 2, "notbag"),
     ("bag-output-exists", ["bag", "{root}/notbag", "{root}/photos"], 2, "photos"),
     ("bag-max-frames-0", ["bag", "{root}/notbag", "{out}", "--max-frames", "0"], 2, "--max-frames"),
     ("bag-tf-prefix", ["bag", "{root}/notbag", "{out}", "--tf-prefix", "/body"], 2, "tf_prefix"),
+    ("bag-namespace-space", ["bag", "{root}/notbag", "{out}", "--namespace", "my ns"], 2, "--namespace"),
+    ("bag-namespace-digit", ["bag", "{root}/notbag", "{out}", "--namespace", "/1abc//x"], 2, "--namespace"),
 ]
 
 
@@ -162,6 +180,19 @@ def test_bad_input(user_files, tmp_path, capsys, argv, code, text):
 
 def test_there_are_at_least_forty_cases():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_a_failed_run_leaves_no_output_folder(user_files, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", str(user_files / "garbage.jpg"), "--out", str(out)]) == 1
+    assert main(["run", str(user_files / "photos"), "--checkpoint", str(user_files / "nockpt"), "--out", str(out)]) == 2
+    assert not out.exists()
+    assert "no results written" in capsys.readouterr().out
+
+
+def test_nested_commands_take_debug_and_verbose(user_files, capsys):
+    assert main(["data", "make", "--debug", "--num", "0", "--out", str(user_files / "x")]) == 2
+    assert main(["assets", "check", "-v", "--asset", str(user_files / "nope.npz")]) == 2
 
 
 def test_debug_shows_the_traceback(user_files, capsys):

@@ -50,7 +50,7 @@ def test_a_video_that_never_opens_leaves_no_files(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["run", str(bad), "--out", str(out)]) == 1
     assert "bad.mp4: cannot open video" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    assert not out.exists(), "nothing was written, so no folder was made"
 
 
 def test_unmatched_box_keys_and_boxes_outside_the_image_are_named(tmp_path, caplog):
@@ -135,3 +135,102 @@ def test_people_beyond_the_backend_batch_run_in_chunks(pipe, rgb, monkeypatch):
     monkeypatch.setattr(pipe.model, "max_batch", 1, raising=False)
     with pytest.raises(ValueError, match="hypotheses 2 exceed .* largest batch of 1"):
         pipe(rgb, boxes=boxes)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from hmdiff_ros.pipeline.io import read_image
+
+    upright = cv2.cvtColor(cv2.imread(str(DEMO_IMAGE)), cv2.COLOR_BGR2RGB)[:, :384]  # 512 x 384, portrait
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # as a phone stores it: sideways, EXIF says turn it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    image = read_image(tmp_path / "phone.jpg")
+    assert image.shape == upright.shape
+    assert np.abs(image.astype(int) - upright).mean() < 4, "shown upright, as viewers show it"
+
+
+def test_outputs_never_overwrite_an_input_even_with_force(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(DEMO_IMAGE, d / "a.jpg")
+    shutil.copy(DEMO_IMAGE, d / "a_overlay.jpg")  # the user's own file, named like an output of a.jpg
+    before = (d / "a_overlay.jpg").read_bytes()
+    assert main(["run", str(d), "--out", str(d), "--force", "--hypotheses", "1", "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "an input of this run" in err
+    assert (d / "a_overlay.jpg").read_bytes() == before
+
+
+def test_demo_does_not_claim_outputs_it_refused_to_write(tmp_path, capsys):
+    (tmp_path / "astronaut_eileen_collins.json").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path), "--hypotheses", "1", "--steps", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "demo outputs written" not in captured.out and "refusing to overwrite" in captured.err
+    assert (tmp_path / "astronaut_eileen_collins.json").read_text() == "mine"
+
+
+def test_inputs_given_twice_a_digit_file_and_skipped_files(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(DEMO_IMAGE, tmp_path / "3")  # a file named like a camera index
+    (tmp_path / "d").mkdir()
+    shutil.copy(DEMO_IMAGE, tmp_path / "d" / "a.jpg")
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    (tmp_path / "d" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    args = ["run", "3", "d", "d/a.jpg", "./d/a.jpg", "--out", "o", "--hypotheses", "1", "--steps", "1", "--json"]
+    from hmdiff_ros.pipeline.io import collect_inputs
+
+    assert collect_inputs(["3", "d", "d/a.jpg", "./d/a.jpg"]) == ["3", "d/a.jpg"]
+    assert "d/a.jpg: given more than once" in caplog.text
+    assert "not images or videos, skipped: gone.jpg, notes.txt" in caplog.text
+    assert main(args) == 0, "the file '3' is an image, not camera 3"
+
+
+def test_multi_page_images_say_only_the_first_page_is_used(tmp_path, caplog):
+    from PIL import Image
+
+    from hmdiff_ros.pipeline.io import read_image
+
+    page = Image.open(DEMO_IMAGE).convert("RGB")
+    page.save(tmp_path / "two.tiff", save_all=True, append_images=[page])
+    assert read_image(tmp_path / "two.tiff").shape == (512, 512, 3)
+    assert "holds 2 pages or frames: only the first is processed" in caplog.text
+
+
+def test_boxes_named_twice_and_a_huge_box(tmp_path, caplog, pipe, rgb):
+    shutil.copy(DEMO_IMAGE, tmp_path / "a.jpg")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({str(tmp_path / "a.jpg"): [[100, 20, 420, 500]], "a.jpg": [[0, 0, 5, 5]]}))
+    args = ["run", str(tmp_path / "a.jpg"), "--boxes", str(boxes), "--out", str(tmp_path / "o"), "--hypotheses", "1"]
+    assert main(args) == 0
+    assert "all name it: using" in caplog.text
+    # a box far larger than the image is clipped: the crop stays of the image's order of size
+    assert len(pipe(rgb, boxes=[np.array([-9e4, -9e4, 9e4, 9e4])])) <= 1
+
+
+def test_sigterm_closes_what_run_is_writing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = _video(tmp_path / "long.avi", 300, 25.0, "MJPG")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "hmdiff_ros.cli", "run", str(clip), "--out", str(out), "--hypotheses", "1",
+           "--steps", "1", "--json"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("{"), "a first frame was processed"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    cap = cv2.VideoCapture(str(out / "long_overlay.mp4"))
+    assert cap.isOpened() and cap.read()[0], "the overlay video was closed properly"
+    assert (out / ".hmdiff_outputs.json").is_file()
+    # the same command again replaces its own partial outputs
+    assert main(["run", str(clip), "--out", str(out), "--hypotheses", "1", "--steps", "1", "--max-frames", "2"]) == 0
+    assert len((out / "long.jsonl").read_text().splitlines()) == 2

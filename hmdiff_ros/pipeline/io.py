@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Collection, Dict, List, Sequence
 
@@ -15,11 +16,13 @@ import cv2
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
+from hmdiff_ros.pipeline.outputs import is_camera
 from hmdiff_ros.pipeline.pipeline import PersonResult
 from hmdiff_ros.render import render_mesh
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+MULTI_PAGE_SUFFIXES = {".tif", ".tiff", ".gif", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 MAX_SIDE = 10000  # pixels; larger images are refused rather than exhausting memory
 PERSON_COLOURS = [(90, 160, 230), (120, 200, 120), (220, 130, 90), (200, 120, 200), (90, 200, 220), (230, 200, 90)]
@@ -46,14 +49,35 @@ def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def read_image(path: "str | Path") -> np.ndarray:
+    """An image file as RGB uint8, turned upright as its EXIF orientation says (phone photos);
+    errors name the file and what is wrong. Multi-page files give their first page (a warning
+    says so)."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise ValueError(f"{path}: file not found")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected an image file")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        why = "a symbolic link that leads nowhere" if path.is_symlink() else "file not found"
+        raise ValueError(f"{path}: {why}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    # ANYDEPTH|ANYCOLOR keeps 16 bits and applies the EXIF orientation (UNCHANGED would not)
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if image is None:
         raise ValueError(f"{path}: not an image OpenCV can decode")
+    if path.suffix.lower() in MULTI_PAGE_SUFFIXES:
+        pages = _page_count(path)
+        if pages > 1:
+            log.warning("%s holds %d pages or frames: only the first is processed", path, pages)
     return to_rgb8(image, str(path))
+
+
+def _page_count(path: Path) -> int:
+    try:
+        return int(cv2.imcount(str(path)))
+    except (cv2.error, AttributeError):  # formats or builds without a page count
+        return 1
 
 
 def person_json(person: PersonResult, index: int) -> Dict:
@@ -97,23 +121,46 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
 
 
 def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[str]:
-    """Expand folders into their images and videos (sorted, not recursive: sub-folders are
-    named in a warning); keep files and camera indices. Files in ``skip`` (absolute paths:
-    a run's own outputs) are never inputs."""
+    """Expand folders into their images and videos (sorted, not recursive); keep files and
+    camera indices. Files in ``skip`` (absolute paths: a run's own outputs) are never inputs;
+    an input given twice (or reached twice) is kept once. Warnings name the sub-folders and
+    the files a folder scan leaves out."""
     skip = set(skip)
     out: List[str] = []
+    seen: Dict[str, str] = {}
+
+    def add(source: str) -> None:
+        key = source if is_camera(source) else os.path.realpath(source)
+        if key in seen:
+            log.warning("%s: given more than once (as '%s'): processed once", source, seen[key])
+            return
+        seen[key] = source
+        out.append(source)
+
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            entries = sorted(path.iterdir())
-            files = [f for f in entries if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-            out += [str(f) for f in files if f.resolve() not in skip]
-            subs = [f.name for f in entries if f.is_dir() and not f.name.startswith(".")]
+            entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
+            media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            for f in entries:
+                if f.is_file() and f.suffix.lower() in media and f.resolve() not in skip:
+                    add(str(f))
+            subs = [f.name for f in entries if f.is_dir()]
+            left = [f.name for f in entries if not f.is_dir() and f.resolve() not in skip
+                    and not (f.is_file() and f.suffix.lower() in media)]  # fmt: skip
             if subs:
-                log.warning("%s: sub-folders are not scanned: %s", path, ", ".join(subs[:10]))
-        elif not (path.is_file() and path.resolve() in skip):
-            out.append(p)
+                log.warning("%s: sub-folders are not scanned: %s", path, _some(subs))
+            if left:
+                log.warning("%s: not images or videos, skipped: %s", path, _some(left))
+        elif path.is_file() and path.resolve() in skip:
+            log.warning("%s: an output of an earlier run here, not an input: skipped", p)
+        else:
+            add(p)
     return out
+
+
+def _some(names: Sequence[str], most: int = 10) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def dump_json(path: Path, record: Dict) -> None:

@@ -23,22 +23,27 @@ log = logging.getLogger(__name__)
 MANIFEST = ".hmdiff_outputs.json"
 
 
+def is_camera(source: str) -> bool:
+    """A camera index (``0``, ``1``, ...) rather than a file: digits that name no existing path."""
+    return source.isdigit() and not Path(source).exists()
+
+
 def _key(source: str) -> str:
     """The manifest's name of an input: its absolute path, or a camera index as given."""
-    return source if source.isdigit() else str(Path(source).resolve())
+    return source if is_camera(source) else str(Path(source).resolve())
 
 
 def _stem(src: str, group: Sequence[str] = ()) -> str:
-    return f"camera{src}" if src.isdigit() else Path(src).stem
+    return f"camera{src}" if is_camera(src) else Path(src).stem
 
 
 def _with_ext(src: str, group: Sequence[str] = ()) -> str:
-    return _stem(src) if src.isdigit() else f"{Path(src).stem}_{Path(src).suffix.lstrip('.')}".rstrip("_")
+    return _stem(src) if is_camera(src) else f"{Path(src).stem}_{Path(src).suffix.lstrip('.')}".rstrip("_")
 
 
 def _relative(src: str, group: Sequence[str]) -> str:
-    files = [Path(_key(s)) for s in group if not s.isdigit()]
-    if src.isdigit() or len(files) < 2:
+    files = [Path(_key(s)) for s in group if not is_camera(s)]
+    if is_camera(src) or len(files) < 2:
         return _with_ext(src)
     base = os.path.commonpath([str(f.parent) for f in files])
     return "_".join([*Path(_key(src)).parent.relative_to(base).parts, _with_ext(src)])
@@ -67,13 +72,15 @@ def output_stems(sources: Sequence[str]) -> Dict[str, str]:
 
 
 class OutputFolder:
-    """The ``--out`` folder of a run (created if missing; an existing file there is refused)."""
+    """The ``--out`` folder of a run: made when the first output is written (a run that writes
+    nothing leaves nothing); an existing file of that name is refused."""
 
-    def __init__(self, path: "str | Path", force: bool = False) -> None:
+    def __init__(self, path: "str | Path", force: bool = False, inputs: Sequence[str] = ()) -> None:
+        if not str(path).strip():
+            raise ValueError("--out is empty; expected a folder (existing or new)")
         self.path, self.force = Path(path), force
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out '{self.path}' is a file; expected a folder (existing or new)")
-        self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: Dict[str, List[str]] = {}
         file = self.path / MANIFEST
         if file.is_file():
@@ -83,6 +90,11 @@ class OutputFolder:
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s is not readable: files from earlier runs count as the user's own", file)
         self.written: Set[str] = set()  # names written by this run
+        self.set_inputs(inputs)
+
+    def set_inputs(self, inputs: Sequence[str]) -> None:
+        """This run's inputs: never overwritten, not even with ``force``."""
+        self.inputs = {Path(os.path.realpath(s)) for s in inputs if not is_camera(s)}
 
     def owned(self) -> Set[Path]:
         """Absolute paths of every file a run wrote here (never inputs)."""
@@ -91,14 +103,20 @@ class OutputFolder:
         }
 
     def claim(self, name: str) -> Path:
-        """The path to write ``name`` to; a ``ValueError`` if that would overwrite a file no run
-        wrote (unless ``force``)."""
+        """The path to write ``name`` to (the folder is made now); a ``ValueError`` if that would
+        overwrite one of this run's inputs, or a file no run wrote (unless ``force``)."""
         path = self.path / name
+        if Path(os.path.realpath(path)) in self.inputs:
+            raise ValueError(f"refusing to overwrite '{path}', an input of this run; choose another --out")
         ours = any(name in names for names in self.manifest.values()) or name in self.written
         if path.exists() and not ours and not self.force:
             raise ValueError(
                 f"refusing to overwrite '{path}', which hmdiff did not write; use --force or another --out"
             )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out '{self.path}': cannot make the folder ({exc.strerror or exc})") from None
         return path
 
     def commit(self, source: str, names: Sequence[str]) -> None:

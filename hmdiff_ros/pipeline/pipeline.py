@@ -190,13 +190,17 @@ class Pipeline:
 
     @staticmethod
     def _boxes_in_image(boxes: Sequence[np.ndarray], w: int, h: int) -> List[np.ndarray]:
-        """The boxes that overlap the image; each one outside it is named in a warning."""
+        """The boxes that overlap the image, each clipped to half an image beyond its border
+        (the crop around a box is padded with black there: a huge box must not make a huge
+        crop); each box outside the image is named in a warning and skipped."""
         kept = []
         for b in boxes:
             box = np.asarray(b, dtype=np.float64).reshape(-1)
-            if box.shape == (4,) and np.isfinite(box).all() and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h):
-                log.warning("box %s lies outside the %dx%d image: skipped", [round(float(v), 1) for v in box], w, h)
-                continue
+            if box.shape == (4,) and np.isfinite(box).all():
+                if box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h:
+                    log.warning("box %s lies outside the %dx%d image: skipped", [round(float(v), 1) for v in box], w, h)
+                    continue
+                box = np.clip(box, [-w / 2, -h / 2, -w / 2, -h / 2], [1.5 * w, 1.5 * h, 1.5 * w, 1.5 * h])
             kept.append(box)
         return kept
 

@@ -31,11 +31,12 @@ from hmdiff_ros.pipeline.io import (
     to_rgb8,
     write_obj,
 )
-from hmdiff_ros.pipeline.outputs import OutputFolder, output_stems
+from hmdiff_ros.pipeline.outputs import OutputFolder, is_camera, output_stems
 from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig
 from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
+MAX_BOX_COORDINATE = 100_000  # pixels: ten times the largest image side accepted
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronaut_eileen_collins.jpg"
 
 
@@ -69,7 +70,7 @@ class _Video:
     for cameras)."""
 
     def __init__(self, source: str) -> None:
-        self.source, self.camera = source, source.isdigit()
+        self.source, self.camera = source, is_camera(source)
         self.cap = cv2.VideoCapture(int(source) if self.camera else source)
         if not self.cap.isOpened():
             self.cap.release()
@@ -157,6 +158,9 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
                 names = [f"{stem}_overlay.mp4", f"{stem}.jsonl"]
                 paths = [out.claim(n) for n in names]
                 writer = cv2.VideoWriter(str(paths[0]), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    writer = None
+                    raise ValueError(f"{source}: cannot write the overlay video '{paths[0]}'")
                 log_file = paths[1].open("w")
             writer.write(frame)
             record["people"] = [person_json(p, k) for k, p in enumerate(people)]
@@ -185,10 +189,19 @@ def load_boxes(path: "str | Path") -> Dict[str, list]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"boxes file '{path}' does not exist")
+    def unique_keys(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"boxes file '{path}' names {twice[0]!r} more than once")
+        return dict(pairs)
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"boxes file '{path}' is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"boxes file '{path}' cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"boxes file '{path}' must map image names to lists of [u0, v0, u1, v1] boxes")
     for key, value in data.items():
@@ -207,6 +220,8 @@ def box_list_error(value) -> str | None:
             return f"must be a list of [u0, v0, u1, v1] boxes, got {json.dumps(box)[:60]}"
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box):
             return f"has a box whose coordinates are not all finite numbers: {json.dumps(box)[:60]}"
+        if max(abs(v) for v in box) > MAX_BOX_COORDINATE:
+            return f"has a box coordinate beyond +-{MAX_BOX_COORDINATE} pixels: {json.dumps(box)[:60]}"
         if box[2] <= box[0] or box[3] <= box[1]:
             return f"has a box with u1 <= u0 or v1 <= v0: {box}"
     return None
@@ -246,11 +261,16 @@ def run(
     inputs = collect_inputs(paths, skip=folder.owned())
     if not inputs:
         raise ValueError(f"no images or videos found in {list(paths)}")
+    folder.set_inputs(inputs)
     if boxes:
         keys = {k for src in inputs for k in _box_keys(src)}
         unmatched = sorted(k for k in boxes if k not in keys)
         if unmatched:
             log.warning("boxes file entries that match no input (ignored): %s", ", ".join(unmatched[:10]))
+        for src in inputs:
+            matches = [k for k in dict.fromkeys(_box_keys(src)) if k in boxes]
+            if len(matches) > 1:
+                log.warning("%s: boxes file entries %s all name it: using '%s'", src, matches, matches[0])
     stems = output_stems(inputs)
     hfov = hfov or cfg.hfov_deg
     pipe = build_pipeline(cfg, checkpoint)
@@ -258,7 +278,7 @@ def run(
     try:
         for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
             try:
-                if source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES:
+                if is_camera(source) or Path(source).suffix.lower() in VIDEO_SUFFIXES:
                     tracker = Tracker(tracking) if tracking is not None else None
                     records += process_video(pipe, source, folder, stems[source], hfov, max_frames, progress,
                                              tracker, emit)  # fmt: skip

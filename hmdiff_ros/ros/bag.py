@@ -173,12 +173,12 @@ def process_bag(
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
-    from hmdiff_ros.ros.params import parameter_error
+    from hmdiff_ros.ros.params import namespace_error, parameter_error
 
     src, dst = Path(src), Path(dst)
-    bad_prefix = parameter_error("tf_prefix", tf_prefix, {})
-    if bad_prefix:
-        raise ValueError(bad_prefix)
+    bad = parameter_error("tf_prefix", tf_prefix, {}) or namespace_error(namespace)
+    if bad:
+        raise ValueError(bad)
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"--max-frames must be an integer >= 1, got {max_frames!r}")
     if not src.exists():
@@ -278,7 +278,7 @@ def process_bag(
                 stopped_by = stop.signum or signal.SIGINT
             except Exception as exc:  # a corrupt or truncated bag: keep what was written
                 summary["error"] = f"reading '{src}' stopped after {summary['frames']} frames: {exc}"
-                log.error(summary["error"])
+                log.debug(summary["error"])  # the summary carries it
             finally:
                 stop.hard = False  # from here on, signals only ask for what is happening anyway
                 bar.close()
@@ -288,7 +288,7 @@ def process_bag(
                     f"interrupted by {signal.Signals(stopped_by).name} after {summary['frames']} frames; "
                     f"'{dst}' holds them and is marked {PARTIAL_KEY}: true"
                 )
-                log.error(summary["error"])
+                log.debug(summary["error"])  # the summary carries it
             summary["partial"] = summary["error"] is not None
             writer.set_custom_data(PARTIAL_KEY, "true" if summary["partial"] else "false")
         if summary["error"] is None and summary["frames"] == 0:

@@ -73,3 +73,17 @@ def parameter_error(name: str, value, values: dict) -> str | None:
     if dat == "full" and backend != "torch":
         return "dat_mode full needs backend torch (the exported graphs use fast DAT)"
     return None
+
+
+def namespace_error(namespace: str) -> str | None:
+    """Why ``namespace`` cannot prefix ROS topic names, or None: tokens of letters, digits and
+    underscores that do not start with a digit, separated by single '/' ('' or '/': none)."""
+    import re
+
+    tokens = namespace.strip("/").split("/") if namespace.strip("/") else []
+    if "//" in namespace or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t) for t in tokens):
+        return (
+            f"--namespace must be a ROS namespace such as /hmdiff (letters, digits and '_' between single '/', "
+            f"no token starting with a digit), got {namespace!r}"
+        )
+    return None
