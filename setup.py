@@ -62,7 +62,8 @@ EXTRAS = {
         "rosbags-image>=0.10,<0.11",  # reference for our image decoding (tests/test_image_decode.py)
         "mcap-ros2-support>=0.5",  # decodes our MCAP output from its stored schemas, as Foxglove does
         "pytest>=7",
-        "hypothesis>=6",  # property tests of the image decoding
+        "hypothesis>=6",  # property tests of the parsers of user data (images, boxes, intrinsics)
+        "pillow>=9",  # writes EXIF-rotated and multi-page test images
         "ruff>=0.4",
         "diffusers>=0.30",  # cross-checks our DDIM scheduler
         # colcon from PyPI: tests check that a workspace sees hmdiff_ros and hmdiff_msgs

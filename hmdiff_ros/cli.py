@@ -194,7 +194,7 @@ def _cmd_eval_real(args: argparse.Namespace) -> int:
 
     pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
     try:
-        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json)
+        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json, force=args.force)
     finally:
         pipe.prior.close()
     if args.json:
@@ -220,15 +220,18 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from hmdiff_ros.runtime.bench import bench
+    from hmdiff_ros.runtime.bench import bench, check_report
 
+    if args.report:  # refused before the benchmark runs, not after
+        check_report(args.report, force=args.force)
     rows = bench([b.strip() for b in args.backend.split(",") if b.strip()], steps=args.steps, people=args.people,
                  dat=args.dat, repeats=args.repeats, checkpoint=args.checkpoint, engines=args.engines,
                  device=args.device)  # fmt: skip
     if args.report:
         from hmdiff_ros.runtime.bench import write_report
 
-        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat})
+        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat},
+                     force=args.force)  # fmt: skip
     if args.json:  # the contract: exactly these keys per row
         keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms")
         print(json.dumps([{k: r[k] for k in keys} for r in rows]))
@@ -498,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the torch backend runs")
     p.add_argument("--report", default=None, help="also write bench.md and bench.png (model p50 per backend) here")
+    p.add_argument("--force", action="store_true", help="replace bench.md and bench.png in --report")
     p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
     p.add_argument("--people", **_number(int, 1, 64), default=1, help="batch size (people)")
     p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE)
@@ -567,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-real", help="accuracy on real frames with ground truth (3D joints, 2D keypoints)")
     p.add_argument("--data", required=True, help="folder of real evaluation data (layout: docs/eval_real.md)")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--out", default=None, help="also write overlay images here, to look at")
+    p.add_argument("--out", default=None, help="also write overlay images here, to look at (a new or empty folder)")
+    p.add_argument("--force", action="store_true", help="write the overlays into a non-empty --out")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_eval_real)

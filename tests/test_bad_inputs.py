@@ -63,6 +63,15 @@ def user_files(tmp_path_factory):
     (root / "ablation").mkdir()
     (root / "ablation" / "ablation.md").write_text("my notes\n")
     (root / "asset.npz").write_bytes(b"mine")
+    (root / "bench_report").mkdir()
+    (root / "bench_report" / "bench.md").write_text("my notes\n")
+    (root / "eval_data").mkdir()
+    (root / "bad.yaml").write_text("steps: [1\nlr: 0.1\n")
+    (root / "nan.yaml").write_text("steps: .nan\n")
+    (root / "lr.yaml").write_text('lr: "fast"\n')
+    (root / "split_cut").mkdir()
+    (root / "split_cut" / "meta.json").write_text('{"format": 1, "config": {"proxy": {}}, "num": 4}')
+    (root / "split_cut" / "samples.npz").write_bytes(b"PK\x03\x04 cut short")
     engines = root / "engines"
     engines.mkdir()
     (engines / "readme.txt").write_text("my own engines folder\n")
@@ -132,6 +141,15 @@ CASES = [
     ("export-dat-full", ["export", "--out", "{out}", "--dat", "full"], 2, "--dat"),
     ("bench-unknown-backend", ["bench", "--backend", "cuda", "--repeats", "1"], 2, "cuda"),
     ("bench-repeats-0", ["bench", "--repeats", "0"], 2, "--repeats"),
+    ("bench-backend-empty", ["bench", "--backend", ""], 2, "--backend"),
+    ("bench-report-over-a-file", ["bench", "--report", "{root}/bench_report", "--repeats", "1"], 2, "bench.md"),
+    ("eval-real-out-not-empty", ["eval-real", "--data", "{root}/eval_data", "--out", "{root}/photos"], 2, "photos"),
+    ("export-opset-too-new", ["export", "--out", "{out}", "--opset", "30"], 2, "--opset"),
+    ("train-config-bad-yaml", ["train", "--config", "{root}/bad.yaml", "--out", "{out}"], 2, "bad.yaml"),
+    ("train-config-nan-steps", ["train", "--config", "{root}/nan.yaml", "--out", "{out}"], 2, "steps"),
+    ("train-config-lr-text", ["train", "--config", "{root}/lr.yaml", "--out", "{out}"], 2, "lr"),
+    ("train-init-missing", ["train", "--init", "{root}/nockpt", "--out", "{out}", "--steps", "1"], 2, "--init"),
+    ("eval-data-truncated", ["eval", "--steps", "1", "--dat", "off", "--data", "{root}/split_cut"], 2, "samples.npz"),
     ("bench-pipeline-image-missing", ["bench-pipeline", "--image", "{root}/nope.jpg"], 2, "nope.jpg"),
     ("assets-check-missing", ["assets", "check", "--asset", "{root}/nope.npz"], 2, "nope.npz"),
     ("eval-real-missing", ["eval-real", "--data", "{root}/nodata"], 2, "nodata"),

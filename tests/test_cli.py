@@ -61,7 +61,7 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
 
     monkeypatch.setattr(info, "collect_info", interrupted)
     assert main(["info"]) == 130
-    assert capsys.readouterr().err == "hmdiff info: interrupted\n"
+    assert capsys.readouterr().err == "hmdiff info: interrupted (SIGINT)\n"
 
 
 def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):

@@ -97,3 +97,99 @@ def test_missing_or_unknown_folders_are_clear_errors(tmp_path):
         evaluate_real(None, tmp_path / "nothing", progress=False)
     with pytest.raises(ValueError, match="holds no known real evaluation data"):
         evaluate_real(None, tmp_path, progress=False)
+
+
+# --- a new user's mistakes and damaged data -----------------------------------------------------
+
+
+def test_a_corrupt_annotation_file_is_named(real_root):
+    root, _, _ = real_root
+    (root / "coco" / "test_coco.json").write_text('{"images": [')
+    with pytest.raises(ValueError, match=r"'.*coco/test_coco.json' cannot be read: JSONDecodeError") as exc:
+        evaluate_real(None, root, progress=False)
+    assert "\n" not in str(exc.value)
+    (root / "coco" / "test_coco.json").write_text('{"images": [], "annotations": [{"bbox": [0, 0, 9, 9]}]}')
+    (root / "h36m" / "cameras.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'.*h36m/cameras.pkl' not found; '.*test_h36m_body3d.npz' needs"):
+        evaluate_real(None, root, progress=False)
+    npz = root / "h36m" / "test_h36m_body3d.npz"
+    npz.write_bytes(npz.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"'.*h36m/test_h36m_body3d.npz' cannot be read: BadZipFile"):
+        evaluate_real(None, root, progress=False)
+
+
+def test_an_unreadable_image_is_skipped_and_counted(real_root, caplog):
+    import logging
+
+    root, gt3d, kp = real_root
+    (root / "coco" / "a.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.pipeline.eval_real"):
+        result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+    assert result["skipped"] == [str(root / "coco" / "a.jpg")]
+    assert result["per_dataset"]["coco"]["skipped"] == 2 and result["per_dataset"]["h36m"]["skipped"] == 0
+    assert result["num_people_2d"] == 0 and result["pck_at_0.1"] is None and result["num_frames_3d"] == 1
+    assert result["pa_mpjpe_mm"] == pytest.approx(0.0, abs=0.05)
+    assert "skipping" in caplog.text and "a.jpg" in caplog.text
+    assert set(result) >= {"pck_at_0.1", "mpjpe_mm", "pa_mpjpe_mm", "num_frames_3d", "num_people_2d", "missed_3d"}
+    (root / "coco" / "a.jpg").write_bytes(b"not an image")
+    name = "S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg"
+    (root / "h36m" / name).unlink()
+    with pytest.raises(ValueError, match="none of the 2 images of .* could be read"):
+        evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+
+
+def test_unusable_data_folders_say_what_is_wrong(tmp_path, real_root, caplog):
+    import logging
+
+    (tmp_path / "only" / "h36m").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no usable real evaluation data: h36m/ has no test_h36m_body3d.npz"):
+        evaluate_real(None, tmp_path / "only", progress=False)
+    (tmp_path / "only" / "coco").mkdir()
+    ann = {"images": [{"id": 1, "file_name": "a.jpg"}],
+           "annotations": [{"image_id": 1, "bbox": [5, 5, 0, 40], "keypoints": [10, 10, 2] * 17}]}  # fmt: skip
+    (tmp_path / "only" / "coco" / "test_coco.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"every box in coco/test_coco.json is empty") as exc:
+        evaluate_real(None, tmp_path / "only", progress=False)
+    assert "h36m/ has no test_h36m_body3d.npz" in str(exc.value)
+    a_file = tmp_path / "data.zip"
+    a_file.write_bytes(b"zip")
+    with pytest.raises(ValueError, match=r"'.*data.zip' is a file; expected a folder"):
+        evaluate_real(None, a_file, progress=False)
+    # usable data beside an empty dataset folder: evaluated, with a warning about the folder
+    root, gt3d, kp = real_root
+    (root / "mpi_inf_3dhp").mkdir()
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.pipeline.eval_real"):
+        result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+    assert result["num_frames_3d"] == 1 and "mpi_inf_3dhp/ has neither" in caplog.text
+
+
+def test_overlays_never_replace_a_users_files_unless_forced(real_root, tmp_path, monkeypatch):
+    import hmdiff_ros.pipeline.eval_real as eval_real
+
+    root, gt3d, kp = real_root
+    pipe = FakePipeline(gt3d, kp)
+    pipe.topology = SimpleNamespace(full_faces=None)
+    monkeypatch.setattr(eval_real, "overlay", lambda image, people, K, faces: np.full((8, 8, 3), 99, np.uint8))
+    mine = tmp_path / "er_foreign"
+    mine.mkdir()
+    (mine / "coco_a.jpg").write_bytes(b"my photo")
+    with pytest.raises(ValueError, match="already exists and is not empty; use --force"):
+        evaluate_real(pipe, root, out=mine, progress=False)
+    assert (mine / "coco_a.jpg").read_bytes() == b"my photo"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ValueError, match="is an existing file; expected a folder"):
+        evaluate_real(pipe, root, out=a_file, progress=False, force=True)
+    assert a_file.read_text() == "mine"
+    result = evaluate_real(pipe, root, out=mine, progress=False, force=True)
+    assert result["num_people_2d"] == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["coco_a.jpg", "h36m_S1_Directions_1.54138969_000001.jpg"]
+    assert cv2.imread(str(mine / "coco_a.jpg")) is not None  # the overlay, replacing the user's file as asked
+
+    # a new folder is made only when there is an overlay to write
+    class Nobody(FakePipeline):
+        def __call__(self, image, K, boxes):
+            return []
+
+    result = evaluate_real(Nobody(gt3d, kp), root, out=tmp_path / "new" / "overlays", progress=False)
+    assert result["missed_3d"] == 1 and not (tmp_path / "new").exists()

@@ -343,3 +343,49 @@ def test_training_never_replaces_weights_it_cannot_resume(tmp_path, engine):
         train(TrainConfig(**{**run.__dict__, "steps": 2, "model": other}), progress=False)
     forced = train(TrainConfig(**{**cfg.__dict__, "force": True}), progress=False)
     assert forced["step"] == 1 and (trained / "model.safetensors").read_bytes() != b"trained weights"
+
+
+def test_ctrl_c_saves_the_run_and_the_same_command_resumes_it(tmp_path, engine, monkeypatch, caplog):
+    import logging
+
+    import hmdiff_ros.model.train as train_module
+    from hmdiff_ros.model.train import STATE, TrainConfig, train
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(out=str(run), steps=5, batch_size=2, workers=0, val_every=100, val_samples=4, model=TINY)
+    real, calls = train_module.losses, []
+
+    def interrupted_at(n):
+        def losses(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return losses
+
+    # Ctrl-C in the first step: nothing to save, no folder left behind
+    monkeypatch.setattr(train_module, "losses", interrupted_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert not run.exists()
+    # Ctrl-C in step 4 (no validation yet): the state after 3 steps is saved, then re-raised
+    calls.clear()
+    monkeypatch.setattr(train_module, "losses", interrupted_at(4))
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.model.train"), pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["step"] == 3 and meta["metrics"]["step"] == 3 and meta["metrics"]["interrupted"] is True
+    assert (run / STATE).is_file() and (run / "model.safetensors").is_file()
+    assert not (run / "metrics.jsonl").exists()  # validation lines only
+    assert f"interrupted at step 3 of 5: training state saved to {run}" in caplog.text
+    assert "run the same command again to resume" in caplog.text
+    # the same command resumes from step 3 (two more steps); --init is ignored with a warning
+    calls.clear()
+    caplog.clear()
+    monkeypatch.setattr(train_module, "losses", interrupted_at(0))
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.model.train"):
+        metrics = train(TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "elsewhere")}), progress=False)
+    assert metrics["step"] == 5 and len(calls) == 2
+    assert f"--init {tmp_path / 'elsewhere'} is ignored: the run in {run} is resumed from step 3" in caplog.text
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [5]

@@ -9,6 +9,8 @@ and package version). The reader rebuilds the proxy with the same
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterator
@@ -75,27 +77,77 @@ def write_split(
     return out
 
 
+# the arrays the reader and ``hmdiff eval`` use (a split holds more); all share the sample axis
+REQUIRED_ARRAYS = ("uv", "vis", "mask", "valid", "prior_xyz", "coarse", "coarse_rel", "joints_rel")
+
+
 class SplitReader:
-    """Reads a folder written by :func:`write_split`; errors name the folder and what is wrong."""
+    """Reads a folder written by :func:`write_split`; errors (``FileNotFoundError`` when
+    something is missing, ``ValueError`` otherwise) name the folder or the file and what is
+    wrong."""
 
     def __init__(self, folder: "str | Path") -> None:
         self.folder = Path(folder)
         meta_path, samples_path = self.folder / META_FILE, self.folder / SAMPLES_FILE
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"data folder '{self.folder}' is a file; expected a folder written by 'hmdiff data make'")
         if not self.folder.is_dir():
             raise FileNotFoundError(f"data folder '{self.folder}' does not exist; write one with 'hmdiff data make'")
         if not meta_path.is_file() or not samples_path.is_file():
             raise FileNotFoundError(
                 f"'{self.folder}' is not a split written by 'hmdiff data make' (needs {META_FILE} and {SAMPLES_FILE})"
             )
+        self.meta = self._read_meta(meta_path)
+        self.arrays = self._read_samples(samples_path)
+        num = self.meta.get("num")
+        if isinstance(num, int) and not isinstance(num, bool) and num != len(self):
+            raise ValueError(
+                f"split '{self.folder}': {SAMPLES_FILE} holds {len(self)} samples but {META_FILE} says {num}; "
+                "write the split again with 'hmdiff data make --force'"
+            )
+
+    def _read_meta(self, path: Path) -> Dict:
+        hint = "expected the JSON that 'hmdiff data make' writes"
         try:
-            self.meta = json.loads(meta_path.read_text())
-            with np.load(samples_path, allow_pickle=False) as data:
-                self.arrays = {k: data[k] for k in data.files}
-        except (ValueError, OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read split '{self.folder}': {exc}") from exc
-        if self.meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"split '{self.folder}' has format {self.meta.get('format')}, expected {FORMAT_VERSION}")
-        self.proxy_cfg = ProxyConfig(**self.meta["config"]["proxy"])
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+            raise ValueError(
+                f"cannot read '{path}': {type(exc).__name__}: {' '.join(str(exc).split())}; {hint}"
+            ) from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"'{path}' must hold a JSON object, got {type(meta).__name__}; {hint}")
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"split '{self.folder}' has format {meta.get('format')!r} in {META_FILE}, expected {FORMAT_VERSION}"
+            )
+        proxy = meta.get("config", {}).get("proxy") if isinstance(meta.get("config"), dict) else None
+        if not isinstance(proxy, dict):
+            raise ValueError(f"'{path}' has no engine config under config.proxy; {hint}")
+        try:
+            self.proxy_cfg = ProxyConfig(**proxy)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"'{path}': config.proxy is not a proxy config ({exc}); {hint}") from None
+        return meta
+
+    def _read_samples(self, path: Path) -> Dict[str, np.ndarray]:
+        hint = "write the split again with 'hmdiff data make --force'"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"'{path}' is truncated or corrupt ({type(exc).__name__}: {why}); {hint}") from None
+        missing = [k for k in REQUIRED_ARRAYS if k not in arrays]
+        if missing:
+            raise ValueError(f"'{path}' lacks the arrays {missing}; {hint}")
+        num = len(arrays["coarse"]) if arrays["coarse"].ndim else 0
+        for name, a in arrays.items():
+            if a.ndim == 0 or len(a) != num:
+                rows = f"{len(a)} rows" if a.ndim else "a scalar"
+                raise ValueError(f"'{path}': array '{name}' has {rows} where 'coarse' has {num} samples; {hint}")
+        if num == 0:
+            raise ValueError(f"'{path}' holds no samples; {hint}")
+        return arrays
 
     def __len__(self) -> int:
         return len(self.arrays["coarse"])

@@ -46,6 +46,24 @@ def evaluate(
     if model is None:
         model, _ = load_checkpoint(checkpoint)
     reader = SplitReader(data if data is not None else default_test_split())
+    _check_fit(reader, model)
     cfg = dat_config if dat_config is not None else DATConfig(mode=dat)
     torch.manual_seed(0)
     return evaluate_batches(model, reader.batches(64, limit), steps=steps, dat=cfg, hypotheses=hypotheses)
+
+
+def _check_fit(reader: SplitReader, model) -> None:
+    """A split made for another body topology or crop size than the model's is refused by name
+    (rather than failing on array shapes inside the model)."""
+    coarse = reader.arrays["coarse"].shape[1] if reader.arrays["coarse"].ndim == 3 else None
+    if getattr(model, "num_coarse", coarse) != coarse:
+        raise ValueError(
+            f"split '{reader.folder}' has {coarse} coarse vertices per body but the model has {model.num_coarse}; "
+            "write a split for this model's topology with 'hmdiff data make'"
+        )
+    size = getattr(getattr(getattr(model, "cfg", None), "encoder", None), "input_size", None)
+    if size is not None and reader.proxy_cfg.crop_size != size:
+        raise ValueError(
+            f"split '{reader.folder}' has {reader.proxy_cfg.crop_size}-pixel crops but the model's encoder takes "
+            f"{size}; write a split for this model with 'hmdiff data make'"
+        )

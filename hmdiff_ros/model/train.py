@@ -13,9 +13,11 @@ import copy
 import json
 import logging
 import math
+import numbers
+import re
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path, PurePath
 from typing import Dict
 
 import numpy as np
@@ -32,6 +34,120 @@ from hmdiff_ros.model.proxy import make_proxy
 log = logging.getLogger(__name__)
 STATE = "train_state.safetensors"  # raw weights and optimiser moments, for resume
 VAL_SEED = 10_000  # validation batches never overlap training streams (seed = TrainConfig.seed)
+
+
+# the checks of every ``TrainConfig`` field but ``model``: (kind, test, what is expected)
+_INT, _FLOAT, _STR, _BOOL = "an integer", "a finite number", "a string", "true or false"
+_FIELD_CHECKS = {
+    "out": (_STR, lambda v: v.strip() != "", "a non-empty folder path"),
+    "steps": (_INT, lambda v: v >= 1, ">= 1"),
+    "batch_size": (_INT, lambda v: v >= 1, ">= 1"),
+    "lr": (_FLOAT, lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
+    "weight_decay": (_FLOAT, lambda v: v >= 0, ">= 0"),
+    "warmup_steps": (_INT, lambda v: v >= 0, ">= 0"),
+    "ema_decay": (_FLOAT, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "grad_clip": (_FLOAT, lambda v: v > 0, "> 0"),
+    "loss_x0": (_FLOAT, lambda v: v >= 0, ">= 0"),
+    "loss_edge": (_FLOAT, lambda v: v >= 0, ">= 0"),
+    "workers": (_INT, lambda v: v >= 0, ">= 0"),
+    "seed": (_INT, lambda v: v >= 0, ">= 0"),
+    "val_every": (_INT, lambda v: v >= 1, ">= 1"),
+    "val_samples": (_INT, lambda v: v >= 1, ">= 1"),
+    "max_minutes": (_FLOAT, lambda v: v >= 0, ">= 0, 0 for no limit"),
+    "device": (_STR, lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
+    "init": (_STR, lambda v: True, "a checkpoint folder path, or empty"),
+    "force": (_BOOL, lambda v: True, "true or false"),
+}
+# PyYAML reads YAML 1.1, where an exponent without a dot (``lr: 1e-3``) is a string
+_YAML_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _is_kind(value, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if kind == _INT:
+        return isinstance(value, numbers.Integral)
+    return math.isfinite(float(value))
+
+
+def _check_value(name: str, value, kind: str, test=lambda v: True, expected: str = ""):
+    """``value`` of key ``name`` as ``kind`` (ints as ``int``, numbers as ``float``), or a
+    ``ValueError`` naming the key, the value and what is expected."""
+    if not _is_kind(value, kind):
+        what = expected if kind in (_STR, _BOOL) and expected else f"{kind} {expected}".strip()
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if kind == _INT:
+        value = int(value)
+    elif kind == _FLOAT:
+        value = float(value)
+    if not test(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+def _kind_of(default) -> str:
+    if isinstance(default, bool):
+        return _BOOL
+    if isinstance(default, int):
+        return _INT
+    return _FLOAT if isinstance(default, float) else _STR
+
+
+def _from_yaml_number(value, kind: str):
+    if kind == _FLOAT and isinstance(value, str) and _YAML_EXPONENT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _model_range(key: str, kind: str) -> tuple:
+    """(test, expected) of a model config number: counts and sizes >= 1 (blocks >= 0), other
+    numbers > 0; the configs' own checks then apply."""
+    if kind == _INT:
+        return (lambda v: v >= 0, ">= 0") if key.endswith("_blocks") else (lambda v: v >= 1, ">= 1")
+    if kind == _FLOAT:
+        return lambda v: v > 0, "> 0"
+    return lambda v: True, ""
+
+
+def _model_config(d) -> HMDiffConfig:
+    """``HMDiffConfig`` from the ``model`` mapping of a training config (keys it does not give
+    keep the defaults); errors name the key (``model.denoiser.width``) and the value."""
+    if not isinstance(d, dict):
+        raise ValueError(f"model must be a mapping of model config keys to values, got {d!r}")
+    base = HMDiffConfig()
+    sections = {f.name: f for f in fields(HMDiffConfig)}
+    unknown = sorted(str(k) for k in d if k not in sections)
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; known: {sorted(sections)}")
+    built = {}
+    for name in sections:
+        current = getattr(base, name)
+        if not is_dataclass(current):
+            kind = _kind_of(current)
+            built[name] = _check_value(f"model.{name}", _from_yaml_number(d.get(name, current), kind), kind,
+                                       *_model_range(name, kind))  # fmt: skip
+            continue
+        given = d.get(name, {})
+        if not isinstance(given, dict):
+            raise ValueError(f"model.{name} must be a mapping of keys to values, got {given!r}")
+        known = {f.name: getattr(current, f.name) for f in fields(current)}
+        unknown = sorted(str(k) for k in given if k not in known)
+        if unknown:
+            raise ValueError(f"unknown model.{name} keys {unknown}; known: {sorted(known)}")
+        values = {}
+        for key, default in known.items():
+            kind = _kind_of(default)
+            value = _from_yaml_number(given.get(key, default), kind)
+            values[key] = _check_value(f"model.{name}.{key}", value, kind, *_model_range(f"{name}.{key}", kind))
+        try:
+            built[name] = type(current)(**values)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValueError(f"model.{name}: {exc}") from None
+    return HMDiffConfig(**built)
 
 
 @dataclass(frozen=True)
@@ -57,41 +173,72 @@ class TrainConfig:
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if not 0 < self.lr < 1 or not 0 <= self.ema_decay < 1:
-            raise ValueError("lr must be in (0, 1) and ema_decay in [0, 1)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        """Every field's type and range; errors name the key and the value. ``out`` and
+        ``init`` may also be paths; ints given for float fields become floats."""
+        for name, (kind, test, expected) in _FIELD_CHECKS.items():
+            value = getattr(self, name)
+            if name in ("out", "init") and isinstance(value, PurePath):
+                value = str(value)
+            object.__setattr__(self, name, _check_value(name, value, kind, test, expected))
+        if not isinstance(self.model, HMDiffConfig):
+            raise ValueError(f"model must be an HMDiffConfig, got {type(self.model).__name__}")
+        if self.model.encoder.width != self.model.denoiser.width:  # the image tokens feed the denoiser
+            raise ValueError(
+                f"model.encoder.width ({self.model.encoder.width}) must equal model.denoiser.width "
+                f"({self.model.denoiser.width})"
+            )
 
     @classmethod
     def from_dict(cls, d: Dict) -> "TrainConfig":
+        """From a mapping of field names to values (as in a YAML file); ``model`` overrides the
+        default ``HMDiffConfig`` key by key."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a mapping of keys to values, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        d = dict(d)
+        d = {k: _from_yaml_number(v, _FIELD_CHECKS[k][0]) if k in _FIELD_CHECKS else v for k, v in d.items()}
         if "model" in d:
-            base = HMDiffConfig().to_dict()
-            for k, v in d["model"].items():
-                base[k] = {**base[k], **v} if isinstance(base.get(k), dict) else v
-            d["model"] = HMDiffConfig.from_dict(base)
+            d["model"] = _model_config(d["model"])
         return cls(**d)
 
 
+def _yaml_error(exc) -> str:
+    """A YAML parse error in one line: where, what, and while doing what."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_train_config(path: "str | Path | None", overrides: Dict | None = None) -> TrainConfig:
+    """The config of YAML file ``path`` (if any) with ``overrides`` (command-line options) on
+    top. Errors are ``ValueError``/``FileNotFoundError`` naming the file and the key; those of
+    the file's own values are prefixed with the file's name."""
     d: Dict = {}
     if path is not None:
         import yaml
 
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"training config '{path}' is a folder; expected a YAML file")
         if not path.is_file():
             raise FileNotFoundError(f"training config '{path}' not found")
-        d = yaml.safe_load(path.read_text()) or {}
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"training config '{path}' is not valid YAML: {_yaml_error(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"training config '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if not isinstance(d, dict):
-            raise ValueError(f"training config '{path}' must be a mapping of keys to values")
-    d.update(overrides or {})
-    return TrainConfig.from_dict(d)
+            raise ValueError(f"training config '{path}' must be a mapping of keys to values, got {type(d).__name__}")
+        try:
+            TrainConfig.from_dict(d)  # the file's own values, so that their errors name the file
+        except ValueError as exc:
+            raise ValueError(f"training config '{path}': {exc}") from None
+    return TrainConfig.from_dict({**d, **(overrides or {})})
 
 
 def points_of(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -144,7 +291,8 @@ def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypothe
 def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for but CUDA is not available")
+            why = "built without CUDA" if torch.version.cuda is None else "no GPU found"
+            raise ValueError(f"--device cuda: CUDA is not available here (torch {torch.__version__}, {why})")
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -195,24 +343,33 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Dict:
-    from safetensors.torch import load_file
-    from tqdm import tqdm
+def _load_init(cfg: TrainConfig, model: HMDiff) -> None:
+    """The weights of the ``--init`` checkpoint into ``model``; errors name ``--init``."""
+    from hmdiff_ros.model.checkpoint import CONFIG as CONFIG_FILE
+    from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint
 
-    torch.manual_seed(cfg.seed)
-    device = _device(cfg)
-    out = Path(cfg.out)
-    resume = _resumable(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a fresh run (``force``): no earlier state or metrics mix into it
-        for name in (STATE, "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-    topology = Topology.load()
-    model = HMDiff(cfg.model, topology).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if resume:
-        meta = json.loads((out / CONFIG).read_text())
+    try:
+        base, meta = load_checkpoint(cfg.init)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--init checkpoint '{cfg.init}' not found or incomplete (needs {WEIGHTS} and {CONFIG_FILE})"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"--init {exc}") from None
+    if base.cfg.to_dict() != model.cfg.to_dict():
+        raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
+    model.load_state_dict(base.state_dict())
+    log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
+
+
+def _load_resume(out: Path, model: HMDiff, opt: torch.optim.Optimizer, device: torch.device) -> int:
+    """Raw weights and optimiser moments of the run in ``out``; returns its step."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    hint = "use --force to train afresh there (its checkpoint is replaced) or choose another --out"
+    try:
+        step = int(json.loads((out / CONFIG).read_text())["step"])
         state = load_file(str(out / STATE))
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         opt_state = opt.state_dict()
@@ -221,19 +378,59 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
             if keys:
                 opt_state["state"][p] = {k.split(".", 2)[2]: state[k].to(device) for k in keys}
         opt.load_state_dict(opt_state)
-        start = int(meta["step"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(
+            f"--out '{out}': its training state {STATE} is truncated, corrupt or of another run "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); {hint}"
+        ) from None
+    return step
+
+
+def _new_folders(path: Path) -> list:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Dict:
+    """Train (or resume the run in ``cfg.out``); returns the last validation metrics.
+
+    Everything is checked and loaded before ``cfg.out`` is created or touched: a run that
+    fails to start leaves no folder behind. Ctrl-C (``KeyboardInterrupt``) after at least one
+    new step saves the training state at that step, so that the same command resumes it, and
+    is raised again."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg)
+    out = Path(cfg.out)
+    resume = _resumable(out, cfg)
+    topology = Topology.load()
+    model = HMDiff(cfg.model, topology).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    if resume:
+        start = _load_resume(out, model, opt, device)
+        if cfg.init:
+            log.warning("--init %s is ignored: the run in %s is resumed from step %d", cfg.init, out, start)
         log.info("resuming %s from step %d", out, start)
     elif cfg.init:
-        from hmdiff_ros.model.checkpoint import load_checkpoint
-
-        base, meta = load_checkpoint(cfg.init)
-        if base.cfg.to_dict() != model.cfg.to_dict():
-            raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
-        model.load_state_dict(base.state_dict())
-        log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
+        _load_init(cfg, model)
     ema = copy.deepcopy(model).eval()
     if start and (out / "model.safetensors").is_file():
-        ema.load_state_dict(load_file(str(out / "model.safetensors"), device=str(device)))
+        from safetensors import SafetensorError
+
+        try:
+            ema.load_state_dict(load_file(str(out / "model.safetensors"), device=str(device)))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise ValueError(
+                f"--out '{out}': its model.safetensors is truncated or corrupt ({' '.join(str(exc).split())[:200]}); "
+                "use --force to train afresh there or choose another --out"
+            ) from None
     for p in ema.parameters():
         p.requires_grad_(False)
 
@@ -257,53 +454,89 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     metrics_file = out / "metrics.jsonl"
+    new_folders = _new_folders(out)
+    prepared = False
+
+    def prepare_out() -> None:
+        """Create ``out`` on the first write; a fresh run (``force``) drops the earlier state
+        and metrics there then, so that none of them mix into it."""
+        nonlocal prepared
+        if not prepared:
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                for name in (STATE, "metrics.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+            prepared = True
+
     t0, last, seen = time.time(), time.time(), 0
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress)
     metrics: Dict = {}
-    step = start
-    for batch in loader:
-        if step >= cfg.steps:
-            break
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        proxy = make_proxy(batch["uv"], batch["vis"], batch["mask"], batch["valid"], data_cfg.proxy)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, terms = losses(model, batch, proxy, cfg, edges)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        seen += len(proxy)
-        bar.update(1)
-        if step % 20 == 0:
-            rate = seen / (time.time() - last)
-            bar.set_postfix(
-                loss=f"{loss.item():.4f}", x0_mm=f"{terms['x0_l1'].item() * 1000:.1f}", samples_s=f"{rate:.0f}"
-            )
-            last, seen = time.time(), 0
-        timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
-        if step % cfg.val_every == 0 or step == cfg.steps or timeout:
-            metrics = {
-                "step": step, "minutes": round((time.time() - t0) / 60, 1),
-                "loss": round(loss.item(), 5), **{k: round(v.item(), 5) for k, v in terms.items()},
-                "val_dat_off": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="off")),
-                "val_dat_fast": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="fast")),
-            }  # fmt: skip
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            _save_state(out, model, ema, opt, step, cfg, metrics)
-            tqdm.write(json.dumps(metrics))
-        if timeout:
-            log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
-            break
-    bar.close()
+    step = saved = start  # saved: the step of the state on disk
+    loss = terms = None
+    try:
+        for batch in loader:
+            if step >= cfg.steps:
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            proxy = make_proxy(batch["uv"], batch["vis"], batch["mask"], batch["valid"], data_cfg.proxy)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            model.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, terms = losses(model, batch, proxy, cfg, edges)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.lerp_(pm, 1 - decay)
+            step += 1
+            seen += len(proxy)
+            bar.update(1)
+            if step % 20 == 0:
+                rate = seen / (time.time() - last)
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}", x0_mm=f"{terms['x0_l1'].item() * 1000:.1f}", samples_s=f"{rate:.0f}"
+                )
+                last, seen = time.time(), 0
+            timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
+            if step % cfg.val_every == 0 or step == cfg.steps or timeout:
+                metrics = {
+                    "step": step, "minutes": round((time.time() - t0) / 60, 1),
+                    "loss": round(loss.item(), 5), **{k: round(v.item(), 5) for k, v in terms.items()},
+                    "val_dat_off": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="off")),
+                    "val_dat_fast": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="fast")),
+                }  # fmt: skip
+                prepare_out()
+                with metrics_file.open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                _save_state(out, model, ema, opt, step, cfg, metrics)
+                saved = step
+                tqdm.write(json.dumps(metrics))
+            if timeout:
+                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        if step > saved:
+            # no validation (it would take long): the state and the last training loss only
+            state = {"step": step, "minutes": round((time.time() - t0) / 60, 1), "interrupted": True}
+            if loss is not None:
+                state["loss"] = round(loss.item(), 5)
+            prepare_out()
+            _save_state(out, model, ema, opt, step, cfg, state)
+            log.warning(
+                "interrupted at step %d of %d: training state saved to %s; run the same command again to resume",
+                step, cfg.steps, out,
+            )  # fmt: skip
+        raise
+    finally:
+        bar.close()
+        for folder in new_folders:  # a run that wrote nothing leaves no empty folders
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     return metrics
 
 

@@ -18,7 +18,9 @@ Every person is given to the pipeline by its annotated box (one prior run per bo
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -29,6 +31,8 @@ from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.camera import intrinsics_from_fov
 from hmdiff_ros.model.metrics import pa_mpjpe_mm
 from hmdiff_ros.pipeline.io import overlay, read_image
+
+log = logging.getLogger(__name__)
 
 LIMBS = (
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -53,9 +57,44 @@ def _K(f, c) -> np.ndarray:
     return np.array([[f[0], 0, c[0]], [0, f[1], c[1]], [0, 0, 1.0]])
 
 
-def _pickle(path: Path):
-    with path.open("rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+# the errors a damaged or foreign file raises while it is read and indexed
+_READ_ERRORS = (
+    OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)  # fmt: skip
+
+
+def _bad_file(path: Path, exc: BaseException, expected: str, what: str = "") -> ValueError:
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return ValueError(
+        f"eval-real file '{path}'{f' ({what})' if what else ''} cannot be read: {type(exc).__name__}: {why}; "
+        f"expected {expected} (layout: docs/eval_real.md)"
+    )
+
+
+def _pickle(path: Path, needed_by: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"eval-real file '{path}' not found; '{needed_by}' needs its cameras")
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh, encoding="latin1")
+    except (*_READ_ERRORS, ImportError) as exc:
+        raise _bad_file(path, exc, "a pickled dictionary of cameras with 'f' and 'c'") from None
+
+
+def _npz(path: Path, keys: Tuple[str, ...]) -> Dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return {k: d[k] for k in keys}
+    except _READ_ERRORS as exc:
+        raise _bad_file(path, exc, f"an .npz file with the arrays {list(keys)}") from None
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise _bad_file(path, exc, "a JSON file") from None
 
 
 def _square(center, scale) -> np.ndarray:
@@ -64,60 +103,137 @@ def _square(center, scale) -> np.ndarray:
     return np.array([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2])
 
 
-def frames_3d(root: Path) -> Iterator[Tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(dataset, image, K, box, limb joints (12, 3) metres, camera frame)`` per 3D frame."""
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _frames_3d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
+    """The 3D frames of ``root``; ``notes`` gets why a dataset folder there gives none."""
+    items: list = []
     h36m = root / "h36m"
-    if (h36m / "test_h36m_body3d.npz").is_file():
-        d = np.load(h36m / "test_h36m_body3d.npz")
-        cams = _pickle(h36m / "cameras.pkl")
+    npz = h36m / "test_h36m_body3d.npz"
+    if npz.is_file():
+        d = _npz(npz, ("imgname", "S", "center", "scale"))
+        cams = _pickle(h36m / "cameras.pkl", npz)
         for i, name in enumerate(d["imgname"]):
             name = str(name)
-            subject, cam_id = name.split("/")[0], name.split("/")[-1].split(".")[1].split("_")[0]
-            cam = cams[(subject, cam_id)]
-            box = _square(d["center"][i], d["scale"][i])
-            yield "h36m", h36m / name, _K(cam["f"], cam["c"]), box, d["S"][i, list(H36M_LIMBS), :3]
+            try:
+                subject, cam_id = name.split("/")[0], name.split("/")[-1].split(".")[1].split("_")[0]
+                cam = cams[(subject, cam_id)]
+                box = _square(d["center"][i], d["scale"][i])
+                items.append(("h36m", h36m / name, _K(cam["f"], cam["c"]), box, d["S"][i, list(H36M_LIMBS), :3]))
+            except _READ_ERRORS as exc:
+                raise _bad_file(npz, exc, "frames named S<n>/<action>.<camera>/..., each with a camera in "
+                                "h36m/cameras.pkl and S (N, 17, 4)", f"frame {i} {name!r}") from None  # fmt: skip
+        if not len(d["imgname"]):
+            notes.append(f"{_rel(npz, root)} holds no frames")
+    elif h36m.is_dir():
+        notes.append(f"h36m/ has no {npz.name}")
     mpi = root / "mpi_inf_3dhp"
+    found = False
     for split, cam_file in (("test", "cameras_test.pkl"), ("train", "cameras_train.pkl")):
         npz = mpi / f"test_3dhp_{split}.npz"
         if not npz.is_file():
             continue
-        d, cams = np.load(npz), _pickle(mpi / cam_file)
+        found = True
+        d, cams = _npz(npz, ("imgname", "S", "center", "scale")), _pickle(mpi / cam_file, npz)
         for i, name in enumerate(d["imgname"]):
             name = str(name)
-            key = name.split("_")[0] if split == "test" else "_".join(name.split("_")[:3])
-            cam = cams[key]
-            box = _square(d["center"][i], d["scale"][i])
-            yield "mpi_inf_3dhp", mpi / name, _K(cam["f"], cam["c"]), box, d["S"][i, list(MPI_INF_3DHP_LIMBS), :3]
+            try:
+                key = name.split("_")[0] if split == "test" else "_".join(name.split("_")[:3])
+                cam = cams[key]
+                box = _square(d["center"][i], d["scale"][i])
+                S = d["S"][i, list(MPI_INF_3DHP_LIMBS), :3]
+                items.append(("mpi_inf_3dhp", mpi / name, _K(cam["f"], cam["c"]), box, S))
+            except _READ_ERRORS as exc:
+                raise _bad_file(npz, exc, f"frames whose names lead to a camera in mpi_inf_3dhp/{cam_file} "
+                                "and S (N, 17, 4)", f"frame {i} {name!r}") from None  # fmt: skip
+        if not len(d["imgname"]):
+            notes.append(f"{_rel(npz, root)} holds no frames")
+    if mpi.is_dir() and not found:
+        notes.append("mpi_inf_3dhp/ has neither test_3dhp_test.npz nor test_3dhp_train.npz")
+    return items
 
 
-def people_2d(root: Path) -> Iterator[Tuple[str, Path, np.ndarray, Dict[str, np.ndarray]]]:
-    """``(dataset, image, box (u0, v0, u1, v1), {joint name: (u, v)})`` per annotated person."""
+def frames_3d(root: Path) -> Iterator[Tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(dataset, image, K, box, limb joints (12, 3) metres, camera frame)`` per 3D frame.
+    A file that cannot be read is a ``ValueError`` (``FileNotFoundError`` for a missing
+    camera file) naming it."""
+    yield from _frames_3d(Path(root), [])
+
+
+_COCO_LAYOUT = "a COCO-style object with 'images' (id, file_name) and 'annotations' (image_id, bbox, keypoints)"
+
+
+def _people_2d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray, Dict[str, np.ndarray]]]:
+    """The annotated people of ``root``; ``notes`` gets why a dataset there gives none."""
+    items: list = []
     for name, folder, ann in (
         ("coco", root / "coco", root / "coco" / "test_coco.json"),
         ("ochuman", root / "ochuman", root / "ochuman" / "test_ochuman.json"),
         ("posetrack18", root / "posetrack18", root / "posetrack18" / "annotations" / "test_posetrack18_val.json"),
     ):
         if not ann.is_file():
+            if folder.is_dir():
+                notes.append(f"{name}/ has no {_rel(ann, folder)}")
             continue
-        data = json.loads(ann.read_text())
-        images = {im["id"]: im for im in data["images"]}
+        data = _json(ann)
         table = POSETRACK if name == "posetrack18" else {k: n for k, n in enumerate(_coco_names())}
-        for a in data["annotations"]:
-            kp = np.asarray(a.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
-            if len(kp) != 17 or not (kp[:, 2] > 0).any() or "bbox" not in a:
-                continue
-            x, y, w, h = a["bbox"]
-            if w <= 1 or h <= 1:
-                continue
-            joints = {n: kp[k, :2] for k, n in table.items() if kp[k, 2] > 0}
-            yield name, folder / images[a["image_id"]]["file_name"], np.array([x, y, x + w, y + h]), joints
+        no_keypoints = empty_box = 0
+        try:
+            images = {im["id"]: im for im in data["images"]}
+            annotations = list(data["annotations"])
+            for i, a in enumerate(annotations):
+                kp = np.asarray(a.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
+                if len(kp) != 17 or not (kp[:, 2] > 0).any() or "bbox" not in a:
+                    no_keypoints += 1
+                    continue
+                x, y, w, h = (float(v) for v in a["bbox"])
+                if not w > 1 or not h > 1:
+                    empty_box += 1
+                    continue
+                if a["image_id"] not in images:
+                    raise KeyError(f"annotation {i}: image_id {a['image_id']!r} is not in 'images'")
+                joints = {n: kp[k, :2] for k, n in table.items() if kp[k, 2] > 0}
+                image = folder / str(images[a["image_id"]]["file_name"])
+                items.append((name, image, np.array([x, y, x + w, y + h]), joints))
+        except _READ_ERRORS as exc:
+            raise _bad_file(ann, exc, _COCO_LAYOUT) from None
+        if no_keypoints + empty_box == len(annotations):
+            why = (
+                f"every box in {_rel(ann, root)} is empty (width or height <= 1 px)"
+                if empty_box == len(annotations) and annotations
+                else f"{_rel(ann, root)} has no usable person ({len(annotations)} annotations: {empty_box} with an "
+                f"empty box, {no_keypoints} without 17 keypoints, a visible one and a box)"
+            )
+            notes.append(why)
     mpii = root / "mpii" / "test_mpii.json"
     if mpii.is_file():
-        for rec in json.loads(mpii.read_text()):
-            kp = np.asarray(rec["joints"], dtype=np.float64) - 1.0  # MATLAB 1-based
-            vis = np.asarray(rec["joints_vis"], dtype=np.float64)
-            joints = {n: kp[k] for k, n in MPII.items() if vis[k] > 0}
-            yield "mpii", root / "mpii" / rec["image"], _square(rec["center"], rec["scale"]), joints
+        records = _json(mpii)
+        try:
+            for rec in records:
+                kp = np.asarray(rec["joints"], dtype=np.float64).reshape(16, 2) - 1.0  # MATLAB 1-based
+                vis = np.asarray(rec["joints_vis"], dtype=np.float64).reshape(16)
+                joints = {n: kp[k] for k, n in MPII.items() if vis[k] > 0}
+                items.append(("mpii", root / "mpii" / str(rec["image"]), _square(rec["center"], rec["scale"]), joints))
+        except _READ_ERRORS as exc:
+            raise _bad_file(
+                mpii, exc, "a JSON list of records with image, joints (16, 2), joints_vis, center, scale"
+            ) from None
+        if not records:
+            notes.append("mpii/test_mpii.json holds no records")
+    elif (root / "mpii").is_dir():
+        notes.append("mpii/ has no test_mpii.json")
+    return items
+
+
+def people_2d(root: Path) -> Iterator[Tuple[str, Path, np.ndarray, Dict[str, np.ndarray]]]:
+    """``(dataset, image, box (u0, v0, u1, v1), {joint name: (u, v)})`` per annotated person.
+    A file that cannot be read, or does not have the layout, is a ``ValueError`` naming it."""
+    yield from _people_2d(Path(root), [])
 
 
 def _coco_names() -> List[str]:
@@ -134,30 +250,84 @@ def _best_person(people, box: np.ndarray):
     return min(people, key=lambda p: np.linalg.norm((p.box[:2] + p.box[2:]) / 2 - centre))
 
 
-def evaluate_real(pipe, root: "str | Path", out: "str | Path | None" = None, progress: bool = True) -> Dict:
-    """The ``hmdiff eval-real`` figures (see the module docstring) and a per-dataset breakdown."""
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is an existing file; expected a folder for the overlay images")
+    if out.is_dir() and not force and any(out.iterdir()):
+        raise ValueError(
+            f"--out '{out}' already exists and is not empty; use --force to write the overlays there "
+            "(files of the same names are replaced) or choose another --out"
+        )
+
+
+def _write_jpg(path: Path, image_bgr: np.ndarray) -> None:
+    ok, data = cv2.imencode(".jpg", image_bgr)
+    if not ok:
+        raise ValueError(f"cannot encode the overlay image '{path}'")
+    path.parent.mkdir(parents=True, exist_ok=True)  # ``out`` is made with the first overlay only
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data.tobytes())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def evaluate_real(
+    pipe, root: "str | Path", out: "str | Path | None" = None, progress: bool = True, force: bool = False
+) -> Dict:
+    """The ``hmdiff eval-real`` figures (see the module docstring) and a per-dataset breakdown.
+
+    ``out``: a folder for overlay images, new or empty unless ``force`` (then files of the same
+    names are replaced), made only when there is an overlay to write. An image that cannot be
+    read is skipped with a warning: the result lists it under ``skipped`` (and each
+    ``per_dataset`` row counts the frames or people it lost under ``skipped``); when nothing
+    could be read, or ``root`` holds nothing usable, it is a ``ValueError`` saying what is
+    wrong."""
     from tqdm import tqdm
 
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"eval-real data folder '{root}' is a file; expected a folder (layout: docs/eval_real.md)")
     if not root.is_dir():
         raise ValueError(f"eval-real data folder '{root}' does not exist")
-    items_3d, items_2d = list(frames_3d(root)), list(people_2d(root))
+    out = Path(out) if out is not None else None
+    if out is not None:
+        _check_out(out, force)
+    notes: List[str] = []
+    items_3d, items_2d = _frames_3d(root, notes), _people_2d(root, notes)
     if not items_3d and not items_2d:
+        if notes:
+            raise ValueError(f"'{root}' holds no usable real evaluation data: {'; '.join(notes)}")
         raise ValueError(
             f"'{root}' holds no known real evaluation data (expected h36m/, mpi_inf_3dhp/, coco/, mpii/, "
             "ochuman/ or posetrack18/ as in the fixtures' README)"
         )
-    out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    for note in notes:
+        log.warning("eval-real: %s: left out", note)
     per: Dict[str, Dict] = {}
+    skipped: Dict[Path, str] = {}  # image -> why it could not be read
+
+    def read(path: Path):
+        if path in skipped:
+            return None
+        try:
+            return read_image(path)
+        except (OSError, ValueError) as exc:  # read_image names the file
+            skipped[path] = str(exc)
+            log.warning("eval-real: skipping %s", " ".join(str(exc).split()))
+            return None
+
     errors_3d, pa_3d, missed_3d = [], [], 0
     lj = [JOINT_INDEX[n] for n in LIMBS]
     hips = [LIMBS.index("left_hip"), LIMBS.index("right_hip")]
     for ds, path, K, box, gt in tqdm(items_3d, desc="3D frames", disable=not progress):
-        image = read_image(path)
+        row = per.setdefault(ds, {"frames": 0, "missed": 0, "mpjpe_mm": [], "pa_mpjpe_mm": [], "skipped": 0})
+        image = read(path)
+        if image is None:
+            row["skipped"] += 1
+            continue
         person = _best_person(pipe(image, K, boxes=[box]), box)
-        row = per.setdefault(ds, {"frames": 0, "missed": 0, "mpjpe_mm": [], "pa_mpjpe_mm": []})
         if person is None:
             row["missed"] += 1
             missed_3d += 1
@@ -171,17 +341,21 @@ def evaluate_real(pipe, root: "str | Path", out: "str | Path | None" = None, pro
         row["mpjpe_mm"].append(e)
         row["pa_mpjpe_mm"].append(pa)
         if out is not None:
-            cv2.imwrite(str(out / f"{ds}_{path.stem}.jpg"), overlay(image, [person], K, pipe.topology.full_faces))
+            _write_jpg(out / f"{ds}_{path.stem}.jpg", overlay(image, [person], K, pipe.topology.full_faces))
     hits, total = 0, 0
     cache: Dict[Path, np.ndarray] = {}
     drawn: Dict[Path, list] = {}
     for ds, path, box, joints in tqdm(items_2d, desc="2D people", disable=not progress):
+        row = per.setdefault(ds, {"people": 0, "missed": 0, "hits": 0, "joints": 0, "skipped": 0})
         if path not in cache:
-            cache[path] = read_image(path)
+            image = read(path)
+            if image is None:
+                row["skipped"] += 1
+                continue
+            cache[path] = image
         image = cache[path]
         K = intrinsics_from_fov(image.shape[1], image.shape[0], pipe.cfg.hfov_deg)
         person = _best_person(pipe(image, K, boxes=[box]), box)
-        row = per.setdefault(ds, {"people": 0, "missed": 0, "hits": 0, "joints": 0})
         row["people"] += 1
         thr = 0.1 * max(box[2] - box[0], box[3] - box[1])
         ok = 0
@@ -193,17 +367,23 @@ def evaluate_real(pipe, root: "str | Path", out: "str | Path | None" = None, pro
         row["hits"] += ok
         row["joints"] += len(joints)
         hits, total = hits + ok, total + len(joints)
+    if skipped and not any(r.get("frames", 0) + r.get("people", 0) + r["missed"] for r in per.values()):
+        first, why = next(iter(skipped.items()))
+        raise ValueError(
+            f"none of the {len(skipped)} images of '{root}' could be read, so nothing was evaluated "
+            f"(first: {' '.join(why.split())})"
+        )
     if out is not None:
         for path, people in drawn.items():
             image = cache[path]
-            cv2.imwrite(str(out / f"{path.parent.name}_{path.stem}.jpg"),
-                        overlay(image, [p for p, _ in people], people[0][1], pipe.topology.full_faces))  # fmt: skip
+            _write_jpg(out / f"{path.parent.name}_{path.stem}.jpg",
+                       overlay(image, [p for p, _ in people], people[0][1], pipe.topology.full_faces))  # fmt: skip
     for row in per.values():
         if "mpjpe_mm" in row:
             row["mpjpe_mm"] = round(float(np.mean(row["mpjpe_mm"])), 1) if row["mpjpe_mm"] else None
             row["pa_mpjpe_mm"] = round(float(np.mean(row["pa_mpjpe_mm"])), 1) if row["pa_mpjpe_mm"] else None
         else:
-            row["pck_at_0.1"] = round(row["hits"] / max(row["joints"], 1), 3)
+            row["pck_at_0.1"] = round(row["hits"] / max(row["joints"], 1), 3) if row["people"] else None
     return {
         "pck_at_0.1": round(hits / total, 3) if total else None,
         "mpjpe_mm": round(float(np.mean(errors_3d)), 1) if errors_3d else None,
@@ -212,4 +392,5 @@ def evaluate_real(pipe, root: "str | Path", out: "str | Path | None" = None, pro
         "num_people_2d": sum(r.get("people", 0) for r in per.values()),
         "missed_3d": missed_3d,
         "per_dataset": per,
+        "skipped": [str(p) for p in skipped],  # images that could not be read (each logged as a warning)
     }

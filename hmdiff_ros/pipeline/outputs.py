@@ -38,7 +38,8 @@ def _stem(src: str, group: Sequence[str] = ()) -> str:
 
 
 def _with_ext(src: str, group: Sequence[str] = ()) -> str:
-    return _stem(src) if is_camera(src) else f"{Path(src).stem}_{Path(src).suffix.lstrip('.')}".rstrip("_")
+    ext = "" if is_camera(src) else Path(src).suffix.lstrip(".")
+    return f"{_stem(src)}_{ext}" if ext else _stem(src)
 
 
 def _relative(src: str, group: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ hypothesis), timed after warm-up, all backends in the same run.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ import torch
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.runtime.backends import BACKENDS, load_model
+
+log = logging.getLogger(__name__)
+REPORT_FILES = ("bench.md", "bench.png")
 
 
 def _peak_mb(backend: str) -> float:
@@ -38,6 +42,34 @@ def _percentiles(times: List[float]) -> Dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 90, 99)}
 
 
+def _backend_list(backends: "Sequence[str] | str") -> List[str]:
+    """The backends to run: known names, each once, in the order given."""
+    if isinstance(backends, str):
+        backends = [b.strip() for b in backends.split(",") if b.strip()]
+    names = list(backends)
+    if not names:
+        raise ValueError(f"--backend: no backend given; choose from {', '.join(BACKENDS)}")
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"--backend: unknown backends {unknown}; available: {list(BACKENDS)}")
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names):
+        log.warning(
+            "--backend lists %s more than once: each backend is run once",
+            sorted({b for b in names if names.count(b) > 1}),
+        )
+    return unique
+
+
+def check_device(device: str) -> None:
+    """A ``ValueError`` naming ``--device`` unless it is ``cpu``, or ``cuda`` with CUDA usable here."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        why = "built without CUDA" if torch.version.cuda is None else "no GPU found"
+        raise ValueError(f"--device cuda: CUDA is not available here (torch {torch.__version__}, {why})")
+
+
 def bench(
     backends: Sequence[str] = ("torch",),
     steps: int = 4,
@@ -50,12 +82,16 @@ def bench(
     device: str = "cpu",
 ) -> List[Dict]:
     """``device``: where the torch backend runs (``cpu`` or ``cuda``); tensorrt always runs on
-    the GPU and onnxruntime on its best execution provider."""
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise ValueError(f"unknown backends {unknown}; available: {list(BACKENDS)}")
-    if people < 1 or steps < 1 or repeats < 1:
-        raise ValueError("people, steps and repeats must be >= 1")
+    the GPU and onnxruntime on its best execution provider. ``backends``: names, each run once
+    in the order given (a repeated one is run once, with a warning); a string is split at
+    commas. Everything is checked before anything is loaded."""
+    backends = _backend_list(backends)
+    check_device(device)
+    if people < 1 or steps < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"people, steps and repeats must be >= 1 and warmup >= 0, got people={people}, steps={steps}, "
+            f"repeats={repeats}, warmup={warmup}"
+        )
     model, _ = load_checkpoint(checkpoint)  # for the input sizes
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(
@@ -143,12 +179,29 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     }  # fmt: skip
 
 
-def write_report(rows: List[Dict], out: "str | Path", settings: Dict) -> None:
-    """``bench.md`` (every row, with FPS and peak memory) and ``bench.png`` (model p50 per backend)."""
+def check_report(out: "str | Path", force: bool = False) -> Path:
+    """Refuse a report folder ``out`` that is a file, or that already holds ``bench.md`` or
+    ``bench.png`` unless ``force`` (call it before benchmarking, so that a refusal comes first)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--report '{out}' is an existing file; expected a folder for bench.md and bench.png")
+    if not force:
+        for name in REPORT_FILES:
+            if (out / name).exists():
+                raise ValueError(
+                    f"--report: '{out / name}' already exists; use --force to replace it or choose another --report folder"
+                )
+    return out
+
+
+def write_report(rows: List[Dict], out: "str | Path", settings: Dict, force: bool = False) -> None:
+    """``bench.md`` (every row, with FPS and peak memory) and ``bench.png`` (model p50 per
+    backend) in folder ``out`` (made if needed). Existing files of those names are refused
+    unless ``force`` (:func:`check_report`); a failure leaves neither file half written, and
+    no folder it made."""
     import platform
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_report(out, force)
     lines = [
         "# hmdiff bench",
         "",
@@ -163,17 +216,35 @@ def write_report(rows: List[Dict], out: "str | Path", settings: Dict) -> None:
         lines.append(
             f"| {r['backend']} | {r['stage']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r.get('fps', '')} | {r.get('peak_mb', '')} |"
         )
-    (out / "bench.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model = [r for r in rows if r["stage"] == "model"]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar([r["backend"] for r in model], [r["p50_ms"] for r in model], color="#4a7fb5")
-    ax.set_ylabel("model p50 (ms)")
-    ax.set_title("encoder + sampling + DAT, one frame")
-    fig.tight_layout()
-    fig.savefig(out / "bench.png", dpi=100)
-    plt.close(fig)
+    created = []  # out and the parents made for it, deepest first
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_md, tmp_png = out / ".bench.md.tmp", out / ".bench.png.tmp"
+    try:
+        tmp_md.write_text("\n".join(lines) + "\n")
+        model = [r for r in rows if r["stage"] == "model"]
+        fig, ax = plt.subplots(figsize=(5, 3))
+        try:
+            ax.bar([r["backend"] for r in model], [r["p50_ms"] for r in model], color="#4a7fb5")
+            ax.set_ylabel("model p50 (ms)")
+            ax.set_title("encoder + sampling + DAT, one frame")
+            fig.tight_layout()
+            fig.savefig(tmp_png, dpi=100, format="png")
+        finally:
+            plt.close(fig)
+        os.replace(tmp_md, out / "bench.md")
+        os.replace(tmp_png, out / "bench.png")
+    finally:
+        tmp_md.unlink(missing_ok=True)
+        tmp_png.unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -17,17 +17,20 @@ The batch axis is dynamic everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import logging
+import numbers
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +41,48 @@ from hmdiff_ros.model.dat import DATConfig
 log = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "manifest.json"
+MIN_OPSET = 13  # the oldest opset the graphs are exported and tested with (the command line's lower bound)
+FALLBACK_MAX_OPSET = 17  # the newest opset when torch does not say (that of torch 2.1's TorchScript exporter)
+
+
+def _torch_opsets() -> "tuple[int, int, int]":
+    """(oldest, newest, newest of the TorchScript exporter) opsets of the installed torch, from
+    ``torch.onnx._constants``; ``FALLBACK_MAX_OPSET`` for what it does not say."""
+    try:
+        from torch.onnx import _constants as constants
+    except ImportError:  # pragma: no cover - torch without its ONNX module
+        constants = None
+    oldest = getattr(constants, "ONNX_MIN_OPSET", MIN_OPSET)
+    newest = getattr(constants, "ONNX_MAX_OPSET", FALLBACK_MAX_OPSET)
+    torchscript = getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", newest)
+    return int(oldest), int(newest), int(torchscript)
+
+
+def opset_range() -> "tuple[int, int]":
+    """The opsets ``export_onnx`` accepts with the installed torch: from ``MIN_OPSET`` (or
+    torch's oldest, if newer) to torch's newest (``ONNX_MAX_OPSET``)."""
+    oldest, newest, _ = _torch_opsets()
+    return max(MIN_OPSET, oldest), newest
+
+
+def check_opset(opset) -> int:
+    """``opset`` as an int, or a ``ValueError`` naming ``--opset`` and the range supported.
+
+    Opsets newer than those of torch's TorchScript exporter (the one used, see
+    :func:`_export`; 20 in torch 2.13, where ``ONNX_MAX_OPSET`` is 23) are exported with that
+    exporter's newest operator definitions under the newer opset number (checked with this
+    model and ONNX Runtime); a warning says so."""
+    lo, hi = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral) or not lo <= opset <= hi:
+        raise ValueError(f"--opset must be in {lo}..{hi} with the installed torch {torch.__version__}, got {opset!r}")
+    torchscript = _torch_opsets()[2]
+    if opset > torchscript:
+        log.warning(
+            "--opset %d is newer than the newest opset of torch's TorchScript ONNX exporter (%d): the graphs use "
+            "its opset-%d operators under opset %d (ONNX Runtime runs them; check other runtimes, or use --opset %d)",
+            opset, torchscript, torchscript, opset, torchscript,
+        )  # fmt: skip
+    return int(opset)
 
 
 def file_sha256(path: "str | Path") -> str:
@@ -67,11 +112,46 @@ def _export(module: nn.Module, args, path: Path, inputs: Sequence[str], outputs:
         input_names=list(inputs), output_names=list(outputs), opset_version=opset,
         dynamic_axes={n: {0: "batch"} for n in (*inputs, *outputs)}, do_constant_folding=True,
     )  # fmt: skip
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+    params = inspect.signature(torch.onnx.export).parameters
+    if "dynamo" in params:
         kwargs["dynamo"] = False  # the TorchScript exporter: same graphs on torch 2.1 .. 2.13
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), **kwargs)
+    if "verbose" in params:
+        kwargs["verbose"] = False  # no graph printouts
+    try:
+        with warnings.catch_warnings(), _stdout_to_log(path.name):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(path), **kwargs)
+    except Exception as exc:  # whatever the exporter raises (RuntimeError, its own errors, ...): one line
+        raise ValueError(
+            f"ONNX export of {path.name} (opset {opset}) failed: {type(exc).__name__}: {error_line(exc)}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _stdout_to_log(name: str) -> Iterator[None]:
+    """What is written to file descriptor 1 inside the block goes to the debug log, not to
+    stdout (which carries the command's JSON). Torch's TorchScript exporter prints its whole
+    IR graph there from C++ when an export fails ("Torch IR graph at exception: ..."), whatever
+    ``verbose`` says."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no fd 1, or a closed or replaced sys.stdout
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace").strip()
+            if text:
+                log.debug("output of the ONNX exporter for %s:\n%s", name, text)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -100,27 +180,35 @@ def export_onnx(
     ``out`` must be a new or empty folder unless ``force``: then the files this export writes
     (the ONNX graphs and the manifest) replace those of the same names, once all of them are
     written, and nothing else in the folder is touched."""
+    opset = check_opset(opset)
     if dat not in ("off", "fast"):
         raise ValueError(f"exported samplers support dat 'off' or 'fast', got {dat!r}")
-    if any(int(k) < 1 for k in steps):
-        raise ValueError(f"steps must be >= 1, got {list(steps)}")
+    if not steps or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in steps):
+        raise ValueError(f"--steps must be integers >= 1, got {list(steps)}")
     out = Path(out)
     _check_out(out, force)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     model, _ = load_checkpoint(ckpt)
-    created = not out.exists()
+    created = []  # out and the parents made for it, deepest first
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
-        manifest = _export_all(model, ckpt, tmp, steps, dat, opset)
-        (out / MANIFEST).unlink(missing_ok=True)  # a half-replaced export is never taken for a whole one
-        for name in manifest["files"]:
-            os.replace(tmp / name, out / name)
-        os.replace(tmp / MANIFEST, out / MANIFEST)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            manifest = _export_all(model, ckpt, tmp, steps, dat, opset)
+            (out / MANIFEST).unlink(missing_ok=True)  # a half-replaced export is never taken for a whole one
+            for name in manifest["files"]:
+                os.replace(tmp / name, out / name)
+            os.replace(tmp / MANIFEST, out / MANIFEST)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed export into a new folder leaves nothing behind
+        for folder in created:  # a failed export into a new folder leaves nothing behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     log.info("exported %d ONNX files to %s", len(manifest["files"]), out)
     return manifest
 
