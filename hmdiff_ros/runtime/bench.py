@@ -18,6 +18,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.runtime.backends import BACKENDS, load_model
@@ -221,12 +222,11 @@ def write_report(rows: List[Dict], out: "str | Path", settings: Dict, force: boo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    created = []  # out and the parents made for it, deepest first
-    folder = out
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)
-        folder = folder.parent
-    out.mkdir(parents=True, exist_ok=True)
+    with made_folder(out):
+        _write_report_files(out, lines, rows, plt)
+
+
+def _write_report_files(out: Path, lines: List[str], rows: List[Dict], plt) -> None:
     tmp_md, tmp_png = out / ".bench.md.tmp", out / ".bench.png.tmp"
     try:
         tmp_md.write_text("\n".join(lines) + "\n")
@@ -245,6 +245,3 @@ def write_report(rows: List[Dict], out: "str | Path", settings: Dict, force: boo
     finally:
         tmp_md.unlink(missing_ok=True)
         tmp_png.unlink(missing_ok=True)
-        for folder in created:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()

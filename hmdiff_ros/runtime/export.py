@@ -35,6 +35,7 @@ from typing import Dict, Iterator, Sequence
 import torch
 from torch import nn
 
+from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, error_line, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 
@@ -189,13 +190,7 @@ def export_onnx(
     _check_out(out, force)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     model, _ = load_checkpoint(ckpt)
-    created = []  # out and the parents made for it, deepest first
-    folder = out
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)
-        folder = folder.parent
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with made_folder(out):  # a failed export into a new folder leaves nothing behind
         tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
         try:
             manifest = _export_all(model, ckpt, tmp, steps, dat, opset)
@@ -205,10 +200,6 @@ def export_onnx(
             os.replace(tmp / MANIFEST, out / MANIFEST)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        for folder in created:  # a failed export into a new folder leaves nothing behind
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
     log.info("exported %d ONNX files to %s", len(manifest["files"]), out)
     return manifest
 
