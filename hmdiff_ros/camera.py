@@ -45,8 +45,10 @@ def check_intrinsics(K, width: int, height: int, name: str = "K") -> np.ndarray:
         raise ValueError(f"{name} must be a 3x3 matrix of numbers, got {type(K).__name__}") from None
     if K.size == 9:
         K = K.reshape(3, 3)
-    if K.shape != (3, 3) or not np.isfinite(K).all():
+    if K.shape != (3, 3):
         raise ValueError(f"{name} must be a finite 3x3 intrinsics matrix, got shape {K.shape}")
+    if not np.isfinite(K).all():
+        raise ValueError(f"{name} must be a finite 3x3 intrinsics matrix; it holds NaN or infinity")
     (fx, s, cx), (zero, fy, cy), last = K
     why = None
     if zero != 0 or not np.allclose(last, (0.0, 0.0, 1.0)):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -152,8 +154,9 @@ def _cmd_data_bench(args: argparse.Namespace) -> int:
 
 def _cmd_data_sheet(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.engine import SyntheticEngine
-    from hmdiff_ros.data.sheet import contact_sheet
+    from hmdiff_ros.data.sheet import check_sheet_args, contact_sheet
 
+    check_sheet_args(args.num, args.out, tile=args.tile)  # before the engine is built
     _refuse_existing([Path(args.out)], "--out", args.force)
     print(contact_sheet(SyntheticEngine(), args.num, args.seed, args.out, tile=args.tile))
     return 0
@@ -208,6 +211,12 @@ def _cmd_eval_real(args: argparse.Namespace) -> int:
         )
         for name, row in result["per_dataset"].items():
             print(f"  {name}: {json.dumps(row)}")
+    skipped = result.get("skipped") or []
+    if skipped:  # frames that could not be read: listed, and the run is not "all done"
+        print(f"hmdiff eval-real: {len(skipped)} frames skipped (unreadable), not in the figures:", file=sys.stderr)
+        for path in skipped:
+            print(f"  {path}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -449,15 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("bench", help="samples/second of the data engine at the training resolution")
     p.add_argument("--batch", **POSITIVE, default=256)
     p.add_argument("--batches", **POSITIVE, default=12, help="timed batches (after warm-up)")
-    p.add_argument("--workers", **_number(int, 0), default=2, help="data-loader processes (0: in process)")
+    p.add_argument("--workers", **_number(int, 0, 64), default=2, help="data-loader processes (0: in process)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_data_bench)
     p = data.add_parser("sheet", help="contact sheet PNG of random synthetic bodies")
     p.add_argument("--out", default="docs/images/pose_contact_sheet.png")
     p.add_argument("--force", action="store_true", help="replace an existing image")
-    p.add_argument("--num", **POSITIVE, default=64)
+    p.add_argument("--num", **_number(int, 1, 1024), default=64)
     p.add_argument("--seed", **_number(int, 0), default=0)
-    p.add_argument("--tile", **_number(int, 16, 2000), default=200, help="tile size in pixels")
+    p.add_argument("--tile", **_number(int, 32, 2000), default=200, help="tile size in pixels")
     p.set_defaults(func=_cmd_data_sheet)
 
     p = sub.add_parser("train", help="train HMDiff on streamed synthetic data (resumes from --out)")
@@ -471,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", **POSITIVE, default=None)
     p.add_argument("--max-minutes", **_number(float, 0), default=None, help="stop and checkpoint after this wall time")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--workers", **_number(int, 0), default=None, help="data-loader processes")
+    p.add_argument("--workers", **_number(int, 0, 64), default=None, help="data-loader processes")
     p.add_argument("--val-every", **POSITIVE, default=None)
     p.add_argument("--lr", **_number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
     p.add_argument("--warmup-steps", **_number(int, 0), default=None)
@@ -615,6 +624,10 @@ def main(argv: List[str] | None = None) -> int:
     name = " ".join(filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)]))
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader of our output went away (``| head``): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         print(f"hmdiff {name}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)

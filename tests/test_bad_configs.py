@@ -384,3 +384,104 @@ def test_a_failed_bench_report_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_report(ROWS, tmp_path / "kept", SETTINGS)
     assert list((tmp_path / "kept").iterdir()) == []
+
+
+# --- more of a new user's mistakes: worker counts, duplicate keys, --out under a file, sheets -----
+
+
+def test_workers_are_bounded_by_name(tmp_path):
+    from hmdiff_ros.model.train import MAX_WORKERS
+
+    assert TrainConfig(workers=MAX_WORKERS).workers == MAX_WORKERS
+    with pytest.raises(ValueError, match=rf"^workers must be at most {MAX_WORKERS} .*, got 100000$"):
+        TrainConfig(workers=100000)
+    path = tmp_path / "c.yaml"
+    path.write_text("workers: 100000\n")
+    with pytest.raises(ValueError, match=rf"^training config '{path}': workers must be at most {MAX_WORKERS}"):
+        load_train_config(path)
+    with pytest.raises(ValueError, match="workers must be at most"):
+        load_train_config(None, {"workers": MAX_WORKERS + 1})
+
+
+@pytest.mark.parametrize(
+    "text, key, line, first",
+    [
+        ("steps: 1\nlr: 0.01\nsteps: 2", "steps", 3, 1),
+        ("model:\n  denoiser: {width: 32}\n  denoiser: {width: 64}", "denoiser", 3, 2),
+        ("model: {denoiser: {width: 32, width: 64}}", "width", 1, 1),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_the_file_key_and_line(tmp_path, text, key, line, first):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError) as exc:
+        load_train_config(path)
+    message = str(exc.value)
+    assert message.startswith(f"training config '{path}'") and "\n" not in message
+    assert f"line {line}," in message and f"duplicate key '{key}' (first given on line {first})" in message
+
+
+def test_keys_merged_in_may_be_overridden_and_unique_keys_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  encoder: &w {width: 64}\n  denoiser:\n    <<: *w\n    width: 64\n    heads: 2\n")
+    cfg = load_train_config(path)
+    assert cfg.model.denoiser.width == 64 and cfg.model.denoiser.heads == 2
+
+
+def test_an_out_under_a_file_is_refused_before_training(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for out in (notes / "run", notes / "a" / "b"):
+        with pytest.raises(ValueError, match=rf"^--out '{out}': '{notes}' is a file; expected a folder for the run$"):
+            train(_cfg(out), progress=False)
+    args = ["train", "--out", str(notes / "run"), "--steps", "2", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hmdiff train: error: --out '{notes / 'run'}': '{notes}' is a file; expected a folder for the run"]
+    assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"out": "sheet.txt"}, r"--out '.*sheet.txt' must end in one of .png, .jpg.* got '.txt'"),
+        ({"out": "sheet"}, r"--out '.*sheet' must end in one of .png.* got no extension"),
+        ({"num": 1_000_000}, r"--num must be an integer in 1..1024 \(at most 1024 samples.*got 1000000"),
+        ({"num": 0}, r"--num must be an integer in 1..1024"),
+        ({"num": 100, "tile": 2000}, r"--num must be an integer in 1..64 .*16384x16384 pixels at --tile 2000"),
+        ({"tile": 8}, r"--tile must be an integer in 32..16384 pixels, got 8"),
+        ({"out": "notes.txt/sheet.png"}, r"--out '.*sheet.png': '.*notes.txt' is a file; expected a folder"),
+    ],
+)
+def test_bad_contact_sheet_requests_are_refused_before_any_work(tmp_path, kwargs, match):
+    from hmdiff_ros.data.sheet import contact_sheet
+
+    (tmp_path / "notes.txt").write_text("mine")
+    args = {"num": 4, "seed": 0, "out": "new/sheet.png", "tile": 64, **kwargs}
+    args["out"] = str(tmp_path / args["out"])
+    with pytest.raises(ValueError, match=match):
+        contact_sheet(None, **args)  # no engine needed: refused before it is used
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_contact_sheet_is_written_whole_or_not_at_all(tmp_path, engine, monkeypatch):
+    import cv2
+
+    from hmdiff_ros.data.sheet import contact_sheet
+
+    out = contact_sheet(engine, 5, 0, tmp_path / "a" / "sheet.JPG", tile=48)  # 3 x 2 tiles
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape == (96, 144, 3)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sheet.JPG"]
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("hmdiff_ros.data.sheet.os.replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        contact_sheet(engine, 2, 0, tmp_path / "b" / "c" / "sheet.png", tile=48)
+    assert not (tmp_path / "b").exists()  # neither the image, its temporary file nor the folders made for it
+    with pytest.raises(OSError, match="No space left"):
+        contact_sheet(engine, 2, 0, out, tile=48)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sheet.JPG"]
+    assert cv2.imread(str(out)).shape == (96, 144, 3)  # the earlier image is untouched

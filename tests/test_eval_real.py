@@ -193,3 +193,14 @@ def test_overlays_never_replace_a_users_files_unless_forced(real_root, tmp_path,
 
     result = evaluate_real(Nobody(gt3d, kp), root, out=tmp_path / "new" / "overlays", progress=False)
     assert result["missed_3d"] == 1 and not (tmp_path / "new").exists()
+
+
+def test_the_command_lists_skipped_frames_and_exits_1(real_root, capsys):
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    from hmdiff_ros.cli import main
+
+    root, _, _ = real_root
+    (root / "coco" / "a.jpg").unlink()
+    assert main(["eval-real", "--data", str(root), "--hypotheses", "1", "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "1 frames skipped (unreadable)" in err and str(root / "coco" / "a.jpg") in err

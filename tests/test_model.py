@@ -389,3 +389,159 @@ def test_ctrl_c_saves_the_run_and_the_same_command_resumes_it(tmp_path, engine, 
     assert metrics["step"] == 5 and len(calls) == 2
     assert f"--init {tmp_path / 'elsewhere'} is ignored: the run in {run} is resumed from step 3" in caplog.text
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [5]
+
+
+TINY_YAML = """\
+model:
+  encoder: {width: 32, base_channels: 8}
+  denoiser: {width: 32, heads: 2, self_blocks: 1, cross_blocks: 1, vertex_groups: 8}
+  scheduler: {num_train_timesteps: 100}
+"""
+
+
+def test_the_train_command_prints_one_record_on_stdout_and_progress_on_stderr(tmp_path, engine, capsys):
+    from hmdiff_ros.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(run), "--steps", "2", "--batch-size", "2",
+            "--workers", "0", "--val-every", "1", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1, captured.out  # the final record only
+    assert json.loads(lines[0])["step"] == 2
+    # each validation's metrics are progress: on stderr, one per validation
+    shown = [json.loads(x) for x in captured.err.splitlines() if x.startswith("{")]
+    assert [m["step"] for m in shown] == [1, 2]
+
+
+def _stderr_reader(proc):
+    """The text a process writes to stderr so far, read by a thread (tqdm writes no newlines)."""
+    import threading
+
+    chunks = []
+
+    def read():
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+            chunks.append(chunk)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return lambda: b"".join(chunks).decode(errors="replace"), thread
+
+
+def test_sigterm_to_the_process_group_with_data_workers_saves_the_run(tmp_path, engine):
+    """systemd, docker and Slurm stop a job with SIGTERM to every process of its group: the
+    data-loader workers die too. The run is saved, exits 143 without tracebacks, and resumes."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML)
+    run = tmp_path / "run"
+
+    def command(steps):
+        return [sys.executable, "-m", "hmdiff_ros.cli", "train", "--config", str(config), "--out", str(run),
+                "--steps", str(steps), "--batch-size", "4", "--workers", "2", "--val-every", "100000",
+                "--device", "cpu"]  # fmt: skip
+
+    proc = subprocess.Popen(command(100000), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        err, reader = _stderr_reader(proc)
+        deadline = time.time() + 90
+        while not re.search(r"\| *([3-9]|\d\d+)/100000", err()) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, err()
+        assert time.time() < deadline, f"no training steps within 90 s: {err()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    text = err()
+    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
+    assert "Traceback" not in text and "internal error" not in text, text[-3000:]
+    assert text.strip().splitlines()[-1] == "hmdiff train: interrupted (SIGTERM)"
+    step = json.loads((run / "config.json").read_text())["step"]
+    assert step >= 3 and (run / "train_state.safetensors").is_file() and (run / "model.safetensors").is_file()
+    assert f"interrupted at step {step} of 100000: training state saved" in text
+    assert not list(run.glob("*.tmp"))
+    # the run resumes where it stopped
+    done = subprocess.run(command(step + 2), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {run} from step {step}" in done.stderr
+    assert json.loads(done.stdout)["step"] == step + 2
+    assert json.loads((run / "config.json").read_text())["step"] == step + 2
+
+
+def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tmp_path, engine, monkeypatch):
+    """The data loader's report of a killed worker (a RuntimeError) saves the run like Ctrl-C
+    and is raised as KeyboardInterrupt of that signal; other errors pass through."""
+    import signal
+
+    import hmdiff_ros.model.train as train_module
+    from hmdiff_ros.model.train import STATE, TrainConfig, _worker_signal, train
+
+    assert (
+        _worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")) == signal.SIGTERM
+    )
+    assert _worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")) == signal.SIGKILL
+    assert _worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly")) is None
+    assert _worker_signal(RuntimeError("DataLoader worker (pid 12) exited unexpectedly with exit code 1.")) is None
+    assert _worker_signal(RuntimeError("CUDA out of memory")) is None
+    assert _worker_signal(ValueError("DataLoader worker (pid 12) is killed by signal: Terminated.")) is None
+
+    class Dead:
+        exitcode = -signal.SIGTERM
+
+    assert _worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly"), [Dead()]) == 15
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(out=str(run), steps=5, batch_size=2, workers=0, val_every=100, val_samples=4, model=TINY)
+    real, calls = train_module.losses, []
+
+    def losses(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "losses", losses)
+    with pytest.raises(KeyboardInterrupt) as exc:
+        train(cfg, progress=False)
+    assert exc.value.args == (signal.SIGTERM,)
+    assert json.loads((run / "config.json").read_text())["step"] == 2 and (run / STATE).is_file()
+    calls.clear()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(train_module, "losses", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # not an interruption: nothing saved over the run
+        train(cfg, progress=False)
+    assert json.loads((run / "config.json").read_text())["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+
+
+def test_data_workers_ignore_ctrl_c_but_not_sigterm():
+    import signal
+
+    from hmdiff_ros.data.engine import quiet_worker
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        quiet_worker(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is before[1]
+    finally:
+        signal.signal(signal.SIGINT, before[0])

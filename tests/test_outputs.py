@@ -85,3 +85,91 @@ def test_run_into_its_own_input_folder_twice(tmp_path, capsys, caplog):
     assert main(args) == 0, "a second run must not read the first run's overlays as inputs"
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert {p.name for p in photos.iterdir()} == names
+
+
+def test_a_hand_edited_manifest_never_reaches_outside_the_folder(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text(json.dumps({"outputs": {"/x/a.jpg": ["../victim.txt"], "/x/b.jpg": "ab"}}))
+    folder = OutputFolder(out)
+    assert folder.manifest == {}, "an entry naming a path outside, or not a list, makes the manifest untrusted"
+    folder.commit("/x/a.jpg", ["a_overlay.jpg"])
+    assert victim.read_text() == "keep"
+
+
+def test_a_symbolic_link_in_the_folder_is_never_written_through(tmp_path):
+    elsewhere = tmp_path / "elsewhere.jpg"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_overlay.jpg").symlink_to(elsewhere)  # leads nowhere yet
+    with pytest.raises(ValueError, match="a symbolic link"):
+        OutputFolder(out).claim("a_overlay.jpg")
+    path = OutputFolder(out, force=True).claim("a_overlay.jpg")
+    assert not path.is_symlink() and not elsewhere.exists(), "--force replaces the link, not its target"
+
+
+def test_stems_are_safe_file_names(tmp_path):
+    import os
+
+    bad = os.fsdecode(b"x\xff\xfe.png")  # a name in another encoding than UTF-8
+    long = "L" * 250 + ".png"
+    names = output_stems([bad, long, "M" * 250 + ".png"])
+    assert names[bad] == "x__"
+    assert all(len(n.encode()) <= 200 for n in names.values()) and names[long] != names["M" * 250 + ".png"]
+    for n in names.values():
+        n.encode("utf-8")  # OpenCV can write it
+
+
+def test_an_out_folder_that_cannot_exist_is_refused_at_once(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be made: .* is a file"):
+        OutputFolder(tmp_path / "file" / "sub")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="leads nowhere"):
+        OutputFolder(tmp_path / "link")
+
+
+def test_an_output_that_cannot_be_written_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import hmdiff_ros.pipeline.run as R
+    from hmdiff_ros.cli import main
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+
+    def full(path, *args):
+        path.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(R, "write_obj", full)
+    out = tmp_path / "out"
+    assert main(["run", str(DEMO_IMAGE), "--out", str(out), "--hypotheses", "1", "--steps", "1"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists(), "no half-written results, and no folder made for nothing"
+
+
+def test_inputs_that_are_not_files(tmp_path, capsys):
+    import os
+
+    from hmdiff_ros.cli import main
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    assert main(["run", str(tmp_path / "pipe.jpg"), "--out", str(tmp_path / "o")]) == 1
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["run", "rtsp://10.0.0.1/stream", "--out", str(tmp_path / "o")]) == 2
+    assert "URLs" in capsys.readouterr().err
+
+
+def test_an_image_beyond_opencvs_pixel_limit_is_named(tmp_path):
+    import struct
+    import zlib
+
+    from hmdiff_ros.pipeline.io import read_image
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (tmp_path / "bomb.png").write_bytes(png + b"\x00" * 64)
+    with pytest.raises(ValueError, match="bomb.png: .*not accepted|bomb.png: not an image"):
+        read_image(tmp_path / "bomb.png")

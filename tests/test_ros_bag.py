@@ -438,12 +438,13 @@ def test_a_run_that_processes_nothing_is_an_error(tmp_path):
     write_frames_bag(src, frames=5, encoding="bayer_rggb8")
     summary = process_bag(src, tmp_path / "o1", StandInPipeline(), progress=False)
     assert summary["frames"] == 0 and summary["dropped"] == 5 and not summary["partial"]
-    reason = f"image encoding 'bayer_rggb8' is not supported; expected one of {list(C.ENCODINGS)}"[:80]
-    assert summary["error"] == f"all 5 frames of '/cam/image' were dropped: {reason} (5)"
+    reason = "image encoding 'bayer_rggb8' is not supported"  # whole, without the list of choices
+    assert summary["error"] == f"all 5 frames of '/cam/image' were dropped: {reason} (5); no output bag was kept"
+    assert summary["removed"] and not (tmp_path / "o1").exists(), "a bag of mere copies of the input is not kept"
     empty = tmp_path / "empty"
     write_frames_bag(empty, frames=0)
     summary = process_bag(empty, tmp_path / "o2", StandInPipeline(), progress=False)
-    assert summary["error"] == "'/cam/image' has no image messages: no frame was processed"
+    assert summary["error"] == "'/cam/image' has no image messages: no frame was processed; no output bag was kept"
     partly = tmp_path / "partly"
     write_frames_bag(partly, frames=2)
     summary = process_bag(partly, tmp_path / "o3", StandInPipeline(), progress=False)
@@ -500,4 +501,27 @@ def test_max_frames_must_be_positive(tmp_path, bad):
     write_frames_bag(src, frames=1)
     with pytest.raises(ValueError, match=f"--max-frames must be an integer >= 1, got {bad}"):
         process_bag(src, tmp_path / "out", StandInPipeline(), max_frames=bad, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_is_not_left_half_made(tmp_path, monkeypatch):
+    import errno
+
+    from rosbags.rosbag2 import Writer
+
+    from hmdiff_ros.ros.bag import process_bag
+
+    src = tmp_path / "in"
+    write_frames_bag(src, frames=3)
+    real, calls = Writer.write, []
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Writer, "write", full_disk)
+    with pytest.raises(ValueError, match="output bag .* cannot write \\(No space left on device\\); the partial"):
+        process_bag(src, tmp_path / "out", StandInPipeline(), progress=False)
     assert not (tmp_path / "out").exists()

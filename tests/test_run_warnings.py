@@ -184,7 +184,8 @@ def test_inputs_given_twice_a_digit_file_and_skipped_files(tmp_path, monkeypatch
 
     assert collect_inputs(["3", "d", "d/a.jpg", "./d/a.jpg"]) == ["3", "d/a.jpg"]
     assert "d/a.jpg: given more than once" in caplog.text
-    assert "not images or videos, skipped: gone.jpg, notes.txt" in caplog.text
+    assert "not images or videos, skipped: notes.txt" in caplog.text
+    assert "links that lead nowhere, skipped: gone.jpg" in caplog.text
     assert main(args) == 0, "the file '3' is an image, not camera 3"
 
 
@@ -234,3 +235,17 @@ def test_sigterm_closes_what_run_is_writing(tmp_path):
     # the same command again replaces its own partial outputs
     assert main(["run", str(clip), "--out", str(out), "--hypotheses", "1", "--steps", "1", "--max-frames", "2"]) == 0
     assert len((out / "long.jsonl").read_text().splitlines()) == 2
+
+
+def test_options_that_do_not_apply_are_named(tmp_path, caplog, capsys):
+    clip = _video(tmp_path / "clip.mp4", 2, 10.0, "mp4v")
+    shutil.copy(DEMO_IMAGE, tmp_path / "a.jpg")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_bytes(b"\xef\xbb\xbf" + json.dumps({"clip.mp4": [[0, 0, 50, 50]]}).encode())  # a BOM, as Notepad saves
+    out = str(tmp_path / "o")
+    assert main(["run", str(clip), "--boxes", str(boxes), "--out", out, "--hypotheses", "1", "--steps", "1"]) == 0
+    assert "boxes are used for images only, not for the videos" in caplog.text
+    assert main(["run", str(tmp_path / "a.jpg"), "--max-frames", "3", "--out", out, "--hypotheses", "1"]) == 0
+    assert "--max-frames applies to videos and cameras" in caplog.text
+    assert main(["run", str(tmp_path / "a.jpg"), "--boxes", str(tmp_path), "--out", out]) == 2
+    assert "is a folder; expected a JSON file" in capsys.readouterr().err

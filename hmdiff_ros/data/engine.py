@@ -22,6 +22,7 @@ joints; S = crop size):
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass, field
 from typing import Dict, Iterator
 
@@ -192,14 +193,22 @@ def batch_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
 
 
+def quiet_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for data loaders of :class:`SyntheticDataset`: Ctrl-C in a terminal
+    reaches the whole process group, and the main process handles it (and shuts the workers
+    down), so the workers ignore SIGINT and print no tracebacks of their own. SIGTERM keeps its
+    action: the data loader ends workers that do not stop in time with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class SyntheticDataset(torch.utils.data.IterableDataset):
     """Endless (or ``num_batches``-long) stream of compact batches as torch tensors: no
     ``proxy`` (build it where the model runs with :func:`~hmdiff_ros.model.proxy.make_proxy`,
     which takes torch tensors), ``mask`` as uint8 (0..255) and ``valid`` as bool, so that
     workers send ~20x less data.
 
-    Use with ``DataLoader(dataset, batch_size=None, num_workers=k)``: worker ``w`` makes
-    batches ``w, w + k, w + 2k, ...``, each from :func:`batch_rng` ``(seed, index)``.
+    Use with ``DataLoader(dataset, batch_size=None, num_workers=k, worker_init_fn=quiet_worker)``:
+    worker ``w`` makes batches ``w, w + k, w + 2k, ...``, each from :func:`batch_rng` ``(seed, index)``.
     """
 
     def __init__(self, cfg: SyntheticConfig, batch_size: int, seed: int = 0, num_batches: int | None = None) -> None:

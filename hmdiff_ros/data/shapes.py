@@ -8,7 +8,9 @@ The **shape bank** precomputes, once, with Anny, what posing needs for each of `
 shapes: the rest bone poses and the rest vertices of the vertex subset we pose (coarse
 vertices + the support of the joint regressor; all vertices when ``full``). After that,
 posing is plain torch (:mod:`hmdiff_ros.data.posing`): no Anny, no warp. Banks are cached
-as ``.npz`` under ``~/.cache/hmdiff_ros`` (``HMDIFF_CACHE_DIR`` moves it).
+as ``.npz`` under ``~/.cache/hmdiff_ros`` (``HMDIFF_CACHE_DIR`` moves it), each written to a
+temporary file first and renamed into place: an interrupted build leaves no truncated bank,
+and a cached bank that cannot be read (damaged some other way) is built again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import uuid
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Tuple
@@ -120,10 +124,20 @@ class ShapeBank:
         return len(self.phenotypes)
 
     def save(self, path: Path) -> None:
+        """Write ``path`` atomically: a temporary file beside it (unique, so that concurrent
+        builds do not clash), synced, then renamed over ``path``; removed if anything fails."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{k: np.asarray(v) for k, v in self.__dict__.items()})
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "xb") as f:
+                np.savez(f, **{k: np.asarray(v) for k, v in self.__dict__.items()})
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> "ShapeBank":
@@ -133,8 +147,24 @@ class ShapeBank:
         return cls(**fields)
 
 
+# what reading a truncated, corrupt or foreign .npz raises
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile)
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("HMDIFF_CACHE_DIR", Path.home() / ".cache" / "hmdiff_ros"))
+    """The cache folder: ``HMDIFF_CACHE_DIR``, else ``~/.cache/hmdiff_ros``. A ``ValueError``
+    naming it when it, or the first of its parents that exists, is not a folder."""
+    env = os.environ.get("HMDIFF_CACHE_DIR", "")
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "hmdiff_ros"
+    where = f"HMDIFF_CACHE_DIR '{path}'" if env else f"the cache folder '{path}'"
+    hint = "set HMDIFF_CACHE_DIR to a folder (new or existing)"
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        what = "is a file" if ancestor == path else f"is inside '{ancestor}', a file"
+        raise ValueError(f"{where} {what}; expected a folder; {hint}")
+    return path
 
 
 def build_shape_bank(cfg: BankConfig, topology: Topology, batch: int = 64) -> ShapeBank:
@@ -188,7 +218,12 @@ def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology 
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"shape_bank_{digest}.npz"
     if path.is_file():
-        return ShapeBank.load(path)
+        try:
+            return ShapeBank.load(path)
+        except _UNREADABLE as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            log.warning("the cached shape bank %s cannot be read (%s: %s); building it again", path,
+                        type(exc).__name__, reason)  # fmt: skip
     log.info("building a shape bank of %d Anny bodies (once; cached at %s)", cfg.size, path)
     bank = build_shape_bank(cfg, topology)
     bank.save(path)

@@ -6,6 +6,7 @@ seed 20000), generated once and cached in ``~/.cache/hmdiff_ros``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict
 
@@ -17,12 +18,19 @@ from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.train import evaluate_batches
 
+log = logging.getLogger(__name__)
 DEFAULT_TEST_SPLIT = {"split": "test", "num": 512, "seed": 20_000}
 
 
 def default_test_split() -> Path:
     """The fixed synthetic test split, made on first use."""
     folder = cache_dir() / f"test_split_{DEFAULT_TEST_SPLIT['num']}_{DEFAULT_TEST_SPLIT['seed']}"
+    if (folder / META_FILE).is_file():
+        try:
+            SplitReader(folder)
+        except (ValueError, FileNotFoundError) as exc:  # a damaged cache is made again, never a dead end
+            log.warning("the cached test split is not readable (%s): making it again", exc)
+            (folder / META_FILE).unlink()
     if not (folder / META_FILE).is_file():
         from hmdiff_ros.data.engine import SyntheticEngine
         from hmdiff_ros.data.store import write_split

@@ -9,12 +9,15 @@ checkpoints (safetensors + JSON) and resume from the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import numbers
 import re
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path, PurePath
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from hmdiff_ros.body.topology import Topology
-from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng
+from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
@@ -34,6 +37,9 @@ from hmdiff_ros.model.proxy import make_proxy
 log = logging.getLogger(__name__)
 STATE = "train_state.safetensors"  # raw weights and optimiser moments, for resume
 VAL_SEED = 10_000  # validation batches never overlap training streams (seed = TrainConfig.seed)
+# data-loader processes: a fixed bound, so that a config valid on one machine is valid on all;
+# beyond a few per core they only add memory and start-up time (each holds its own data engine)
+MAX_WORKERS = 64
 
 
 # the checks of every ``TrainConfig`` field but ``model``: (kind, test, what is expected)
@@ -162,7 +168,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss_x0: float = 1.0  # weight of the L1 on x̂_0 (metres)
     loss_edge: float = 1.0  # weight of the L1 on coarse edge lengths (metres)
-    workers: int = 1  # data-loader processes
+    workers: int = 1  # data-loader processes, at most MAX_WORKERS
     seed: int = 0
     val_every: int = 1000
     val_samples: int = 256
@@ -180,6 +186,11 @@ class TrainConfig:
             if name in ("out", "init") and isinstance(value, PurePath):
                 value = str(value)
             object.__setattr__(self, name, _check_value(name, value, kind, test, expected))
+        if self.workers > MAX_WORKERS:
+            raise ValueError(
+                f"workers must be at most {MAX_WORKERS} (data-loader processes; more only add memory and "
+                f"start-up time), got {self.workers}"
+            )
         if not isinstance(self.model, HMDiffConfig):
             raise ValueError(f"model must be an HMDiffConfig, got {type(self.model).__name__}")
         if self.model.encoder.width != self.model.denoiser.width:  # the image tokens feed the denoiser
@@ -213,6 +224,33 @@ def _yaml_error(exc) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
+def _unique_key_loader():
+    """A YAML ``SafeLoader`` that refuses a key given twice in one mapping (PyYAML would keep the
+    last silently), naming the key and both lines. Keys merged in with ``<<`` may be overridden."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first: Dict = {}
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        line = first.get(key)
+                    except TypeError:  # an unhashable key: the constructor's own error names it
+                        continue
+                    if line is not None:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (first given on line {line})", key_node.start_mark
+                        )
+                    first[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_train_config(path: "str | Path | None", overrides: Dict | None = None) -> TrainConfig:
     """The config of YAML file ``path`` (if any) with ``overrides`` (command-line options) on
     top. Errors are ``ValueError``/``FileNotFoundError`` naming the file and the key; those of
@@ -227,7 +265,7 @@ def load_train_config(path: "str | Path | None", overrides: Dict | None = None) 
         if not path.is_file():
             raise FileNotFoundError(f"training config '{path}' not found")
         try:
-            d = yaml.safe_load(path.read_text()) or {}
+            d = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"training config '{path}' is not valid YAML: {_yaml_error(exc)}") from None
         except UnicodeDecodeError as exc:
@@ -310,7 +348,12 @@ def _save_state(
         for k, v in s.items():
             if torch.is_tensor(v):
                 state[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-    save_file(state, str(folder / STATE))
+    tmp = folder / (STATE + ".tmp")  # replaced in one step: never a truncated state beside the checkpoint
+    try:
+        save_file(state, str(tmp))
+        tmp.replace(folder / STATE)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _resumable(out: Path, cfg: TrainConfig) -> bool:
@@ -319,6 +362,11 @@ def _resumable(out: Path, cfg: TrainConfig) -> bool:
     never silently replaces trained weights."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out '{out}' is a file; expected a folder for the run")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():  # found now, not when the first checkpoint is written
+        raise ValueError(f"--out '{out}': '{ancestor}' is a file; expected a folder for the run")
     if not out.is_dir() or not any(out.iterdir()) or cfg.force:
         return False
     hint = "use --force to train afresh there (its checkpoint is replaced) or choose another --out"
@@ -386,6 +434,92 @@ def _load_resume(out: Path, model: HMDiff, opt: torch.optim.Optimizer, device: t
     return step
 
 
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal: ([^.]+)")
+
+
+def _worker_signal(exc: BaseException, workers=()) -> "int | None":
+    """The signal that killed a data-loader worker when ``exc`` is the loader's report of that
+    (a process-group SIGTERM, as systemd, docker or Slurm stop jobs, reaches the workers too);
+    ``workers``: the loader's processes, whose exit codes tell when the report does not. None
+    for any other error (a worker that failed on its own is a bug, not an interruption)."""
+    if not isinstance(exc, RuntimeError) or "DataLoader worker" not in str(exc):
+        return None
+    found = _WORKER_KILLED.search(str(exc))
+    if found:
+        by_text = {signal.strsignal(s): s for s in signal.Signals if signal.strsignal(s)}
+        return by_text.get(found.group(1).strip(), signal.SIGTERM)
+    if "exited unexpectedly" in str(exc) and "exit code" not in str(exc):
+        for w in workers:  # a process ended by a signal has minus it as exit code
+            code = getattr(w, "exitcode", None)
+            if isinstance(code, int) and code < 0:
+                with contextlib.suppress(ValueError):
+                    return signal.Signals(-code)
+    return None
+
+
+class _Interrupts:
+    """The signals of a training run: the first interruption -- Ctrl-C, SIGTERM, or the data
+    loader's report (on SIGCHLD) of a worker killed by a signal -- is raised as
+    ``KeyboardInterrupt``; after it, further ones are ignored, so that the run's state is
+    saved in full and the workers are stopped without more errors. Only handlers that are
+    Python functions are wrapped (a SIGTERM left to its default still ends the process);
+    :meth:`restore` puts them back. Off the main thread nothing is installed."""
+
+    def __init__(self) -> None:
+        self.signum: "int | None" = None  # the signal of the interruption, once there is one
+        self._previous: Dict = {}
+
+    def install(self, signum: "int | None") -> None:
+        try:
+            previous = signal.getsignal(signum) if signum is not None else None
+        except ValueError:
+            return
+        if not callable(previous) or signum in self._previous:
+            return
+
+        def handler(num, frame):
+            if self.signum is not None:
+                return  # already stopping: a second signal, or the workers ending, must not cut the save short
+            try:
+                previous(num, frame)
+            except BaseException as exc:
+                caught = self.caught(exc)
+                if caught is None or isinstance(exc, KeyboardInterrupt):
+                    raise
+                raise KeyboardInterrupt(caught) from None
+
+        try:
+            signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            return
+        self._previous[signum] = previous
+
+    def caught(self, exc: BaseException, workers=()) -> "int | None":
+        """The signal ``exc`` stands for (Ctrl-C: SIGINT), recorded as the interruption; None
+        when ``exc`` is no interruption."""
+        if isinstance(exc, KeyboardInterrupt):
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        else:
+            signum = _worker_signal(exc, workers)
+        if self.signum is None:
+            self.signum = signum
+        return signum
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
+def _stop_workers(batches) -> None:
+    """End the data loader's worker processes now, as the loader does when its iterator is
+    collected, while ``_Interrupts`` still holds the signals: the loader reports workers that
+    end by a signal as errors, which would otherwise be printed then."""
+    stop = getattr(batches, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
+
+
 def _new_folders(path: Path) -> list:
     """``path`` and those of its parents that do not exist yet, deepest first."""
     missing = []
@@ -401,7 +535,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     Everything is checked and loaded before ``cfg.out`` is created or touched: a run that
     fails to start leaves no folder behind. Ctrl-C (``KeyboardInterrupt``) after at least one
     new step saves the training state at that step, so that the same command resumes it, and
-    is raised again."""
+    is raised again. So does a data-loader worker killed by a signal (a process-group SIGTERM,
+    as systemd, docker or Slurm stop jobs), raised as ``KeyboardInterrupt(signal)``; a second
+    signal while the state is saved is ignored."""
     from safetensors.torch import load_file
     from tqdm import tqdm
 
@@ -442,7 +578,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     ]
     stream = SyntheticDataset(data_cfg, cfg.batch_size, seed=cfg.seed)
     stream.skip = start  # batches already used
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=cfg.workers, worker_init_fn=quiet_worker if cfg.workers else None
+    )
     edges = torch.as_tensor(_edges(topology.coarse_faces), device=device)
 
     def lr_at(step: int) -> float:
@@ -473,8 +611,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     metrics: Dict = {}
     step = saved = start  # saved: the step of the state on disk
     loss = terms = None
+    interrupts, batches = _Interrupts(), None
+    interrupts.install(signal.SIGINT)
+    interrupts.install(signal.SIGTERM)
     try:
-        for batch in loader:
+        batches = iter(loader)
+        interrupts.install(getattr(signal, "SIGCHLD", None))  # the loader's handler, set as its workers start
+        for batch in batches:
             if step >= cfg.steps:
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -514,11 +657,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
                     f.write(json.dumps(metrics) + "\n")
                 _save_state(out, model, ema, opt, step, cfg, metrics)
                 saved = step
-                tqdm.write(json.dumps(metrics))
+                tqdm.write(json.dumps(metrics), file=sys.stderr)  # progress; stdout is the caller's
             if timeout:
                 log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
                 break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        signum = interrupts.caught(exc, getattr(batches, "_workers", ()))
+        if signum is None:
+            raise
         bar.close()
         if step > saved:
             # no validation (it would take long): the state and the last training loss only
@@ -531,8 +677,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
                 "interrupted at step %d of %d: training state saved to %s; run the same command again to resume",
                 step, cfg.steps, out,
             )  # fmt: skip
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt(signum) from None  # a worker killed by a signal: stopped as by that signal
     finally:
+        try:
+            _stop_workers(batches)
+        finally:
+            interrupts.restore()
         bar.close()
         for folder in new_folders:  # a run that wrote nothing leaves no empty folders
             if folder.is_dir() and not any(folder.iterdir()):

@@ -55,6 +55,8 @@ def read_image(path: "str | Path") -> np.ndarray:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; expected an image file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: is not a regular file (a pipe or a device); expected an image file")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
@@ -63,7 +65,12 @@ def read_image(path: "str | Path") -> np.ndarray:
     except OSError as exc:
         raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     # ANYDEPTH|ANYCOLOR keeps 16 bits and applies the EXIF orientation (UNCHANGED would not)
-    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
+    except cv2.error as exc:  # e.g. a header announcing more pixels than OpenCV's limit
+        first = (str(exc).strip().splitlines() or ["?"])[-1].strip()
+        raise ValueError(f"{path}: OpenCV refuses to decode it ({first}); images of more than "
+                         f"{MAX_SIDE} pixels on a side are not accepted") from None  # fmt: skip
     if image is None:
         raise ValueError(f"{path}: not an image OpenCV can decode")
     if path.suffix.lower() in MULTI_PAGE_SUFFIXES:
@@ -146,12 +153,14 @@ def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[st
                 if f.is_file() and f.suffix.lower() in media and f.resolve() not in skip:
                     add(str(f))
             subs = [f.name for f in entries if f.is_dir()]
-            left = [f.name for f in entries if not f.is_dir() and f.resolve() not in skip
+            broken = [f.name for f in entries if f.is_symlink() and not f.exists()]
+            left = [f.name for f in entries if f.exists() and not f.is_dir() and f.resolve() not in skip
                     and not (f.is_file() and f.suffix.lower() in media)]  # fmt: skip
-            if subs:
-                log.warning("%s: sub-folders are not scanned: %s", path, _some(subs))
-            if left:
-                log.warning("%s: not images or videos, skipped: %s", path, _some(left))
+            hidden = [f.name for f in sorted(path.iterdir()) if f.name.startswith(".") and f.suffix.lower() in media]
+            for what, names in (("sub-folders are not scanned", subs), ("links that lead nowhere, skipped", broken),
+                                ("not images or videos, skipped", left), ("hidden files, skipped", hidden)):  # fmt: skip
+                if names:
+                    log.warning("%s: %s: %s", path, what, _some(names))
         elif path.is_file() and path.resolve() in skip:
             log.warning("%s: an output of an earlier run here, not an input: skipped", p)
         else:

@@ -13,6 +13,7 @@ clobbers a file it did not write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,9 @@ from typing import Dict, List, Sequence, Set
 
 log = logging.getLogger(__name__)
 MANIFEST = ".hmdiff_outputs.json"
+# the longest stem, in bytes: with "_person12.obj" and the like it stays under the usual
+# 255-byte limit of a file name
+MAX_STEM_BYTES = 200
 
 
 def is_camera(source: str) -> bool:
@@ -57,6 +61,17 @@ def _clashes(names: Dict[str, str]) -> List[List[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def _safe(stem: str) -> str:
+    """``stem`` as a file name OpenCV can write: characters that are not valid UTF-8 (bytes of
+    another encoding in a file name) become ``_``, and a long stem is cut, with a hash of the
+    whole one kept so that cut stems stay apart."""
+    text = stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\ufffd", "_")
+    if len(text.encode("utf-8")) > MAX_STEM_BYTES:
+        digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        text = text.encode("utf-8")[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "_" + digest
+    return text
+
+
 def output_stems(sources: Sequence[str]) -> Dict[str, str]:
     """A unique, file-name-safe stem per distinct input (see the module docstring)."""
     names = {src: _stem(src) for src in dict.fromkeys(sources)}
@@ -64,6 +79,7 @@ def output_stems(sources: Sequence[str]) -> Dict[str, str]:
         for group in _clashes(names):
             for src in group:
                 names[src] = rename(src, group)
+    names = {src: _safe(name) for src, name in names.items()}
     for group in _clashes(names):  # odd names can still meet: number the later ones
         for i, src in enumerate(group[1:], start=2):
             while f"{names[src]}_{i}" in names.values():
@@ -73,24 +89,26 @@ def output_stems(sources: Sequence[str]) -> Dict[str, str]:
 
 
 class OutputFolder:
-    """The ``--out`` folder of a run: made when the first output is written (a run that writes
-    nothing leaves nothing); an existing file of that name is refused."""
+    """The ``--out`` folder of a run: made when the first output is written, and removed again
+    by :meth:`close` if the run made it and wrote nothing into it."""
 
     def __init__(self, path: "str | Path", force: bool = False, inputs: Sequence[str] = ()) -> None:
         if not str(path).strip():
             raise ValueError("--out is empty; expected a folder (existing or new)")
         self.path, self.force = Path(path), force
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--out '{self.path}' is a file; expected a folder (existing or new)")
+        why = _folder_error(self.path)
+        if why:
+            raise ValueError(f"--out '{self.path}' {why}")
         self.manifest: Dict[str, List[str]] = {}
         file = self.path / MANIFEST
         if file.is_file():
             try:
                 data = json.loads(file.read_text())
-                self.manifest = {str(k): [str(n) for n in v] for k, v in data["outputs"].items()}
-            except (ValueError, KeyError, TypeError, AttributeError):
+                self.manifest = {str(k): _names(v) for k, v in data["outputs"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError, OSError):
                 log.warning("%s is not readable: files from earlier runs count as the user's own", file)
         self.written: Set[str] = set()  # names written by this run
+        self.made: List[Path] = []  # folders this run made, deepest first
         self.set_inputs(inputs)
 
     def set_inputs(self, inputs: Sequence[str]) -> None:
@@ -105,19 +123,27 @@ class OutputFolder:
 
     def claim(self, name: str) -> Path:
         """The path to write ``name`` to (the folder is made now); a ``ValueError`` if that would
-        overwrite one of this run's inputs, or a file no run wrote (unless ``force``)."""
+        overwrite one of this run's inputs, or a file no run wrote (unless ``force``), or write
+        through a symbolic link (``force`` replaces the link itself)."""
         path = self.path / name
         if Path(os.path.realpath(path)) in self.inputs:
             raise ValueError(f"refusing to overwrite '{path}', an input of this run; choose another --out")
-        ours = any(name in names for names in self.manifest.values()) or name in self.written
-        if path.exists() and not ours and not self.force:
-            raise ValueError(
-                f"refusing to overwrite '{path}', which hmdiff did not write; use --force or another --out"
-            )
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"--out '{self.path}': cannot make the folder ({exc.strerror or exc})") from None
+        ours = not path.is_symlink() and (any(name in names for names in self.manifest.values()) or name in self.written)
+        if (path.exists() or path.is_symlink()) and not ours:
+            if not self.force:
+                what = "a symbolic link" if path.is_symlink() else "which hmdiff did not write"
+                raise ValueError(f"refusing to overwrite '{path}', {what}; use --force or another --out")
+            if path.is_symlink():
+                path.unlink()  # the link is replaced, never what it points to
+        if not self.path.is_dir():
+            folder = self.path
+            while not folder.exists() and folder != folder.parent:
+                self.made.append(folder)
+                folder = folder.parent
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"--out '{self.path}': cannot make the folder ({exc.strerror or exc})") from None
         return path
 
     def commit(self, source: str, names: Sequence[str]) -> None:
@@ -131,3 +157,36 @@ class OutputFolder:
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps({"outputs": self.manifest}, indent=1, sort_keys=True) + "\n")
         tmp.replace(self.path / MANIFEST)
+
+    def close(self) -> None:
+        """Remove the folders this run made if they hold nothing."""
+        for folder in self.made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _names(value) -> List[str]:
+    """The file names a manifest lists for an input: plain names inside the folder only (a
+    hand-edited manifest must never make a run delete or overwrite anything outside it)."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list of file names, got {type(value).__name__}")
+    for name in value:
+        if not isinstance(name, str) or name in ("", ".", "..", MANIFEST) or Path(name).name != name:
+            raise ValueError(f"{name!r} is not a file name inside the folder")
+    return list(value)
+
+
+def _folder_error(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder to write into, or None."""
+    try:
+        os.fsencode(str(path.resolve())).decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not valid UTF-8 (OpenCV cannot write there); choose another name"
+    if path.is_symlink() and not path.exists():
+        return "is a symbolic link that leads nowhere; expected a folder"
+    if path.exists():
+        return None if path.is_dir() else "is a file; expected a folder (existing or new)"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return None if parent.is_dir() else f"cannot be made: '{parent}' is a file"

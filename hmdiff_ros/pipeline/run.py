@@ -103,17 +103,22 @@ def process_image(
     faces = pipe.topology.full_faces
     names = [f"{stem}_overlay.jpg", *(f"{stem}_person{i}.obj" for i in range(len(people))), f"{stem}.json"]
     paths = [out.claim(n) for n in names]  # refuse before writing anything
-    out.commit(path, names)  # recorded first: a write that fails half-way still leaves only our files
-    if not cv2.imwrite(str(paths[0]), overlay(image, people, K, faces)):
-        raise ValueError(f"{path}: cannot write '{paths[0]}'")
-    for i, p in enumerate(people):
-        write_obj(paths[1 + i], p.vertices if p.vertices is not None else p.coarse_vertices,
-                  faces if p.vertices is not None else pipe.topology.coarse_faces)  # fmt: skip
     record = {
         "path": str(path), "backend": pipe.model.backend,
         "people": [person_json(p, i) for i, p in enumerate(people)], "error": None,
     }  # fmt: skip
-    dump_json(paths[-1], record)
+    try:
+        ok, jpeg = cv2.imencode(".jpg", overlay(image, people, K, faces))
+        paths[0].write_bytes(jpeg.tobytes())
+        for i, p in enumerate(people):
+            write_obj(paths[1 + i], p.vertices if p.vertices is not None else p.coarse_vertices,
+                      faces if p.vertices is not None else pipe.topology.coarse_faces)  # fmt: skip
+        dump_json(paths[-1], record)
+    except OSError as exc:  # disk full, no permission: no half-written results are left
+        for written in paths:
+            written.unlink(missing_ok=True)
+        raise ValueError(f"{path}: cannot write '{exc.filename or out.path}' ({exc.strerror or exc})") from None
+    out.commit(path, names)
     return record
 
 
@@ -187,6 +192,8 @@ def load_boxes(path: "str | Path") -> Dict[str, list]:
     finite numbers (not booleans) with ``u1 > u0`` and ``v1 > v0``; errors name the file and
     the entry."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"boxes file '{path}' is a folder; expected a JSON file")
     if not path.is_file():
         raise ValueError(f"boxes file '{path}' does not exist")
     def unique_keys(pairs):
@@ -197,7 +204,7 @@ def load_boxes(path: "str | Path") -> Dict[str, list]:
         return dict(pairs)
 
     try:
-        data = json.loads(path.read_text(), object_pairs_hook=unique_keys)
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)  # a BOM is fine
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"boxes file '{path}' is not valid JSON: {exc}") from None
     except OSError as exc:
@@ -257,6 +264,10 @@ def run(
 
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
+    urls = [p for p in paths if "://" in str(p)]
+    if urls:
+        raise ValueError(f"{urls[0]}: URLs (network streams) are not inputs of hmdiff run; "
+                         "give files, folders or a camera index, or use the ROS node")  # fmt: skip
     folder = OutputFolder(out, force=force)
     inputs = collect_inputs(paths, skip=folder.owned())
     if not inputs:
@@ -271,6 +282,13 @@ def run(
             matches = [k for k in dict.fromkeys(_box_keys(src)) if k in boxes]
             if len(matches) > 1:
                 log.warning("%s: boxes file entries %s all name it: using '%s'", src, matches, matches[0])
+    videos = [src for src in inputs if is_camera(src) or Path(src).suffix.lower() in VIDEO_SUFFIXES]
+    if max_frames is not None and not videos:
+        log.warning("--max-frames applies to videos and cameras; these inputs are images")
+    if boxes:
+        unused = [src for src in videos if _boxes_for(boxes, src) is not None]
+        if unused:
+            log.warning("boxes are used for images only, not for the videos %s", ", ".join(unused[:10]))
     stems = output_stems(inputs)
     hfov = hfov or cfg.hfov_deg
     pipe = build_pipeline(cfg, checkpoint)
@@ -291,4 +309,5 @@ def run(
             records.append(new)
     finally:
         pipe.prior.close()
+        folder.close()
     return records

@@ -23,6 +23,8 @@ of view and are counted in the summary.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 PARTIAL_KEY = "hmdiff.partial"  # custom_data of the output: "true" when the run stopped early
 # what a rosbag2 folder holds (sqlite journals and a metadata file being replaced included)
 BAG_FILE_NAMES = ("metadata.yaml", "metadata.yaml.tmp")
@@ -176,7 +179,8 @@ def process_bag(
     from hmdiff_ros.ros.params import namespace_error, parameter_error
 
     src, dst = Path(src), Path(dst)
-    bad = parameter_error("tf_prefix", tf_prefix, {}) or namespace_error(namespace)
+    bad = parameter_error("tf_prefix", tf_prefix, {})
+    bad = f"--tf-prefix: {bad}" if bad else namespace_error(namespace)
     if bad:
         raise ValueError(bad)
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
@@ -195,7 +199,7 @@ def process_bag(
     except Exception as exc:  # rosbags raises its own error types for unreadable bags
         raise ValueError(f"cannot read bag '{src}': {exc}") from None
     summary: Dict = {"out": str(dst), "frames": 0, "people": 0, "dropped": 0, "error": None, "dropped_reasons": {},
-                     "interrupted": False, "signal": None, "partial": False, "replaced": replace, "camera_info_mismatch": 0,
+                     "interrupted": False, "signal": None, "partial": False, "replaced": replace, "removed": False, "camera_info_mismatch": 0,
                      "camera_info_reasons": {}, "backend": getattr(getattr(pipeline, "model", None), "backend", "torch")}  # fmt: skip
     try:
         image_topic = _pick(reader.connections, IMAGE_TYPES, image_topic, "image")
@@ -210,89 +214,101 @@ def process_bag(
         if replace:
             _remove_bag_folder(dst)
             log.warning("replaced the existing output bag '%s' (--force)", dst)
-        with _StopOnSignal() as stop, Writer(dst, version=8, storage_plugin=plugins[storage]) as writer:
-            out_conns = {}
-            for c in reader.connections:
-                try:
-                    out_conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store)
-                except Exception as exc:  # a type we cannot describe: leave that topic out
-                    log.warning("topic %s (%s) is not copied: %s", c.topic, c.msgtype, exc)
-            defs = message_definitions()
-            ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
-            humans_c = writer.add_connection(f"{ns}/humans", HUMAN_ARRAY, typestore=store)
-            markers_c = writer.add_connection(f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store)
-            debug_c = writer.add_connection(f"{ns}/debug_image", "sensor_msgs/msg/Image", typestore=store)
-            summary["topics"] = [f"{ns}/humans", f"{ns}/markers", f"{ns}/debug_image"]
-            tf_c = None
-            if tf:  # the input's /tf connection if it has one (one connection per topic and type)
-                tf_c = next((out_conns[c.id] for c in reader.connections
-                             if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns), None)  # fmt: skip
-                tf_c = tf_c or writer.add_connection("/tf", TF_MESSAGE, typestore=store)
-                summary["topics"].append("/tf")
-            hri_c = writer.add_connection(HRI_TRACKED_TOPIC, HRI_IDS_LIST, typestore=store) if hri else None
-            if hri:
-                summary["topics"].append(HRI_TRACKED_TOPIC)
-            summary["types"] = sorted(defs)
-            info, stopped_by = None, None  # stopped_by: the signal that ended the loop early
-            bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
-            try:
-                for conn, stamp, raw in reader.messages():
-                    if stop.signum is not None:
-                        stopped_by = stop.signum
-                        break
-                    if conn.id in out_conns:
-                        writer.write(out_conns[conn.id], stamp, raw)
-                    if conn.id in info_ids:
-                        info = reader.deserialize(raw, conn.msgtype)
-                        continue
-                    if conn.id not in image_ids or (max_frames is not None and summary["frames"] >= max_frames):
-                        continue
-                    bar.update(1)
+        try:
+            with _StopOnSignal() as stop, Writer(dst, version=8, storage_plugin=plugins[storage]) as writer:
+                out_conns = {}
+                for c in reader.connections:
                     try:
-                        msg = reader.deserialize(raw, conn.msgtype)
-                        rgb = image_to_rgb(msg)
-                        K = _intrinsics(info, rgb, pipeline, summary)
-                        people = _run(pipeline, rgb, K, tracking, msg.header)
-                    except ValueError as exc:
-                        summary["dropped"] += 1
-                        key = str(exc).split(":")[0][:80]
-                        summary["dropped_reasons"][key] = summary["dropped_reasons"].get(key, 0) + 1
-                        continue
-                    hdr = msg.header
-                    writer.write(
-                        humans_c, stamp, store.serialize_cdr(human_array_msg(f, hdr, people, True), HUMAN_ARRAY)
+                        out_conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store)
+                    except Exception as exc:  # a type we cannot describe: leave that topic out
+                        log.warning("topic %s (%s) is not copied: %s", c.topic, c.msgtype, exc)
+                defs = message_definitions()
+                ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+                humans_c = writer.add_connection(f"{ns}/humans", HUMAN_ARRAY, typestore=store)
+                markers_c = writer.add_connection(f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store)
+                debug_c = writer.add_connection(f"{ns}/debug_image", "sensor_msgs/msg/Image", typestore=store)
+                summary["topics"] = [f"{ns}/humans", f"{ns}/markers", f"{ns}/debug_image"]
+                tf_c = None
+                if tf:  # the input's /tf connection if it has one (one connection per topic and type)
+                    tf_c = next((out_conns[c.id] for c in reader.connections
+                                 if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns), None)  # fmt: skip
+                    tf_c = tf_c or writer.add_connection("/tf", TF_MESSAGE, typestore=store)
+                    summary["topics"].append("/tf")
+                hri_c = writer.add_connection(HRI_TRACKED_TOPIC, HRI_IDS_LIST, typestore=store) if hri else None
+                if hri:
+                    summary["topics"].append(HRI_TRACKED_TOPIC)
+                summary["types"] = sorted(defs)
+                info, stopped_by = None, None  # stopped_by: the signal that ended the loop early
+                bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
+                try:
+                    for conn, stamp, raw in reader.messages():
+                        if stop.signum is not None:
+                            stopped_by = stop.signum
+                            break
+                        if conn.id in out_conns:
+                            writer.write(out_conns[conn.id], stamp, raw)
+                        if conn.id in info_ids:
+                            info = reader.deserialize(raw, conn.msgtype)
+                            continue
+                        if conn.id not in image_ids or (max_frames is not None and summary["frames"] >= max_frames):
+                            continue
+                        bar.update(1)
+                        try:
+                            msg = reader.deserialize(raw, conn.msgtype)
+                            rgb = image_to_rgb(msg)
+                            K = _intrinsics(info, rgb, pipeline, summary)
+                            people = _run(pipeline, rgb, K, tracking, msg.header)
+                        except ValueError as exc:
+                            summary["dropped"] += 1
+                            key = str(exc).split(";")[0].strip()[:200]  # the reason, without the list of choices
+                            summary["dropped_reasons"][key] = summary["dropped_reasons"].get(key, 0) + 1
+                            continue
+                        hdr = msg.header
+                        writer.write(
+                            humans_c, stamp, store.serialize_cdr(human_array_msg(f, hdr, people, True), HUMAN_ARRAY)
+                        )
+                        topo = pipeline.topology
+                        markers = marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh)
+                        writer.write(markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray"))
+                        writer.write(debug_c, stamp, store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K),
+                                                                         "sensor_msgs/msg/Image"))  # fmt: skip
+                        if tf_c is not None and people:
+                            tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people, prefix=tf_prefix))
+                            writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))
+                        if hri_c is not None:
+                            writer.write(hri_c, stamp, store.serialize_cdr(hri_ids_msg(f, hdr, people), HRI_IDS_LIST))
+                        summary["frames"] += 1
+                        summary["people"] += len(people)
+                except KeyboardInterrupt:  # a second signal, or SIGINT where no handler could be installed
+                    stopped_by = stop.signum or signal.SIGINT
+                except Exception as exc:  # a corrupt or truncated bag: keep what was written
+                    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                        raise  # the output, not the input, failed
+                    summary["error"] = f"reading '{src}' stopped after {summary['frames']} frames: {exc}"
+                    log.debug(summary["error"])  # the summary carries it
+                finally:
+                    stop.hard = False  # from here on, signals only ask for what is happening anyway
+                    bar.close()
+                if stopped_by is not None:
+                    summary["interrupted"], summary["signal"] = True, signal.Signals(stopped_by).name
+                    summary["error"] = (
+                        f"interrupted by {signal.Signals(stopped_by).name} after {summary['frames']} frames; "
+                        f"'{dst}' holds them and is marked {PARTIAL_KEY}: true"
                     )
-                    topo = pipeline.topology
-                    markers = marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh)
-                    writer.write(markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray"))
-                    writer.write(debug_c, stamp, store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K),
-                                                                     "sensor_msgs/msg/Image"))  # fmt: skip
-                    if tf_c is not None and people:
-                        tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people, prefix=tf_prefix))
-                        writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))
-                    if hri_c is not None:
-                        writer.write(hri_c, stamp, store.serialize_cdr(hri_ids_msg(f, hdr, people), HRI_IDS_LIST))
-                    summary["frames"] += 1
-                    summary["people"] += len(people)
-            except KeyboardInterrupt:  # a second signal, or SIGINT where no handler could be installed
-                stopped_by = stop.signum or signal.SIGINT
-            except Exception as exc:  # a corrupt or truncated bag: keep what was written
-                summary["error"] = f"reading '{src}' stopped after {summary['frames']} frames: {exc}"
-                log.debug(summary["error"])  # the summary carries it
-            finally:
-                stop.hard = False  # from here on, signals only ask for what is happening anyway
-                bar.close()
-            if stopped_by is not None:
-                summary["interrupted"], summary["signal"] = True, signal.Signals(stopped_by).name
-                summary["error"] = (
-                    f"interrupted by {signal.Signals(stopped_by).name} after {summary['frames']} frames; "
-                    f"'{dst}' holds them and is marked {PARTIAL_KEY}: true"
-                )
-                log.debug(summary["error"])  # the summary carries it
-            summary["partial"] = summary["error"] is not None
-            writer.set_custom_data(PARTIAL_KEY, "true" if summary["partial"] else "false")
+                    log.debug(summary["error"])  # the summary carries it
+                summary["partial"] = summary["error"] is not None
+                writer.set_custom_data(PARTIAL_KEY, "true" if summary["partial"] else "false")
+        except OSError as exc:  # the output cannot be written (disk full, no permission): not kept half-made
+            with contextlib.suppress(OSError, ValueError):
+                _remove_bag_folder(dst)
+            raise ValueError(
+                f"output bag '{dst}': cannot write ({exc.strerror or exc}); the partial output was removed"
+            ) from None
+        if summary["frames"] == 0 and not summary["interrupted"]:  # only copies of the input: not kept
+            _remove_bag_folder(dst)
+            summary["removed"] = True
         if summary["error"] is None and summary["frames"] == 0:
-            summary["error"] = _nothing_processed(image_topic, summary)
+            summary["error"] = _nothing_processed(image_topic, summary) + "; no output bag was kept"
     finally:
         reader.close()
     return summary
