@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List
 
 from hmdiff_ros import defaults
+from hmdiff_ros.errors import interrupt_signal, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -287,11 +288,14 @@ def _cmd_bag(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.export import export_onnx
 
-    texts = [k.strip() for k in str(args.steps).split(",") if k.strip()]
-    steps = [int(k) for k in texts if k.isdigit()]
-    why = next(filter(None, (defaults.range_error("--steps", k, defaults.STEPS_RANGE, integer=True) for k in steps)), None)
-    if why or not steps or len(steps) < len(texts):
-        raise _UsageError(why or f"--steps must be comma-separated step counts such as 2,4, got {args.steps!r}")
+    try:
+        steps = [int(k) for k in str(args.steps).split(",")]
+    except ValueError:
+        raise _UsageError(f"--steps must be comma-separated step counts such as 2,4, got {args.steps!r}") from None
+    for k in steps:
+        why = defaults.range_error("--steps", k, defaults.STEPS_RANGE, integer=True)
+        if why:
+            raise _UsageError(why)
     manifest = export_onnx(args.checkpoint, args.out, steps=steps, dat=args.dat, opset=args.opset, force=args.force)
     print(json.dumps({"out": args.out, "files": sorted(manifest["files"]), "opset": manifest["opset"],
                       "checkpoint_sha256": manifest["checkpoint_sha256"]}))  # fmt: skip
@@ -598,11 +602,6 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, OSError, ImportError)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 600 else text[:600] + " ..."
-
-
 def main(argv: List[str] | None = None) -> int:
     """Exit codes: 0 all done, 1 some inputs failed (listed at the end), 2 a usage or
     configuration error, 130 interrupted. Errors are one line; ``--debug`` adds the traceback."""
@@ -629,18 +628,18 @@ def main(argv: List[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        signum = interrupt_signal(exc)
         print(f"hmdiff {name}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
     except USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"hmdiff {name}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"hmdiff {name}: error: {one_line(exc, 600)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, not the user's doing: still one line unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"hmdiff {name}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"hmdiff {name}: internal error: {type(exc).__name__}: {one_line(exc, 600)} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1
     finally:

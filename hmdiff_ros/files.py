@@ -1,11 +1,37 @@
-"""Writing files without leaving debris: a folder made for a job is removed again, with the
-parents made for it, when the job fails and leaves it empty."""
+"""Writing files without leaving debris: the folders made for a job are known, and removed
+again when the job fails and leaves them empty; a path whose nearest existing parent is a
+file is found before any work."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Sequence
+
+
+def existing_ancestor(path: "str | Path") -> Path:
+    """``path`` itself if it exists, else its nearest parent that does."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def missing_folders(path: "str | Path") -> List[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first: what
+    ``mkdir(parents=True)`` would make."""
+    path, missing = Path(path), []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -13,14 +39,9 @@ def made_folder(path: "str | Path") -> Iterator[Path]:
     """``path`` as a folder (made with its parents if missing) within the block; on leaving it
     (by an error too) every folder the block made is removed again if it is empty."""
     path = Path(path)
-    made, folder = [], path  # deepest first
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
+    made = missing_folders(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     finally:
-        for folder in made:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        remove_empty(made)

@@ -30,6 +30,8 @@ import torch
 
 from hmdiff_ros.body.anny_body import ANNY_TO_CANONICAL, PHENOTYPES
 from hmdiff_ros.body.topology import Topology
+from hmdiff_ros.errors import one_line
+from hmdiff_ros.files import existing_ancestor
 
 log = logging.getLogger(__name__)
 BANK_VERSION = 2
@@ -158,9 +160,7 @@ def cache_dir() -> Path:
     path = Path(env).expanduser() if env else Path.home() / ".cache" / "hmdiff_ros"
     where = f"HMDIFF_CACHE_DIR '{path}'" if env else f"the cache folder '{path}'"
     hint = "set HMDIFF_CACHE_DIR to a folder (new or existing)"
-    ancestor = path
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(path)
     if ancestor.exists() and not ancestor.is_dir():
         what = "is a file" if ancestor == path else f"is inside '{ancestor}', a file"
         raise ValueError(f"{where} {what}; expected a folder; {hint}")
@@ -221,7 +221,7 @@ def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology 
         try:
             return ShapeBank.load(path)
         except _UNREADABLE as exc:
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            reason = one_line(exc, 200)
             log.warning("the cached shape bank %s cannot be read (%s: %s); building it again", path,
                         type(exc).__name__, reason)  # fmt: skip
     log.info("building a shape bank of %d Anny bodies (once; cached at %s)", cfg.size, path)

@@ -15,6 +15,7 @@ import torch
 from hmdiff_ros.body.base import axis_angle_to_matrix
 from hmdiff_ros.data.engine import SyntheticEngine
 from hmdiff_ros.data.poses import FAMILY_NAMES
+from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.render import render_mesh
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # what the sheet can be written as
@@ -48,9 +49,7 @@ def check_sheet_args(num: int, out: "str | Path", tile: int = 200) -> None:
         )
     if out.is_dir():
         raise ValueError(f"--out '{out}' is a folder; expected an image file path")
-    ancestor = out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(out.parent)
     if ancestor.exists() and not ancestor.is_dir():
         raise ValueError(f"--out '{out}': '{ancestor}' is a file; expected a folder")
 
@@ -95,11 +94,7 @@ def contact_sheet(engine: SyntheticEngine, num: int, seed: int, out: "str | Path
 def _write_atomic(out: Path, data: bytes) -> None:
     """``data`` into ``out`` through a temporary file renamed over it; on failure neither that
     file nor the folders made for it are left."""
-    made = []
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
+    made = missing_folders(out.parent)
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +105,5 @@ def _write_atomic(out: Path, data: bytes) -> None:
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        for path in made:  # deepest first
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        remove_empty(made)
         raise

@@ -19,6 +19,7 @@ import numpy as np
 
 import hmdiff_ros
 from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
 
 SAMPLES_FILE = "samples.npz"
@@ -135,7 +136,7 @@ class SplitReader:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            why = " ".join(str(exc).split()) or type(exc).__name__
+            why = one_line(exc)
             raise ValueError(f"'{path}' is truncated or corrupt ({type(exc).__name__}: {why}); {hint}") from None
         missing = [k for k in REQUIRED_ARRAYS if k not in arrays]
         if missing:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Dict, Tuple
 
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
 
 WEIGHTS = "model.safetensors"
@@ -33,12 +34,6 @@ def checkpoint_hash(folder: "str | Path") -> str:
     return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()[:16]
 
 
-def error_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc`` as one line of at most ``limit`` characters (some libraries write paragraphs)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu") -> Tuple[HMDiff, Dict]:
     """Rebuild the model from ``config.json`` and load its weights.
 
@@ -61,13 +56,13 @@ def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu
     except (OSError, KeyError, TypeError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
         raise ValueError(
             f"checkpoint '{folder}' is not a valid HMDiff checkpoint: {CONFIG} is truncated, corrupt or not a "
-            f"model config ({type(exc).__name__}: {error_line(exc)}); expected JSON with the model config under 'model'"
+            f"model config ({type(exc).__name__}: {one_line(exc)}); expected JSON with the model config under 'model'"
         ) from None
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(
-            f"checkpoint '{folder}': {WEIGHTS} is truncated or corrupt ({error_line(exc)}); "
+            f"checkpoint '{folder}': {WEIGHTS} is truncated or corrupt ({one_line(exc)}); "
             f"expected a safetensors file of {sum(1 for _ in model.state_dict())} weight tensors"
         ) from None
     try:
@@ -75,6 +70,6 @@ def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu
     except RuntimeError as exc:
         raise ValueError(
             f"checkpoint '{folder}': the weights in {WEIGHTS} do not fit the model described in {CONFIG} "
-            f"({error_line(exc)})"
+            f"({one_line(exc)})"
         ) from None
     return model.eval(), meta

@@ -28,6 +28,8 @@ import torch
 
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker
+from hmdiff_ros.errors import interrupt_signal, one_line
+from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
@@ -219,7 +221,7 @@ def _yaml_error(exc) -> str:
     """A YAML parse error in one line: where, what, and while doing what."""
     mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
     if mark is None or not problem:
-        return " ".join(str(exc).split())
+        return one_line(exc)
     context = getattr(exc, "context", None)
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
@@ -362,9 +364,7 @@ def _resumable(out: Path, cfg: TrainConfig) -> bool:
     never silently replaces trained weights."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out '{out}' is a file; expected a folder for the run")
-    ancestor = out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(out.parent)
     if ancestor.exists() and not ancestor.is_dir():  # found now, not when the first checkpoint is written
         raise ValueError(f"--out '{out}': '{ancestor}' is a file; expected a folder for the run")
     if not out.is_dir() or not any(out.iterdir()) or cfg.force:
@@ -498,7 +498,7 @@ class _Interrupts:
         """The signal ``exc`` stands for (Ctrl-C: SIGINT), recorded as the interruption; None
         when ``exc`` is no interruption."""
         if isinstance(exc, KeyboardInterrupt):
-            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            signum = interrupt_signal(exc)
         else:
             signum = _worker_signal(exc, workers)
         if self.signum is None:
@@ -518,15 +518,6 @@ def _stop_workers(batches) -> None:
     stop = getattr(batches, "_shutdown_workers", None)
     if stop is not None:
         stop()
-
-
-def _new_folders(path: Path) -> list:
-    """``path`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Dict:
@@ -592,7 +583,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     metrics_file = out / "metrics.jsonl"
-    new_folders = _new_folders(out)
+    new_folders = missing_folders(out)
     prepared = False
 
     def prepare_out() -> None:
@@ -686,9 +677,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         finally:
             interrupts.restore()
         bar.close()
-        for folder in new_folders:  # a run that wrote nothing leaves no empty folders
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        remove_empty(new_folders)  # a run that wrote nothing leaves no empty folders
     return metrics
 
 

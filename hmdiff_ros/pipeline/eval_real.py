@@ -29,6 +29,7 @@ import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.camera import intrinsics_from_fov
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.metrics import pa_mpjpe_mm
 from hmdiff_ros.pipeline.io import overlay, read_image
 
@@ -65,7 +66,7 @@ _READ_ERRORS = (
 
 
 def _bad_file(path: Path, exc: BaseException, expected: str, what: str = "") -> ValueError:
-    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    why = one_line(exc, 200)
     return ValueError(
         f"eval-real file '{path}'{f' ({what})' if what else ''} cannot be read: {type(exc).__name__}: {why}; "
         f"expected {expected} (layout: docs/eval_real.md)"
@@ -315,7 +316,7 @@ def evaluate_real(
             return read_image(path)
         except (OSError, ValueError) as exc:  # read_image names the file
             skipped[path] = str(exc)
-            log.warning("eval-real: skipping %s", " ".join(str(exc).split()))
+            log.warning("eval-real: skipping %s", one_line(exc))
             return None
 
     errors_3d, pa_3d, missed_3d = [], [], 0

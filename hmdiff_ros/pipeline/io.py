@@ -147,7 +147,8 @@ def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[st
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            entries = sorted(e for e in path.iterdir() if not e.name.startswith("."))
+            listing = sorted(path.iterdir())
+            entries = [e for e in listing if not e.name.startswith(".")]
             media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
             for f in entries:
                 if f.is_file() and f.suffix.lower() in media and f.resolve() not in skip:
@@ -156,7 +157,7 @@ def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[st
             broken = [f.name for f in entries if f.is_symlink() and not f.exists()]
             left = [f.name for f in entries if f.exists() and not f.is_dir() and f.resolve() not in skip
                     and not (f.is_file() and f.suffix.lower() in media)]  # fmt: skip
-            hidden = [f.name for f in sorted(path.iterdir()) if f.name.startswith(".") and f.suffix.lower() in media]
+            hidden = [f.name for f in listing if f.name.startswith(".") and f.suffix.lower() in media]
             for what, names in (("sub-folders are not scanned", subs), ("links that lead nowhere, skipped", broken),
                                 ("not images or videos, skipped", left), ("hidden files, skipped", hidden)):  # fmt: skip
                 if names:

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Set
 
+from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
+
 log = logging.getLogger(__name__)
 MANIFEST = ".hmdiff_outputs.json"
 # the longest stem, in bytes: with "_person12.obj" and the like it stays under the usual
@@ -136,10 +138,7 @@ class OutputFolder:
             if path.is_symlink():
                 path.unlink()  # the link is replaced, never what it points to
         if not self.path.is_dir():
-            folder = self.path
-            while not folder.exists() and folder != folder.parent:
-                self.made.append(folder)
-                folder = folder.parent
+            self.made += missing_folders(self.path)
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -160,9 +159,7 @@ class OutputFolder:
 
     def close(self) -> None:
         """Remove the folders this run made if they hold nothing."""
-        for folder in self.made:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        remove_empty(self.made)
 
 
 def _names(value) -> List[str]:
@@ -186,7 +183,5 @@ def _folder_error(path: Path) -> str | None:
         return "is a symbolic link that leads nowhere; expected a folder"
     if path.exists():
         return None if path.is_dir() else "is a file; expected a folder (existing or new)"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = existing_ancestor(path.parent)
     return None if parent.is_dir() else f"cannot be made: '{parent}' is a file"

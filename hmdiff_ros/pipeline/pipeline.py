@@ -161,11 +161,15 @@ class Pipeline:
         self.timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
         return results
 
+    def batch_limit(self) -> int:
+        """The most rows (people x hypotheses) sampled in one model call: ``MAX_BATCH``, or the
+        model's own limit where lower (a TensorRT engine's profile)."""
+        return min(defaults.MAX_BATCH, getattr(self.model, "max_batch", None) or defaults.MAX_BATCH)
+
     def max_people_per_call(self) -> int:
-        """People sampled in one model call: ``MAX_BATCH`` (or the model's own limit, e.g. a
-        TensorRT engine's profile) divided by the hypotheses. Raises when one person's
-        hypotheses alone exceed the limit."""
-        limit = min(defaults.MAX_BATCH, getattr(self.model, "max_batch", None) or defaults.MAX_BATCH)
+        """People sampled in one model call: :meth:`batch_limit` divided by the hypotheses.
+        Raises when one person's hypotheses alone exceed the limit."""
+        limit = self.batch_limit()
         if self.cfg.hypotheses > limit:
             raise ValueError(
                 f"hypotheses {self.cfg.hypotheses} exceed the {getattr(self.model, 'backend', 'model')} backend's "
@@ -207,9 +211,9 @@ class Pipeline:
 
 def implausible_placement(joints: np.ndarray) -> str | None:
     """Why camera-frame ``joints`` ``(J, 3)`` cannot be a person the camera sees, or None."""
-    depth = float(joints[:, 2].min())
     if not np.isfinite(joints).all():
         return "its placement is not finite"
+    depth = float(joints[:, 2].min())
     if depth < defaults.MIN_DEPTH_M / 4 or joints[:, 2].mean() < defaults.MIN_DEPTH_M:
         return f"the body lies behind or at the camera (nearest joint at z = {depth:.2f} m)"
     if joints[:, 2].mean() > defaults.MAX_DEPTH_M:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from hmdiff_ros.camera import intrinsics_from_fov
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.pipeline.io import (
     VIDEO_SUFFIXES,
     collect_inputs,
@@ -109,6 +110,8 @@ def process_image(
     }  # fmt: skip
     try:
         ok, jpeg = cv2.imencode(".jpg", overlay(image, people, K, faces))
+        if not ok:
+            raise ValueError(f"{path}: OpenCV could not encode the overlay")
         paths[0].write_bytes(jpeg.tobytes())
         for i, p in enumerate(people):
             write_obj(paths[1 + i], p.vertices if p.vertices is not None else p.coarse_vertices,
@@ -183,7 +186,7 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
 
 def _named(source: str, exc: Exception) -> str:
     """The error's message, starting with the input's name when it does not say it already."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc, 600)
     return text if source in text else f"{source}: {text}"
 
 
@@ -234,6 +237,26 @@ def box_list_error(value) -> str | None:
     return None
 
 
+def _is_video(source: str) -> bool:
+    return is_camera(source) or Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _warn_about_boxes(boxes: Dict[str, list], inputs: Sequence[str], videos: Sequence[str]) -> None:
+    """Name the boxes-file entries that match no input, inputs named by several entries, and
+    videos given boxes (boxes are used for images only)."""
+    keys = {k for src in inputs for k in _box_keys(src)}
+    unmatched = sorted(k for k in boxes if k not in keys)
+    if unmatched:
+        log.warning("boxes file entries that match no input (ignored): %s", ", ".join(unmatched[:10]))
+    for src in inputs:
+        matches = [k for k in dict.fromkeys(_box_keys(src)) if k in boxes]
+        if len(matches) > 1:
+            log.warning("%s: boxes file entries %s all name it: using '%s'", src, matches, matches[0])
+    unused = [src for src in videos if _boxes_for(boxes, src) is not None]
+    if unused:
+        log.warning("boxes are used for images only, not for the videos %s", ", ".join(unused[:10]))
+
+
 def _box_keys(source: str) -> Tuple[str, ...]:
     return (source, str(Path(source).resolve()), Path(source).name)
 
@@ -273,22 +296,11 @@ def run(
     if not inputs:
         raise ValueError(f"no images or videos found in {list(paths)}")
     folder.set_inputs(inputs)
-    if boxes:
-        keys = {k for src in inputs for k in _box_keys(src)}
-        unmatched = sorted(k for k in boxes if k not in keys)
-        if unmatched:
-            log.warning("boxes file entries that match no input (ignored): %s", ", ".join(unmatched[:10]))
-        for src in inputs:
-            matches = [k for k in dict.fromkeys(_box_keys(src)) if k in boxes]
-            if len(matches) > 1:
-                log.warning("%s: boxes file entries %s all name it: using '%s'", src, matches, matches[0])
-    videos = [src for src in inputs if is_camera(src) or Path(src).suffix.lower() in VIDEO_SUFFIXES]
+    videos = [src for src in inputs if _is_video(src)]
     if max_frames is not None and not videos:
         log.warning("--max-frames applies to videos and cameras; these inputs are images")
     if boxes:
-        unused = [src for src in videos if _boxes_for(boxes, src) is not None]
-        if unused:
-            log.warning("boxes are used for images only, not for the videos %s", ", ".join(unused[:10]))
+        _warn_about_boxes(boxes, inputs, videos)
     stems = output_stems(inputs)
     hfov = hfov or cfg.hfov_deg
     pipe = build_pipeline(cfg, checkpoint)
@@ -296,7 +308,7 @@ def run(
     try:
         for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
             try:
-                if is_camera(source) or Path(source).suffix.lower() in VIDEO_SUFFIXES:
+                if source in videos:
                     tracker = Tracker(tracking) if tracking is not None else None
                     records += process_video(pipe, source, folder, stems[source], hfov, max_frames, progress,
                                              tracker, emit)  # fmt: skip

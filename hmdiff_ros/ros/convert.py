@@ -480,10 +480,15 @@ def camera_info_msg(f: MessageFactory, hdr, K: np.ndarray, width: int, height: i
     )  # fmt: skip
 
 
+def _camera_info_k(msg) -> np.ndarray:
+    """A CameraInfo's ``k`` (``K`` in older messages) as a flat float64 array."""
+    return np.asarray(getattr(msg, "k", getattr(msg, "K", np.zeros(9))), dtype=np.float64).ravel()
+
+
 def intrinsics_from_camera_info(msg) -> np.ndarray | None:
     """``K`` (3x3) from a ``sensor_msgs/CameraInfo`` (``k`` in Humble/Jazzy), or None when it
     is all zeros (an uncalibrated camera)."""
-    k = np.asarray(getattr(msg, "k", getattr(msg, "K", np.zeros(9))), dtype=np.float64).reshape(3, 3)
+    k = _camera_info_k(msg).reshape(3, 3)
     if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
         return None
     return k
@@ -506,7 +511,7 @@ def intrinsics_for_image(info, width: int, height: int) -> Tuple[np.ndarray | No
 
     if info is None:
         return None, None
-    k = np.asarray(getattr(info, "k", getattr(info, "K", np.zeros(9))), dtype=np.float64).ravel()
+    k = _camera_info_k(info)
     if k.size != 9:
         return None, f"CameraInfo K has {k.size} values, not 9"
     if not k.any():

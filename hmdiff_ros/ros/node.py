@@ -22,6 +22,7 @@ and activates itself, so ``ros2 run hmdiff_ros hmdiff_node`` just works.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -92,7 +93,7 @@ class HMDiffNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             values[prm.name] = prm.value
-        limit = self._batch_limit()
+        limit = self.pipe.batch_limit() if self.pipe is not None else None
         if limit and values["hypotheses"] > limit:
             return SetParametersResult(
                 successful=False,
@@ -272,14 +273,6 @@ class HMDiffNode(LifecycleNode):
                 self.stats.fail(str(exc) or type(exc).__name__)
                 self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=5.0)
 
-    def _batch_limit(self) -> int | None:
-        """The most rows (people x hypotheses) the loaded backend takes in one call, or None."""
-        from hmdiff_ros.defaults import MAX_BATCH
-
-        if self.pipe is None:
-            return None
-        return min(MAX_BATCH, getattr(self.pipe.model, "max_batch", None) or MAX_BATCH)
-
     def _config_key(self) -> tuple:
         return tuple(self.p(n) for n in ("ddim_steps", "dat_mode", "dat_tau", "dat_lambda", "hypotheses",
                                          "hfov_deg", "mesh_resolution", "publish_debug_image"))  # fmt: skip
@@ -421,14 +414,8 @@ def _to_rgb(msg) -> np.ndarray:
         return to_rgb8(np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, "bgr8")), f"{msg.encoding} image")
     except Exception as exc:  # CvBridgeError, or cv_bridge's own bugs (NumPy/OpenCV versions): our decoder
         if not isinstance(exc, CvBridgeError):
-            _log_bridge_failure(exc)
+            logging.getLogger(__name__).debug("cv_bridge failed (%s: %s); decoding without it", type(exc).__name__, exc)
         return image_to_rgb(msg)
-
-
-def _log_bridge_failure(exc: Exception) -> None:
-    import logging
-
-    logging.getLogger(__name__).debug("cv_bridge failed (%s: %s); decoding without it", type(exc).__name__, exc)
 
 
 def main(args=None) -> None:

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 # name: (default, description, read_only, range)
 PARAMETERS = {
     "backend": ("torch", "model backend: torch, onnxruntime, tensorrt or auto", True, None),
@@ -78,8 +80,6 @@ def parameter_error(name: str, value, values: dict) -> str | None:
 def namespace_error(namespace: str) -> str | None:
     """Why ``namespace`` cannot prefix ROS topic names, or None: tokens of letters, digits and
     underscores that do not start with a digit, separated by single '/' ('' or '/': none)."""
-    import re
-
     tokens = namespace.strip("/").split("/") if namespace.strip("/") else []
     if "//" in namespace or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t) for t in tokens):
         return (

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, error_line, load_checkpoint
+from hmdiff_ros.errors import one_line
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.hmdiff import SampleOutput
 from hmdiff_ros.runtime.export import check_export
@@ -146,7 +147,7 @@ def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Pat
         except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
             raise ValueError(
                 f"ONNX file '{folder / name}' could not be loaded by ONNX Runtime "
-                f"({type(exc).__name__}: {error_line(exc)}); run 'hmdiff export --out {folder} --force'"
+                f"({type(exc).__name__}: {one_line(exc)}); run 'hmdiff export --out {folder} --force'"
             ) from None
 
     model, _ = load_checkpoint(ckpt)
@@ -198,10 +199,10 @@ def load_model(
         except (ImportError, OSError, RuntimeError, ValueError) as exc:
             if not fallback or i == len(order) - 1:
                 raise
-            reasons.append(f"{name}: {error_line(exc)}")
+            reasons.append(f"{name}: {one_line(exc)}")
             # auto expects to skip what is not installed or exported; a broken or stale export is a warning
             level = logging.INFO if backend == "auto" and not isinstance(exc, ValueError) else logging.WARNING
-            log.log(level, "backend %s unavailable (%s); falling back to %s", name, error_line(exc), order[i + 1])
+            log.log(level, "backend %s unavailable (%s); falling back to %s", name, one_line(exc), order[i + 1])
             continue
         model.fallback_reasons = reasons
         return model

@@ -35,8 +35,9 @@ from typing import Dict, Iterator, Sequence
 import torch
 from torch import nn
 
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.files import made_folder
-from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, error_line, load_checkpoint
+from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _export(module: nn.Module, args, path: Path, inputs: Sequence[str], outputs:
             torch.onnx.export(module, args, str(path), **kwargs)
     except Exception as exc:  # whatever the exporter raises (RuntimeError, its own errors, ...): one line
         raise ValueError(
-            f"ONNX export of {path.name} (opset {opset}) failed: {type(exc).__name__}: {error_line(exc)}"
+            f"ONNX export of {path.name} (opset {opset}) failed: {type(exc).__name__}: {one_line(exc)}"
         ) from exc
 
 
@@ -282,7 +283,7 @@ def read_manifest(folder: "str | Path") -> Dict:
             raise TypeError("'files' must map file names to their records")
     except (OSError, KeyError, TypeError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
         raise ValueError(
-            f"export manifest '{path}' is truncated or corrupt ({type(exc).__name__}: {error_line(exc)}); "
+            f"export manifest '{path}' is truncated or corrupt ({type(exc).__name__}: {one_line(exc)}); "
             f"expected the JSON that 'hmdiff export' writes: run 'hmdiff export --out {folder} --force'"
         ) from None
     for name in ("encoder.onnx", "denoiser.onnx"):
