@@ -189,3 +189,74 @@ def test_parameter_choices_and_combinations_are_checked():
     assert parameter_error("tf_prefix", "body", defaults) is None
     assert "tf_prefix" in parameter_error("tf_prefix", "/body", defaults)
     assert "tf_prefix" in parameter_error("tf_prefix", "", defaults)
+
+
+@pytest.mark.skipif(not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)")
+def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
+    """On real rclpy and diagnostic_updater: a CameraInfo of another size is not used (counted),
+    frames that fail after a good one turn /diagnostics to ERROR with the reason, and the
+    backend that runs (torch, after onnxruntime without an export) is reported."""
+    import time
+
+    import numpy as np
+    import rclpy
+    import rclpy.executors
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+    from hmdiff_ros.ros.convert import MessageFactory, camera_info_msg, header, image_msg
+    from hmdiff_ros.ros.node import HMDiffNode
+
+    rclpy.init()
+    try:
+        params = {"autostart": False, "hypotheses": 1, "ddim_steps": 1, "backend": "onnxruntime",
+                  "engines": str(tmp_path / "no_export"), "publish_debug_image": False}  # fmt: skip
+        node = HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        probe = rclpy.create_node("hmdiff_diag_probe")
+        statuses = []
+        probe.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda m: statuses.extend(s for s in m.status if "hmdiff" in s.name), 10
+        )
+        pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+        f = MessageFactory.for_rclpy()
+        rgb = read_image(DEMO_IMAGE)[::2, ::2].copy()  # 256 x 256
+        hdr = header(f, 1, 0, "camera_optical_frame")
+        wrong_size = camera_info_msg(f, hdr, np.array([[300.0, 0, 320], [0, 300, 240], [0, 0, 1]]), 640, 480)
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.add_node(probe)
+
+        def spin_until(cond, publish, seconds=60):
+            end = time.monotonic() + seconds
+            while not cond() and time.monotonic() < end:
+                publish()
+                executor.spin_once(timeout_sec=0.1)
+            return cond()
+
+        good = image_msg(f, hdr, rgb)
+        assert spin_until(lambda: node.stats["processed"] >= 1, lambda: (info_pub.publish(wrong_size), pub.publish(good)))
+        assert node.stats["camera_info_unused"] >= 1
+        bad = image_msg(f, hdr, rgb)
+        bad.encoding = "bayer_rggb8"
+        assert spin_until(lambda: node.stats["failed"] >= 5, lambda: pub.publish(bad))
+        statuses.clear()
+        assert spin_until(lambda: any(s.level == DiagnosticStatus.ERROR for s in statuses), lambda: None, 10)
+        status = next(s for s in statuses if s.level == DiagnosticStatus.ERROR)
+        values = {kv.key: kv.value for kv in status.values}
+        assert "frames failed" in status.message and "bayer_rggb8" in values["failed_reasons"]
+        assert (values["backend"], values["backend_asked"]) == ("torch", "onnxruntime")
+        assert status.hardware_id == "hmdiff_torch"
+        assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
