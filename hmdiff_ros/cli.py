@@ -61,8 +61,13 @@ HYPOTHESES = _number(int, *defaults.HYPOTHESES_RANGE)  # people x hypotheses bey
 
 def _add_common_args(p: argparse.ArgumentParser, default) -> None:
     """``-v`` and ``--debug``, before or after the command name."""
-    p.add_argument("-v", "--verbose", action="store_true", default=default,
-                   help="debug logging, and third-party libraries' own log lines")  # fmt: skip
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logging, and third-party libraries' own log lines",
+    )
     p.add_argument("--debug", action="store_true", default=default, help="show Python tracebacks of errors")
 
 
@@ -87,9 +92,12 @@ def _cmd_assets_build(args: argparse.Namespace) -> int:
     from hmdiff_ros.body.build_topology import TopologyBuildConfig, build_topology
 
     cfg = TopologyBuildConfig(
-        coarse_vertices=args.coarse_vertices, neighbours=args.neighbours,
-        fit_samples=args.fit_samples, eval_samples=args.eval_samples, seed=args.seed,
-    )  # fmt: skip
+        coarse_vertices=args.coarse_vertices,
+        neighbours=args.neighbours,
+        fit_samples=args.fit_samples,
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+    )
     from hmdiff_ros.body.topology import DEFAULT_ASSET
 
     args.out = args.out or DEFAULT_ASSET
@@ -166,11 +174,24 @@ def _cmd_data_sheet(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.train import load_train_config, train
 
-    overrides = {k: v for k, v in {
-        "out": args.out, "steps": args.steps, "batch_size": args.batch_size, "max_minutes": args.max_minutes,
-        "device": args.device, "workers": args.workers, "val_every": args.val_every, "lr": args.lr,
-        "warmup_steps": args.warmup_steps, "init": args.init, "seed": args.seed, "force": args.force or None,
-    }.items() if v is not None}  # fmt: skip
+    overrides = {
+        k: v
+        for k, v in {
+            "out": args.out,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "max_minutes": args.max_minutes,
+            "device": args.device,
+            "workers": args.workers,
+            "val_every": args.val_every,
+            "lr": args.lr,
+            "warmup_steps": args.warmup_steps,
+            "init": args.init,
+            "seed": args.seed,
+            "force": args.force or None,
+        }.items()
+        if v is not None
+    }
     config = args.config
     if config is None:
         config = Path(__file__).resolve().parent / "model" / "configs" / "default.yaml"
@@ -234,14 +255,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.report:  # refused before the benchmark runs, not after
         check_report(args.report, force=args.force)
-    rows = bench([b.strip() for b in args.backend.split(",") if b.strip()], steps=args.steps, people=args.people,
-                 dat=args.dat, repeats=args.repeats, checkpoint=args.checkpoint, engines=args.engines,
-                 device=args.device)  # fmt: skip
+    rows = bench(
+        [b.strip() for b in args.backend.split(",") if b.strip()],
+        steps=args.steps,
+        people=args.people,
+        dat=args.dat,
+        repeats=args.repeats,
+        checkpoint=args.checkpoint,
+        engines=args.engines,
+        device=args.device,
+    )
     if args.report:
         from hmdiff_ros.runtime.bench import write_report
 
-        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat},
-                     force=args.force)  # fmt: skip
+        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat}, force=args.force)
     if args.json:  # the contract: exactly these keys per row
         keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms")
         print(json.dumps([{k: r[k] for k in keys} for r in rows]))
@@ -262,23 +289,40 @@ def _cmd_bag(args: argparse.Namespace) -> int:
     pipe = build_pipeline(_pipeline_config(args), args.checkpoint, video=True)  # a bag is one stream
     try:
         summary = process_bag(
-            args.input, args.output, pipe, image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-            distro=args.distro, storage=args.storage, namespace=args.namespace, mesh=args.mesh,
-            tracking=None if args.no_track else Tracker(TrackerConfig()), max_frames=args.max_frames,
-            progress=not args.json, tf=not args.no_tf, tf_prefix=args.tf_prefix, hri=args.hri, force=args.force,
-        )  # fmt: skip
+            args.input,
+            args.output,
+            pipe,
+            image_topic=args.image_topic,
+            camera_info_topic=args.camera_info_topic,
+            distro=args.distro,
+            storage=args.storage,
+            namespace=args.namespace,
+            mesh=args.mesh,
+            tracking=None if args.no_track else Tracker(TrackerConfig()),
+            max_frames=args.max_frames,
+            progress=not args.json,
+            tf=not args.no_tf,
+            tf_prefix=args.tf_prefix,
+            hri=args.hri,
+            force=args.force,
+        )
     finally:
         pipe.prior.close()
-    print(json.dumps(summary) if args.json else
-          f"{summary['frames']} frames, {summary['people']} people, {summary['dropped']} dropped -> {summary['out']}")  # fmt: skip
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{summary['frames']} frames, {summary['people']} people, {summary['dropped']} dropped -> {summary['out']}"
+    )
     if summary["error"]:
         print(f"hmdiff bag: error: {summary['error']}", file=sys.stderr)
         if summary.get("interrupted"):  # the bag is closed and marked partial; 128 + the signal, as a shell reports it
             return 128 + getattr(signal, summary.get("signal") or "SIGINT", signal.SIGINT)
         return 1
     if summary["dropped"]:  # some frames failed: listed with their reasons, the others are in the bag
-        print(f"hmdiff bag: {summary['dropped']} of {summary['dropped'] + summary['frames']} frames failed:",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"hmdiff bag: {summary['dropped']} of {summary['dropped'] + summary['frames']} frames failed:",
+            file=sys.stderr,
+        )
         for reason, count in summary["dropped_reasons"].items():
             print(f"  {reason} ({count})", file=sys.stderr)
         return 1
@@ -297,8 +341,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if why:
             raise _UsageError(why)
     manifest = export_onnx(args.checkpoint, args.out, steps=steps, dat=args.dat, opset=args.opset, force=args.force)
-    print(json.dumps({"out": args.out, "files": sorted(manifest["files"]), "opset": manifest["opset"],
-                      "checkpoint_sha256": manifest["checkpoint_sha256"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "files": sorted(manifest["files"]),
+                "opset": manifest["opset"],
+                "checkpoint_sha256": manifest["checkpoint_sha256"],
+            }
+        )
+    )
     return 0
 
 
@@ -333,8 +385,13 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-_OPTION_NAMES = {"steps": "--steps", "hypotheses": "--hypotheses", "hfov_deg": "--hfov", "backend": "--backend",
-                 "dat": "--dat"}  # fmt: skip
+_OPTION_NAMES = {
+    "steps": "--steps",
+    "hypotheses": "--hypotheses",
+    "hfov_deg": "--hfov",
+    "backend": "--backend",
+    "dat": "--dat",
+}
 
 
 def _pipeline_config(args: argparse.Namespace):
@@ -344,8 +401,14 @@ def _pipeline_config(args: argparse.Namespace):
     from hmdiff_ros.model.dat import DATConfig
     from hmdiff_ros.pipeline.pipeline import PipelineConfig, config_error
 
-    values = dict(steps=args.steps, dat=DATConfig(mode=args.dat), hypotheses=args.hypotheses, hfov_deg=args.hfov,
-                  backend=args.backend, engines=args.engines)  # fmt: skip
+    values = dict(
+        steps=args.steps,
+        dat=DATConfig(mode=args.dat),
+        hypotheses=args.hypotheses,
+        hfov_deg=args.hfov,
+        backend=args.backend,
+        engines=args.engines,
+    )
     why = config_error(SimpleNamespace(**values), _OPTION_NAMES)
     if why:
         raise _UsageError(why)
@@ -364,7 +427,9 @@ def _refuse_existing(paths, option: str, force: bool) -> None:
         if path.is_dir():
             raise _UsageError(f"{option}: '{path}' is a folder; expected a file path")
         if path.exists() and not force:
-            raise _UsageError(f"{option}: '{path}' already exists; use --force to replace it or choose another {option}")
+            raise _UsageError(
+                f"{option}: '{path}' already exists; use --force to replace it or choose another {option}"
+            )
 
 
 def _report(records) -> int:
@@ -383,9 +448,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else None
     boxes = load_boxes(args.boxes) if args.boxes else None
     tracking = None if args.no_track else TrackerConfig(smooth=not args.no_smooth)
-    records = run(args.paths, args.out, _pipeline_config(args), checkpoint=args.checkpoint,
-                  max_frames=args.max_frames, progress=not args.json, emit=emit, tracking=tracking,
-                  boxes=boxes, force=args.force)  # fmt: skip
+    records = run(
+        args.paths,
+        args.out,
+        _pipeline_config(args),
+        checkpoint=args.checkpoint,
+        max_frames=args.max_frames,
+        progress=not args.json,
+        emit=emit,
+        tracking=tracking,
+        boxes=boxes,
+        force=args.force,
+    )
     if not args.json:
         done = [r for r in records if not r["error"]]
         people = sum(len(r["people"]) for r in done)
@@ -410,10 +484,18 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
     p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE, help="DAT gradient mode")
     p.add_argument("--hypotheses", **HYPOTHESES, default=defaults.HYPOTHESES, help="samples per person (uncertainty)")
-    p.add_argument("--hfov", **_number(float, *defaults.HFOV_RANGE, exclusive=True), default=defaults.HFOV_DEG,
-                   help="horizontal field of view in degrees (no intrinsics known)")  # fmt: skip
-    p.add_argument("--backend", default="torch", choices=defaults.BACKENDS,
-                   help="model backend (onnxruntime/tensorrt need 'hmdiff export' first)")  # fmt: skip
+    p.add_argument(
+        "--hfov",
+        **_number(float, *defaults.HFOV_RANGE, exclusive=True),
+        default=defaults.HFOV_DEG,
+        help="horizontal field of view in degrees (no intrinsics known)",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=defaults.BACKENDS,
+        help="model backend (onnxruntime/tensorrt need 'hmdiff export' first)",
+    )
     p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
 
 
@@ -478,8 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=None, help="YAML training config (default: hmdiff_ros/model/configs/default.yaml)"
     )
     p.add_argument("--out", default=None, help="run folder (checkpoint, metrics.jsonl); a run there is resumed")
-    p.add_argument("--force", action="store_true",
-                   help="train afresh in an --out that holds anything but a resumable run (replaces its checkpoint)")  # fmt: skip
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="train afresh in an --out that holds anything but a resumable run (replaces its checkpoint)",
+    )
     p.add_argument("--steps", **POSITIVE, default=None)
     p.add_argument("--batch-size", **POSITIVE, default=None)
     p.add_argument("--max-minutes", **_number(float, 0), default=None, help="stop and checkpoint after this wall time")
@@ -555,8 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-engine", help="build TensorRT engines from the ONNX export, on this GPU")
     p.add_argument("--engines", default=defaults.ENGINES, help="folder written by 'hmdiff export'")
     p.add_argument("--fp32", action="store_true", help="no FP16 even where the GPU has it")
-    p.add_argument("--max-batch", **_number(int, 1, defaults.MAX_BATCH), default=16,
-                   help="largest batch (people x hypotheses)")  # fmt: skip
+    p.add_argument(
+        "--max-batch", **_number(int, 1, defaults.MAX_BATCH), default=16, help="largest batch (people x hypotheses)"
+    )
     p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("bench-pipeline", help="per-stage latency of the whole frame pipeline and end-to-end FPS")
@@ -574,8 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--max-frames", **POSITIVE, default=None, help="stop videos/cameras after this many frames")
     p.add_argument("--json", action="store_true", help="print one JSON record per image/frame")
-    p.add_argument("--boxes", default=None,
-                   help="JSON file {image path or name: [[u0, v0, u1, v1], ...]}: people boxes from a detector")  # fmt: skip
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help="JSON file {image path or name: [[u0, v0, u1, v1], ...]}: people boxes from a detector",
+    )
     p.add_argument("--no-track", action="store_true", help="videos: no track ids across frames, no smoothing")
     p.add_argument("--no-smooth", action="store_true", help="videos: track ids but no One-Euro smoothing")
     _add_pipeline_args(p)
@@ -620,7 +709,9 @@ def main(argv: List[str] | None = None) -> int:
 
     quiet_third_party(verbose=True if args.verbose else None)  # None: HMDIFF_VERBOSE decides
     previous = _terminate_as_interrupt()
-    name = " ".join(filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)]))
+    name = " ".join(
+        filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)])
+    )
     try:
         return args.func(args)
     except BrokenPipeError:  # the reader of our output went away (``| head``): stop quietly, as Unix tools do
@@ -639,8 +730,11 @@ def main(argv: List[str] | None = None) -> int:
     except Exception as exc:  # a bug, not the user's doing: still one line unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"hmdiff {name}: internal error: {type(exc).__name__}: {one_line(exc, 600)} "
-              f"(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
+        print(
+            f"hmdiff {name}: internal error: {type(exc).__name__}: {one_line(exc, 600)} "
+            f"(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if previous is not None:

@@ -13,9 +13,20 @@ from typing import Any, Dict
 import hmdiff_ros
 
 _PACKAGES = (
-    "numpy", "torch", "onnx", "onnxruntime", "tensorrt", "mediapipe", "opencv-contrib-python",
-    "anny", "warp-lang", "smplx", "safetensors", "rosbags", "rclpy",
-)  # fmt: skip
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "mediapipe",
+    "opencv-contrib-python",
+    "anny",
+    "warp-lang",
+    "smplx",
+    "safetensors",
+    "rosbags",
+    "rclpy",
+)
 
 
 def _version(dist: str) -> str | None:
@@ -55,10 +66,14 @@ def _gpus() -> list:
     gpus = []
     for i in range(torch.cuda.device_count()):
         prop = torch.cuda.get_device_properties(i)
-        gpus.append({
-            "index": i, "name": prop.name, "memory_gib": round(prop.total_memory / 2**30, 1),
-            "compute_capability": f"{prop.major}.{prop.minor}",
-        })  # fmt: skip
+        gpus.append(
+            {
+                "index": i,
+                "name": prop.name,
+                "memory_gib": round(prop.total_memory / 2**30, 1),
+                "compute_capability": f"{prop.major}.{prop.minor}",
+            }
+        )
     return gpus
 
 
@@ -81,9 +96,12 @@ def _body_models() -> Dict[str, Any]:
     try:
         topo = Topology.load()
         models["topology"] = {
-            "path": str(DEFAULT_ASSET), "body_model": topo.meta.get("body_model"),
-            "full_vertices": topo.num_full, "coarse_vertices": topo.num_coarse, "joints": topo.num_joints,
-        }  # fmt: skip
+            "path": str(DEFAULT_ASSET),
+            "body_model": topo.meta.get("body_model"),
+            "full_vertices": topo.num_full,
+            "coarse_vertices": topo.num_coarse,
+            "joints": topo.num_joints,
+        }
     except (FileNotFoundError, ValueError) as exc:
         models["topology"] = {"error": str(exc)}
     return models

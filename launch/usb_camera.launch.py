@@ -30,7 +30,7 @@ def generate_launch_description():
                 "frame_id": "camera_optical_frame",
                 "framerate": 30.0,
             }
-        ],  # fmt: skip
+        ],
     )
     hmdiff = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "hmdiff.launch.py")),
@@ -39,12 +39,14 @@ def generate_launch_description():
             "camera_info": "/camera/camera_info",
             "backend": LaunchConfiguration("backend"),
             "rviz": LaunchConfiguration("rviz"),
-        }.items(),  # fmt: skip
+        }.items(),
     )
-    return LaunchDescription([
-        DeclareLaunchArgument("video_device", default_value="/dev/video0"),
-        DeclareLaunchArgument("backend", default_value="auto"),
-        DeclareLaunchArgument("rviz", default_value="true"),
-        camera,
-        hmdiff,
-    ])  # fmt: skip
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("video_device", default_value="/dev/video0"),
+            DeclareLaunchArgument("backend", default_value="auto"),
+            DeclareLaunchArgument("rviz", default_value="true"),
+            camera,
+            hmdiff,
+        ]
+    )

@@ -48,12 +48,34 @@ def batches(engine):
 
 SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
 # Rough SMPL joint locations (y up, metres), enough to build a valid synthetic rig.
-SMPL_JOINTS = np.array([
-    [0, 0, 0], [0.06, -0.09, 0], [-0.06, -0.09, 0], [0, 0.1, 0], [0.1, -0.47, 0], [-0.1, -0.47, 0],
-    [0, 0.24, 0], [0.1, -0.87, 0], [-0.1, -0.87, 0], [0, 0.29, 0], [0.12, -0.92, 0.12], [-0.12, -0.92, 0.12],
-    [0, 0.5, 0], [0.08, 0.41, 0], [-0.08, 0.41, 0], [0, 0.6, 0.05], [0.17, 0.44, 0], [-0.17, 0.44, 0],
-    [0.43, 0.43, 0], [-0.43, 0.43, 0], [0.68, 0.43, 0], [-0.68, 0.43, 0], [0.77, 0.43, 0], [-0.77, 0.43, 0],
-])  # fmt: skip
+SMPL_JOINTS = np.array(
+    [
+        [0, 0, 0],
+        [0.06, -0.09, 0],
+        [-0.06, -0.09, 0],
+        [0, 0.1, 0],
+        [0.1, -0.47, 0],
+        [-0.1, -0.47, 0],
+        [0, 0.24, 0],
+        [0.1, -0.87, 0],
+        [-0.1, -0.87, 0],
+        [0, 0.29, 0],
+        [0.12, -0.92, 0.12],
+        [-0.12, -0.92, 0.12],
+        [0, 0.5, 0],
+        [0.08, 0.41, 0],
+        [-0.08, 0.41, 0],
+        [0, 0.6, 0.05],
+        [0.17, 0.44, 0],
+        [-0.17, 0.44, 0],
+        [0.43, 0.43, 0],
+        [-0.43, 0.43, 0],
+        [0.68, 0.43, 0],
+        [-0.68, 0.43, 0],
+        [0.77, 0.43, 0],
+        [-0.77, 0.43, 0],
+    ]
+)
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +91,13 @@ def smpl_file(tmp_path_factory):
     j_regressor = weights.T / weights.sum(0)[:, None]
     path = tmp_path_factory.mktemp("smpl") / "SMPL_NEUTRAL.pkl"
     model = dict(
-        v_template=v_template, f=rng.integers(0, num_v, size=(13776, 3)), J_regressor=j_regressor,
-        weights=weights, posedirs=np.zeros((num_v, 3, 207)), shapedirs=rng.normal(scale=0.01, size=(num_v, 3, 10)),
+        v_template=v_template,
+        f=rng.integers(0, num_v, size=(13776, 3)),
+        J_regressor=j_regressor,
+        weights=weights,
+        posedirs=np.zeros((num_v, 3, 207)),
+        shapedirs=rng.normal(scale=0.01, size=(num_v, 3, 10)),
         kintree_table=np.stack([np.array(SMPL_PARENTS) % (2**32), np.arange(24)]),
-    )  # fmt: skip
+    )
     path.write_bytes(pickle.dumps(model))
     return path

@@ -18,13 +18,39 @@ from contextlib import contextmanager
 import numpy as np
 
 MODULES = (
-    "rclpy", "rclpy.executors", "rclpy.lifecycle", "rclpy.qos", "rclpy.time", "rclpy.duration", "rclpy.parameter",
-    "rcl_interfaces", "rcl_interfaces.msg", "tf2_ros", "diagnostic_updater", "cv_bridge",
-    "builtin_interfaces", "builtin_interfaces.msg", "std_msgs", "std_msgs.msg", "geometry_msgs", "geometry_msgs.msg",
-    "sensor_msgs", "sensor_msgs.msg", "visualization_msgs", "visualization_msgs.msg", "tf2_msgs", "tf2_msgs.msg",
-    "diagnostic_msgs", "diagnostic_msgs.msg", "vision_msgs", "vision_msgs.msg", "hmdiff_msgs", "hmdiff_msgs.msg",
-    "hri_msgs", "hri_msgs.msg",
-)  # fmt: skip
+    "rclpy",
+    "rclpy.executors",
+    "rclpy.lifecycle",
+    "rclpy.qos",
+    "rclpy.time",
+    "rclpy.duration",
+    "rclpy.parameter",
+    "rcl_interfaces",
+    "rcl_interfaces.msg",
+    "tf2_ros",
+    "diagnostic_updater",
+    "cv_bridge",
+    "builtin_interfaces",
+    "builtin_interfaces.msg",
+    "std_msgs",
+    "std_msgs.msg",
+    "geometry_msgs",
+    "geometry_msgs.msg",
+    "sensor_msgs",
+    "sensor_msgs.msg",
+    "visualization_msgs",
+    "visualization_msgs.msg",
+    "tf2_msgs",
+    "tf2_msgs.msg",
+    "diagnostic_msgs",
+    "diagnostic_msgs.msg",
+    "vision_msgs",
+    "vision_msgs.msg",
+    "hmdiff_msgs",
+    "hmdiff_msgs.msg",
+    "hri_msgs",
+    "hri_msgs.msg",
+)
 
 
 def _default(store, kind, sub):
@@ -268,23 +294,47 @@ def ros_standin():
     mods = {
         "rclpy": _ns("rclpy", init=lambda args=None: None, ok=lambda: False, shutdown=lambda: None, spin=None),
         "rclpy.executors": _ns("rclpy.executors", ExternalShutdownException=RuntimeError),
-        "rclpy.lifecycle": _ns("rclpy.lifecycle", LifecycleNode=LifecycleNode, State=object,
-                               TransitionCallbackReturn=TransitionCallbackReturn),
-        "rclpy.qos": _ns("rclpy.qos", QoSProfile=kw, ReliabilityPolicy=policy, HistoryPolicy=policy,
-                         DurabilityPolicy=policy),
+        "rclpy.lifecycle": _ns(
+            "rclpy.lifecycle",
+            LifecycleNode=LifecycleNode,
+            State=object,
+            TransitionCallbackReturn=TransitionCallbackReturn,
+        ),
+        "rclpy.qos": _ns(
+            "rclpy.qos", QoSProfile=kw, ReliabilityPolicy=policy, HistoryPolicy=policy, DurabilityPolicy=policy
+        ),
         "rclpy.time": _ns("rclpy.time", Time=Time),
         "rclpy.duration": _ns("rclpy.duration", Duration=Duration),
         "rclpy.parameter": _ns("rclpy.parameter", Parameter=Parameter),
-        "rcl_interfaces.msg": _ns("rcl_interfaces.msg", FloatingPointRange=kw, IntegerRange=kw,
-                                  ParameterDescriptor=kw, SetParametersResult=lambda successful, reason="": kw(
-                                      successful=successful, reason=reason)),
-        "tf2_ros": _ns("tf2_ros", TransformBroadcaster=TransformBroadcaster, Buffer=Buffer,
-                       TransformListener=lambda buffer, node: None, TransformException=TransformException),
+        "rcl_interfaces.msg": _ns(
+            "rcl_interfaces.msg",
+            FloatingPointRange=kw,
+            IntegerRange=kw,
+            ParameterDescriptor=kw,
+            SetParametersResult=lambda successful, reason="": kw(successful=successful, reason=reason),
+        ),
+        "tf2_ros": _ns(
+            "tf2_ros",
+            TransformBroadcaster=TransformBroadcaster,
+            Buffer=Buffer,
+            TransformListener=lambda buffer, node: None,
+            TransformException=TransformException,
+        ),
         "diagnostic_updater": _ns("diagnostic_updater", Updater=Updater),
         "cv_bridge": None,  # not installed: the node decodes images itself (convert.image_to_rgb)
-    }  # fmt: skip
-    for pkg in ("builtin_interfaces", "std_msgs", "geometry_msgs", "sensor_msgs", "visualization_msgs", "tf2_msgs",
-                "diagnostic_msgs", "vision_msgs", "hmdiff_msgs", "hri_msgs"):  # fmt: skip
+    }
+    for pkg in (
+        "builtin_interfaces",
+        "std_msgs",
+        "geometry_msgs",
+        "sensor_msgs",
+        "visualization_msgs",
+        "tf2_msgs",
+        "diagnostic_msgs",
+        "vision_msgs",
+        "hmdiff_msgs",
+        "hri_msgs",
+    ):
         mods[pkg] = _ns(pkg)
         mods[f"{pkg}.msg"] = _Module(f"{pkg}.msg", store)
     mods["rclpy"].executors, mods["rclpy"].lifecycle = mods["rclpy.executors"], mods["rclpy.lifecycle"]

@@ -105,7 +105,9 @@ def test_truncated_or_corrupt_checkpoints_name_the_file(tmp_path):
     (ckpt / WEIGHTS).write_bytes(weights)
     config = (ckpt / CONFIG).read_text()
     (ckpt / CONFIG).write_text(config[: len(config) // 2])
-    with pytest.raises(ValueError, match=f"checkpoint '{ckpt}' is not a valid HMDiff checkpoint: config.json is truncated"):
+    with pytest.raises(
+        ValueError, match=f"checkpoint '{ckpt}' is not a valid HMDiff checkpoint: config.json is truncated"
+    ):
         load_checkpoint(ckpt)
     meta = json.loads(config)
     meta["model"]["denoiser"]["width"] = meta["model"]["denoiser"]["width"] * 2
@@ -297,7 +299,10 @@ def test_tensorrt_module_reports_its_batch_range_and_refuses_shapes_outside_it(t
     assert module.profile("sample") == ((1, 625, 3), (16, 625, 3))
     module._bind_input("sample", torch.zeros(16, 625, 3))
     assert module.context.shapes["sample"] == (16, 625, 3)
-    with pytest.raises(ValueError, match=r"input 'sample' of shape \(20, 625, 3\) is outside the engine's profile "
-                       r"\(1, 625, 3\) \.\. \(16, 625, 3\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"input 'sample' of shape \(20, 625, 3\) is outside the engine's profile "
+        r"\(1, 625, 3\) \.\. \(16, 625, 3\)",
+    ):
         module._bind_input("sample", torch.zeros(20, 625, 3))
     assert "sample" in module.context.addresses and module.context.shapes["sample"] == (16, 625, 3)

@@ -166,16 +166,23 @@ def _split(folder: Path, n: int = 4, num_coarse: int = 600) -> Path:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     arrays = {
-        "uv": rng.uniform(0, 64, (n, 24, 2)).astype(np.float32), "vis": np.ones((n, 24), np.float32),
-        "mask": rng.integers(0, 256, (n, 64, 64)).astype(np.uint8), "valid": np.ones((n, 64, 64), bool),
+        "uv": rng.uniform(0, 64, (n, 24, 2)).astype(np.float32),
+        "vis": np.ones((n, 24), np.float32),
+        "mask": rng.integers(0, 256, (n, 64, 64)).astype(np.uint8),
+        "valid": np.ones((n, 64, 64), bool),
         "prior_xyz": rng.normal(0, 0.3, (n, 24, 3)).astype(np.float32),
         "coarse": rng.normal(0, 0.3, (n, num_coarse, 3)).astype(np.float32),
         "coarse_rel": rng.normal(0, 0.3, (n, num_coarse, 3)).astype(np.float32),
         "joints_rel": rng.normal(0, 0.3, (n, 25, 3)).astype(np.float32),
-    }  # fmt: skip
+    }
     np.savez_compressed(folder / "samples.npz", **arrays)
-    meta = {"format": 1, "split": "test", "num": n, "seed": 0,
-            "config": {"proxy": {"crop_size": 64, "heatmap_sigma": 1.5, "min_visibility": 0.5}}}  # fmt: skip
+    meta = {
+        "format": 1,
+        "split": "test",
+        "num": n,
+        "seed": 0,
+        "config": {"proxy": {"crop_size": 64, "heatmap_sigma": 1.5, "min_visibility": 0.5}},
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
 

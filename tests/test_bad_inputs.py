@@ -110,10 +110,18 @@ CASES = [
     ("run-boxes-list", ["run", "{root}/photos", "--boxes", "{root}/boxes_list.json"], 2, "boxes_list.json"),
     ("run-boxes-three", ["run", "{root}/photos", "--boxes", "{root}/boxes_three.json"], 2, "boxes_three.json"),
     ("run-boxes-nan", ["run", "{root}/photos", "--boxes", "{root}/boxes_nan.json"], 2, "boxes_nan.json"),
-    ("run-checkpoint-missing", ["run", "{root}/photos", "--checkpoint", "{root}/nockpt", "--out", "{out}"], 2,
-     "nockpt"),  # fmt: skip
-    ("run-checkpoint-truncated", ["run", "{root}/photos", "--checkpoint", "{root}/broken_ckpt", "--out", "{out}"],
-     2, "broken_ckpt"),  # fmt: skip
+    (
+        "run-checkpoint-missing",
+        ["run", "{root}/photos", "--checkpoint", "{root}/nockpt", "--out", "{out}"],
+        2,
+        "nockpt",
+    ),
+    (
+        "run-checkpoint-truncated",
+        ["run", "{root}/photos", "--checkpoint", "{root}/broken_ckpt", "--out", "{out}"],
+        2,
+        "broken_ckpt",
+    ),
     ("demo-out-is-a-file", ["demo", "--out", "{root}/notes.txt"], 2, "notes.txt"),
     ("demo-steps-0", ["demo", "--steps", "0", "--out", "{out}"], 2, "--steps"),
     # hmdiff data make / train / eval
@@ -127,13 +135,21 @@ CASES = [
     ("train-lr-5", ["train", "--out", "{out}", "--lr", "5"], 2, "--lr"),
     ("train-config-missing", ["train", "--config", "{root}/nope.yaml", "--out", "{out}"], 2, "nope.yaml"),
     ("train-config-unknown-key", ["train", "--config", "{root}/train.yaml", "--out", "{out}"], 2, "not_a_key"),
-    ("train-config-not-a-mapping", ["train", "--config", "{root}/train_list.yaml", "--out", "{out}"], 2,
-     "train_list.yaml"),  # fmt: skip
+    (
+        "train-config-not-a-mapping",
+        ["train", "--config", "{root}/train_list.yaml", "--out", "{out}"],
+        2,
+        "train_list.yaml",
+    ),
     ("eval-steps-0", ["eval", "--steps", "0", "--dat", "fast"], 2, "--steps"),
     ("eval-data-not-a-split", ["eval", "--steps", "2", "--dat", "fast", "--data", "{root}/photos"], 2, "photos"),
     ("eval-data-bad-split", ["eval", "--steps", "2", "--dat", "fast", "--data", "{root}/split"], 2, "split"),
-    ("eval-checkpoint-missing", ["eval", "--steps", "2", "--dat", "fast", "--checkpoint", "{root}/nockpt"], 2,
-     "nockpt"),  # fmt: skip
+    (
+        "eval-checkpoint-missing",
+        ["eval", "--steps", "2", "--dat", "fast", "--checkpoint", "{root}/nockpt"],
+        2,
+        "nockpt",
+    ),
     # hmdiff export / bench / bench-pipeline / assets / eval-real
     ("export-out-not-empty", ["export", "--out", "{root}/engines"], 2, "--force"),
     ("export-out-is-a-file", ["export", "--out", "{root}/notes.txt"], 2, "notes.txt"),

@@ -17,14 +17,20 @@ def _bank(seed: int = 0) -> ShapeBank:
     rng = np.random.default_rng(seed)
     n, v, b = 3, 5, 4
     return ShapeBank(
-        rest_vertices=rng.normal(size=(n, v, 3)).astype(np.float32), vertex_ids=np.arange(v),
-        bone_rot=rng.normal(size=(n, b, 3, 3)), bone_head=rng.normal(size=(n, b, 3)),
-        skin_index=np.zeros((v, 9), np.int64), skin_weight=np.full((v, 9), 1 / 9, np.float32),
-        parents=np.array([-1, 0, 1, 2]), reference=rng.normal(size=(b, 3, 3)),
-        phenotypes=rng.uniform(size=(n, 6)).astype(np.float32), ages=np.full(n, 30.0, np.float32),
-        joint_regressor=rng.uniform(size=(25, v)).astype(np.float32), num_coarse=2,
+        rest_vertices=rng.normal(size=(n, v, 3)).astype(np.float32),
+        vertex_ids=np.arange(v),
+        bone_rot=rng.normal(size=(n, b, 3, 3)),
+        bone_head=rng.normal(size=(n, b, 3)),
+        skin_index=np.zeros((v, 9), np.int64),
+        skin_weight=np.full((v, 9), 1 / 9, np.float32),
+        parents=np.array([-1, 0, 1, 2]),
+        reference=rng.normal(size=(b, 3, 3)),
+        phenotypes=rng.uniform(size=(n, 6)).astype(np.float32),
+        ages=np.full(n, 30.0, np.float32),
+        joint_regressor=rng.uniform(size=(25, v)).astype(np.float32),
+        num_coarse=2,
         bone_labels=np.array(["root", "a", "b", "c"]),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture

@@ -21,8 +21,14 @@ def real_root(tmp_path):
     (tmp_path / "h36m" / name).parent.mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "h36m" / name), np.full((100, 120, 3), 10, np.uint8))
     S = np.concatenate([rng.normal(0, 0.4, (1, 17, 3)) + [0, 0, 4], np.ones((1, 17, 1))], -1)
-    np.savez(tmp_path / "h36m" / "test_h36m_body3d.npz", imgname=np.array([name]), S=S,
-             part=np.zeros((1, 17, 3)), center=np.array([[60.0, 50.0]]), scale=np.array([0.4]))  # fmt: skip
+    np.savez(
+        tmp_path / "h36m" / "test_h36m_body3d.npz",
+        imgname=np.array([name]),
+        S=S,
+        part=np.zeros((1, 17, 3)),
+        center=np.array([[60.0, 50.0]]),
+        scale=np.array([0.4]),
+    )
     cams = {("S1", "54138969"): {"f": np.array([[500.0], [500.0]]), "c": np.array([[60.0], [50.0]])}}
     (tmp_path / "h36m" / "cameras.pkl").write_bytes(pickle.dumps(cams))
     # COCO: one photo, two annotated people (the second is one the pipeline will miss)
@@ -145,8 +151,10 @@ def test_unusable_data_folders_say_what_is_wrong(tmp_path, real_root, caplog):
     with pytest.raises(ValueError, match="holds no usable real evaluation data: h36m/ has no test_h36m_body3d.npz"):
         evaluate_real(None, tmp_path / "only", progress=False)
     (tmp_path / "only" / "coco").mkdir()
-    ann = {"images": [{"id": 1, "file_name": "a.jpg"}],
-           "annotations": [{"image_id": 1, "bbox": [5, 5, 0, 40], "keypoints": [10, 10, 2] * 17}]}  # fmt: skip
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "annotations": [{"image_id": 1, "bbox": [5, 5, 0, 40], "keypoints": [10, 10, 2] * 17}],
+    }
     (tmp_path / "only" / "coco" / "test_coco.json").write_text(json.dumps(ann))
     with pytest.raises(ValueError, match=r"every box in coco/test_coco.json is empty") as exc:
         evaluate_real(None, tmp_path / "only", progress=False)

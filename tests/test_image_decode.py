@@ -18,14 +18,27 @@ from hmdiff_ros.ros import convert as C
 
 # encoding -> (channels, dtype, channel order): written out here, independently of convert.py
 LAYOUTS = {
-    "rgb8": (3, np.uint8, "rgb"), "bgr8": (3, np.uint8, "bgr"), "rgba8": (4, np.uint8, "rgba"),
-    "bgra8": (4, np.uint8, "bgra"), "mono8": (1, np.uint8, "gray"), "8UC1": (1, np.uint8, "gray"),
-    "8UC3": (3, np.uint8, "bgr"), "8UC4": (4, np.uint8, "bgra"), "rgb16": (3, np.uint16, "rgb"),
-    "bgr16": (3, np.uint16, "bgr"), "rgba16": (4, np.uint16, "rgba"), "bgra16": (4, np.uint16, "bgra"),
-    "mono16": (1, np.uint16, "gray"), "16UC1": (1, np.uint16, "gray"), "16UC3": (3, np.uint16, "bgr"),
-    "16UC4": (4, np.uint16, "bgra"), "yuv422": (2, np.uint8, "uyvy"), "uyvy": (2, np.uint8, "uyvy"),
-    "yuv422_yuy2": (2, np.uint8, "yuyv"), "yuyv": (2, np.uint8, "yuyv"),
-}  # fmt: skip
+    "rgb8": (3, np.uint8, "rgb"),
+    "bgr8": (3, np.uint8, "bgr"),
+    "rgba8": (4, np.uint8, "rgba"),
+    "bgra8": (4, np.uint8, "bgra"),
+    "mono8": (1, np.uint8, "gray"),
+    "8UC1": (1, np.uint8, "gray"),
+    "8UC3": (3, np.uint8, "bgr"),
+    "8UC4": (4, np.uint8, "bgra"),
+    "rgb16": (3, np.uint16, "rgb"),
+    "bgr16": (3, np.uint16, "bgr"),
+    "rgba16": (4, np.uint16, "rgba"),
+    "bgra16": (4, np.uint16, "bgra"),
+    "mono16": (1, np.uint16, "gray"),
+    "16UC1": (1, np.uint16, "gray"),
+    "16UC3": (3, np.uint16, "bgr"),
+    "16UC4": (4, np.uint16, "bgra"),
+    "yuv422": (2, np.uint8, "uyvy"),
+    "uyvy": (2, np.uint8, "uyvy"),
+    "yuv422_yuy2": (2, np.uint8, "yuyv"),
+    "yuyv": (2, np.uint8, "yuyv"),
+}
 DIRECT = [e for e, (_, _, order) in LAYOUTS.items() if order not in ("uyvy", "yuyv")]
 UNSUPPORTED = ["bayer_rggb8", "bayer_bggr16", "nv12", "32FC1", "16SC1", "RGB8", "jpeg", ""]
 
@@ -44,8 +57,9 @@ def image_msg(pixels, encoding, pad=0, bigendian=False, data_type="numpy"):
     rows = np.concatenate([rows, np.full((h, pad), 0xA5, np.uint8)], axis=1)  # padding: must never show
     data = rows.ravel()
     data = {"numpy": data, "array": array.array("B", data.tobytes()), "bytes": data.tobytes()}[data_type]
-    return SimpleNamespace(height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=rows.shape[1],
-                           data=data)  # fmt: skip
+    return SimpleNamespace(
+        height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=rows.shape[1], data=data
+    )
 
 
 def random_pixels(rng, encoding, h=6, w=8):
@@ -70,8 +84,13 @@ def expected_rgb(pixels, encoding):
     x = np.asarray(pixels)
     if dtype == np.uint16:
         x = np.round(x / 257.0).astype(np.uint8)
-    return {"gray": lambda: np.repeat(x, 3, axis=2), "rgb": lambda: x, "bgr": lambda: x[..., ::-1],
-            "rgba": lambda: x[..., :3], "bgra": lambda: x[..., 2::-1]}[order]()  # fmt: skip
+    return {
+        "gray": lambda: np.repeat(x, 3, axis=2),
+        "rgb": lambda: x,
+        "bgr": lambda: x[..., ::-1],
+        "rgba": lambda: x[..., :3],
+        "bgra": lambda: x[..., 2::-1],
+    }[order]()
 
 
 @pytest.mark.parametrize("encoding", list(LAYOUTS))
@@ -118,8 +137,16 @@ def test_a_rosbags_message_through_cdr():
     f = C.MessageFactory.for_rosbags(store)
     pixels = random_pixels(np.random.default_rng(5), "bgra8", 3, 4)
     plain = image_msg(pixels, "bgra8", pad=4)
-    msg = f.make("sensor_msgs/msg/Image", header=C.header(f, 0, 0, "cam"), height=3, width=4, encoding="bgra8",
-                 is_bigendian=0, step=plain.step, data=plain.data)  # fmt: skip
+    msg = f.make(
+        "sensor_msgs/msg/Image",
+        header=C.header(f, 0, 0, "cam"),
+        height=3,
+        width=4,
+        encoding="bgra8",
+        is_bigendian=0,
+        step=plain.step,
+        data=plain.data,
+    )
     msg = store.deserialize_cdr(store.serialize_cdr(msg, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
     np.testing.assert_array_equal(C.image_to_rgb(msg), expected_rgb(pixels, "bgra8"))
 
@@ -136,8 +163,11 @@ def test_bad_sizes_name_the_byte_counts():
     pixels = np.zeros((4, 5, 3), np.uint8)
     msg = image_msg(pixels, "rgb8", pad=1)
     short = SimpleNamespace(**{**vars(msg), "data": msg.data[:-1]})
-    with pytest.raises(ValueError, match=r"^cannot decode the rgb8 image: 5x4 with step 16 needs 64 bytes of data, "
-                                         r"got 63$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^cannot decode the rgb8 image: 5x4 with step 16 needs 64 bytes of data, "
+        r"got 63$",
+    ):
         C.image_to_rgb(short)
     long = SimpleNamespace(**{**vars(msg), "data": np.zeros(65, np.uint8)})
     with pytest.raises(ValueError, match="needs 64 bytes of data, got 65"):
@@ -163,8 +193,16 @@ def photo(h=48, w=64, seed=1):
     return np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
 
 
-FORMATS = ["jpeg", "png", "bgr8; jpeg compressed bgr8", "rgb8; jpeg compressed bgr8", "rgb8; png compressed bgr8",
-           "mono8; jpeg compressed mono8", "mono8; png compressed mono8", "bgra8; png compressed bgra8"]  # fmt: skip
+FORMATS = [
+    "jpeg",
+    "png",
+    "bgr8; jpeg compressed bgr8",
+    "rgb8; jpeg compressed bgr8",
+    "rgb8; png compressed bgr8",
+    "mono8; jpeg compressed mono8",
+    "mono8; png compressed mono8",
+    "bgra8; png compressed bgra8",
+]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -193,11 +231,14 @@ def test_a_16_bit_png_is_scaled_like_mono16():
     np.testing.assert_array_equal(out, C.image_to_rgb(image_msg(gray16[..., None], "mono16")))
 
 
-@pytest.mark.parametrize("fmt,data,message", [
-    ("jpeg", b"", "it has no data"),
-    ("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg", "not a format OpenCV can decode, or corrupt data"),
-    ("16UC1; compressedDepth png", b"\x00" * 12 + b"\x89PNG", "compressedDepth images are depth maps"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fmt,data,message",
+    [
+        ("jpeg", b"", "it has no data"),
+        ("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg", "not a format OpenCV can decode, or corrupt data"),
+        ("16UC1; compressedDepth png", b"\x00" * 12 + b"\x89PNG", "compressedDepth images are depth maps"),
+    ],
+)
 def test_bad_compressed_images_are_named(fmt, data, message):
     with pytest.raises(ValueError, match=rf"^cannot decode the compressed image \(format '{fmt}'\): {message}"):
         C.image_to_rgb(compressed_msg(fmt, data))
@@ -214,12 +255,18 @@ byte_data = st.one_of(
 
 
 @PROPERTY
-@given(encoding=st.one_of(st.sampled_from(list(LAYOUTS) + UNSUPPORTED), st.text(max_size=12)),
-       height=st.integers(-2, 12), width=st.integers(-2, 12), step=st.integers(-2, 100),
-       is_bigendian=st.integers(0, 3), data=byte_data)  # fmt: skip
+@given(
+    encoding=st.one_of(st.sampled_from(list(LAYOUTS) + UNSUPPORTED), st.text(max_size=12)),
+    height=st.integers(-2, 12),
+    width=st.integers(-2, 12),
+    step=st.integers(-2, 100),
+    is_bigendian=st.integers(0, 3),
+    data=byte_data,
+)
 def test_any_raw_message_gives_rgb_or_a_value_error(encoding, height, width, step, is_bigendian, data):
-    msg = SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=is_bigendian, step=step,
-                          data=data)  # fmt: skip
+    msg = SimpleNamespace(
+        height=height, width=width, encoding=encoding, is_bigendian=is_bigendian, step=step, data=data
+    )
     try:
         out = C.image_to_rgb(msg)
     except ValueError:
@@ -238,8 +285,14 @@ def test_any_compressed_message_gives_rgb_or_a_value_error(fmt, data):
 
 
 @PROPERTY
-@given(encoding=st.sampled_from(DIRECT), height=st.integers(1, 9), width=st.integers(1, 9), pad=st.integers(0, 9),
-       bigendian=st.booleans(), seed=st.integers(0, 2**32 - 1))  # fmt: skip
+@given(
+    encoding=st.sampled_from(DIRECT),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    pad=st.integers(0, 9),
+    bigendian=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_valid_images_round_trip(encoding, height, width, pad, bigendian, seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, width)
     out = C.image_to_rgb(image_msg(pixels, encoding, pad=pad, bigendian=bigendian))
@@ -247,8 +300,13 @@ def test_valid_images_round_trip(encoding, height, width, pad, bigendian, seed):
 
 
 @PROPERTY
-@given(encoding=st.sampled_from(["yuv422", "uyvy", "yuv422_yuy2", "yuyv"]), height=st.integers(1, 6),
-       half_width=st.integers(1, 5), pad=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))  # fmt: skip
+@given(
+    encoding=st.sampled_from(["yuv422", "uyvy", "yuv422_yuy2", "yuyv"]),
+    height=st.integers(1, 6),
+    half_width=st.integers(1, 5),
+    pad=st.integers(0, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_yuv_images_match_opencv(encoding, height, half_width, pad, seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, 2 * half_width)
     code = cv2.COLOR_YUV2RGB_UYVY if LAYOUTS[encoding][2] == "uyvy" else cv2.COLOR_YUV2RGB_YUYV

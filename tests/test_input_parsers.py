@@ -25,7 +25,7 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=20,
 )
-BOX = st.lists(st.one_of(st.floats(-1e4, 1e4), st.integers(-10**4, 10**4)), min_size=4, max_size=4)
+BOX = st.lists(st.one_of(st.floats(-1e4, 1e4), st.integers(-(10**4), 10**4)), min_size=4, max_size=4)
 
 
 def _write(data) -> Path:

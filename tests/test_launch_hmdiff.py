@@ -10,8 +10,9 @@ import unittest
 import pytest
 
 if importlib.util.find_spec("launch_testing") is None or importlib.util.find_spec("hmdiff_msgs") is None:
-    pytest.skip("launch_testing and the built hmdiff_msgs are not available (needs a ROS 2 workspace)",
-                allow_module_level=True)  # fmt: skip
+    pytest.skip(
+        "launch_testing and the built hmdiff_msgs are not available (needs a ROS 2 workspace)", allow_module_level=True
+    )
 
 import launch  # noqa: E402
 import launch_testing  # noqa: E402

@@ -78,9 +78,13 @@ def test_scheduler_eta_is_seeded_and_stochastic():
 def test_scheduler_matches_diffusers_ddim(prediction_type):
     diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (optional cross-check)")
     ref = diffusers.DDIMScheduler(
-        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
-        timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
-    )  # fmt: skip
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
+    )
     ours = DDIMScheduler(SchedulerConfig(prediction_type=prediction_type))
     torch.testing.assert_close(ours.alphas_cumprod.float(), ref.alphas_cumprod.float(), atol=1e-6, rtol=1e-5)
     ref.set_timesteps(4)
@@ -262,8 +266,16 @@ def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
     # fine-tuning starts from a checkpoint's weights; another model configuration is refused
     from dataclasses import replace
 
-    tuned = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "ft"), "steps": 1, "lr": 1e-9, "warmup_steps": 1,
-                           "init": str(tmp_path / "run")})  # fmt: skip
+    tuned = TrainConfig(
+        **{
+            **cfg.__dict__,
+            "out": str(tmp_path / "ft"),
+            "steps": 1,
+            "lr": 1e-9,
+            "warmup_steps": 1,
+            "init": str(tmp_path / "run"),
+        }
+    )
     train(tuned, progress=False)
     a, _ = load_checkpoint(tmp_path / "run")
     b, _ = load_checkpoint(tmp_path / "ft")
@@ -405,8 +417,23 @@ def test_the_train_command_prints_one_record_on_stdout_and_progress_on_stderr(tm
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_YAML)
     run = tmp_path / "run"
-    args = ["train", "--config", str(config), "--out", str(run), "--steps", "2", "--batch-size", "2",
-            "--workers", "0", "--val-every", "1", "--device", "cpu"]  # fmt: skip
+    args = [
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--val-every",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
@@ -447,9 +474,26 @@ def test_sigterm_to_the_process_group_with_data_workers_saves_the_run(tmp_path, 
     run = tmp_path / "run"
 
     def command(steps):
-        return [sys.executable, "-m", "hmdiff_ros.cli", "train", "--config", str(config), "--out", str(run),
-                "--steps", str(steps), "--batch-size", "4", "--workers", "2", "--val-every", "100000",
-                "--device", "cpu"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "hmdiff_ros.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(run),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--workers",
+            "2",
+            "--val-every",
+            "100000",
+            "--device",
+            "cpu",
+        ]
 
     proc = subprocess.Popen(command(100000), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -24,8 +24,9 @@ def _junk() -> dict:
 
 def _copy_working_tree(dst: Path) -> None:
     """The files git tracks or would track (not the ignored build outputs), as they are now."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True)  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True
+    )
     if listed.returncode != 0:
         pytest.skip("not a git checkout: cannot tell source files from build outputs")
     for name in filter(None, listed.stdout.decode().split("\0")):
@@ -44,9 +45,25 @@ def installed(tmp_path_factory):
     src, site = tmp / "src", tmp / "site"
     before = _junk()
     _copy_working_tree(src)
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                             "--no-input", "--disable-pip-version-check", "--quiet", "--target", str(site), str(src)],
-                            capture_output=True, text=True, cwd=tmp)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert _junk() == before, "the build left files in the repository"
     return site

@@ -24,8 +24,9 @@ def _run(code: str, verbose: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != quiet.VERBOSE_ENV}
     if verbose:
         env[quiet.VERBOSE_ENV] = "1"
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 PRIOR_ON_DEMO = """

@@ -13,8 +13,12 @@ from hmdiff_ros.data.readers import _matrix_to_rotvec, _rotvec_to_matrix, read_3
 def test_h36m_body3d_layout_with_cameras(tmp_path):
     rng = np.random.default_rng(0)
     s = np.concatenate([rng.normal(size=(2, 17, 3)) + [0, 0, 4], np.ones((2, 17, 1))], -1)
-    names = np.array(["S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg",
-                      "S8/S8_WalkDog_1.55011271/S8_WalkDog_1.55011271_000026.jpg"])  # fmt: skip
+    names = np.array(
+        [
+            "S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg",
+            "S8/S8_WalkDog_1.55011271/S8_WalkDog_1.55011271_000026.jpg",
+        ]
+    )
     np.savez(
         tmp_path / "body3d.npz",
         imgname=names,
@@ -23,8 +27,10 @@ def test_h36m_body3d_layout_with_cameras(tmp_path):
         center=np.zeros((2, 2)),
         scale=np.ones(2),
     )
-    cams = {("S1", "54138969"): {"f": np.array([[1145.0], [1144.0]]), "c": np.array([[512.5], [515.4]])},
-            ("S8", "55011271"): {"f": np.array([[1150.0], [1149.0]]), "c": np.array([[500.0], [501.0]])}}  # fmt: skip
+    cams = {
+        ("S1", "54138969"): {"f": np.array([[1145.0], [1144.0]]), "c": np.array([[512.5], [515.4]])},
+        ("S8", "55011271"): {"f": np.array([[1150.0], [1149.0]]), "c": np.array([[500.0], [501.0]])},
+    }
     (tmp_path / "cameras.pkl").write_bytes(pickle.dumps(cams))
     frames = read_h36m_body3d(tmp_path / "body3d.npz", tmp_path / "cameras.pkl")
     assert len(frames) == 2 and frames[0].joint_names[1] == "right_hip"
@@ -51,12 +57,16 @@ def _write_3dpw(folder, num_frames=3):
     cam[:, :3, :3] = R
     cam[:, :3, 3] = [0.2, -0.1, 3.0]
     seq = {
-        "sequence": "courtyard_test_00", "poses": [rng.normal(scale=0.2, size=(num_frames, 72))],
-        "betas": [rng.normal(scale=0.5, size=10)], "trans": [rng.normal(size=(num_frames, 3))],
-        "cam_poses": cam, "cam_intrinsics": np.array([[1961.0, 0, 540], [0, 1969.0, 960], [0, 0, 1]]),
-        "genders": ["m"], "img_frame_ids": np.arange(num_frames) + 10,
+        "sequence": "courtyard_test_00",
+        "poses": [rng.normal(scale=0.2, size=(num_frames, 72))],
+        "betas": [rng.normal(scale=0.5, size=10)],
+        "trans": [rng.normal(size=(num_frames, 3))],
+        "cam_poses": cam,
+        "cam_intrinsics": np.array([[1961.0, 0, 540], [0, 1969.0, 960], [0, 0, 1]]),
+        "genders": ["m"],
+        "img_frame_ids": np.arange(num_frames) + 10,
         "campose_valid": [np.array([True, False, True][:num_frames])],
-    }  # fmt: skip
+    }
     path = folder / "sequenceFiles" / "test" / "courtyard_test_00.pkl"
     path.parent.mkdir(parents=True)
     path.write_bytes(pickle.dumps(seq))

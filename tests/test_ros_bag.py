@@ -27,8 +27,7 @@ from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
 from hmdiff_ros.ros import convert as C  # noqa: E402
 from hmdiff_ros.ros.bag import PARTIAL_KEY, process_bag  # noqa: E402
 
-needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
-                                    reason="mediapipe is not installed")  # fmt: skip
+needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe is not installed")
 STAMPS = [(100, 0), (100, 50_000_000), (100, 100_000_000)]
 TESTS = Path(__file__).resolve().parent
 
@@ -52,8 +51,16 @@ def write_input_bag(path, storage="sqlite3", bad_frame=True):
             enc, data = ("bgr8", rgb[..., ::-1]) if k == 1 else ("rgb8", rgb)
             if bad_frame and k == 2:
                 enc = "bayer_rggb8"
-            img = f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding=enc, is_bigendian=0,
-                         step=3 * w, data=np.ascontiguousarray(data).ravel())  # fmt: skip
+            img = f.make(
+                "sensor_msgs/msg/Image",
+                header=hdr,
+                height=h,
+                width=w,
+                encoding=enc,
+                is_bigendian=0,
+                step=3 * w,
+                data=np.ascontiguousarray(data).ravel(),
+            )
             writer.write(img_c, t, store.serialize_cdr(img, "sensor_msgs/msg/Image"))
 
 
@@ -77,12 +84,16 @@ def test_bag_round_trip(tmp_path, capsys, storage):
     with AnyReader([dst], default_typestore=store) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         assert topics == {
-            "/camera/image_raw": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
-            "/hmdiff/humans": C.HUMAN_ARRAY, "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
-            "/hmdiff/debug_image": "sensor_msgs/msg/Image", "/tf": "tf2_msgs/msg/TFMessage",
-        }  # fmt: skip
-        humans = [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()
-                  if c.topic == "/hmdiff/humans"]  # fmt: skip
+            "/camera/image_raw": "sensor_msgs/msg/Image",
+            "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+            "/hmdiff/humans": C.HUMAN_ARRAY,
+            "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
+            "/hmdiff/debug_image": "sensor_msgs/msg/Image",
+            "/tf": "tf2_msgs/msg/TFMessage",
+        }
+        humans = [
+            (t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages() if c.topic == "/hmdiff/humans"
+        ]
         assert [t for t, _ in humans] == [s * 10**9 + n for s, n in STAMPS[:2]]
         for (_, msg), (sec, ns) in zip(humans, STAMPS, strict=False):
             assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sec, ns)
@@ -98,9 +109,15 @@ def test_bag_round_trip(tmp_path, capsys, storage):
             assert (tr.header.frame_id, tr.child_frame_id) == ("camera_optical_frame", "hmdiff_body_0")
             assert tr.header.stamp == msg.header.stamp
             t = tr.transform.translation
-            np.testing.assert_allclose([t.x, t.y, t.z], [msg.humans[0].root_pose.position.x,
-                                       msg.humans[0].root_pose.position.y, msg.humans[0].root_pose.position.z],
-                                       atol=1e-6)  # fmt: skip
+            np.testing.assert_allclose(
+                [t.x, t.y, t.z],
+                [
+                    msg.humans[0].root_pose.position.x,
+                    msg.humans[0].root_pose.position.y,
+                    msg.humans[0].root_pose.position.z,
+                ],
+                atol=1e-6,
+            )
         count = sum(1 for c, _, _ in reader.messages() if c.topic == "/camera/image_raw")
         assert count == 3, "input topics copied unchanged"
 
@@ -122,10 +139,13 @@ def test_mcap_output_decodes_from_its_own_schemas(tmp_path):
         for schema, channel, _message, decoded in reader.iter_decoded_messages():
             seen.setdefault(channel.topic, (schema.name, decoded))
     assert {t: s for t, (s, _) in seen.items()} == {
-        "/camera/image_raw": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
-        "/hmdiff/humans": C.HUMAN_ARRAY, "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
-        "/hmdiff/debug_image": "sensor_msgs/msg/Image", "/tf": "tf2_msgs/msg/TFMessage",
-    }  # fmt: skip
+        "/camera/image_raw": "sensor_msgs/msg/Image",
+        "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/hmdiff/humans": C.HUMAN_ARRAY,
+        "/hmdiff/markers": "visualization_msgs/msg/MarkerArray",
+        "/hmdiff/debug_image": "sensor_msgs/msg/Image",
+        "/tf": "tf2_msgs/msg/TFMessage",
+    }
     humans = seen["/hmdiff/humans"][1]
     (h,) = humans.humans
     assert list(h.joint_names)[:3] == ["nose", "left_eye", "right_eye"] and len(h.joints) == 25
@@ -141,12 +161,29 @@ def test_bag_rep155_names(tmp_path, capsys):
 
     src, dst = tmp_path / "in", tmp_path / "out"
     write_input_bag(src, bad_frame=False)
-    args = ["bag", str(src), str(dst), "--hri", "--tf-prefix", "body", "--mesh", "none", "--hypotheses", "2",
-            "--steps", "2", "--max-frames", "2"]  # fmt: skip
+    args = [
+        "bag",
+        str(src),
+        str(dst),
+        "--hri",
+        "--tf-prefix",
+        "body",
+        "--mesh",
+        "none",
+        "--hypotheses",
+        "2",
+        "--steps",
+        "2",
+        "--max-frames",
+        "2",
+    ]
     assert main(args) == 0
     with AnyReader([dst], default_typestore=C.typestore_for("humble")) as reader:
-        msgs = [(c.topic, reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()
-                if c.topic in ("/humans/bodies/tracked", "/tf")]  # fmt: skip
+        msgs = [
+            (c.topic, reader.deserialize(raw, c.msgtype))
+            for c, _, raw in reader.messages()
+            if c.topic in ("/humans/bodies/tracked", "/tf")
+        ]
     ids = [m for t, m in msgs if t == "/humans/bodies/tracked"]
     assert [list(m.ids) for m in ids] == [["0"], ["0"]] and ids[0].header.frame_id == "camera_optical_frame"
     assert {m.transforms[0].child_frame_id for t, m in msgs if t == "/tf"} == {"body_0"}, "REP-155's body_<id>"
@@ -162,14 +199,30 @@ def test_bag_mesh_resolution_and_no_tf(tmp_path, capsys):
 
     src, dst = tmp_path / "in", tmp_path / "out"
     write_input_bag(src, bad_frame=False)
-    rc = main(["bag", str(src), str(dst), "--mesh", "full", "--no-tf", "--max-frames", "1", "--hypotheses", "2",
-               "--steps", "2", "--json"])  # fmt: skip
+    rc = main(
+        [
+            "bag",
+            str(src),
+            str(dst),
+            "--mesh",
+            "full",
+            "--no-tf",
+            "--max-frames",
+            "1",
+            "--hypotheses",
+            "2",
+            "--steps",
+            "2",
+            "--json",
+        ]
+    )
     assert rc == 0
     store = C.typestore_for("humble")
     with AnyReader([dst], default_typestore=store) as reader:
         assert "/tf" not in {c.topic for c in reader.connections}
-        (markers,) = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
-                      if c.topic == "/hmdiff/markers"]  # fmt: skip
+        (markers,) = [
+            reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/hmdiff/markers"
+        ]
     (mesh,) = [m for m in markers.markers if m.ns == "hmdiff/mesh"]
     assert len(mesh.points) == 3 * len(Topology.load().full_faces), "--mesh full draws the full mesh"
     assert mesh.color.a == 1.0
@@ -241,8 +294,16 @@ def write_frames_bag(path, frames=5, size=(24, 32), encoding="rgb8", info=None, 
             if info_c is not None:
                 msg = C.camera_info_msg(f, hdr, *info)
                 writer.write(info_c, 10**10 + k * 1000, store.serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"))
-            img = f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding=encoding, is_bigendian=0,
-                         step=3 * w, data=np.full(h * w * 3, k % 256, np.uint8))  # fmt: skip
+            img = f.make(
+                "sensor_msgs/msg/Image",
+                header=hdr,
+                height=h,
+                width=w,
+                encoding=encoding,
+                is_bigendian=0,
+                step=3 * w,
+                data=np.full(h * w * 3, k % 256, np.uint8),
+            )
             writer.write(img_c, 10**10 + k * 1000, store.serialize_cdr(img, "sensor_msgs/msg/Image"))
 
 
@@ -309,8 +370,9 @@ def test_force_never_replaces_what_is_not_a_bag_folder(tmp_path, extra):
     else:
         (dst / extra).write_text("the user's notes")
     before = sorted(p.name for p in dst.iterdir())
-    with pytest.raises(ValueError, match=f"is not replaced, even with --force: it holds more than a rosbag2 folder "
-                                         f"does \\({extra}\\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=f"is not replaced, even with --force: it holds more than a rosbag2 folder does \\({extra}\\)"
+    ):
         process_bag(src, dst, StandInPipeline(), progress=False, force=True)
     assert sorted(p.name for p in dst.iterdir()) == before
 
@@ -367,9 +429,11 @@ def _wait_for_line(stream, text, timeout):
     return found.wait(timeout)
 
 
-@pytest.mark.parametrize("sig,storage,twice", [(signal.SIGINT, "mcap", False), (signal.SIGTERM, "sqlite3", False),
-                                               (signal.SIGINT, "mcap", True)],
-                         ids=["SIGINT", "SIGTERM", "SIGINT-twice"])  # fmt: skip
+@pytest.mark.parametrize(
+    "sig,storage,twice",
+    [(signal.SIGINT, "mcap", False), (signal.SIGTERM, "sqlite3", False), (signal.SIGINT, "mcap", True)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-twice"],
+)
 def test_a_signal_mid_run_closes_a_readable_partial_bag(tmp_path, sig, storage, twice):
     """One signal: the frame in progress is finished; a second one during a (slow) frame
     stops at once, losing that frame. Either way the output is a closed, readable bag."""
@@ -378,8 +442,13 @@ def test_a_signal_mid_run_closes_a_readable_partial_bag(tmp_path, sig, storage, 
     write_frames_bag(src, frames=frames)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     delay = "1.0" if twice else "0.02"  # seconds per frame; the signals arrive during the third frame
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(TESTS), str(src), str(dst), storage, delay],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(TESTS), str(src), str(dst), storage, delay],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert _wait_for_line(child.stdout, "processing", timeout=60), child.stderr.read()
         child.send_signal(sig)
@@ -396,8 +465,10 @@ def test_a_signal_mid_run_closes_a_readable_partial_bag(tmp_path, sig, storage, 
     assert summary["interrupted"] and summary["partial"] and (n == 2 if twice else 3 <= n < frames)
     name = signal.Signals(sig).name
     assert summary["signal"] == name
-    assert summary["error"] == f"interrupted by {name} after {n} frames; '{dst}' holds them and is marked " \
-                               f"{PARTIAL_KEY}: true"  # fmt: skip
+    assert (
+        summary["error"] == f"interrupted by {name} after {n} frames; '{dst}' holds them and is marked "
+        f"{PARTIAL_KEY}: true"
+    )
     assert f"{name}: stopping after the current frame" in err
     counts, custom = read_output(dst)
     assert counts["/hmdiff/humans"] == n and counts["/hmdiff/debug_image"] == n
@@ -465,10 +536,14 @@ def test_topics_of_the_wrong_type_are_named(tmp_path):
     write_frames_bag(src, frames=1, info=(K, 32, 24))
     with pytest.raises(ValueError) as err:
         process_bag(src, tmp_path / "o1", StandInPipeline(), image_topic="/cam/info", progress=False)
-    assert str(err.value).startswith("image topic '/cam/info' carries sensor_msgs/msg/CameraInfo, expected "
-                                     "sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage")  # fmt: skip
-    with pytest.raises(ValueError, match="camera info topic '/cam/image' carries sensor_msgs/msg/Image, expected "
-                                         "sensor_msgs/msg/CameraInfo"):  # fmt: skip
+    assert str(err.value).startswith(
+        "image topic '/cam/info' carries sensor_msgs/msg/CameraInfo, expected "
+        "sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"
+    )
+    with pytest.raises(
+        ValueError,
+        match="camera info topic '/cam/image' carries sensor_msgs/msg/Image, expected sensor_msgs/msg/CameraInfo",
+    ):
         process_bag(src, tmp_path / "o2", StandInPipeline(), camera_info_topic="/cam/image", progress=False)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists(), "refused before writing"
 

@@ -23,11 +23,17 @@ def person(track_id=3, seed=0, full=False):
     joints[JOINT_INDEX["right_hip"]] = joints[JOINT_INDEX["pelvis"]] - [0.1, 0, 0]
     joints[JOINT_INDEX["neck"]] = joints[JOINT_INDEX["pelvis"]] + [0, -0.5, 0]  # up is -y in the optical frame
     return SimpleNamespace(
-        box=np.array([10.0, 20.0, 110.0, 120.0]), score=0.87, track_id=track_id, joint_names=JOINT_NAMES,
-        joints=joints, visibility=rng.random(25), joint_std=rng.random(25) * 0.02, joints_uv=rng.random((25, 2)) * 100,
+        box=np.array([10.0, 20.0, 110.0, 120.0]),
+        score=0.87,
+        track_id=track_id,
+        joint_names=JOINT_NAMES,
+        joints=joints,
+        visibility=rng.random(25),
+        joint_std=rng.random(25) * 0.02,
+        joints_uv=rng.random((25, 2)) * 100,
         coarse_vertices=rng.normal(0, 0.3, (topo.num_coarse, 3)) + [0, 0, 3],
         vertices=rng.normal(0, 0.3, (topo.num_full, 3)) + [0, 0, 3] if full else None,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("distro", DISTROS)
@@ -57,11 +63,13 @@ def test_body_frame_points_forward_left_up():
     assert np.linalg.det(rot) > 0.999
     for r in (rot, np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])):
         x, y, z, w = C.quaternion(r)
-        back = np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ])  # fmt: skip
+        back = np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        )
         np.testing.assert_allclose(back, r, atol=1e-9)
 
 
@@ -73,8 +81,9 @@ def test_markers_geometry_colours_and_deletion(distro):
     hdr = C.header(f, 1, 0, "cam")
     people = [person(track_id=0), person(track_id=5, seed=2, full=True)]
     msg = C.marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh="full")
-    back = store.deserialize_cdr(store.serialize_cdr(msg, "visualization_msgs/msg/MarkerArray"),
-                                 "visualization_msgs/msg/MarkerArray")  # fmt: skip
+    back = store.deserialize_cdr(
+        store.serialize_cdr(msg, "visualization_msgs/msg/MarkerArray"), "visualization_msgs/msg/MarkerArray"
+    )
     m = back.markers
     assert m[0].action == C.DELETEALL and len(m) == 1 + 4 * 2
     mesh0, mesh1 = m[1], m[5]
@@ -110,11 +119,15 @@ def test_tf_frames_for_bodies_and_joints():
     k = 1 + JOINT_INDEX["left_wrist"]
     assert tfs[k].header.frame_id == "hmdiff_body_7" and tfs[k].child_frame_id == "hmdiff_body_7/left_wrist"
     local = tfs[k].transform.translation
-    np.testing.assert_allclose(rot @ [local.x, local.y, local.z] + p.joints[JOINT_INDEX["pelvis"]],
-                               p.joints[JOINT_INDEX["left_wrist"]], atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        rot @ [local.x, local.y, local.z] + p.joints[JOINT_INDEX["pelvis"]],
+        p.joints[JOINT_INDEX["left_wrist"]],
+        atol=1e-9,
+    )
     for tf in tfs[:2]:
-        store.deserialize_cdr(store.serialize_cdr(tf, "geometry_msgs/msg/TransformStamped"),
-                              "geometry_msgs/msg/TransformStamped")  # fmt: skip
+        store.deserialize_cdr(
+            store.serialize_cdr(tf, "geometry_msgs/msg/TransformStamped"), "geometry_msgs/msg/TransformStamped"
+        )
 
 
 def test_people_move_into_a_target_frame():
@@ -123,9 +136,19 @@ def test_people_move_into_a_target_frame():
     from hmdiff_ros.pipeline.pipeline import PersonResult
 
     ns = person(full=True)
-    p = PersonResult(box=ns.box, score=ns.score, joints=ns.joints, joints_uv=ns.joints_uv, prior_uv=ns.joints_uv,
-                     visibility=ns.visibility, joint_std=ns.joint_std, coarse_vertices=ns.coarse_vertices,
-                     vertices=ns.vertices, translation=ns.joints[JOINT_INDEX["pelvis"]], track_id=ns.track_id)  # fmt: skip
+    p = PersonResult(
+        box=ns.box,
+        score=ns.score,
+        joints=ns.joints,
+        joints_uv=ns.joints_uv,
+        prior_uv=ns.joints_uv,
+        visibility=ns.visibility,
+        joint_std=ns.joint_std,
+        coarse_vertices=ns.coarse_vertices,
+        vertices=ns.vertices,
+        translation=ns.joints[JOINT_INDEX["pelvis"]],
+        track_id=ns.track_id,
+    )
     R = Rotation.from_euler("xyz", [0.3, -1.2, 2.0]).as_matrix()
     t = np.array([1.0, -2.0, 0.5])
     # TF hands over a Transform: quaternion and translation
@@ -171,8 +194,7 @@ def test_compressed_images_decode_and_bad_ones_are_named(fmt):
     rgb = np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
     ext = ".png" if "png" in fmt else ".jpg"
     ok, buf = cv2.imencode(ext, rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    msg = f.make("sensor_msgs/msg/CompressedImage", header=C.header(f, 0, 0, "cam"), format=fmt,
-                 data=buf.ravel())  # fmt: skip
+    msg = f.make("sensor_msgs/msg/CompressedImage", header=C.header(f, 0, 0, "cam"), format=fmt, data=buf.ravel())
     out = C.image_to_rgb(msg)
     assert out.shape == (48, 64, 3)
     assert np.abs(out.astype(int) - rgb).mean() < (1 if ext == ".png" else 8), "colours kept (not BGR)"
@@ -186,9 +208,14 @@ def _info(K, width, height, binning=(0, 0), roi=(0, 0, 0, 0)):
     import array
 
     x, y, w, h = roi
-    return SimpleNamespace(k=array.array("d", np.asarray(K, float).ravel()), width=width, height=height,
-                           binning_x=binning[0], binning_y=binning[1],
-                           roi=SimpleNamespace(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False))  # fmt: skip
+    return SimpleNamespace(
+        k=array.array("d", np.asarray(K, float).ravel()),
+        width=width,
+        height=height,
+        binning_x=binning[0],
+        binning_y=binning[1],
+        roi=SimpleNamespace(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False),
+    )
 
 
 def test_intrinsics_for_image_uses_k_only_for_its_image_size():
@@ -221,14 +248,18 @@ def test_intrinsics_for_image_follows_binning_and_roi_as_image_geometry_does():
 def test_intrinsics_for_image_refuses_uncalibrated_and_implausible_k():
     K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
     assert C.intrinsics_for_image(_info(np.zeros(9), 640, 480), 640, 480) == (
-        None, "CameraInfo K is all zeros (uncalibrated camera)")  # fmt: skip
+        None,
+        "CameraInfo K is all zeros (uncalibrated camera)",
+    )
     # width and height 0: the size is unknown, a plausible K is used
     np.testing.assert_allclose(C.intrinsics_for_image(_info(K, 0, 0), 640, 480)[0], K)
     got, why = C.intrinsics_for_image(_info(K, 0, 0), 64, 48)  # principal point far outside a 64x48 image
     assert got is None and why.startswith("CameraInfo K ") and "principal point" in why and "64x48" in why
-    for bad, what in [(np.diag([-500.0, 500, 1]), "focal lengths must be positive"),
-                      (np.where(np.eye(3) > 0, np.nan, 0.0), "finite"),
-                      (np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 0]]), "last two rows")]:  # fmt: skip
+    for bad, what in [
+        (np.diag([-500.0, 500, 1]), "focal lengths must be positive"),
+        (np.where(np.eye(3) > 0, np.nan, 0.0), "finite"),
+        (np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 0]]), "last two rows"),
+    ]:
         got, why = C.intrinsics_for_image(_info(bad, 640, 480), 640, 480)
         assert got is None and why.startswith("CameraInfo K ") and what in why, why
     got, why = C.intrinsics_for_image(SimpleNamespace(k=[1.0, 2.0], width=640, height=480), 640, 480)

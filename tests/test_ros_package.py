@@ -107,8 +107,9 @@ def test_colcon_sees_both_packages(tmp_path):
     out = subprocess.run(["colcon", "list"], cwd=tmp_path / "ws", capture_output=True, text=True, env=env, check=True)
     rows = {line.split("\t")[0]: line.split("\t")[2] for line in out.stdout.splitlines() if line.strip()}
     assert rows == {"hmdiff_msgs": "(ros.ament_cmake)", "hmdiff_ros": "(ros.ament_python)"}
-    info = subprocess.run(["colcon", "info", "hmdiff_ros"], cwd=tmp_path / "ws", capture_output=True, text=True,
-                          env=env, check=True).stdout  # fmt: skip
+    info = subprocess.run(
+        ["colcon", "info", "hmdiff_ros"], cwd=tmp_path / "ws", capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert "hmdiff_msgs" in info and "rclpy" in info
 
 
@@ -214,8 +215,14 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
 
     rclpy.init()
     try:
-        params = {"autostart": False, "hypotheses": 1, "ddim_steps": 1, "backend": "onnxruntime",
-                  "engines": str(tmp_path / "no_export"), "publish_debug_image": False}  # fmt: skip
+        params = {
+            "autostart": False,
+            "hypotheses": 1,
+            "ddim_steps": 1,
+            "backend": "onnxruntime",
+            "engines": str(tmp_path / "no_export"),
+            "publish_debug_image": False,
+        }
         node = HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok
@@ -242,7 +249,9 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
             return cond()
 
         good = image_msg(f, hdr, rgb)
-        assert spin_until(lambda: node.stats["processed"] >= 1, lambda: (info_pub.publish(wrong_size), pub.publish(good)))
+        assert spin_until(
+            lambda: node.stats["processed"] >= 1, lambda: (info_pub.publish(wrong_size), pub.publish(good))
+        )
         assert node.stats["camera_info_unused"] >= 1
         bad = image_msg(f, hdr, rgb)
         bad.encoding = "bayer_rggb8"

@@ -220,8 +220,20 @@ def test_sigterm_closes_what_run_is_writing(tmp_path):
 
     clip = _video(tmp_path / "long.avi", 300, 25.0, "MJPG")
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "hmdiff_ros.cli", "run", str(clip), "--out", str(out), "--hypotheses", "1",
-           "--steps", "1", "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hmdiff_ros.cli",
+        "run",
+        str(clip),
+        "--out",
+        str(out),
+        "--hypotheses",
+        "1",
+        "--steps",
+        "1",
+        "--json",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("{"), "a first frame was processed"
     time.sleep(0.5)

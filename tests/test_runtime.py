@@ -69,8 +69,9 @@ def test_onnxruntime_matches_pytorch(exported, torch_model):
         got = ort_model.sample(proxy, prior, vis, steps=steps, dat=dat, noise=noise).points
         assert (got - ref).abs().max() * MM < 0.1, (steps, mode)
     # hypotheses in one call: shapes and spread
-    out2 = ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(), hypotheses=3,
-                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out2 = ort_model.sample(
+        proxy, prior, vis, steps=2, dat=DATConfig(), hypotheses=3, generator=torch.Generator().manual_seed(0)
+    )
     assert out2.hypotheses.shape == (3, 3, 625, 3) and (out2.joint_std > 0).all()
     with pytest.raises(ValueError, match="needs PyTorch autograd"):
         ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(mode="full"))
@@ -155,8 +156,11 @@ def test_bench_rows(exported):
     out, _ = exported
     rows = bench(["torch", "onnxruntime"], steps=2, repeats=2, warmup=1, engines=str(out))
     assert [(r["backend"], r["stage"]) for r in rows] == [
-        ("torch", "encoder"), ("torch", "model"), ("onnxruntime", "encoder"), ("onnxruntime", "model"),
-    ]  # fmt: skip
+        ("torch", "encoder"),
+        ("torch", "model"),
+        ("onnxruntime", "encoder"),
+        ("onnxruntime", "model"),
+    ]
     for r in rows:
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
     assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in rows if r["stage"] == "model")

@@ -68,9 +68,14 @@ def person(box, t=(0.0, 0.0, 3.0)):
     t = np.asarray(t, dtype=np.float64)
     joints = np.zeros((25, 3)) + t
     return SimpleNamespace(
-        box=np.asarray(box, dtype=np.float64), translation=t, joints=joints, coarse_vertices=np.zeros((6, 3)) + t,
-        vertices=None, joints_uv=np.zeros((25, 2)), track_id=-1,
-    )  # fmt: skip
+        box=np.asarray(box, dtype=np.float64),
+        translation=t,
+        joints=joints,
+        coarse_vertices=np.zeros((6, 3)) + t,
+        vertices=None,
+        joints_uv=np.zeros((25, 2)),
+        track_id=-1,
+    )
 
 
 def test_tracker_keeps_ids_and_swaps_correctly():

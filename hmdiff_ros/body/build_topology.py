@@ -53,11 +53,27 @@ class TopologyBuildConfig:
 # Largest random rotation (radians, uniform in a ball) per Anny bone-name prefix, for the
 # posed bodies U is fitted and evaluated on. Wide on purpose: U must hold for any pose.
 _MAX_ANGLE = {
-    "spine": 0.3, "neck": 0.3, "head": 0.5, "clavicle": 0.25, "shoulder01": 0.3,
-    "upperarm01": 1.3, "upperarm02": 0.4, "lowerarm01": 1.3, "lowerarm02": 0.4, "wrist": 0.7,
-    "finger": 0.5, "metacarpal": 0.1, "pelvis": 0.15, "upperleg01": 1.0, "upperleg02": 0.3,
-    "lowerleg01": 1.2, "lowerleg02": 0.2, "foot": 0.5, "toe": 0.3, "eye": 0.0,
-}  # fmt: skip
+    "spine": 0.3,
+    "neck": 0.3,
+    "head": 0.5,
+    "clavicle": 0.25,
+    "shoulder01": 0.3,
+    "upperarm01": 1.3,
+    "upperarm02": 0.4,
+    "lowerarm01": 1.3,
+    "lowerarm02": 0.4,
+    "wrist": 0.7,
+    "finger": 0.5,
+    "metacarpal": 0.1,
+    "pelvis": 0.15,
+    "upperleg01": 1.0,
+    "upperleg02": 0.3,
+    "lowerleg01": 1.2,
+    "lowerleg02": 0.2,
+    "foot": 0.5,
+    "toe": 0.3,
+    "eye": 0.0,
+}
 
 
 def random_posed_bodies(body: AnnyBody, num: int, seed: int, batch: int = 64) -> np.ndarray:
@@ -212,13 +228,17 @@ def build_topology(cfg: TopologyBuildConfig = TopologyBuildConfig()) -> Tuple[To
 
     def make(w: np.ndarray, meta: Dict) -> Topology:
         return Topology(
-            full_faces=faces.astype(np.int32), full_rest=rest.astype(np.float32),
-            coarse_faces=coarse_faces.astype(np.int32), coarse_rest=coarse_rest.astype(np.float32),
-            down_index=down_index.astype(np.int32), up_index=index.astype(np.int32),
+            full_faces=faces.astype(np.int32),
+            full_rest=rest.astype(np.float32),
+            coarse_faces=coarse_faces.astype(np.int32),
+            coarse_rest=coarse_rest.astype(np.float32),
+            down_index=down_index.astype(np.int32),
+            up_index=index.astype(np.int32),
             up_weight=w.astype(np.float32),
             joint_regressor=_joint_regressor(full_regressor, index, w, len(down_index)).astype(np.float32),
-            joint_names=body.joint_names, meta=meta,
-        )  # fmt: skip
+            joint_names=body.joint_names,
+            meta=meta,
+        )
 
     barycentric = roundtrip_error_mm(make(bary, {}), held_out)
     topology = make(weight, {})

@@ -22,31 +22,66 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 COCO17_NAMES: Tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 
 JOINT_NAMES: Tuple[str, ...] = COCO17_NAMES + (
-    "pelvis", "spine", "neck", "head_top",
-    "left_heel", "right_heel", "left_big_toe", "right_big_toe",
-)  # fmt: skip
+    "pelvis",
+    "spine",
+    "neck",
+    "head_top",
+    "left_heel",
+    "right_heel",
+    "left_big_toe",
+    "right_big_toe",
+)
 NUM_JOINTS = len(JOINT_NAMES)
 JOINT_INDEX: Dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
 ROOT_JOINT = "pelvis"
 
 # Bones for drawing skeletons (RViz LINE_LIST, overlays): pairs of joint names.
 SKELETON_EDGES: Tuple[Tuple[str, str], ...] = (
-    ("pelvis", "spine"), ("spine", "neck"), ("neck", "nose"), ("nose", "head_top"),
-    ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
-    ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-    ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-    ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-    ("left_ankle", "left_heel"), ("left_ankle", "left_big_toe"),
-    ("pelvis", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
-    ("right_ankle", "right_heel"), ("right_ankle", "right_big_toe"),
-)  # fmt: skip
+    ("pelvis", "spine"),
+    ("spine", "neck"),
+    ("neck", "nose"),
+    ("nose", "head_top"),
+    ("nose", "left_eye"),
+    ("nose", "right_eye"),
+    ("left_eye", "left_ear"),
+    ("right_eye", "right_ear"),
+    ("neck", "left_shoulder"),
+    ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"),
+    ("neck", "right_shoulder"),
+    ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"),
+    ("pelvis", "left_hip"),
+    ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"),
+    ("left_ankle", "left_heel"),
+    ("left_ankle", "left_big_toe"),
+    ("pelvis", "right_hip"),
+    ("right_hip", "right_knee"),
+    ("right_knee", "right_ankle"),
+    ("right_ankle", "right_heel"),
+    ("right_ankle", "right_big_toe"),
+)
 
 # Left/right pairs, for flip augmentation and left-right swap simulation.
 FLIP_PERMUTATION: Tuple[int, ...] = tuple(
@@ -54,27 +89,88 @@ FLIP_PERMUTATION: Tuple[int, ...] = tuple(
 )
 
 MEDIAPIPE33_NAMES: Tuple[str, ...] = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
-)  # fmt: skip
+    "nose",
+    "left_eye_inner",
+    "left_eye",
+    "left_eye_outer",
+    "right_eye_inner",
+    "right_eye",
+    "right_eye_outer",
+    "left_ear",
+    "right_ear",
+    "mouth_left",
+    "mouth_right",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_pinky",
+    "right_pinky",
+    "left_index",
+    "right_index",
+    "left_thumb",
+    "right_thumb",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_heel",
+    "right_heel",
+    "left_foot_index",
+    "right_foot_index",
+)
 
 # Human3.6M-17 in the order of VideoPose3D / mmpose (index 1 is the subject's RIGHT hip).
 H36M17_NAMES: Tuple[str, ...] = (
-    "pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
-    "spine", "thorax", "neck_nose", "head", "left_shoulder", "left_elbow", "left_wrist",
-    "right_shoulder", "right_elbow", "right_wrist",
-)  # fmt: skip
+    "pelvis",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "spine",
+    "thorax",
+    "neck_nose",
+    "head",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+)
 
 SMPL24_NAMES: Tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)  # fmt: skip
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+)
 
 # Each of our joints as the mean of MediaPipe landmarks (None: MediaPipe has no such point).
 _FROM_MEDIAPIPE: Dict[str, Sequence[str] | None] = {
@@ -93,26 +189,46 @@ _FROM_MEDIAPIPE: Dict[str, Sequence[str] | None] = {
 # are the same anatomical points; pelvis/spine/thorax/nose/head are close, not identical
 # (see H36M17_EXACT for evaluating on the shared joints only).
 _H36M_FROM_OURS: Dict[str, str] = {
-    "pelvis": "pelvis", "right_hip": "right_hip", "right_knee": "right_knee",
-    "right_ankle": "right_ankle", "left_hip": "left_hip", "left_knee": "left_knee",
-    "left_ankle": "left_ankle", "spine": "spine", "thorax": "neck", "neck_nose": "nose",
-    "head": "head_top", "left_shoulder": "left_shoulder", "left_elbow": "left_elbow",
-    "left_wrist": "left_wrist", "right_shoulder": "right_shoulder",
-    "right_elbow": "right_elbow", "right_wrist": "right_wrist",
-}  # fmt: skip
+    "pelvis": "pelvis",
+    "right_hip": "right_hip",
+    "right_knee": "right_knee",
+    "right_ankle": "right_ankle",
+    "left_hip": "left_hip",
+    "left_knee": "left_knee",
+    "left_ankle": "left_ankle",
+    "spine": "spine",
+    "thorax": "neck",
+    "neck_nose": "nose",
+    "head": "head_top",
+    "left_shoulder": "left_shoulder",
+    "left_elbow": "left_elbow",
+    "left_wrist": "left_wrist",
+    "right_shoulder": "right_shoulder",
+    "right_elbow": "right_elbow",
+    "right_wrist": "right_wrist",
+}
 H36M17_EXACT: Tuple[str, ...] = tuple(
     n for n in H36M17_NAMES if n not in ("pelvis", "spine", "thorax", "neck_nose", "head")
 )
 
 # Each SMPL joint as one of ours, where the two denote the same point.
 _SMPL_FROM_OURS: Dict[str, str] = {
-    "pelvis": "pelvis", "left_hip": "left_hip", "right_hip": "right_hip",
-    "left_knee": "left_knee", "right_knee": "right_knee", "spine2": "spine",
-    "left_ankle": "left_ankle", "right_ankle": "right_ankle", "neck": "neck",
-    "left_shoulder": "left_shoulder", "right_shoulder": "right_shoulder",
-    "left_elbow": "left_elbow", "right_elbow": "right_elbow",
-    "left_wrist": "left_wrist", "right_wrist": "right_wrist",
-}  # fmt: skip
+    "pelvis": "pelvis",
+    "left_hip": "left_hip",
+    "right_hip": "right_hip",
+    "left_knee": "left_knee",
+    "right_knee": "right_knee",
+    "spine2": "spine",
+    "left_ankle": "left_ankle",
+    "right_ankle": "right_ankle",
+    "neck": "neck",
+    "left_shoulder": "left_shoulder",
+    "right_shoulder": "right_shoulder",
+    "left_elbow": "left_elbow",
+    "right_elbow": "right_elbow",
+    "left_wrist": "left_wrist",
+    "right_wrist": "right_wrist",
+}
 
 
 def _averaging_matrix(

@@ -29,16 +29,31 @@ WHERE_TO_GET = {
 }
 # Skeleton joints shared by SMPL and SMPL-X (indices into the model's J_regressor rows).
 _SKELETON = {
-    "left_hip": 1, "right_hip": 2, "left_knee": 4, "right_knee": 5, "left_ankle": 7,
-    "right_ankle": 8, "left_shoulder": 16, "right_shoulder": 17, "left_elbow": 18,
-    "right_elbow": 19, "left_wrist": 20, "right_wrist": 21,
-}  # fmt: skip
+    "left_hip": 1,
+    "right_hip": 2,
+    "left_knee": 4,
+    "right_knee": 5,
+    "left_ankle": 7,
+    "right_ankle": 8,
+    "left_shoulder": 16,
+    "right_shoulder": 17,
+    "left_elbow": 18,
+    "right_elbow": 19,
+    "left_wrist": 20,
+    "right_wrist": 21,
+}
 # Surface points (vertex ids from smplx.vertex_ids; head top: a crown vertex).
 _VERTEX_KEYS = {
-    "nose": "nose", "left_eye": "leye", "right_eye": "reye", "left_ear": "lear",
-    "right_ear": "rear", "left_heel": "LHeel", "right_heel": "RHeel",
-    "left_big_toe": "LBigToe", "right_big_toe": "RBigToe",
-}  # fmt: skip
+    "nose": "nose",
+    "left_eye": "leye",
+    "right_eye": "reye",
+    "left_ear": "lear",
+    "right_ear": "rear",
+    "left_heel": "LHeel",
+    "right_heel": "RHeel",
+    "left_big_toe": "LBigToe",
+    "right_big_toe": "RBigToe",
+}
 _HEAD_TOP_VERTEX = {"smpl": 411, "smplx": 8976}
 _BODY_POSE_JOINTS = {"smpl": 23, "smplx": 21}
 
@@ -90,9 +105,14 @@ class SMPLBody(BodyModel):
         self.num_betas = num_betas
         try:
             self.smpl = smplx.create(
-                str(model_file), model_type=model_type, gender=gender, num_betas=num_betas,
-                use_pca=False, flat_hand_mean=True, dtype=dtype,
-            )  # fmt: skip
+                str(model_file),
+                model_type=model_type,
+                gender=gender,
+                num_betas=num_betas,
+                use_pca=False,
+                flat_hand_mean=True,
+                dtype=dtype,
+            )
         except Exception as exc:
             raise ValueError(
                 f"could not load {model_type.upper()} model '{model_file}': {exc}. "
@@ -133,7 +153,10 @@ class SMPLBody(BodyModel):
         batch = shape.shape[0]
         zeros = torch.zeros(batch, 3, dtype=shape.dtype, device=shape.device)
         out = self.smpl(
-            betas=shape, body_pose=pose.reshape(batch, -1), global_orient=zeros, transl=zeros,
+            betas=shape,
+            body_pose=pose.reshape(batch, -1),
+            global_orient=zeros,
+            transl=zeros,
             return_verts=True,
-        )  # fmt: skip
+        )
         return out.vertices  # (B, V, 3)

@@ -28,9 +28,15 @@ import numpy as np
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_ASSET = ASSET_DIR / "anny_topology.npz"
 _ARRAYS = (
-    "full_faces", "full_rest", "coarse_faces", "coarse_rest",
-    "down_index", "up_index", "up_weight", "joint_regressor",
-)  # fmt: skip
+    "full_faces",
+    "full_rest",
+    "coarse_faces",
+    "coarse_rest",
+    "down_index",
+    "up_index",
+    "up_weight",
+    "joint_regressor",
+)
 
 
 def _gather(x, index: np.ndarray):
@@ -71,12 +77,16 @@ class Topology:
         v, c, j = len(self.full_rest), len(self.coarse_rest), len(self.joint_names)
         checks = {
             "full_faces": (self.full_faces.ndim == 2 and self.full_faces.shape[1] == 3 and self.full_faces.max() < v),
-            "coarse_faces": (self.coarse_faces.ndim == 2 and self.coarse_faces.shape[1] == 3 and self.coarse_faces.max() < c),
+            "coarse_faces": (
+                self.coarse_faces.ndim == 2 and self.coarse_faces.shape[1] == 3 and self.coarse_faces.max() < c
+            ),
             "down_index": self.down_index.shape == (c,) and self.down_index.max() < v,
-            "up_index": self.up_index.shape == self.up_weight.shape and self.up_index.shape[0] == v and self.up_index.max() < c,
+            "up_index": self.up_index.shape == self.up_weight.shape
+            and self.up_index.shape[0] == v
+            and self.up_index.max() < c,
             "up_weight": bool(np.allclose(self.up_weight.sum(1), 1.0, atol=1e-4)),
             "joint_regressor": self.joint_regressor.shape == (j, c),
-        }  # fmt: skip
+        }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"inconsistent topology asset: bad {bad} (V={v}, C={c}, J={j})")

@@ -55,9 +55,11 @@ def _inside(uv: np.ndarray, size: np.ndarray) -> np.ndarray:
 def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return (
-            (uv[..., 0] >= rect[:, None, 0]) & (uv[..., 0] <= rect[:, None, 2])
-            & (uv[..., 1] >= rect[:, None, 1]) & (uv[..., 1] <= rect[:, None, 3])
-        )  # fmt: skip
+            (uv[..., 0] >= rect[:, None, 0])
+            & (uv[..., 0] <= rect[:, None, 2])
+            & (uv[..., 1] >= rect[:, None, 1])
+            & (uv[..., 1] <= rect[:, None, 3])
+        )
 
 
 def simulate_prior(
@@ -127,10 +129,14 @@ def crop_boxes(
 
 # Body parts for silhouette rasterisation, by Anny bone-name prefix (first match wins).
 _PARTS = (
-    ("head", ("neck", "head", "eye")), ("arm", ("clavicle", "shoulder", "upperarm")),
-    ("hand", ("lowerarm", "wrist", "finger", "metacarpal")), ("thigh", ("upperleg", "pelvis")),
-    ("shin", ("lowerleg",)), ("foot", ("foot", "toe")), ("torso", ("spine", "root")),
-)  # fmt: skip
+    ("head", ("neck", "head", "eye")),
+    ("arm", ("clavicle", "shoulder", "upperarm")),
+    ("hand", ("lowerarm", "wrist", "finger", "metacarpal")),
+    ("thigh", ("upperleg", "pelvis")),
+    ("shin", ("lowerleg",)),
+    ("foot", ("foot", "toe")),
+    ("torso", ("spine", "root")),
+)
 
 
 def face_parts(faces: np.ndarray, skin_index: np.ndarray, skin_weight: np.ndarray, bone_labels) -> list:

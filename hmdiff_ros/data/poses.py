@@ -91,7 +91,7 @@ FAMILIES: Dict[str, Family] = {
         mid={"spine": _r((-1, 3), (-4, 4), (-1, 1))},
         lead_elbow=(10, 45),
         other_elbow=(10, 45),
-    ),  # fmt: skip
+    ),
     "reaching": Family(
         lead={"upperarm01": _r((-125, -40), (-30, 30), (-25, 45)), "upperleg01": _LEG_STAND},
         other={"upperarm01": _ARMS_DOWN, "upperleg01": _LEG_STAND},
@@ -122,7 +122,7 @@ FAMILIES: Dict[str, Family] = {
         mid={"spine": _r((-4, 8), (-4, 4), (-3, 3)), "head": _r((-10, 20), (-30, 30))},
         lead_elbow=(20, 90),
         other_elbow=(20, 90),
-    ),  # fmt: skip
+    ),
     "crouching": Family(
         lead={
             "upperarm01": _r((-70, -20), (-15, 15), (-40, -10)),
@@ -139,7 +139,7 @@ FAMILIES: Dict[str, Family] = {
         mid={"spine": _r((5, 15), (-3, 3), (-3, 3)), "head": _r((-20, 10))},
         lead_elbow=(20, 100),
         other_elbow=(20, 100),
-    ),  # fmt: skip
+    ),
     "bending": Family(
         lead={
             "upperarm01": _r((-80, -30), (-15, 15), (-40, -20)),
@@ -154,7 +154,7 @@ FAMILIES: Dict[str, Family] = {
         mid={"spine": _r((10, 22), (-4, 4), (-3, 3)), "head": _r((-25, 10))},
         lead_elbow=(0, 40),
         other_elbow=(0, 40),
-    ),  # fmt: skip
+    ),
     "arms_raised": Family(
         lead={"upperarm01": _r((-40, 10), (-20, 20), (60, 115)), "upperleg01": _LEG_STAND},
         other={"upperarm01": _r((-40, 10), (-20, 20), (40, 115)), "upperleg01": _LEG_STAND},
@@ -184,7 +184,7 @@ FAMILIES: Dict[str, Family] = {
         lead_elbow=(0, 100),
         other_elbow=(0, 100),
         tilt=((40, 95), (-20, 20)),
-    ),  # fmt: skip
+    ),
 }
 FAMILY_NAMES: Tuple[str, ...] = tuple(FAMILIES)
 DEFAULT_FAMILY_WEIGHTS: Tuple[float, ...] = (0.18, 0.15, 0.1, 0.08, 0.12, 0.08, 0.08, 0.08, 0.07, 0.06)

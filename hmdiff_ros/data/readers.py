@@ -106,8 +106,10 @@ def read_3dpw_sequence(pkl_path: "str | Path", smpl_model_path: "str | Path | No
                 "body_pose": np.asarray(poses[i][3:72], dtype=np.float64).reshape(23, 3),
                 "betas": np.asarray(betas, dtype=np.float64)[:10],
                 "world_transl": np.asarray(trans[i], dtype=np.float64),
-                "cam_rotation": R, "cam_translation": t, "gender": gender,
-            }  # fmt: skip
+                "cam_rotation": R,
+                "cam_translation": t,
+                "gender": gender,
+            }
             image = path.parent.parent.parent / "imageFiles" / name / f"image_{int(frame_id):05d}.jpg"
             frames.append(Frame(image, np.zeros((0, 3)), (), K, extra={"person": person, **params}))
     if smpl_model_path is not None:
@@ -131,9 +133,11 @@ def _pose_3dpw(frames: List[Frame], model_path, bodies: Dict) -> None:
         world_orient = _matrix_to_rotvec(R.T @ _rotvec_to_matrix(fr.extra["global_orient"]))
         with torch.no_grad():
             out = body(
-                shape=fr.extra["betas"][None], pose=fr.extra["body_pose"][None],
-                global_orient=world_orient[None], transl=fr.extra["world_transl"][None],
-            )  # fmt: skip
+                shape=fr.extra["betas"][None],
+                pose=fr.extra["body_pose"][None],
+                global_orient=world_orient[None],
+                transl=fr.extra["world_transl"][None],
+            )
         fr.joints = out.joints[0].numpy() @ R.T + t
         fr.joint_names = JOINT_NAMES
         fr.extra["vertices"] = out.vertices[0].numpy() @ R.T + t

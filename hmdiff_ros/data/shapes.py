@@ -222,8 +222,9 @@ def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology 
             return ShapeBank.load(path)
         except _UNREADABLE as exc:
             reason = one_line(exc, 200)
-            log.warning("the cached shape bank %s cannot be read (%s: %s); building it again", path,
-                        type(exc).__name__, reason)  # fmt: skip
+            log.warning(
+                "the cached shape bank %s cannot be read (%s: %s); building it again", path, type(exc).__name__, reason
+            )
     log.info("building a shape bank of %d Anny bodies (once; cached at %s)", cfg.size, path)
     bank = build_shape_bank(cfg, topology)
     bank.save(path)

@@ -28,9 +28,15 @@ FORMAT_VERSION = 1
 
 
 def write_split(
-    engine: SyntheticEngine, out: "str | Path", num: int, seed: int, split: str, batch: int = 256,
-    progress: bool = True, force: bool = False,
-) -> Path:  # fmt: skip
+    engine: SyntheticEngine,
+    out: "str | Path",
+    num: int,
+    seed: int,
+    split: str,
+    batch: int = 256,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """Generate ``num`` samples (batches seeded by ``(seed, index)``) into folder ``out``, which
     must be new or empty unless ``force`` (then its split files are replaced, nothing else)."""
     if num < 1:

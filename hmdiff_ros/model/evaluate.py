@@ -35,7 +35,9 @@ def default_test_split() -> Path:
         from hmdiff_ros.data.engine import SyntheticEngine
         from hmdiff_ros.data.store import write_split
 
-        write_split(SyntheticEngine(), folder, DEFAULT_TEST_SPLIT["num"], DEFAULT_TEST_SPLIT["seed"], "test", force=True)
+        write_split(
+            SyntheticEngine(), folder, DEFAULT_TEST_SPLIT["num"], DEFAULT_TEST_SPLIT["seed"], "test", force=True
+        )
     return folder
 
 

@@ -35,9 +35,12 @@ class HMDiffConfig:
     @classmethod
     def from_dict(cls, d: Dict) -> "HMDiffConfig":
         return cls(
-            encoder=EncoderConfig(**d["encoder"]), denoiser=DenoiserConfig(**d["denoiser"]),
-            scheduler=SchedulerConfig(**d["scheduler"]), data_scale=d["data_scale"], topology=d["topology"],
-        )  # fmt: skip
+            encoder=EncoderConfig(**d["encoder"]),
+            denoiser=DenoiserConfig(**d["denoiser"]),
+            scheduler=SchedulerConfig(**d["scheduler"]),
+            data_scale=d["data_scale"],
+            topology=d["topology"],
+        )
 
     def to_dict(self) -> Dict:
         return asdict(self)

@@ -136,8 +136,9 @@ def _model_config(d) -> HMDiffConfig:
         current = getattr(base, name)
         if not is_dataclass(current):
             kind = _kind_of(current)
-            built[name] = _check_value(f"model.{name}", _from_yaml_number(d.get(name, current), kind), kind,
-                                       *_model_range(name, kind))  # fmt: skip
+            built[name] = _check_value(
+                f"model.{name}", _from_yaml_number(d.get(name, current), kind), kind, *_model_range(name, kind)
+            )
             continue
         given = d.get(name, {})
         if not isinstance(given, dict):
@@ -312,10 +313,14 @@ def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypothe
     device = next(model.parameters()).device
     for b in batches:
         out = model.sample(
-            torch.as_tensor(b["proxy"], device=device), torch.as_tensor(b["prior_xyz"], device=device),
-            torch.as_tensor(b["vis"], device=device), steps=steps, dat=dat, hypotheses=hypotheses,
+            torch.as_tensor(b["proxy"], device=device),
+            torch.as_tensor(b["prior_xyz"], device=device),
+            torch.as_tensor(b["vis"], device=device),
+            steps=steps,
+            dat=dat,
+            hypotheses=hypotheses,
             generator=gen if device.type == "cpu" else None,
-        )  # fmt: skip
+        )
         pred = out.points.cpu().numpy().astype(np.float64)
         verts, joints = pred[:, : model.num_coarse], pred[:, model.num_coarse :]
         gj, gv = b["joints_rel"].astype(np.float64), b["coarse_rel"].astype(np.float64)
@@ -638,11 +643,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
             timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
             if step % cfg.val_every == 0 or step == cfg.steps or timeout:
                 metrics = {
-                    "step": step, "minutes": round((time.time() - t0) / 60, 1),
-                    "loss": round(loss.item(), 5), **{k: round(v.item(), 5) for k, v in terms.items()},
+                    "step": step,
+                    "minutes": round((time.time() - t0) / 60, 1),
+                    "loss": round(loss.item(), 5),
+                    **{k: round(v.item(), 5) for k, v in terms.items()},
                     "val_dat_off": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="off")),
                     "val_dat_fast": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="fast")),
-                }  # fmt: skip
+                }
                 prepare_out()
                 with metrics_file.open("a") as f:
                     f.write(json.dumps(metrics) + "\n")
@@ -666,8 +673,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
             _save_state(out, model, ema, opt, step, cfg, state)
             log.warning(
                 "interrupted at step %d of %d: training state saved to %s; run the same command again to resume",
-                step, cfg.steps, out,
-            )  # fmt: skip
+                step,
+                cfg.steps,
+                out,
+            )
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise KeyboardInterrupt(signum) from None  # a worker killed by a signal: stopped as by that signal

@@ -36,19 +36,39 @@ from hmdiff_ros.pipeline.io import overlay, read_image
 log = logging.getLogger(__name__)
 
 LIMBS = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 # indices of LIMBS in each dataset's 17-joint order (see the fixtures' README)
 H36M_LIMBS = (11, 14, 12, 15, 13, 16, 4, 1, 5, 2, 6, 3)
 MPI_INF_3DHP_LIMBS = (5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
 COCO17 = tuple(range(17))  # our first 17 joints are COCO-17, same order
 POSETRACK = {0: "nose", 2: "head_top", **dict(zip(range(5, 17), LIMBS, strict=True))}  # COCO order, 1: head_bottom
 MPII = {
-    0: "right_ankle", 1: "right_knee", 2: "right_hip", 3: "left_hip", 4: "left_knee", 5: "left_ankle",
-    9: "head_top", 10: "right_wrist", 11: "right_elbow", 12: "right_shoulder", 13: "left_shoulder",
-    14: "left_elbow", 15: "left_wrist",
-}  # fmt: skip
+    0: "right_ankle",
+    1: "right_knee",
+    2: "right_hip",
+    3: "left_hip",
+    4: "left_knee",
+    5: "left_ankle",
+    9: "head_top",
+    10: "right_wrist",
+    11: "right_elbow",
+    12: "right_shoulder",
+    13: "left_shoulder",
+    14: "left_elbow",
+    15: "left_wrist",
+}
 DATASETS_3D = ("h36m", "mpi_inf_3dhp")
 DATASETS_2D = ("coco", "mpii", "ochuman", "posetrack18")
 
@@ -60,9 +80,16 @@ def _K(f, c) -> np.ndarray:
 
 # the errors a damaged or foreign file raises while it is read and indexed
 _READ_ERRORS = (
-    OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    EOFError,
+    zipfile.BadZipFile,
     pickle.UnpicklingError,
-)  # fmt: skip
+)
 
 
 def _bad_file(path: Path, exc: BaseException, expected: str, what: str = "") -> ValueError:
@@ -127,8 +154,12 @@ def _frames_3d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
                 box = _square(d["center"][i], d["scale"][i])
                 items.append(("h36m", h36m / name, _K(cam["f"], cam["c"]), box, d["S"][i, list(H36M_LIMBS), :3]))
             except _READ_ERRORS as exc:
-                raise _bad_file(npz, exc, "frames named S<n>/<action>.<camera>/..., each with a camera in "
-                                "h36m/cameras.pkl and S (N, 17, 4)", f"frame {i} {name!r}") from None  # fmt: skip
+                raise _bad_file(
+                    npz,
+                    exc,
+                    "frames named S<n>/<action>.<camera>/..., each with a camera in h36m/cameras.pkl and S (N, 17, 4)",
+                    f"frame {i} {name!r}",
+                ) from None
         if not len(d["imgname"]):
             notes.append(f"{_rel(npz, root)} holds no frames")
     elif h36m.is_dir():
@@ -150,8 +181,12 @@ def _frames_3d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
                 S = d["S"][i, list(MPI_INF_3DHP_LIMBS), :3]
                 items.append(("mpi_inf_3dhp", mpi / name, _K(cam["f"], cam["c"]), box, S))
             except _READ_ERRORS as exc:
-                raise _bad_file(npz, exc, f"frames whose names lead to a camera in mpi_inf_3dhp/{cam_file} "
-                                "and S (N, 17, 4)", f"frame {i} {name!r}") from None  # fmt: skip
+                raise _bad_file(
+                    npz,
+                    exc,
+                    f"frames whose names lead to a camera in mpi_inf_3dhp/{cam_file} and S (N, 17, 4)",
+                    f"frame {i} {name!r}",
+                ) from None
         if not len(d["imgname"]):
             notes.append(f"{_rel(npz, root)} holds no frames")
     if mpi.is_dir() and not found:
@@ -377,8 +412,10 @@ def evaluate_real(
     if out is not None:
         for path, people in drawn.items():
             image = cache[path]
-            _write_jpg(out / f"{path.parent.name}_{path.stem}.jpg",
-                       overlay(image, [p for p, _ in people], people[0][1], pipe.topology.full_faces))  # fmt: skip
+            _write_jpg(
+                out / f"{path.parent.name}_{path.stem}.jpg",
+                overlay(image, [p for p, _ in people], people[0][1], pipe.topology.full_faces),
+            )
     for row in per.values():
         if "mpjpe_mm" in row:
             row["mpjpe_mm"] = round(float(np.mean(row["mpjpe_mm"])), 1) if row["mpjpe_mm"] else None

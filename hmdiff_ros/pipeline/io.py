@@ -69,8 +69,10 @@ def read_image(path: "str | Path") -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     except cv2.error as exc:  # e.g. a header announcing more pixels than OpenCV's limit
         first = (str(exc).strip().splitlines() or ["?"])[-1].strip()
-        raise ValueError(f"{path}: OpenCV refuses to decode it ({first}); images of more than "
-                         f"{MAX_SIDE} pixels on a side are not accepted") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: OpenCV refuses to decode it ({first}); images of more than "
+            f"{MAX_SIDE} pixels on a side are not accepted"
+        ) from None
     if image is None:
         raise ValueError(f"{path}: not an image OpenCV can decode")
     if path.suffix.lower() in MULTI_PAGE_SUFFIXES:
@@ -91,14 +93,16 @@ def person_json(person: PersonResult, index: int) -> Dict:
     joints = []
     for j, name in enumerate(person.joint_names):
         prior = person.prior_uv[j]
-        joints.append({
-            "name": name,
-            "xyz": [round(float(v), 4) for v in person.joints[j]],
-            "uv": [round(float(v), 1) for v in person.joints_uv[j]],
-            "prior_uv": None if not np.isfinite(prior).all() else [round(float(v), 1) for v in prior],
-            "visibility": round(float(person.visibility[j]), 3),
-            "std_m": round(float(person.joint_std[j]), 4),
-        })  # fmt: skip
+        joints.append(
+            {
+                "name": name,
+                "xyz": [round(float(v), 4) for v in person.joints[j]],
+                "uv": [round(float(v), 1) for v in person.joints_uv[j]],
+                "prior_uv": None if not np.isfinite(prior).all() else [round(float(v), 1) for v in prior],
+                "visibility": round(float(person.visibility[j]), 3),
+                "std_m": round(float(person.joint_std[j]), 4),
+            }
+        )
     pid = person.track_id if person.track_id >= 0 else index
     return {
         "id": int(pid),
@@ -155,11 +159,21 @@ def collect_inputs(paths: Sequence[str], skip: Collection[Path] = ()) -> List[st
                     add(str(f))
             subs = [f.name for f in entries if f.is_dir()]
             broken = [f.name for f in entries if f.is_symlink() and not f.exists()]
-            left = [f.name for f in entries if f.exists() and not f.is_dir() and f.resolve() not in skip
-                    and not (f.is_file() and f.suffix.lower() in media)]  # fmt: skip
+            left = [
+                f.name
+                for f in entries
+                if f.exists()
+                and not f.is_dir()
+                and f.resolve() not in skip
+                and not (f.is_file() and f.suffix.lower() in media)
+            ]
             hidden = [f.name for f in listing if f.name.startswith(".") and f.suffix.lower() in media]
-            for what, names in (("sub-folders are not scanned", subs), ("links that lead nowhere, skipped", broken),
-                                ("not images or videos, skipped", left), ("hidden files, skipped", hidden)):  # fmt: skip
+            for what, names in (
+                ("sub-folders are not scanned", subs),
+                ("links that lead nowhere, skipped", broken),
+                ("not images or videos, skipped", left),
+                ("hidden files, skipped", hidden),
+            ):
                 if names:
                     log.warning("%s: %s: %s", path, what, _some(names))
         elif path.is_file() and path.resolve() in skip:

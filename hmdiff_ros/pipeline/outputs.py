@@ -130,7 +130,9 @@ class OutputFolder:
         path = self.path / name
         if Path(os.path.realpath(path)) in self.inputs:
             raise ValueError(f"refusing to overwrite '{path}', an input of this run; choose another --out")
-        ours = not path.is_symlink() and (any(name in names for names in self.manifest.values()) or name in self.written)
+        ours = not path.is_symlink() and (
+            any(name in names for names in self.manifest.values()) or name in self.written
+        )
         if (path.exists() or path.is_symlink()) and not ours:
             if not self.force:
                 what = "a symbolic link" if path.is_symlink() else "which hmdiff did not write"

@@ -64,7 +64,9 @@ def config_error(cfg: PipelineConfig, names: Dict[str, str] | None = None) -> st
     if cfg.dat.mode not in defaults.DAT_MODES:
         return f"{name('dat')} must be one of {', '.join(defaults.DAT_MODES)}, got {cfg.dat.mode!r}"
     if cfg.dat.mode == "full" and cfg.backend != "torch":
-        return f"{name('dat')} full needs {name('backend')} torch (the exported graphs run fast DAT), got {cfg.backend!r}"
+        return (
+            f"{name('dat')} full needs {name('backend')} torch (the exported graphs run fast DAT), got {cfg.backend!r}"
+        )
     return None
 
 
@@ -119,9 +121,12 @@ class Pipeline:
             return []
         obs = [o for _, o in people]
         proxy = make_proxy(
-            np.stack([o.uv for o in obs]), np.stack([o.visibility for o in obs]),
-            np.stack([o.mask for o in obs]), np.stack([o.valid for o in obs]), self.proxy_cfg,
-        )  # fmt: skip
+            np.stack([o.uv for o in obs]),
+            np.stack([o.visibility for o in obs]),
+            np.stack([o.mask for o in obs]),
+            np.stack([o.valid for o in obs]),
+            self.proxy_cfg,
+        )
         t2 = time.perf_counter()
         prior_xyz, prior_vis = np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs])
         self._last_inputs = (proxy, prior_xyz, prior_vis)
@@ -156,7 +161,7 @@ class Pipeline:
                     coarse_vertices=coarse + t,
                     vertices=self.topology.upsample(coarse) + t if self.cfg.full_mesh else None,
                     translation=t,
-                )  # fmt: skip
+                )
             )
         self.timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
         return results
@@ -184,10 +189,14 @@ class Pipeline:
         points, spread = [], []
         for a in range(0, len(proxy), chunk):
             out = self.model.sample(
-                torch.as_tensor(proxy[a : a + chunk]), torch.as_tensor(prior_xyz[a : a + chunk]),
-                torch.as_tensor(prior_vis[a : a + chunk]), steps=self.cfg.steps, dat=self.cfg.dat,
-                hypotheses=self.cfg.hypotheses, generator=generator,
-            )  # fmt: skip
+                torch.as_tensor(proxy[a : a + chunk]),
+                torch.as_tensor(prior_xyz[a : a + chunk]),
+                torch.as_tensor(prior_vis[a : a + chunk]),
+                steps=self.cfg.steps,
+                dat=self.cfg.dat,
+                hypotheses=self.cfg.hypotheses,
+                generator=generator,
+            )
             points.append(out.points.numpy().astype(np.float64))
             spread.append(out.joint_std.numpy().astype(np.float64))
         return np.concatenate(points), np.concatenate(spread)

@@ -105,17 +105,22 @@ def process_image(
     names = [f"{stem}_overlay.jpg", *(f"{stem}_person{i}.obj" for i in range(len(people))), f"{stem}.json"]
     paths = [out.claim(n) for n in names]  # refuse before writing anything
     record = {
-        "path": str(path), "backend": pipe.model.backend,
-        "people": [person_json(p, i) for i, p in enumerate(people)], "error": None,
-    }  # fmt: skip
+        "path": str(path),
+        "backend": pipe.model.backend,
+        "people": [person_json(p, i) for i, p in enumerate(people)],
+        "error": None,
+    }
     try:
         ok, jpeg = cv2.imencode(".jpg", overlay(image, people, K, faces))
         if not ok:
             raise ValueError(f"{path}: OpenCV could not encode the overlay")
         paths[0].write_bytes(jpeg.tobytes())
         for i, p in enumerate(people):
-            write_obj(paths[1 + i], p.vertices if p.vertices is not None else p.coarse_vertices,
-                      faces if p.vertices is not None else pipe.topology.coarse_faces)  # fmt: skip
+            write_obj(
+                paths[1 + i],
+                p.vertices if p.vertices is not None else p.coarse_vertices,
+                faces if p.vertices is not None else pipe.topology.coarse_faces,
+            )
         dump_json(paths[-1], record)
     except OSError as exc:  # disk full, no permission: no half-written results are left
         for written in paths:
@@ -126,9 +131,16 @@ def process_image(
 
 
 def process_video(
-    pipe: Pipeline, source: str, out: OutputFolder, stem: str, hfov: float, max_frames: int | None,
-    progress: bool, tracker: Tracker | None = None, emit=None,
-) -> List[Dict]:  # fmt: skip
+    pipe: Pipeline,
+    source: str,
+    out: OutputFolder,
+    stem: str,
+    hfov: float,
+    max_frames: int | None,
+    progress: bool,
+    tracker: Tracker | None = None,
+    emit=None,
+) -> List[Dict]:
     """One record per frame (a frame that fails is recorded with its error and skipped); the
     overlay video keeps the input's frame rate. A video that ends before the length its header
     gives is reported in a warning."""
@@ -199,6 +211,7 @@ def load_boxes(path: "str | Path") -> Dict[str, list]:
         raise ValueError(f"boxes file '{path}' is a folder; expected a JSON file")
     if not path.is_file():
         raise ValueError(f"boxes file '{path}' does not exist")
+
     def unique_keys(pairs):
         keys = [k for k, _ in pairs]
         twice = sorted({k for k in keys if keys.count(k) > 1})
@@ -271,10 +284,18 @@ def _boxes_for(boxes: Dict[str, list] | None, source: str):
 
 
 def run(
-    paths: Sequence[str], out: "str | Path", cfg: PipelineConfig = PipelineConfig(), hfov: float | None = None,
-    checkpoint: str | None = None, max_frames: int | None = None, progress: bool = True, emit=None,
-    tracking: TrackerConfig | None = TrackerConfig(), boxes: Dict[str, list] | None = None, force: bool = False,
-) -> List[Dict]:  # fmt: skip
+    paths: Sequence[str],
+    out: "str | Path",
+    cfg: PipelineConfig = PipelineConfig(),
+    hfov: float | None = None,
+    checkpoint: str | None = None,
+    max_frames: int | None = None,
+    progress: bool = True,
+    emit=None,
+    tracking: TrackerConfig | None = TrackerConfig(),
+    boxes: Dict[str, list] | None = None,
+    force: bool = False,
+) -> List[Dict]:
     """Process every input; ``emit(record)`` is called per image/frame record. Returns all records.
 
     ``tracking``: track ids and smoothing over video frames (None: off). ``boxes``: person
@@ -289,8 +310,10 @@ def run(
         raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
     urls = [p for p in paths if "://" in str(p)]
     if urls:
-        raise ValueError(f"{urls[0]}: URLs (network streams) are not inputs of hmdiff run; "
-                         "give files, folders or a camera index, or use the ROS node")  # fmt: skip
+        raise ValueError(
+            f"{urls[0]}: URLs (network streams) are not inputs of hmdiff run; "
+            "give files, folders or a camera index, or use the ROS node"
+        )
     folder = OutputFolder(out, force=force)
     inputs = collect_inputs(paths, skip=folder.owned())
     if not inputs:
@@ -310,8 +333,9 @@ def run(
             try:
                 if source in videos:
                     tracker = Tracker(tracking) if tracking is not None else None
-                    records += process_video(pipe, source, folder, stems[source], hfov, max_frames, progress,
-                                             tracker, emit)  # fmt: skip
+                    records += process_video(
+                        pipe, source, folder, stems[source], hfov, max_frames, progress, tracker, emit
+                    )
                     continue
                 new = process_image(pipe, source, folder, stems[source], hfov, _boxes_for(boxes, source))
             except (ValueError, OSError, cv2.error) as exc:  # a bad input: report, keep going

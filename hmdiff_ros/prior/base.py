@@ -69,10 +69,14 @@ def observe(person: PriorPerson, image_size, cfg: ProxyConfig = ProxyConfig()) -
     valid = warp(np.ones((height, width), np.float32))
     mask = warp(person.mask.astype(np.float32)) if person.mask is not None else np.zeros((s, s), np.float32)
     return Observation(
-        box=box, uv=uv_crop.astype(np.float32), visibility=person.visibility.astype(np.float32),
-        mask=mask, valid=(valid > 0.5).astype(np.float32), prior_xyz=person.xyz.astype(np.float32),
+        box=box,
+        uv=uv_crop.astype(np.float32),
+        visibility=person.visibility.astype(np.float32),
+        mask=mask,
+        valid=(valid > 0.5).astype(np.float32),
+        prior_xyz=person.xyz.astype(np.float32),
         prior_uv=person.uv.astype(np.float32),
-    )  # fmt: skip
+    )
 
 
 NUM_PRIOR_JOINTS = len(PRIOR_JOINT_NAMES)

@@ -52,9 +52,11 @@ class MediaPipePrior:
         def make(still: bool):
             with third_party_output():
                 pose = mp_pose.Pose(
-                    static_image_mode=still, model_complexity=1, enable_segmentation=True,
+                    static_image_mode=still,
+                    model_complexity=1,
+                    enable_segmentation=True,
                     min_detection_confidence=min_detection_confidence,
-                )  # fmt: skip
+                )
                 # the graph opens its calculators (and prints) in worker threads: wait for that
                 # inside the block, or the lines race past it
                 graph = getattr(pose, "_graph", None)

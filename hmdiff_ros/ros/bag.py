@@ -87,9 +87,11 @@ def _not_a_bag_folder(path: Path) -> str | None:
         return "it is a symbolic link"
     if not path.is_dir():
         return "it is a file, not a bag folder"
-    others = sorted(e.name for e in path.iterdir()
-                    if e.is_symlink() or not e.is_file() or not (e.name in BAG_FILE_NAMES
-                                                                 or e.name.endswith(BAG_FILE_SUFFIXES)))  # fmt: skip
+    others = sorted(
+        e.name
+        for e in path.iterdir()
+        if e.is_symlink() or not e.is_file() or not (e.name in BAG_FILE_NAMES or e.name.endswith(BAG_FILE_SUFFIXES))
+    )
     if others:
         more = f" and {len(others) - 5} more" if len(others) > 5 else ""
         return f"it holds more than a rosbag2 folder does ({', '.join(others[:5])}{more})"
@@ -155,11 +157,23 @@ class _StopOnSignal:
 
 
 def process_bag(
-    src: "str | Path", dst: "str | Path", pipeline, image_topic: str | None = None,
-    camera_info_topic: str | None = None, distro: str = "humble", storage: str = "mcap", namespace: str = "/hmdiff",
-    mesh: str = "coarse", tracking=None, max_frames: int | None = None, progress: bool = True, tf: bool = True,
-    tf_prefix: str = "hmdiff_body", hri: bool = False, force: bool = False,
-) -> Dict:  # fmt: skip
+    src: "str | Path",
+    dst: "str | Path",
+    pipeline,
+    image_topic: str | None = None,
+    camera_info_topic: str | None = None,
+    distro: str = "humble",
+    storage: str = "mcap",
+    namespace: str = "/hmdiff",
+    mesh: str = "coarse",
+    tracking=None,
+    max_frames: int | None = None,
+    progress: bool = True,
+    tf: bool = True,
+    tf_prefix: str = "hmdiff_body",
+    hri: bool = False,
+    force: bool = False,
+) -> Dict:
     """Process ``src`` into the new bag ``dst`` (with ``force``, a rosbag2 folder ``dst`` is
     replaced); returns a summary.
 
@@ -198,9 +212,22 @@ def process_bag(
         reader.open()
     except Exception as exc:  # rosbags raises its own error types for unreadable bags
         raise ValueError(f"cannot read bag '{src}': {exc}") from None
-    summary: Dict = {"out": str(dst), "frames": 0, "people": 0, "dropped": 0, "error": None, "dropped_reasons": {},
-                     "interrupted": False, "signal": None, "partial": False, "replaced": replace, "removed": False, "camera_info_mismatch": 0,
-                     "camera_info_reasons": {}, "backend": getattr(getattr(pipeline, "model", None), "backend", "torch")}  # fmt: skip
+    summary: Dict = {
+        "out": str(dst),
+        "frames": 0,
+        "people": 0,
+        "dropped": 0,
+        "error": None,
+        "dropped_reasons": {},
+        "interrupted": False,
+        "signal": None,
+        "partial": False,
+        "replaced": replace,
+        "removed": False,
+        "camera_info_mismatch": 0,
+        "camera_info_reasons": {},
+        "backend": getattr(getattr(pipeline, "model", None), "backend", "torch"),
+    }
     try:
         image_topic = _pick(reader.connections, IMAGE_TYPES, image_topic, "image")
         if image_topic is None:
@@ -225,13 +252,21 @@ def process_bag(
                 defs = message_definitions()
                 ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
                 humans_c = writer.add_connection(f"{ns}/humans", HUMAN_ARRAY, typestore=store)
-                markers_c = writer.add_connection(f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store)
+                markers_c = writer.add_connection(
+                    f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store
+                )
                 debug_c = writer.add_connection(f"{ns}/debug_image", "sensor_msgs/msg/Image", typestore=store)
                 summary["topics"] = [f"{ns}/humans", f"{ns}/markers", f"{ns}/debug_image"]
                 tf_c = None
                 if tf:  # the input's /tf connection if it has one (one connection per topic and type)
-                    tf_c = next((out_conns[c.id] for c in reader.connections
-                                 if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns), None)  # fmt: skip
+                    tf_c = next(
+                        (
+                            out_conns[c.id]
+                            for c in reader.connections
+                            if c.topic == "/tf" and c.msgtype == TF_MESSAGE and c.id in out_conns
+                        ),
+                        None,
+                    )
                     tf_c = tf_c or writer.add_connection("/tf", TF_MESSAGE, typestore=store)
                     summary["topics"].append("/tf")
                 hri_c = writer.add_connection(HRI_TRACKED_TOPIC, HRI_IDS_LIST, typestore=store) if hri else None
@@ -269,9 +304,14 @@ def process_bag(
                         )
                         topo = pipeline.topology
                         markers = marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh)
-                        writer.write(markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray"))
-                        writer.write(debug_c, stamp, store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K),
-                                                                         "sensor_msgs/msg/Image"))  # fmt: skip
+                        writer.write(
+                            markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray")
+                        )
+                        writer.write(
+                            debug_c,
+                            stamp,
+                            store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K), "sensor_msgs/msg/Image"),
+                        )
                         if tf_c is not None and people:
                             tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people, prefix=tf_prefix))
                             writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))

@@ -121,8 +121,11 @@ class MessageFactory:
 
 
 def header(f: MessageFactory, sec: int, nanosec: int, frame_id: str):
-    return f.make("std_msgs/msg/Header", stamp=f.make("builtin_interfaces/msg/Time", sec=int(sec), nanosec=int(nanosec)),
-                  frame_id=str(frame_id))  # fmt: skip
+    return f.make(
+        "std_msgs/msg/Header",
+        stamp=f.make("builtin_interfaces/msg/Time", sec=int(sec), nanosec=int(nanosec)),
+        frame_id=str(frame_id),
+    )
 
 
 def _point(f: MessageFactory, p) -> object:
@@ -209,19 +212,39 @@ def human_array_msg(f: MessageFactory, hdr, people: Sequence, with_vertices: boo
     return f.make(HUMAN_ARRAY, header=hdr, humans=[human_msg(f, p, i, with_vertices) for i, p in enumerate(people)])
 
 
-def _marker(f: MessageFactory, hdr, ns: str, mid: int, kind: int, action: int = 0, points=(), scale=(1, 1, 1),
-            rgba=(1, 1, 1, 1), text: str = "", position=(0, 0, 0), lifetime_s: float = 0.0):  # fmt: skip
+def _marker(
+    f: MessageFactory,
+    hdr,
+    ns: str,
+    mid: int,
+    kind: int,
+    action: int = 0,
+    points=(),
+    scale=(1, 1, 1),
+    rgba=(1, 1, 1, 1),
+    text: str = "",
+    position=(0, 0, 0),
+    lifetime_s: float = 0.0,
+):
     lifetime_s = max(0.0, float(lifetime_s))  # Duration.nanosec is unsigned
     sec = int(lifetime_s)
     fields = dict(
-        header=hdr, ns=ns, id=int(mid), type=int(kind), action=int(action),
+        header=hdr,
+        ns=ns,
+        id=int(mid),
+        type=int(kind),
+        action=int(action),
         pose=_pose(f, position, np.eye(3)),
         scale=f.make("geometry_msgs/msg/Vector3", x=float(scale[0]), y=float(scale[1]), z=float(scale[2])),
         color=f.make("std_msgs/msg/ColorRGBA", r=float(rgba[0]), g=float(rgba[1]), b=float(rgba[2]), a=float(rgba[3])),
         lifetime=f.make("builtin_interfaces/msg/Duration", sec=sec, nanosec=int((lifetime_s - sec) * 1e9)),
-        frame_locked=False, points=list(points), colors=[], text=text, mesh_resource="",
+        frame_locked=False,
+        points=list(points),
+        colors=[],
+        text=text,
+        mesh_resource="",
         mesh_use_embedded_materials=False,
-    )  # fmt: skip
+    )
     fields.update(_texture_marker_fields(f))
     return f.make("visualization_msgs/msg/Marker", **fields)
 
@@ -247,12 +270,18 @@ def _build_texture_marker_fields(f: MessageFactory) -> Dict:
     out: Dict = {}
     if "texture_resource" in have:
         out.update(
-            texture_resource="", uv_coordinates=[],
-            texture=f.make("sensor_msgs/msg/CompressedImage", header=f.make(
-                "std_msgs/msg/Header", stamp=f.make("builtin_interfaces/msg/Time", sec=0, nanosec=0), frame_id=""),
-                format="", data=f.uint8s(np.zeros(0, np.uint8))),
+            texture_resource="",
+            uv_coordinates=[],
+            texture=f.make(
+                "sensor_msgs/msg/CompressedImage",
+                header=f.make(
+                    "std_msgs/msg/Header", stamp=f.make("builtin_interfaces/msg/Time", sec=0, nanosec=0), frame_id=""
+                ),
+                format="",
+                data=f.uint8s(np.zeros(0, np.uint8)),
+            ),
             mesh_file=f.make("visualization_msgs/msg/MeshFile", filename="", data=f.uint8s(np.zeros(0, np.uint8))),
-        )  # fmt: skip
+        )
     return out
 
 
@@ -263,9 +292,14 @@ ADD, DELETE, DELETEALL = 0, 2, 3
 
 
 def marker_array_msg(
-    f: MessageFactory, hdr, people: Sequence, faces_coarse: np.ndarray, faces_full: np.ndarray | None = None,
-    mesh: str = "coarse", lifetime_s: float = 0.5,
-):  # fmt: skip
+    f: MessageFactory,
+    hdr,
+    people: Sequence,
+    faces_coarse: np.ndarray,
+    faces_full: np.ndarray | None = None,
+    mesh: str = "coarse",
+    lifetime_s: float = 0.5,
+):
     """Per person (namespace ``hmdiff``, id ``4 * person + k``): the mesh as a TRIANGLE_LIST
     (``mesh``: none, coarse or full), the skeleton as a LINE_LIST, the joints as a
     SPHERE_LIST and the track id as text; the first marker is a DELETEALL."""
@@ -279,16 +313,60 @@ def marker_array_msg(
             full = mesh == "full" and p.vertices is not None and faces_full is not None
             verts, faces = (p.vertices, faces_full) if full else (p.coarse_vertices, faces_coarse)
             tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces).reshape(-1)]
-            markers.append(_marker(f, hdr, "hmdiff/mesh", 4 * pid, TRIANGLE_LIST, points=_points(f, tri),
-                                   rgba=rgba, lifetime_s=lifetime_s))  # fmt: skip
+            markers.append(
+                _marker(
+                    f,
+                    hdr,
+                    "hmdiff/mesh",
+                    4 * pid,
+                    TRIANGLE_LIST,
+                    points=_points(f, tri),
+                    rgba=rgba,
+                    lifetime_s=lifetime_s,
+                )
+            )
         seg = [p.joints[JOINT_INDEX[n]] for edge in SKELETON_EDGES for n in edge]
-        markers.append(_marker(f, hdr, "hmdiff/skeleton", 4 * pid + 1, LINE_LIST, points=_points(f, seg),
-                               scale=(0.02, 0, 0), rgba=(1, 1, 1, 1), lifetime_s=lifetime_s))  # fmt: skip
-        markers.append(_marker(f, hdr, "hmdiff/joints", 4 * pid + 2, SPHERE_LIST, points=_points(f, p.joints),
-                               scale=(0.04, 0.04, 0.04), rgba=rgba[:3] + (1.0,), lifetime_s=lifetime_s))  # fmt: skip
+        markers.append(
+            _marker(
+                f,
+                hdr,
+                "hmdiff/skeleton",
+                4 * pid + 1,
+                LINE_LIST,
+                points=_points(f, seg),
+                scale=(0.02, 0, 0),
+                rgba=(1, 1, 1, 1),
+                lifetime_s=lifetime_s,
+            )
+        )
+        markers.append(
+            _marker(
+                f,
+                hdr,
+                "hmdiff/joints",
+                4 * pid + 2,
+                SPHERE_LIST,
+                points=_points(f, p.joints),
+                scale=(0.04, 0.04, 0.04),
+                rgba=rgba[:3] + (1.0,),
+                lifetime_s=lifetime_s,
+            )
+        )
         head = p.joints[JOINT_INDEX["head_top"]] + np.array([0.0, -0.15, 0.0])  # above the head (y is down)
-        markers.append(_marker(f, hdr, "hmdiff/id", 4 * pid + 3, TEXT_VIEW_FACING, scale=(0, 0, 0.12),
-                               rgba=(1, 1, 1, 1), text=f"person {pid}", position=head, lifetime_s=lifetime_s))  # fmt: skip
+        markers.append(
+            _marker(
+                f,
+                hdr,
+                "hmdiff/id",
+                4 * pid + 3,
+                TEXT_VIEW_FACING,
+                scale=(0, 0, 0.12),
+                rgba=(1, 1, 1, 1),
+                text=f"person {pid}",
+                position=head,
+                lifetime_s=lifetime_s,
+            )
+        )
     return f.make("visualization_msgs/msg/MarkerArray", markers=markers)
 
 
@@ -296,8 +374,16 @@ def image_msg(f: MessageFactory, hdr, rgb: np.ndarray):
     """``sensor_msgs/Image`` ``rgb8`` of an ``(H, W, 3)`` uint8 image."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w = rgb.shape[:2]
-    return f.make("sensor_msgs/msg/Image", header=hdr, height=h, width=w, encoding="rgb8", is_bigendian=0,
-                  step=3 * w, data=f.uint8s(rgb))  # fmt: skip
+    return f.make(
+        "sensor_msgs/msg/Image",
+        header=hdr,
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * w,
+        data=f.uint8s(rgb),
+    )
 
 
 def transforms(f: MessageFactory, hdr, people: Sequence, joints: bool = False, prefix: str = "hmdiff_body") -> List:
@@ -322,11 +408,13 @@ def rotation_from_quaternion(x: float, y: float, z: float, w: float) -> np.ndarr
     if not np.isfinite(n) or n < 1e-9:
         raise ValueError(f"quaternion ({x}, {y}, {z}, {w}) is not a rotation")
     x, y, z, w = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def rigid_from_transform(tr) -> tuple:
@@ -343,20 +431,31 @@ def people_in_frame(people: Sequence, R: np.ndarray, t: np.ndarray) -> List:
     def move(x):
         return None if x is None else np.asarray(x, dtype=np.float64) @ R.T + t
 
-    return [dataclasses.replace(p, joints=move(p.joints), coarse_vertices=move(p.coarse_vertices),
-                                vertices=move(p.vertices), translation=move(p.translation))
-            for p in people]  # fmt: skip
+    return [
+        dataclasses.replace(
+            p,
+            joints=move(p.joints),
+            coarse_vertices=move(p.coarse_vertices),
+            vertices=move(p.vertices),
+            translation=move(p.translation),
+        )
+        for p in people
+    ]
 
 
 def _transform(f: MessageFactory, hdr, parent: str, child: str, t, rot):
     q = quaternion(rot)
     h = f.make("std_msgs/msg/Header", stamp=hdr.stamp, frame_id=parent)
     return f.make(
-        "geometry_msgs/msg/TransformStamped", header=h, child_frame_id=child,
-        transform=f.make("geometry_msgs/msg/Transform",
-                         translation=f.make("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]), z=float(t[2])),
-                         rotation=f.make("geometry_msgs/msg/Quaternion", x=q[0], y=q[1], z=q[2], w=q[3])),
-    )  # fmt: skip
+        "geometry_msgs/msg/TransformStamped",
+        header=h,
+        child_frame_id=child,
+        transform=f.make(
+            "geometry_msgs/msg/Transform",
+            translation=f.make("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]), z=float(t[2])),
+            rotation=f.make("geometry_msgs/msg/Quaternion", x=q[0], y=q[1], z=q[2], w=q[3]),
+        ),
+    )
 
 
 # Raw ``sensor_msgs/Image`` encodings -> (channels, bytes per channel, channel order). The
@@ -364,12 +463,27 @@ def _transform(f: MessageFactory, hdr, parent: str, child: str, t, rot):
 # ``yuv422`` is UYVY and ``yuv422_yuy2`` YUYV (REP-118 names; ``uyvy``/``yuyv`` are the newer
 # spellings): two bytes per pixel, chroma shared by pixel pairs, so the width must be even.
 _RAW_LAYOUTS = {
-    "rgb8": (3, 1, "rgb"), "bgr8": (3, 1, "bgr"), "rgba8": (4, 1, "rgba"), "bgra8": (4, 1, "bgra"),
-    "mono8": (1, 1, "gray"), "8UC1": (1, 1, "gray"), "8UC3": (3, 1, "bgr"), "8UC4": (4, 1, "bgra"),
-    "rgb16": (3, 2, "rgb"), "bgr16": (3, 2, "bgr"), "rgba16": (4, 2, "rgba"), "bgra16": (4, 2, "bgra"),
-    "mono16": (1, 2, "gray"), "16UC1": (1, 2, "gray"), "16UC3": (3, 2, "bgr"), "16UC4": (4, 2, "bgra"),
-    "yuv422": (2, 1, "uyvy"), "uyvy": (2, 1, "uyvy"), "yuv422_yuy2": (2, 1, "yuyv"), "yuyv": (2, 1, "yuyv"),
-}  # fmt: skip
+    "rgb8": (3, 1, "rgb"),
+    "bgr8": (3, 1, "bgr"),
+    "rgba8": (4, 1, "rgba"),
+    "bgra8": (4, 1, "bgra"),
+    "mono8": (1, 1, "gray"),
+    "8UC1": (1, 1, "gray"),
+    "8UC3": (3, 1, "bgr"),
+    "8UC4": (4, 1, "bgra"),
+    "rgb16": (3, 2, "rgb"),
+    "bgr16": (3, 2, "bgr"),
+    "rgba16": (4, 2, "rgba"),
+    "bgra16": (4, 2, "bgra"),
+    "mono16": (1, 2, "gray"),
+    "16UC1": (1, 2, "gray"),
+    "16UC3": (3, 2, "bgr"),
+    "16UC4": (4, 2, "bgra"),
+    "yuv422": (2, 1, "uyvy"),
+    "uyvy": (2, 1, "uyvy"),
+    "yuv422_yuy2": (2, 1, "yuyv"),
+    "yuyv": (2, 1, "yuyv"),
+}
 ENCODINGS = tuple(_RAW_LAYOUTS)
 
 
@@ -404,8 +518,10 @@ def image_to_rgb(msg) -> np.ndarray:
         raise ValueError(f"cannot decode the {name}: its width must be even, got {width}")
     data = _uint8_data(msg.data, name)
     if data.size != step * height:
-        raise ValueError(f"cannot decode the {name}: {width}x{height} with step {step} needs {step * height} "
-                         f"bytes of data, got {data.size}")  # fmt: skip
+        raise ValueError(
+            f"cannot decode the {name}: {width}x{height} with step {step} needs {step * height} "
+            f"bytes of data, got {data.size}"
+        )
     if width == 0 or height == 0:
         raise ValueError(f"cannot decode the {name}: it is empty ({width}x{height})")
     rows = np.ascontiguousarray(data.reshape(height, step)[:, :row])  # (H, W * C * depth) bytes, padding dropped
@@ -473,11 +589,19 @@ def camera_info_msg(f: MessageFactory, hdr, K: np.ndarray, width: int, height: i
     rectified camera publishes it; :func:`intrinsics_from_camera_info` reads ``K`` back."""
     K = np.asarray(K, dtype=np.float64).reshape(3, 3)
     return f.make(
-        "sensor_msgs/msg/CameraInfo", header=hdr, height=int(height), width=int(width), distortion_model="plumb_bob",
-        d=f.floats(np.zeros(5), "float64"), k=K.ravel(), r=np.eye(3).ravel(), p=np.hstack([K, np.zeros((3, 1))]).ravel(),
-        binning_x=0, binning_y=0,
+        "sensor_msgs/msg/CameraInfo",
+        header=hdr,
+        height=int(height),
+        width=int(width),
+        distortion_model="plumb_bob",
+        d=f.floats(np.zeros(5), "float64"),
+        k=K.ravel(),
+        r=np.eye(3).ravel(),
+        p=np.hstack([K, np.zeros((3, 1))]).ravel(),
+        binning_x=0,
+        binning_y=0,
         roi=f.make("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
-    )  # fmt: skip
+    )
 
 
 def _camera_info_k(msg) -> np.ndarray:

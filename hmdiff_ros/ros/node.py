@@ -109,10 +109,14 @@ class HMDiffNode(LifecycleNode):
 
         dat = DATConfig(mode=self.p("dat_mode"), tau=self.p("dat_tau"), scale=self.p("dat_lambda"))
         return PipelineConfig(
-            steps=self.p("ddim_steps"), dat=dat, hypotheses=self.p("hypotheses"), hfov_deg=self.p("hfov_deg"),
+            steps=self.p("ddim_steps"),
+            dat=dat,
+            hypotheses=self.p("hypotheses"),
+            hfov_deg=self.p("hfov_deg"),
             full_mesh=self.p("mesh_resolution") == "full" or self.p("publish_debug_image"),
-            backend=self.p("backend"), engines=self.p("engines"),
-        )  # fmt: skip
+            backend=self.p("backend"),
+            engines=self.p("engines"),
+        )
 
     # ---- lifecycle --------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -127,8 +131,9 @@ class HMDiffNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
         try:
             # one camera stream: the prior follows the person (video mode) unless boxes come from detections
-            self.pipe = build_pipeline(self._pipeline_config(), self.p("checkpoint") or None,
-                                       video=not self.p("use_detections"))  # fmt: skip
+            self.pipe = build_pipeline(
+                self._pipeline_config(), self.p("checkpoint") or None, video=not self.p("use_detections")
+            )
         except Exception as exc:  # rclpy would turn it into a silent ERROR transition
             self.get_logger().error(f"cannot load the model: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -155,8 +160,9 @@ class HMDiffNode(LifecycleNode):
                 self.hri_pub = self.create_publisher(self.factory._cls_of(HRI_IDS_LIST), HRI_TRACKED_TOPIC, reliable)
                 self._pubs.append(self.hri_pub)
             except ImportError as exc:
-                self.get_logger().error(f"publish_hri needs the hri_msgs package (ROS4HRI): {exc}; not publishing "
-                                        f"{HRI_TRACKED_TOPIC}")  # fmt: skip
+                self.get_logger().error(
+                    f"publish_hri needs the hri_msgs package (ROS4HRI): {exc}; not publishing {HRI_TRACKED_TOPIC}"
+                )
         # made once per node: a second configure (after cleanup) must not declare or create them again
         if self.tf is None:
             self.tf = TransformBroadcaster(self)
@@ -182,8 +188,12 @@ class HMDiffNode(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
-                         reliability=IMAGE_QOS[self.p("image_qos")])  # fmt: skip
+        qos = QoSProfile(
+            depth=1,
+            history=HistoryPolicy.KEEP_LAST,
+            durability=DurabilityPolicy.VOLATILE,
+            reliability=IMAGE_QOS[self.p("image_qos")],
+        )
         if self.p("compressed"):
             self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos))
         else:
@@ -274,8 +284,19 @@ class HMDiffNode(LifecycleNode):
                 self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=5.0)
 
     def _config_key(self) -> tuple:
-        return tuple(self.p(n) for n in ("ddim_steps", "dat_mode", "dat_tau", "dat_lambda", "hypotheses",
-                                         "hfov_deg", "mesh_resolution", "publish_debug_image"))  # fmt: skip
+        return tuple(
+            self.p(n)
+            for n in (
+                "ddim_steps",
+                "dat_mode",
+                "dat_tau",
+                "dat_lambda",
+                "hypotheses",
+                "hfov_deg",
+                "mesh_resolution",
+                "publish_debug_image",
+            )
+        )
 
     def _apply_parameters(self) -> None:
         """Rebuild the pipeline's config when run-time parameters changed. Compared with a
@@ -319,8 +340,17 @@ class HMDiffNode(LifecycleNode):
         if self.p("publish_markers"):
             mesh = self.p("mesh_resolution") if self._frame % self.p("mesh_every_n") == 0 else "none"
             topo = self.pipe.topology
-            self.markers_pub.publish(marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh,
-                                                      lifetime_s=self.p("marker_lifetime_s")))  # fmt: skip
+            self.markers_pub.publish(
+                marker_array_msg(
+                    f,
+                    hdr,
+                    people,
+                    topo.coarse_faces,
+                    topo.full_faces,
+                    mesh=mesh,
+                    lifetime_s=self.p("marker_lifetime_s"),
+                )
+            )
         prefix = self.p("tf_prefix")
         if self.p("publish_tf") and people:
             self.tf.sendTransform(transforms(f, hdr, people, joints=self.p("publish_joint_tf"), prefix=prefix))
@@ -353,11 +383,14 @@ class HMDiffNode(LifecycleNode):
 
         target = self.p("target_frame")
         try:
-            tr = self.tf_buffer.lookup_transform(target, hdr.frame_id, Time.from_msg(hdr.stamp),
-                                                 timeout=Duration(seconds=self.p("tf_timeout_s")))  # fmt: skip
+            tr = self.tf_buffer.lookup_transform(
+                target, hdr.frame_id, Time.from_msg(hdr.stamp), timeout=Duration(seconds=self.p("tf_timeout_s"))
+            )
         except TransformException as exc:
-            raise ValueError(f"no transform from '{hdr.frame_id}' to target_frame '{target}' at the image stamp "
-                             f"{hdr.stamp.sec}.{hdr.stamp.nanosec:09d}: {exc}") from None  # fmt: skip
+            raise ValueError(
+                f"no transform from '{hdr.frame_id}' to target_frame '{target}' at the image stamp "
+                f"{hdr.stamp.sec}.{hdr.stamp.nanosec:09d}: {exc}"
+            ) from None
         R, t = rigid_from_transform(tr.transform)
         return Header(stamp=hdr.stamp, frame_id=target), people_in_frame(people, R, t)
 
@@ -373,18 +406,26 @@ class HMDiffNode(LifecycleNode):
 
         recent = [t for t in self._times if time.monotonic() - t < 5.0]  # falls to 0 when frames stop
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-        lat, proc, age = (np.median(np.array(self._latency), axis=0) * 1000 if self._latency
-                          else (float("nan"),) * 3)  # fmt: skip
+        lat, proc, age = np.median(np.array(self._latency), axis=0) * 1000 if self._latency else (float("nan"),) * 3
         s = self.stats
         level, message = s.level()
         stat.summary({0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}[level], message)
         backend = self.pipe.model.backend if self.pipe is not None else "not loaded"
-        for key, value in (("rate_hz", f"{rate:.1f}"), ("latency_ms (receive to publish)", f"{lat:.1f}"),
-                           ("processing_ms", f"{proc:.1f}"), ("age_ms (image stamp to publish)", f"{age:.1f}"),
-                           ("received", s["received"]), ("processed", s["processed"]), ("dropped", s["dropped"]),
-                           ("failed", s["failed"]), ("failed_reasons", s.reasons_text()),
-                           ("camera_info_unused", s["camera_info_unused"]), ("last_error", s["last_error"]),
-                           ("backend", backend), ("backend_asked", self.p("backend"))):  # fmt: skip
+        for key, value in (
+            ("rate_hz", f"{rate:.1f}"),
+            ("latency_ms (receive to publish)", f"{lat:.1f}"),
+            ("processing_ms", f"{proc:.1f}"),
+            ("age_ms (image stamp to publish)", f"{age:.1f}"),
+            ("received", s["received"]),
+            ("processed", s["processed"]),
+            ("dropped", s["dropped"]),
+            ("failed", s["failed"]),
+            ("failed_reasons", s.reasons_text()),
+            ("camera_info_unused", s["camera_info_unused"]),
+            ("last_error", s["last_error"]),
+            ("backend", backend),
+            ("backend_asked", self.p("backend")),
+        ):
             stat.add(key, str(value))
         return stat
 

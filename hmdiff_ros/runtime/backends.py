@@ -95,10 +95,17 @@ class GraphModel:
         return self
 
     def sample(
-        self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None,
-        steps: int = 4, dat: DATConfig = DATConfig(), hypotheses: int = 1, eta: float = 0.0,
-        generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-    ) -> SampleOutput:  # fmt: skip
+        self,
+        proxy: torch.Tensor,
+        prior_xyz: torch.Tensor | None = None,
+        prior_vis: torch.Tensor | None = None,
+        steps: int = 4,
+        dat: DATConfig = DATConfig(),
+        hypotheses: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> SampleOutput:
         if dat.mode == "full":
             raise ValueError(f"dat mode 'full' needs PyTorch autograd; the {self.name} backend runs 'fast' or 'off'")
         sampler = self.samplers.get((steps, dat.mode))
@@ -179,9 +186,12 @@ def _load(name: str, checkpoint, engines, compile: bool):
 
 
 def load_model(
-    backend: str = "torch", checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES,
-    compile: bool = False, fallback: bool = True,
-):  # fmt: skip
+    backend: str = "torch",
+    checkpoint: "str | Path | None" = None,
+    engines: "str | Path" = DEFAULT_ENGINES,
+    compile: bool = False,
+    fallback: bool = True,
+):
     """The model on ``backend`` (``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``);
     ``fallback=False`` raises instead of falling back (benchmarks must not mislabel).
 

@@ -175,9 +175,14 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     fps = 1000.0 / float(np.median(np.asarray(times["total"]) * 1000.0))
     return {
         "backend": getattr(model, "backend", None),  # what ran (load_model may have fallen back)
-        "stages": stages, "fps": round(fps, 1), "people": len(people), "steps": cfg.steps,
-        "dat": cfg.dat.mode, "hypotheses": cfg.hypotheses, "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "stages": stages,
+        "fps": round(fps, 1),
+        "people": len(people),
+        "steps": cfg.steps,
+        "dat": cfg.dat.mode,
+        "hypotheses": cfg.hypotheses,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def check_report(out: "str | Path", force: bool = False) -> Path:

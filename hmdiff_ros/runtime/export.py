@@ -82,8 +82,12 @@ def check_opset(opset) -> int:
         log.warning(
             "--opset %d is newer than the newest opset of torch's TorchScript ONNX exporter (%d): the graphs use "
             "its opset-%d operators under opset %d (ONNX Runtime runs them; check other runtimes, or use --opset %d)",
-            opset, torchscript, torchscript, opset, torchscript,
-        )  # fmt: skip
+            opset,
+            torchscript,
+            torchscript,
+            opset,
+            torchscript,
+        )
     return int(opset)
 
 
@@ -111,9 +115,12 @@ class UnrolledSampler(nn.Module):
 
 def _export(module: nn.Module, args, path: Path, inputs: Sequence[str], outputs: Sequence[str], opset: int) -> None:
     kwargs = dict(
-        input_names=list(inputs), output_names=list(outputs), opset_version=opset,
-        dynamic_axes={n: {0: "batch"} for n in (*inputs, *outputs)}, do_constant_folding=True,
-    )  # fmt: skip
+        input_names=list(inputs),
+        output_names=list(outputs),
+        opset_version=opset,
+        dynamic_axes={n: {0: "batch"} for n in (*inputs, *outputs)},
+        do_constant_folding=True,
+    )
     params = inspect.signature(torch.onnx.export).parameters
     if "dynamo" in params:
         kwargs["dynamo"] = False  # the TorchScript exporter: same graphs on torch 2.1 .. 2.13
@@ -222,28 +229,44 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
         "outputs": {"image_tokens": ["batch", tokens.shape[1], tokens.shape[2]]},
     }
     timestep = torch.tensor([999, 250])
-    _export(model.denoiser, (noise, timestep, tokens), out / "denoiser.onnx",
-            ["sample", "timestep", "image_tokens"], ["output"], opset)  # fmt: skip
+    _export(
+        model.denoiser,
+        (noise, timestep, tokens),
+        out / "denoiser.onnx",
+        ["sample", "timestep", "image_tokens"],
+        ["output"],
+        opset,
+    )
     files["denoiser.onnx"] = {
         "inputs": {
-            "sample": ["batch", model.num_points, 3], "timestep": ["batch"],
+            "sample": ["batch", model.num_points, 3],
+            "timestep": ["batch"],
             "image_tokens": ["batch", tokens.shape[1], tokens.shape[2]],
         },
         "outputs": {"output": ["batch", model.num_points, 3]},
-    }  # fmt: skip
+    }
     dat_cfg = replace(DATConfig(), mode=dat)
     for k in sorted({int(k) for k in steps}):
         name = sampler_file(k, dat)
-        _export(UnrolledSampler(model, k, dat_cfg).eval(), (proxy, noise, prior, vis), out / name,
-                ["proxy", "noise", "prior_xyz", "prior_vis"], ["points"], opset)  # fmt: skip
+        _export(
+            UnrolledSampler(model, k, dat_cfg).eval(),
+            (proxy, noise, prior, vis),
+            out / name,
+            ["proxy", "noise", "prior_xyz", "prior_vis"],
+            ["points"],
+            opset,
+        )
         files[name] = {
-            "steps": k, "dat": asdict(dat_cfg),
+            "steps": k,
+            "dat": asdict(dat_cfg),
             "inputs": {
                 "proxy": ["batch", enc.in_channels, enc.input_size, enc.input_size],
-                "noise": ["batch", model.num_points, 3], "prior_xyz": ["batch", 24, 3], "prior_vis": ["batch", 24],
+                "noise": ["batch", model.num_points, 3],
+                "prior_xyz": ["batch", 24, 3],
+                "prior_vis": ["batch", 24],
             },
             "outputs": {"points": ["batch", model.num_points, 3]},
-        }  # fmt: skip
+        }
     for name in files:
         files[name]["sha256"] = file_sha256(out / name)
     manifest = {

@@ -65,9 +65,13 @@ def _trt():
 
 
 def build_engine(
-    onnx_path: "str | Path", out: "str | Path", fp16: bool = True, max_batch: int = 16, opt_batch: int = 4,
+    onnx_path: "str | Path",
+    out: "str | Path",
+    fp16: bool = True,
+    max_batch: int = 16,
+    opt_batch: int = 4,
     workspace_gb: float = 1.0,
-) -> Path:  # fmt: skip
+) -> Path:
     """Build a serialized engine from ``onnx_path`` into ``out``; returns its path."""
     trt = _trt()
     onnx_path, out = Path(onnx_path), Path(out)
@@ -101,10 +105,20 @@ def build_engine(
     gpu = torch.cuda.get_device_name()
     path = out / engine_name(onnx_path.stem, sha, gpu, trt.__version__, precision)
     path.write_bytes(bytes(serialized))
-    path.with_suffix(".json").write_text(json.dumps({
-        "onnx": onnx_path.name, "onnx_sha256": sha, "gpu": gpu, "tensorrt": trt.__version__,
-        "precision": precision, "batch": [1, opt_batch, max_batch],
-    }, indent=1) + "\n")  # fmt: skip
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "onnx": onnx_path.name,
+                "onnx_sha256": sha,
+                "gpu": gpu,
+                "tensorrt": trt.__version__,
+                "precision": precision,
+                "batch": [1, opt_batch, max_batch],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     log.info("built %s", path)
     return path
 
@@ -248,10 +262,17 @@ class CudaGraphModel:
         return self
 
     def sample(
-        self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None,
-        steps: int = 4, dat: DATConfig = DATConfig(), hypotheses: int = 1, eta: float = 0.0,
-        generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-    ) -> SampleOutput:  # fmt: skip
+        self,
+        proxy: torch.Tensor,
+        prior_xyz: torch.Tensor | None = None,
+        prior_vis: torch.Tensor | None = None,
+        steps: int = 4,
+        dat: DATConfig = DATConfig(),
+        hypotheses: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> SampleOutput:
         step_generator = None
         if proxy.dim() == 4 and hypotheses >= 1:  # otherwise the model's own checks raise
             batch = proxy.shape[0] * hypotheses
