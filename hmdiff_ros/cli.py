@@ -214,8 +214,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.config import build_pipeline
     from hmdiff_ros.pipeline.eval_real import evaluate_real
-    from hmdiff_ros.pipeline.run import build_pipeline
 
     pipe = build_pipeline(_pipeline_config(args), args.checkpoint)
     try:
@@ -282,7 +282,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_bag(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.run import build_pipeline
+    from hmdiff_ros.pipeline.config import build_pipeline
     from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
     from hmdiff_ros.ros.bag import process_bag
 
@@ -363,8 +363,9 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from hmdiff_ros.pipeline.config import build_pipeline
     from hmdiff_ros.pipeline.io import read_image
-    from hmdiff_ros.pipeline.run import DEMO_IMAGE, build_pipeline
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
     from hmdiff_ros.runtime.bench import bench_pipeline
 
     image = read_image(args.image or DEMO_IMAGE)
@@ -396,23 +397,20 @@ _OPTION_NAMES = {
 
 def _pipeline_config(args: argparse.Namespace):
     """The pipeline's configuration from the options, checked once with the options' names."""
-    from types import SimpleNamespace
+    from hmdiff_ros.pipeline.config import pipeline_config
 
-    from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.pipeline.pipeline import PipelineConfig, config_error
-
-    values = dict(
-        steps=args.steps,
-        dat=DATConfig(mode=args.dat),
-        hypotheses=args.hypotheses,
-        hfov_deg=args.hfov,
-        backend=args.backend,
-        engines=args.engines,
-    )
-    why = config_error(SimpleNamespace(**values), _OPTION_NAMES)
-    if why:
-        raise _UsageError(why)
-    return PipelineConfig(**values)
+    try:
+        return pipeline_config(
+            steps=args.steps,
+            dat_mode=args.dat,
+            hypotheses=args.hypotheses,
+            hfov_deg=args.hfov,
+            backend=args.backend,
+            engines=args.engines,
+            names=_OPTION_NAMES,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 class _UsageError(ValueError):

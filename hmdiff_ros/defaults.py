@@ -10,6 +10,10 @@ STEPS = 4  # DDIM steps
 STEPS_RANGE = (1, 50)
 DAT_MODES = ("off", "fast", "full")
 DAT_MODE = "fast"
+DAT_TAU = 0.3  # DAT aligns while the relative gap exceeds tau
+DAT_TAU_RANGE = (0.0, 1.0)
+DAT_LAMBDA = 0.5  # DAT: fraction of the gap one aligned step removes
+DAT_LAMBDA_RANGE = (0.0, 2.0)
 HYPOTHESES = 4  # diffusion samples per person
 HYPOTHESES_RANGE = (1, 64)
 # people x hypotheses in one model call; more people are sampled in chunks of this size
@@ -20,6 +24,7 @@ MAX_BATCH = 256
 HFOV_DEG = 65.0
 HFOV_RANGE = (1.0, 179.0)  # exclusive bounds, degrees
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
+BACKEND = "torch"  # the default: runs everywhere, no export needed
 ENGINES = "engines"  # folder of the ONNX export / TensorRT engines
 # a person whose pelvis lands nearer than this or farther than MAX_DEPTH_M from the camera is
 # not a plausible result (absurd intrinsics, a failed prior): it is rejected, never published

@@ -31,16 +31,18 @@ from dataclasses import dataclass
 
 import torch
 
-DAT_MODES = ("off", "fast", "full")
+from hmdiff_ros import defaults
+
+DAT_MODES = defaults.DAT_MODES
 MIN_COSINE = 0.2  # bound on the alignment step when its direction barely reduces the gap
 
 
 @dataclass(frozen=True)
 class DATConfig:
-    mode: str = "fast"  # "off", "fast" (closed form) or "full" (autograd through the denoiser)
-    tau: float = 0.3  # align while the relative gap R_k = D_k / D_K exceeds tau
+    mode: str = defaults.DAT_MODE  # "off", "fast" (closed form) or "full" (autograd through the denoiser)
+    tau: float = defaults.DAT_TAU  # align while the relative gap R_k = D_k / D_K exceeds tau
     max_fraction: float = 0.5  # ... and only in this first fraction of the steps (at least one)
-    scale: float = 0.5  # λ: fraction of the gap one aligned step removes (first order)
+    scale: float = defaults.DAT_LAMBDA  # λ: fraction of the gap one aligned step removes (first order)
     huber_m: float = 0.05  # Huber threshold on the joint distance, metres
     min_visibility: float = 0.5  # prior joints below contribute nothing
     rigid: bool = True  # rotate x̂_0 onto the prior (weighted Kabsch) before the gradient step
@@ -48,12 +50,13 @@ class DATConfig:
     def __post_init__(self) -> None:
         if self.mode not in DAT_MODES:
             raise ValueError(f"dat mode must be one of {DAT_MODES}, got {self.mode!r}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise ValueError(f"dat tau must be in [0, 1], got {self.tau}")
+        why = defaults.range_error("dat tau", self.tau, defaults.DAT_TAU_RANGE) or defaults.range_error(
+            "dat scale (lambda)", self.scale, defaults.DAT_LAMBDA_RANGE
+        )
+        if why:
+            raise ValueError(why)
         if not 0.0 <= self.max_fraction <= 1.0:
             raise ValueError(f"dat max_fraction must be in [0, 1], got {self.max_fraction}")
-        if not 0.0 <= self.scale <= 2.0:
-            raise ValueError(f"dat scale (lambda) must be in [0, 2], got {self.scale}")
         if self.huber_m <= 0:
             raise ValueError(f"dat huber_m must be > 0, got {self.huber_m}")
 

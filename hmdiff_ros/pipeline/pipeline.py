@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -21,53 +21,13 @@ import torch
 from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import JOINT_NAMES, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
-from hmdiff_ros.camera import DEFAULT_HFOV_DEG, check_intrinsics, intrinsics_from_fov, project, solve_translation
-from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.camera import check_intrinsics, intrinsics_from_fov, project, solve_translation
 from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+from hmdiff_ros.pipeline.config import PipelineConfig
 from hmdiff_ros.prior.base import PosePrior, observe
 from hmdiff_ros.prior.mediapipe_prior import check_image
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    steps: int = defaults.STEPS  # DDIM steps
-    dat: DATConfig = field(default_factory=DATConfig)
-    hypotheses: int = defaults.HYPOTHESES  # samples per person: their spread is the per-joint uncertainty
-    hfov_deg: float = DEFAULT_HFOV_DEG  # field of view used when no intrinsics are given
-    full_mesh: bool = True  # up-sample to the full 13,718-vertex mesh
-    seed: int = 0  # sampling noise seed (results are deterministic per frame)
-    backend: str = "torch"  # model backend: torch, onnxruntime, tensorrt or auto (hmdiff_ros.runtime.backends)
-    engines: str = defaults.ENGINES  # folder of the ONNX export / TensorRT engines
-
-    def __post_init__(self) -> None:
-        why = config_error(self)
-        if why:
-            raise ValueError(why)
-
-
-def config_error(cfg: PipelineConfig, names: Dict[str, str] | None = None) -> str | None:
-    """Why ``cfg`` cannot run, or None: the one check of the pipeline's options, whose limits
-    live in :mod:`hmdiff_ros.defaults`. ``names`` maps field names to the caller's option
-    names (the command line's ``--steps``) for the message."""
-    name = lambda field: (names or {}).get(field, field)  # noqa: E731
-    why = (
-        defaults.range_error(name("steps"), cfg.steps, defaults.STEPS_RANGE, integer=True)
-        or defaults.range_error(name("hypotheses"), cfg.hypotheses, defaults.HYPOTHESES_RANGE, integer=True)
-        or defaults.range_error(name("hfov_deg"), cfg.hfov_deg, defaults.HFOV_RANGE, exclusive=True)
-    )
-    if why:
-        return why
-    if cfg.backend not in defaults.BACKENDS:
-        return f"{name('backend')} must be one of {', '.join(defaults.BACKENDS)}, got {cfg.backend!r}"
-    if cfg.dat.mode not in defaults.DAT_MODES:
-        return f"{name('dat')} must be one of {', '.join(defaults.DAT_MODES)}, got {cfg.dat.mode!r}"
-    if cfg.dat.mode == "full" and cfg.backend != "torch":
-        return (
-            f"{name('dat')} full needs {name('backend')} torch (the exported graphs run fast DAT), got {cfg.backend!r}"
-        )
-    return None
 
 
 @dataclass

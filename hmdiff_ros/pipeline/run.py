@@ -22,6 +22,7 @@ import numpy as np
 
 from hmdiff_ros.camera import intrinsics_from_fov
 from hmdiff_ros.errors import one_line
+from hmdiff_ros.pipeline.config import PipelineConfig, build_pipeline
 from hmdiff_ros.pipeline.io import (
     VIDEO_SUFFIXES,
     collect_inputs,
@@ -33,22 +34,12 @@ from hmdiff_ros.pipeline.io import (
     write_obj,
 )
 from hmdiff_ros.pipeline.outputs import OutputFolder, is_camera, output_stems
-from hmdiff_ros.pipeline.pipeline import Pipeline, PipelineConfig
+from hmdiff_ros.pipeline.pipeline import Pipeline
 from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
 MAX_BOX_COORDINATE = 100_000  # pixels: ten times the largest image side accepted
 DEMO_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "astronaut_eileen_collins.jpg"
-
-
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False) -> Pipeline:
-    """The pipeline with the MediaPipe prior; ``video``: the prior follows the person from frame
-    to frame (for one video or camera stream; :meth:`MediaPipePrior.reset` between streams)."""
-    from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
-    from hmdiff_ros.runtime.backends import load_model
-
-    model = load_model(cfg.backend, checkpoint, cfg.engines)
-    return Pipeline(model, MediaPipePrior(static_image_mode=not video), cfg=cfg)
 
 
 @contextlib.contextmanager

@@ -104,13 +104,13 @@ class HMDiffNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _pipeline_config(self):
-        from hmdiff_ros.model.dat import DATConfig
-        from hmdiff_ros.pipeline.pipeline import PipelineConfig
+        from hmdiff_ros.pipeline.config import pipeline_config
 
-        dat = DATConfig(mode=self.p("dat_mode"), tau=self.p("dat_tau"), scale=self.p("dat_lambda"))
-        return PipelineConfig(
+        return pipeline_config(
             steps=self.p("ddim_steps"),
-            dat=dat,
+            dat_mode=self.p("dat_mode"),
+            dat_tau=self.p("dat_tau"),
+            dat_lambda=self.p("dat_lambda"),
             hypotheses=self.p("hypotheses"),
             hfov_deg=self.p("hfov_deg"),
             full_mesh=self.p("mesh_resolution") == "full" or self.p("publish_debug_image"),
@@ -120,7 +120,7 @@ class HMDiffNode(LifecycleNode):
 
     # ---- lifecycle --------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        from hmdiff_ros.pipeline.run import build_pipeline
+        from hmdiff_ros.pipeline.config import build_pipeline
         from hmdiff_ros.pipeline.tracking import Tracker
 
         values = self._values()  # values given at start (a params file) skip the set-parameters callback

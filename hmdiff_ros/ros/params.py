@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 
+from hmdiff_ros import defaults
+
 # name: (default, description, read_only, range)
 PARAMETERS = {
-    "backend": ("torch", "model backend: torch, onnxruntime, tensorrt or auto", True, None),
+    "backend": (defaults.BACKEND, "model backend: torch, onnxruntime, tensorrt or auto", True, None),
     "checkpoint": ("", "checkpoint folder ('' = the shipped one)", True, None),
-    "engines": ("engines", "folder of the ONNX export / TensorRT engines", True, None),
+    "engines": (defaults.ENGINES, "folder of the ONNX export / TensorRT engines", True, None),
     "compressed": (False, "subscribe image/compressed (sensor_msgs/CompressedImage)", True, None),
     "use_detections": (False, "one person per box of 'detections' (vision_msgs/Detection2DArray)", True, None),
     "image_qos": (
@@ -28,13 +30,18 @@ PARAMETERS = {
         None,
     ),
     "tf_timeout_s": (0.1, "wait at most this long for the transform to target_frame", False, (0.0, 2.0)),
-    "ddim_steps": (4, "DDIM steps", False, (1, 50)),
-    "dat_mode": ("fast", "DAT gradient mode: off, fast or full (full: torch backend only)", False, None),
-    "dat_tau": (0.3, "DAT: align while the relative gap exceeds tau", False, (0.0, 1.0)),
-    "dat_lambda": (0.5, "DAT: fraction of the gap one aligned step removes", False, (0.0, 2.0)),
-    "hypotheses": (4, "diffusion samples per person (per-joint uncertainty)", False, (1, 16)),
+    "ddim_steps": (defaults.STEPS, "DDIM steps", False, defaults.STEPS_RANGE),
+    "dat_mode": (defaults.DAT_MODE, "DAT gradient mode: off, fast or full (full: torch backend only)", False, None),
+    "dat_tau": (defaults.DAT_TAU, "DAT: align while the relative gap exceeds tau", False, defaults.DAT_TAU_RANGE),
+    "dat_lambda": (
+        defaults.DAT_LAMBDA,
+        "DAT: fraction of the gap one aligned step removes",
+        False,
+        defaults.DAT_LAMBDA_RANGE,
+    ),
+    "hypotheses": (defaults.HYPOTHESES, "diffusion samples per person (per-joint uncertainty)", False, (1, 16)),
     "max_people": (4, "most people processed per frame (with detections)", False, (1, 16)),
-    "hfov_deg": (65.0, "horizontal field of view used until camera_info arrives", False, (10.0, 170.0)),
+    "hfov_deg": (defaults.HFOV_DEG, "horizontal field of view used until camera_info arrives", False, (10.0, 170.0)),
     "mesh_resolution": ("coarse", "mesh in the markers: none, coarse (600 vertices) or full", False, None),
     "mesh_every_n": (1, "publish the mesh marker every n-th frame (bandwidth)", False, (1, 100)),
     "publish_markers": (True, "publish ~/markers", False, None),
@@ -56,8 +63,8 @@ PARAMETERS = {
 }
 
 CHOICES = {
-    "backend": ("torch", "onnxruntime", "tensorrt", "auto"),
-    "dat_mode": ("off", "fast", "full"),
+    "backend": defaults.BACKENDS,
+    "dat_mode": defaults.DAT_MODES,
     "mesh_resolution": ("none", "coarse", "full"),
     "image_qos": ("sensor_data", "reliable"),
 }
