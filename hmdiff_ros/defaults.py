@@ -26,6 +26,11 @@ HFOV_RANGE = (1.0, 179.0)  # exclusive bounds, degrees
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
 BACKEND = "torch"  # the default: runs everywhere, no export needed
 ENGINES = "engines"  # folder of the ONNX export / TensorRT engines
+EXPORT_DAT_MODES = ("off", "fast")  # DAT inside the exported graphs (full needs autograd)
+# outputs: mesh resolution in the markers, and TF frames <TF_PREFIX>_<id> ('body': REP-155 names)
+MESH_RESOLUTIONS = ("none", "coarse", "full")
+MESH_RESOLUTION = "coarse"
+TF_PREFIX = "hmdiff_body"
 # a person whose pelvis lands nearer than this or farther than MAX_DEPTH_M from the camera is
 # not a plausible result (absurd intrinsics, a failed prior): it is rejected, never published
 MIN_DEPTH_M = 0.2

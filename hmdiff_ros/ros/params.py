@@ -42,13 +42,18 @@ PARAMETERS = {
     "hypotheses": (defaults.HYPOTHESES, "diffusion samples per person (per-joint uncertainty)", False, (1, 16)),
     "max_people": (4, "most people processed per frame (with detections)", False, (1, 16)),
     "hfov_deg": (defaults.HFOV_DEG, "horizontal field of view used until camera_info arrives", False, (10.0, 170.0)),
-    "mesh_resolution": ("coarse", "mesh in the markers: none, coarse (600 vertices) or full", False, None),
+    "mesh_resolution": (
+        defaults.MESH_RESOLUTION,
+        "mesh in the markers: none, coarse (600 vertices) or full",
+        False,
+        None,
+    ),
     "mesh_every_n": (1, "publish the mesh marker every n-th frame (bandwidth)", False, (1, 100)),
     "publish_markers": (True, "publish ~/markers", False, None),
     "publish_debug_image": (True, "publish ~/debug_image", False, None),
     "publish_tf": (True, "publish a TF frame per person", False, None),
     "publish_joint_tf": (False, "also publish a TF frame per joint", False, None),
-    "tf_prefix": ("hmdiff_body", "TF frames are <tf_prefix>_<id> ('body' gives REP-155 names)", False, None),
+    "tf_prefix": (defaults.TF_PREFIX, "TF frames are <tf_prefix>_<id> ('body' gives REP-155 names)", False, None),
     "publish_hri": (
         False,
         "also publish /humans/bodies/tracked (hri_msgs/IdsList, REP-155; needs hri_msgs)",
@@ -65,7 +70,7 @@ PARAMETERS = {
 CHOICES = {
     "backend": defaults.BACKENDS,
     "dat_mode": defaults.DAT_MODES,
-    "mesh_resolution": ("none", "coarse", "full"),
+    "mesh_resolution": defaults.MESH_RESOLUTIONS,
     "image_qos": ("sensor_data", "reliable"),
 }
 

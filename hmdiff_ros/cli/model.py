@@ -1,0 +1,107 @@
+"""``hmdiff train``, ``hmdiff eval`` and ``hmdiff ablate``: the model on synthetic data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hmdiff_ros import defaults
+from hmdiff_ros.cli.common import (
+    HYPOTHESES,
+    POSITIVE,
+    STEPS,
+    number,
+    refuse_existing,
+)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train HMDiff on streamed synthetic data (resumes from --out)")
+    p.add_argument(
+        "--config", default=None, help="YAML training config (default: hmdiff_ros/model/configs/default.yaml)"
+    )
+    p.add_argument("--out", default=None, help="run folder (checkpoint, metrics.jsonl); a run there is resumed")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="train afresh in an --out that holds anything but a resumable run (replaces its checkpoint)",
+    )
+    p.add_argument("--steps", **POSITIVE, default=None)
+    p.add_argument("--batch-size", **POSITIVE, default=None)
+    p.add_argument("--max-minutes", **number(float, 0), default=None, help="stop and checkpoint after this wall time")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--workers", **number(int, 0, 64), default=None, help="data-loader processes")
+    p.add_argument("--val-every", **POSITIVE, default=None)
+    p.add_argument("--lr", **number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
+    p.add_argument("--warmup-steps", **number(int, 0), default=None)
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--seed", **number(int, 0), default=None, help="seed of the training stream")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--data", default=None, help="folder written by 'hmdiff data make'")
+    p.add_argument("--steps", **STEPS, required=True, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, required=True, help="DAT gradient mode")
+    p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("ablate", help="DAT off/fast/full x DDIM steps and a tau/lambda sweep -> markdown + PNG")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default="docs/ablation")
+    p.add_argument("--force", action="store_true", help="replace the ablation files in --out")
+    p.add_argument("--limit", **number(int, 0), default=256, help="samples of the split to use (0: all)")
+    p.set_defaults(func=_cmd_ablate)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.train import load_train_config, train
+
+    overrides = {
+        k: v
+        for k, v in {
+            "out": args.out,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "max_minutes": args.max_minutes,
+            "device": args.device,
+            "workers": args.workers,
+            "val_every": args.val_every,
+            "lr": args.lr,
+            "warmup_steps": args.warmup_steps,
+            "init": args.init,
+            "seed": args.seed,
+            "force": args.force or None,
+        }.items()
+        if v is not None
+    }
+    config = args.config
+    if config is None:
+        config = Path(__file__).resolve().parents[1] / "model" / "configs" / "default.yaml"
+    print(json.dumps(train(load_train_config(config, overrides))))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['num_samples']} samples, {args.steps} steps, DAT {args.dat}: MPJPE {result['mpjpe_mm']:.1f} mm, "
+            f"PA-MPJPE {result['pa_mpjpe_mm']:.1f} mm, MPVPE {result['mpvpe_mm']:.1f} mm, PA-MPVPE {result['pa_mpvpe_mm']:.1f} mm"
+        )
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.ablate import ablate
+
+    refuse_existing([Path(args.out) / f"ablation.{ext}" for ext in ("md", "png", "json")], "--out", args.force)
+    print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None)))
+    return 0
