@@ -64,7 +64,9 @@ EXTRAS = {
         "pytest>=7",
         "hypothesis>=6",  # property tests of the parsers of user data (images, boxes, intrinsics)
         "pillow>=9",  # writes EXIF-rotated and multi-page test images
-        "ruff>=0.4",
+        # the formatter's output is checked (tests/test_code_quality.py): one minor version
+        "ruff>=0.17,<0.18",
+        "import-linter>=2.1,<3",  # the layer and no-cycle contracts in setup.cfg (tests/test_layers.py)
         "diffusers>=0.30",  # cross-checks our DDIM scheduler
         # colcon from PyPI: tests check that a workspace sees hmdiff_ros and hmdiff_msgs
         "colcon-core>=0.15",
