@@ -1,31 +1,29 @@
-"""Pinhole camera geometry and person crops, shared by data generation and inference.
+"""Pinhole camera geometry, shared by data generation and inference.
 
 Frames: the camera optical frame (REP-103/105): x right, y down, z forward, metres.
 Pixel coordinates: (u, v), u to the right, v down, pixel centres at integer coordinates
 (OpenCV's convention).
 
-A person crop is a square box ``(cx, cy, size)`` in pixels, built from 2D keypoints the
-same way in training and at run time (:func:`square_box`), and resampled to ``crop_size``
-pixels by the affine map of :func:`crop_affine`.
+A crop is a square box ``(cx, cy, size)`` in pixels, resampled to ``crop_size`` pixels by the
+affine map of :func:`crop_affine`. The box a person's crop gets is chosen in
+:mod:`hmdiff_ros.observation`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hmdiff_ros.defaults import HFOV_DEG as DEFAULT_HFOV_DEG
-from hmdiff_ros.defaults import HFOV_RANGE
-
-BOX_EXPAND = 1.25  # crop side / keypoint extent
-MIN_BOX_PX = 16.0
+from hmdiff_ros import defaults
 
 
-def intrinsics_from_fov(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
+def intrinsics_from_fov(width: int, height: int, hfov_deg: float = defaults.HFOV_DEG) -> np.ndarray:
     """``(3, 3)`` K for an image of ``width`` x ``height`` with the given horizontal FOV."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if not HFOV_RANGE[0] < hfov_deg < HFOV_RANGE[1]:
-        raise ValueError(f"hfov_deg must be between {HFOV_RANGE[0]} and {HFOV_RANGE[1]} degrees, got {hfov_deg}")
+    if not defaults.HFOV_RANGE[0] < hfov_deg < defaults.HFOV_RANGE[1]:
+        raise ValueError(
+            f"hfov_deg must be between {defaults.HFOV_RANGE[0]} and {defaults.HFOV_RANGE[1]} degrees, got {hfov_deg}"
+        )
     f = 0.5 * width / np.tan(np.deg2rad(hfov_deg) / 2)
     return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
 
@@ -35,9 +33,10 @@ def check_intrinsics(K, width: int, height: int, name: str = "K") -> np.ndarray:
     ``height`` image, else a ``ValueError`` naming ``name`` and what was expected.
 
     Plausible: finite, last row ``0 0 1``, positive focal lengths whose horizontal field of
-    view lies within ``HFOV_RANGE`` (the vertical one below its top), pixels no more than 5:1 from square, no more skew
-    than focal length, and the principal point inside the image (a quarter of its size of margin
-    on each side). Intrinsics outside these bounds put people behind the camera or kilometres away.
+    view lies within ``defaults.HFOV_RANGE`` (the vertical one below its top), pixels no more
+    than 5:1 from square, no more skew than focal length, and the principal point inside the
+    image (a quarter of its size of margin on each side). Intrinsics outside these bounds put
+    people behind the camera or kilometres away.
     """
     try:
         K = np.array(K, dtype=np.float64)
@@ -58,12 +57,12 @@ def check_intrinsics(K, width: int, height: int, name: str = "K") -> np.ndarray:
     elif not 0.2 <= fx / fy <= 5.0 or abs(s) > fx:
         why = "its pixels must be no more than 5:1 from square, with |skew| <= fx"
     else:
-        lo, hi = np.deg2rad(HFOV_RANGE)
+        lo, hi = np.deg2rad(defaults.HFOV_RANGE)
         fovs = 2 * np.arctan2([width / 2, height / 2], [fx, fy])
         if not lo < fovs[0] < hi or fovs[1] >= hi:
             why = (
                 f"its fields of view ({np.rad2deg(fovs[0]):.2f} x {np.rad2deg(fovs[1]):.2f} degrees) must be "
-                f"between {HFOV_RANGE[0]} and {HFOV_RANGE[1]} degrees across, under {HFOV_RANGE[1]} down"
+                f"between {defaults.HFOV_RANGE[0]} and {defaults.HFOV_RANGE[1]} degrees across, under {defaults.HFOV_RANGE[1]} down"
             )
         elif not (-width / 4 <= cx <= width * 1.25 and -height / 4 <= cy <= height * 1.25):
             why = f"its principal point ({cx:.1f}, {cy:.1f}) must lie within the {width}x{height} image"
@@ -95,26 +94,6 @@ def unproject(uv: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     f, c = K[[0, 1], [0, 1]], K[[0, 1], [2, 2]]
     xy = (uv - c) / f * depth[..., None]
     return np.concatenate([xy, depth[..., None]], axis=-1)
-
-
-def square_box(
-    uv: np.ndarray, valid: np.ndarray | None = None, expand: float = BOX_EXPAND, min_size: float = MIN_BOX_PX
-) -> np.ndarray:
-    """Square box ``(..., 3)`` = (cx, cy, size) around the valid keypoints ``(..., J, 2)``.
-
-    The box is centred on the keypoints' extent and its side is ``expand`` times the larger
-    extent (at least ``min_size``). Rows without any valid keypoint give NaN.
-    """
-    uv = np.asarray(uv, dtype=np.float64)
-    valid = np.ones(uv.shape[:-1], bool) if valid is None else np.asarray(valid, bool)
-    lo = np.where(valid[..., None], uv, np.inf).min(-2)
-    hi = np.where(valid[..., None], uv, -np.inf).max(-2)
-    with np.errstate(invalid="ignore"):
-        centre = (lo + hi) / 2
-        size = np.maximum((hi - lo).max(-1) * expand, min_size)
-    box = np.concatenate([centre, size[..., None]], axis=-1)
-    box[~valid.any(-1)] = np.nan
-    return box
 
 
 def crop_affine(box: np.ndarray, crop_size: int) -> np.ndarray:

@@ -321,7 +321,7 @@ def ros_standin():
             TransformException=TransformException,
         ),
         "diagnostic_updater": _ns("diagnostic_updater", Updater=Updater),
-        "cv_bridge": None,  # not installed: the node decodes images itself (convert.image_to_rgb)
+        "cv_bridge": None,  # not installed: the node decodes images itself (bridge.image_to_rgb)
     }
     for pkg in (
         "builtin_interfaces",

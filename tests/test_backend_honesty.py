@@ -172,7 +172,7 @@ def test_forced_export_replaces_only_its_own_files(exported, tmp_path, monkeypat
     def fail(*args, **kwargs):
         raise RuntimeError("exporter failed")
 
-    monkeypatch.setattr(export_module, "_export", fail)  # a failed export leaves the folder as it was
+    monkeypatch.setattr(export_module, "export_graph", fail)  # a failed export leaves the folder as it was
     with pytest.raises(RuntimeError, match="exporter failed"):
         export_onnx(out=out, steps=(2,), force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

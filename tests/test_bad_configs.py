@@ -17,7 +17,7 @@ from hmdiff_ros.model.denoiser import DenoiserConfig
 from hmdiff_ros.model.encoder import EncoderConfig
 from hmdiff_ros.model.hmdiff import HMDiffConfig
 from hmdiff_ros.model.scheduler import SchedulerConfig
-from hmdiff_ros.model.train import _FIELD_CHECKS, TrainConfig, load_train_config, train
+from hmdiff_ros.model.train import FIELD_CHECKS, TrainConfig, load_train_config, train
 
 TINY = HMDiffConfig(
     encoder=EncoderConfig(width=32, base_channels=8),
@@ -78,7 +78,7 @@ def test_bad_training_configs_are_value_errors_naming_the_file_key_and_value(tmp
 
 
 def test_every_training_field_is_checked_and_good_values_pass(tmp_path):
-    assert set(_FIELD_CHECKS) == {f.name for f in fields(TrainConfig)} - {"model"}
+    assert set(FIELD_CHECKS) == {f.name for f in fields(TrainConfig)} - {"model"}
     cfg = load_train_config(DEFAULT_YAML)
     assert cfg.steps == 20000 and cfg.model.scheduler.prediction_type == "sample"
     path = tmp_path / "c.yaml"
@@ -277,11 +277,11 @@ def test_export_opset_is_checked_against_torch_before_anything(tmp_path):
 
 
 def test_a_torch_export_error_is_one_line_without_graph_dumps(tmp_path, capfd):
-    from hmdiff_ros.runtime.export import _export
+    from hmdiff_ros.runtime.export import export_graph
 
     path = tmp_path / "linear.onnx"
     with pytest.raises(ValueError, match=r"^ONNX export of linear.onnx \(opset 99\) failed: ") as exc:
-        _export(torch.nn.Linear(3, 4), (torch.randn(2, 3),), path, ["x"], ["y"], 99)
+        export_graph(torch.nn.Linear(3, 4), (torch.randn(2, 3),), path, ["x"], ["y"], 99)
     assert "\n" not in str(exc.value)
     out, _ = capfd.readouterr()
     assert "graph" not in out and "aten::" not in out  # torch prints its IR graph to fd 1 on failure

@@ -1,15 +1,8 @@
 import numpy as np
 import pytest
 
-from hmdiff_ros.camera import (
-    apply_affine,
-    crop_affine,
-    intrinsics_from_fov,
-    project,
-    solve_translation,
-    square_box,
-    unproject,
-)
+from hmdiff_ros.camera import apply_affine, crop_affine, intrinsics_from_fov, project, solve_translation, unproject
+from hmdiff_ros.observation import square_box
 
 
 def test_projection_round_trips_with_known_intrinsics():

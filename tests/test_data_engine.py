@@ -7,7 +7,7 @@ from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
 from hmdiff_ros.camera import apply_affine, crop_affine, project
 from hmdiff_ros.data.engine import MIN_JOINTS_IN_IMAGE, SyntheticConfig, SyntheticDataset, batch_rng
 from hmdiff_ros.data.poses import FAMILY_NAMES
-from hmdiff_ros.model.proxy import NUM_PROXY_CHANNELS
+from hmdiff_ros.observation import NUM_PROXY_CHANNELS
 
 
 def _gt_in_crop(batch, points):

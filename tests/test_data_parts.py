@@ -10,7 +10,7 @@ from hmdiff_ros.data.observe import PriorNoiseConfig
 from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, ELBOW_FLEX_DEG, FAMILY_NAMES, PoseSampler
 from hmdiff_ros.data.scene import SceneConfig, sample_scenes
 from hmdiff_ros.data.shapes import AgeMixture
-from hmdiff_ros.model.proxy import ProxyConfig
+from hmdiff_ros.observation import ProxyConfig
 
 
 def test_fast_posing_matches_anny_forward(anny_body, topology):

@@ -1,4 +1,4 @@
-"""Image messages -> RGB with numpy and OpenCV only (``convert.image_to_rgb``): for every
+"""Image messages -> RGB with numpy and OpenCV only (``bridge.image_to_rgb``): for every
 supported encoding the same image as rosbags-image, the converter it replaces, gave; row
 padding, big-endian 16-bit data, compressed images with image_transport's format strings;
 and property tests: any message gives an RGB image or a ValueError, valid ones round-trip."""
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hmdiff_ros.pipeline.io import to_rgb8
+from hmdiff_ros.image import to_rgb8
+from hmdiff_ros.ros import bridge
 from hmdiff_ros.ros import convert as C
 
 # encoding -> (channels, dtype, channel order): written out here, independently of convert.py
@@ -44,7 +45,7 @@ UNSUPPORTED = ["bayer_rggb8", "bayer_bggr16", "nv12", "32FC1", "16SC1", "RGB8", 
 
 
 def test_the_supported_encodings_are_these():
-    assert set(C.ENCODINGS) == set(LAYOUTS)
+    assert set(bridge.ENCODINGS) == set(LAYOUTS)
 
 
 def image_msg(pixels, encoding, pad=0, bigendian=False, data_type="numpy"):
@@ -98,7 +99,7 @@ def test_every_encoding_decodes_as_rosbags_image_did(encoding):
     rng = np.random.default_rng(zlib.crc32(encoding.encode()))
     pixels = random_pixels(rng, encoding, 10, 12)
     ref = rosbags_image_rgb(image_msg(pixels, encoding))
-    out = C.image_to_rgb(image_msg(pixels, encoding))
+    out = bridge.image_to_rgb(image_msg(pixels, encoding))
     assert out.shape == (10, 12, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
     np.testing.assert_array_equal(out, ref)
     if encoding in DIRECT:
@@ -110,7 +111,7 @@ def test_every_encoding_decodes_as_rosbags_image_did(encoding):
 def test_row_padding_is_skipped(encoding, pad):
     """rosbags-image ignored ``step``; the reference is the same pixels without padding."""
     pixels = random_pixels(np.random.default_rng(pad), encoding, 5, 6)
-    out = C.image_to_rgb(image_msg(pixels, encoding, pad=pad))
+    out = bridge.image_to_rgb(image_msg(pixels, encoding, pad=pad))
     np.testing.assert_array_equal(out, rosbags_image_rgb(image_msg(pixels, encoding)))
 
 
@@ -119,16 +120,16 @@ def test_big_endian_16_bit_data(encoding):
     pixels = random_pixels(np.random.default_rng(7), encoding, 4, 6)
     big = image_msg(pixels, encoding, bigendian=True)
     assert big.data.tobytes() != image_msg(pixels, encoding).data.tobytes(), "the bytes differ"
-    out = C.image_to_rgb(big)
+    out = bridge.image_to_rgb(big)
     np.testing.assert_array_equal(out, rosbags_image_rgb(big))
     np.testing.assert_array_equal(out, expected_rgb(pixels, encoding))
-    np.testing.assert_array_equal(C.image_to_rgb(image_msg(pixels, encoding, pad=2, bigendian=True)), out)
+    np.testing.assert_array_equal(bridge.image_to_rgb(image_msg(pixels, encoding, pad=2, bigendian=True)), out)
 
 
 @pytest.mark.parametrize("data_type", ["array", "bytes"])
 def test_rclpy_data_types(data_type):
     pixels = random_pixels(np.random.default_rng(3), "mono16", 4, 5)
-    out = C.image_to_rgb(image_msg(pixels, "mono16", pad=2, data_type=data_type))
+    out = bridge.image_to_rgb(image_msg(pixels, "mono16", pad=2, data_type=data_type))
     np.testing.assert_array_equal(out, expected_rgb(pixels, "mono16"))
 
 
@@ -148,15 +149,15 @@ def test_a_rosbags_message_through_cdr():
         data=plain.data,
     )
     msg = store.deserialize_cdr(store.serialize_cdr(msg, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
-    np.testing.assert_array_equal(C.image_to_rgb(msg), expected_rgb(pixels, "bgra8"))
+    np.testing.assert_array_equal(bridge.image_to_rgb(msg), expected_rgb(pixels, "bgra8"))
 
 
 @pytest.mark.parametrize("encoding", UNSUPPORTED)
 def test_unsupported_encodings_name_themselves_and_the_supported_ones(encoding):
     msg = SimpleNamespace(height=2, width=2, encoding=encoding, is_bigendian=0, step=6, data=np.zeros(12, np.uint8))
     with pytest.raises(ValueError) as err:
-        C.image_to_rgb(msg)
-    assert str(err.value) == f"image encoding '{encoding}' is not supported; expected one of {list(C.ENCODINGS)}"
+        bridge.image_to_rgb(msg)
+    assert str(err.value) == f"image encoding '{encoding}' is not supported; expected one of {list(bridge.ENCODINGS)}"
 
 
 def test_bad_sizes_name_the_byte_counts():
@@ -168,19 +169,19 @@ def test_bad_sizes_name_the_byte_counts():
         match=r"^cannot decode the rgb8 image: 5x4 with step 16 needs 64 bytes of data, "
         r"got 63$",
     ):
-        C.image_to_rgb(short)
+        bridge.image_to_rgb(short)
     long = SimpleNamespace(**{**vars(msg), "data": np.zeros(65, np.uint8)})
     with pytest.raises(ValueError, match="needs 64 bytes of data, got 65"):
-        C.image_to_rgb(long)
+        bridge.image_to_rgb(long)
     with pytest.raises(ValueError, match=r"step 14 is shorter than a row of 5 pixels \(15 bytes\)"):
-        C.image_to_rgb(SimpleNamespace(**{**vars(msg), "step": 14, "data": np.zeros(56, np.uint8)}))
+        bridge.image_to_rgb(SimpleNamespace(**{**vars(msg), "step": 14, "data": np.zeros(56, np.uint8)}))
     odd = image_msg(np.zeros((2, 3, 2), np.uint8), "yuv422")
     with pytest.raises(ValueError, match="cannot decode the yuv422 image: its width must be even, got 3"):
-        C.image_to_rgb(odd)
+        bridge.image_to_rgb(odd)
     with pytest.raises(ValueError, match=r"it is empty \(0x4\)"):
-        C.image_to_rgb(SimpleNamespace(height=4, width=0, encoding="mono8", is_bigendian=0, step=0, data=b""))
+        bridge.image_to_rgb(SimpleNamespace(height=4, width=0, encoding="mono8", is_bigendian=0, step=0, data=b""))
     with pytest.raises(ValueError, match="its data is not a byte array"):
-        C.image_to_rgb(SimpleNamespace(height=1, width=1, encoding="mono8", is_bigendian=0, step=1, data=[300]))
+        bridge.image_to_rgb(SimpleNamespace(height=1, width=1, encoding="mono8", is_bigendian=0, step=1, data=[300]))
 
 
 # ---- compressed ------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_compressed_images_decode_as_rosbags_image_did(fmt):
     ok, buf = cv2.imencode(".png" if "png" in fmt else ".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     msg = compressed_msg(fmt, buf)
-    out = C.image_to_rgb(msg)
+    out = bridge.image_to_rgb(msg)
     ref = to_rgb8(np.ascontiguousarray(image.compressed_image_to_cvimage(msg, "bgr8")), "reference")
     np.testing.assert_array_equal(out, ref)
     rgb = np.repeat(bgr[..., None], 3, axis=2) if bgr.ndim == 2 else bgr[..., 2::-1]  # (alpha dropped)
@@ -227,8 +228,8 @@ def test_a_16_bit_png_is_scaled_like_mono16():
     gray16 = random_pixels(np.random.default_rng(2), "mono16", 6, 8)[..., 0]
     ok, buf = cv2.imencode(".png", gray16)
     assert ok
-    out = C.image_to_rgb(compressed_msg("16UC1; png compressed", buf))
-    np.testing.assert_array_equal(out, C.image_to_rgb(image_msg(gray16[..., None], "mono16")))
+    out = bridge.image_to_rgb(compressed_msg("16UC1; png compressed", buf))
+    np.testing.assert_array_equal(out, bridge.image_to_rgb(image_msg(gray16[..., None], "mono16")))
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,7 @@ def test_a_16_bit_png_is_scaled_like_mono16():
 )
 def test_bad_compressed_images_are_named(fmt, data, message):
     with pytest.raises(ValueError, match=rf"^cannot decode the compressed image \(format '{fmt}'\): {message}"):
-        C.image_to_rgb(compressed_msg(fmt, data))
+        bridge.image_to_rgb(compressed_msg(fmt, data))
 
 
 # ---- properties -------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def test_any_raw_message_gives_rgb_or_a_value_error(encoding, height, width, ste
         height=height, width=width, encoding=encoding, is_bigendian=is_bigendian, step=step, data=data
     )
     try:
-        out = C.image_to_rgb(msg)
+        out = bridge.image_to_rgb(msg)
     except ValueError:
         return
     assert out.shape == (height, width, 3) and out.dtype == np.uint8
@@ -278,7 +279,7 @@ def test_any_raw_message_gives_rgb_or_a_value_error(encoding, height, width, ste
 @given(fmt=st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "", "h264"]), data=byte_data)
 def test_any_compressed_message_gives_rgb_or_a_value_error(fmt, data):
     try:
-        out = C.image_to_rgb(SimpleNamespace(format=fmt, data=data))
+        out = bridge.image_to_rgb(SimpleNamespace(format=fmt, data=data))
     except ValueError:
         return
     assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8
@@ -295,7 +296,7 @@ def test_any_compressed_message_gives_rgb_or_a_value_error(fmt, data):
 )
 def test_valid_images_round_trip(encoding, height, width, pad, bigendian, seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, width)
-    out = C.image_to_rgb(image_msg(pixels, encoding, pad=pad, bigendian=bigendian))
+    out = bridge.image_to_rgb(image_msg(pixels, encoding, pad=pad, bigendian=bigendian))
     np.testing.assert_array_equal(out, expected_rgb(pixels, encoding))
 
 
@@ -310,5 +311,5 @@ def test_valid_images_round_trip(encoding, height, width, pad, bigendian, seed):
 def test_yuv_images_match_opencv(encoding, height, half_width, pad, seed):
     pixels = random_pixels(np.random.default_rng(seed), encoding, height, 2 * half_width)
     code = cv2.COLOR_YUV2RGB_UYVY if LAYOUTS[encoding][2] == "uyvy" else cv2.COLOR_YUV2RGB_YUYV
-    out = C.image_to_rgb(image_msg(pixels, encoding, pad=pad))
+    out = bridge.image_to_rgb(image_msg(pixels, encoding, pad=pad))
     np.testing.assert_array_equal(out, cv2.cvtColor(pixels, code))

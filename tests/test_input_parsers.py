@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from hmdiff_ros.camera import check_intrinsics, intrinsics_from_fov
 from hmdiff_ros.defaults import HFOV_RANGE
-from hmdiff_ros.pipeline.io import to_rgb8
+from hmdiff_ros.image import to_rgb8
 from hmdiff_ros.pipeline.run import box_list_error, load_boxes
 
 JSON = st.recursive(
@@ -121,7 +121,7 @@ def test_any_array_is_an_rgb8_image_or_a_value_error(image):
 @settings(max_examples=200, deadline=None)
 @given(hnp.arrays(DTYPES, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12)))
 def test_the_pipeline_input_check_accepts_only_rgb8(image):
-    from hmdiff_ros.prior.mediapipe_prior import check_image
+    from hmdiff_ros.image import check_image
 
     try:
         out = check_image(image)

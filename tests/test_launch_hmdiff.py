@@ -49,7 +49,8 @@ class TestHumansForAnImage(unittest.TestCase):
 
         from hmdiff_ros.pipeline.io import read_image
         from hmdiff_ros.pipeline.run import DEMO_IMAGE
-        from hmdiff_ros.ros.convert import MessageFactory, header, image_msg
+        from hmdiff_ros.ros.bridge import image_msg
+        from hmdiff_ros.ros.convert import MessageFactory, header
 
         probe = rclpy.create_node("hmdiff_launch_probe")
         try:

@@ -534,21 +534,19 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
     import signal
 
     import hmdiff_ros.model.train as train_module
-    from hmdiff_ros.model.train import STATE, TrainConfig, _worker_signal, train
+    from hmdiff_ros.model.train import STATE, TrainConfig, train, worker_signal
 
-    assert (
-        _worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")) == signal.SIGTERM
-    )
-    assert _worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")) == signal.SIGKILL
-    assert _worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly")) is None
-    assert _worker_signal(RuntimeError("DataLoader worker (pid 12) exited unexpectedly with exit code 1.")) is None
-    assert _worker_signal(RuntimeError("CUDA out of memory")) is None
-    assert _worker_signal(ValueError("DataLoader worker (pid 12) is killed by signal: Terminated.")) is None
+    assert worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")) == signal.SIGTERM
+    assert worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")) == signal.SIGKILL
+    assert worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly")) is None
+    assert worker_signal(RuntimeError("DataLoader worker (pid 12) exited unexpectedly with exit code 1.")) is None
+    assert worker_signal(RuntimeError("CUDA out of memory")) is None
+    assert worker_signal(ValueError("DataLoader worker (pid 12) is killed by signal: Terminated.")) is None
 
     class Dead:
         exitcode = -signal.SIGTERM
 
-    assert _worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly"), [Dead()]) == 15
+    assert worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly"), [Dead()]) == 15
 
     run = tmp_path / "run"
     cfg = TrainConfig(out=str(run), steps=5, batch_size=2, workers=0, val_every=100, val_samples=4, model=TINY)

@@ -18,6 +18,7 @@ from ros_standin import Buffer, Parameter, StatusWrapper, ros_standin, wait_for 
 
 from hmdiff_ros.pipeline.io import read_image  # noqa: E402
 from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
+from hmdiff_ros.ros import bridge, frames  # noqa: E402
 from hmdiff_ros.ros import convert as C  # noqa: E402
 
 FRAME = "camera_optical_frame"
@@ -36,7 +37,7 @@ def rgb():
 
 def _image(rgb, sec, encoding="rgb8"):
     f = C.MessageFactory.for_rosbags(C.typestore_for("humble"))
-    msg = C.image_msg(f, C.header(f, sec, 0, FRAME), rgb)
+    msg = bridge.image_msg(f, C.header(f, sec, 0, FRAME), rgb)
     msg.encoding = encoding
     return msg
 
@@ -129,7 +130,9 @@ def test_target_frame_goes_through_tf_at_the_image_stamp(standin, make_node, rgb
     # base_link: x forward, z up; the optical frame 1.2 m up, looking forward
     R = Rotation.from_euler("xyz", [-np.pi / 2, 0, -np.pi / 2]).as_matrix()
     t = np.array([0.1, 0.0, 1.2])
-    Buffer.table = {("base_link", FRAME): C._transform(f, C.header(f, 1, 0, "base_link"), "base_link", FRAME, t, R)}
+    Buffer.table = {
+        ("base_link", FRAME): frames.transform_stamped(f, C.header(f, 1, 0, "base_link"), "base_link", FRAME, t, R)
+    }
     on_image = node.subscriptions["image"][0]
     on_image(_image(rgb, 1))
     humans = node.publishers["~/humans"].messages

@@ -120,6 +120,7 @@ def test_hmdiff_bag_runs_from_the_install(installed, tmp_path):
 
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
+    from hmdiff_ros.ros import bridge
     from hmdiff_ros.ros import convert as C
 
     store = C.typestore_for("humble")
@@ -127,7 +128,7 @@ def test_hmdiff_bag_runs_from_the_install(installed, tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     with rosbags.Writer(src, version=8, storage_plugin=rosbags.StoragePlugin.MCAP) as writer:
         conn = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=store)
-        msg = C.image_msg(f, C.header(f, 5, 0, "cam"), read_image(DEMO_IMAGE)[::2, ::2])
+        msg = bridge.image_msg(f, C.header(f, 5, 0, "cam"), read_image(DEMO_IMAGE)[::2, ::2])
         writer.write(conn, 5 * 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     result = _run_installed(installed, BAG, str(src), str(dst), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -73,3 +73,20 @@ def test_empty_frames_and_bad_inputs(pipeline):
         pipeline(np.zeros((240, 320), np.uint8))
     with pytest.raises(ValueError, match="K must be a finite 3x3"):
         pipeline(np.full((240, 320, 3), 90, np.uint8), K=np.zeros((3, 3)))
+
+
+def test_run_returns_the_people_with_stage_timings_and_model_inputs(pipeline):
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+
+    image = read_image(DEMO_IMAGE)
+    frame = pipeline.run(image)
+    (p,) = frame.people
+    np.testing.assert_array_equal(p.joints, pipeline(image)[0].joints)  # a call is run(...).people
+    assert set(frame.timings) == {"prior", "proxy", "model", "geometry"} and min(frame.timings.values()) >= 0
+    inputs = frame.model_inputs
+    size = pipeline.model.cfg.encoder.input_size
+    assert inputs.proxy.shape == (1, pipeline.model.cfg.encoder.in_channels, size, size)
+    assert inputs.prior_xyz.shape == (1, 24, 3) and inputs.prior_vis.shape == (1, 24)
+    empty = pipeline.run(np.full((240, 320, 3), 90, np.uint8))
+    assert empty.people == [] and set(empty.timings) == {"prior"} and empty.model_inputs is None

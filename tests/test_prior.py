@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from hmdiff_ros.body.joints import COCO17_NAMES, PRIOR_JOINT_NAMES
-from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
-from hmdiff_ros.prior.base import observe
+from hmdiff_ros.observation import ProxyConfig, make_proxy, observe
 
 pytest.importorskip("mediapipe", reason="mediapipe is not installed")
 from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior  # noqa: E402

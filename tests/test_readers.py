@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hmdiff_ros.body.joints import JOINT_INDEX
-from hmdiff_ros.data.readers import _matrix_to_rotvec, _rotvec_to_matrix, read_3dpw_sequence, read_h36m_body3d
+from hmdiff_ros.data.readers import matrix_to_rotvec, read_3dpw_sequence, read_h36m_body3d, rotvec_to_matrix
 
 
 def test_h36m_body3d_layout_with_cameras(tmp_path):
@@ -52,7 +52,7 @@ def test_h36m_errors_name_the_file(tmp_path):
 
 def _write_3dpw(folder, num_frames=3):
     rng = np.random.default_rng(1)
-    R = _rotvec_to_matrix(np.array([0.1, 1.2, -0.2]))
+    R = rotvec_to_matrix(np.array([0.1, 1.2, -0.2]))
     cam = np.tile(np.eye(4), (num_frames, 1, 1))
     cam[:, :3, :3] = R
     cam[:, :3, 3] = [0.2, -0.1, 3.0]
@@ -80,7 +80,7 @@ def test_3dpw_sequence_to_camera_frame_parameters(tmp_path):
     f = frames[1]
     assert f.image == tmp_path / "imageFiles" / "courtyard_test_00" / "image_00012.jpg"
     np.testing.assert_allclose(
-        _rotvec_to_matrix(f.extra["global_orient"]), R @ _rotvec_to_matrix(seq["poses"][0][2, :3]), atol=1e-9
+        rotvec_to_matrix(f.extra["global_orient"]), R @ rotvec_to_matrix(seq["poses"][0][2, :3]), atol=1e-9
     )
     assert f.extra["gender"] == "male" and f.K[0, 0] == 1961.0
 
@@ -127,5 +127,5 @@ def test_rotation_conversions_round_trip():
     for v in list(rng.normal(size=(20, 3))) + [np.array([np.pi - 1e-8, 0, 0])]:
         v = v / np.linalg.norm(v) * min(np.linalg.norm(v), np.pi - 1e-7)
         np.testing.assert_allclose(
-            _rotvec_to_matrix(_matrix_to_rotvec(_rotvec_to_matrix(v))), _rotvec_to_matrix(v), atol=1e-6
+            rotvec_to_matrix(matrix_to_rotvec(rotvec_to_matrix(v))), rotvec_to_matrix(v), atol=1e-6
         )

@@ -24,6 +24,7 @@ pytest.importorskip("rosbags", reason="rosbags is not installed (pip install 'hm
 from hmdiff_ros.cli import main  # noqa: E402
 from hmdiff_ros.pipeline.io import read_image  # noqa: E402
 from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
+from hmdiff_ros.ros import bridge  # noqa: E402
 from hmdiff_ros.ros import convert as C  # noqa: E402
 from hmdiff_ros.ros.bag import PARTIAL_KEY, process_bag  # noqa: E402
 
@@ -46,7 +47,7 @@ def write_input_bag(path, storage="sqlite3", bad_frame=True):
         for k, (sec, ns) in enumerate(STAMPS):
             hdr = C.header(f, sec, ns, "camera_optical_frame")
             t = sec * 10**9 + ns
-            info = C.camera_info_msg(f, hdr, np.array([[300.0, 0, w / 2], [0, 300, h / 2], [0, 0, 1]]), w, h)
+            info = bridge.camera_info_msg(f, hdr, np.array([[300.0, 0, w / 2], [0, 300, h / 2], [0, 0, 1]]), w, h)
             writer.write(info_c, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
             enc, data = ("bgr8", rgb[..., ::-1]) if k == 1 else ("rgb8", rgb)
             if bad_frame and k == 2:
@@ -292,7 +293,7 @@ def write_frames_bag(path, frames=5, size=(24, 32), encoding="rgb8", info=None, 
         for k in range(frames):
             hdr = C.header(f, 10, k * 1000, "cam")
             if info_c is not None:
-                msg = C.camera_info_msg(f, hdr, *info)
+                msg = bridge.camera_info_msg(f, hdr, *info)
                 writer.write(info_c, 10**10 + k * 1000, store.serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"))
             img = f.make(
                 "sensor_msgs/msg/Image",

@@ -130,7 +130,8 @@ def test_node_on_ros2_publishes_humans_for_an_image():
 
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
-    from hmdiff_ros.ros.convert import MessageFactory, header, image_msg
+    from hmdiff_ros.ros.bridge import image_msg
+    from hmdiff_ros.ros.convert import MessageFactory, header
     from hmdiff_ros.ros.node import HMDiffNode
 
     rclpy.init()
@@ -210,7 +211,8 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
 
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
-    from hmdiff_ros.ros.convert import MessageFactory, camera_info_msg, header, image_msg
+    from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
+    from hmdiff_ros.ros.convert import MessageFactory, header
     from hmdiff_ros.ros.node import HMDiffNode
 
     rclpy.init()

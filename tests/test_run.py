@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("mediapipe", reason="mediapipe is not installed")
 
 from hmdiff_ros.cli import main  # noqa: E402
-from hmdiff_ros.pipeline.io import to_rgb8  # noqa: E402
+from hmdiff_ros.image import to_rgb8  # noqa: E402
 from hmdiff_ros.pipeline.run import DEMO_IMAGE  # noqa: E402
 
 PERSON_KEYS = {"id", "score", "box", "joints"}
@@ -82,12 +82,12 @@ def test_missing_inputs_and_huge_images_are_clear_errors(tmp_path, capsys):
 
 
 def test_boxes_files_are_checked(tmp_path, capsys):
-    from hmdiff_ros.pipeline.run import _boxes_for, load_boxes
+    from hmdiff_ros.pipeline.run import boxes_for, load_boxes
 
     good = tmp_path / "boxes.json"
     good.write_text(json.dumps({"a.jpg": [[0, 0, 10, 20], [5, 5, 30, 40]], "b.jpg": []}))
     boxes = load_boxes(good)
-    assert len(_boxes_for(boxes, "/some/folder/a.jpg")) == 2 and _boxes_for(boxes, "c.jpg") is None
+    assert len(boxes_for(boxes, "/some/folder/a.jpg")) == 2 and boxes_for(boxes, "c.jpg") is None
     for content, match in [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must map image names"),

@@ -98,8 +98,9 @@ def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, c
 
 def test_pipeline_gives_the_same_people_on_both_backends(exported):
     pytest.importorskip("mediapipe", reason="mediapipe is not installed")
-    from hmdiff_ros.pipeline.config import PipelineConfig, build_pipeline
+    from hmdiff_ros.pipeline.config import PipelineConfig
     from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
 
     out, _ = exported

@@ -40,7 +40,7 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_bag(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.config import build_pipeline
+    from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
     from hmdiff_ros.ros.bag import process_bag
 

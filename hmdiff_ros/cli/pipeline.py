@@ -58,8 +58,8 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.config import build_pipeline
     from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
     from hmdiff_ros.runtime.bench import bench_pipeline
 
@@ -109,8 +109,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.config import build_pipeline
     from hmdiff_ros.pipeline.eval_real import evaluate_real
+    from hmdiff_ros.pipeline.pipeline import build_pipeline
 
     pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
     try:

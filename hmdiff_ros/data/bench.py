@@ -9,7 +9,7 @@ import torch
 
 from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset
 from hmdiff_ros.data.shapes import load_or_build_shape_bank
-from hmdiff_ros.model.proxy import make_proxy
+from hmdiff_ros.observation import make_proxy
 
 
 def bench(batch_size: int = 256, batches: int = 12, workers: int = 2, warmup: int = 2) -> Dict:

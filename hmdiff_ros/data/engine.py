@@ -8,7 +8,7 @@ A batch is a dict of numpy arrays (N samples; C coarse vertices; J = 25 joints; 
 joints; S = crop size):
 
 - observation (what the encoder and DAT see): ``proxy`` (N, 26, S, S) float32 (built by
-  :func:`~hmdiff_ros.model.proxy.make_proxy`), ``uv`` (N, P, 2) keypoints in crop pixels,
+  :func:`~hmdiff_ros.observation.make_proxy`), ``uv`` (N, P, 2) keypoints in crop pixels,
   ``vis`` (N, P), ``mask``/``valid`` (N, S, S), ``prior_xyz`` (N, P, 3) root-relative
   camera-aligned metres, ``prior_uv`` (N, P, 2) image pixels, ``box`` (N, 3) crop (cx, cy, size);
 - ground truth: ``coarse`` (N, C, 3) and ``joints`` (N, J, 3) in the camera frame, ``root``
@@ -33,13 +33,13 @@ from hmdiff_ros.body.anny_body import ANNY_TO_CANONICAL
 from hmdiff_ros.body.base import axis_angle_to_matrix
 from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.body.topology import Topology
-from hmdiff_ros.camera import project
-from hmdiff_ros.data.observe import PriorNoiseConfig, crop_boxes, face_parts, render_observation, simulate_prior
+from hmdiff_ros.camera import apply_affine, project
+from hmdiff_ros.data.observe import PriorNoiseConfig, face_parts, render_observation, simulate_prior
 from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, PoseSampler
 from hmdiff_ros.data.posing import FastPoser
 from hmdiff_ros.data.scene import SceneConfig, sample_occluders, sample_scenes
 from hmdiff_ros.data.shapes import BankConfig, ShapeBank, load_or_build_shape_bank
-from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+from hmdiff_ros.observation import ProxyConfig, crop_boxes, in_image, make_proxy
 
 PELVIS = JOINT_INDEX["pelvis"]
 MIN_JOINTS_IN_IMAGE = 6  # a sample must show at least this many prior joints
@@ -117,10 +117,7 @@ class SyntheticEngine:
             rot = scene["R"] @ glob
             joints_cam = joints @ rot.transpose(0, 2, 1) + scene["t"][:, None]
             uv = project(joints_cam, scene["K"])
-            w, h = scene["image_size"][:, None, 0], scene["image_size"][:, None, 1]
-            seen = (
-                (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h) & (joints_cam[..., 2] > 0.2)
-            )
+            seen = in_image(uv, scene["image_size"]) & (joints_cam[..., 2] > 0.2)
             bad = seen.sum(1) < MIN_JOINTS_IN_IMAGE
             if not bad.any():
                 break
@@ -137,7 +134,7 @@ class SyntheticEngine:
         person_box = np.concatenate([coarse_uv.min(1), coarse_uv.max(1)], axis=1)  # (N, 4)
         occluders = sample_occluders(rng, person_box, cfg.scene)
         prior = simulate_prior(rng, joints_cam, joints_uv, size, person_box, occluders, self.heights[ids], cfg.prior)
-        box = crop_boxes(rng, prior["prior_uv"], prior["prior_vis"], size, person_box, cfg.prior, cfg.proxy)
+        box = crop_boxes(rng, prior["prior_uv"], prior["prior_vis"], size, person_box, cfg.prior.box_jitter, cfg.proxy)
         obs = render_observation(
             rng,
             coarse_uv,
@@ -150,7 +147,7 @@ class SyntheticEngine:
             cfg.prior,
             cfg.proxy,
         )
-        uv_crop = np.einsum("nij,nkj->nki", obs["affine"][..., :2], prior["prior_uv"]) + obs["affine"][:, None, :, 2]
+        uv_crop = apply_affine(obs["affine"], prior["prior_uv"])  # (N, P, 2) crop pixels
         root = joints_cam[:, PELVIS]
         batch = {
             "uv": uv_crop.astype(np.float32),
@@ -203,7 +200,7 @@ def quiet_worker(worker_id: int) -> None:
 
 class SyntheticDataset(torch.utils.data.IterableDataset):
     """Endless (or ``num_batches``-long) stream of compact batches as torch tensors: no
-    ``proxy`` (build it where the model runs with :func:`~hmdiff_ros.model.proxy.make_proxy`,
+    ``proxy`` (build it where the model runs with :func:`~hmdiff_ros.observation.make_proxy`,
     which takes torch tensors), ``mask`` as uint8 (0..255) and ``valid`` as bool, so that
     workers send ~20x less data.
 

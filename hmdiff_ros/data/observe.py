@@ -1,10 +1,13 @@
-"""What a pose prior would report for a synthetic person: the simulated U and the proxy
-observation (keypoints and silhouette in the person crop).
+"""What a pose prior would report for a synthetic person (the simulated U), and the person's
+silhouette and the valid image region in the crop (at run time the prior's mask, warped by
+:func:`~hmdiff_ros.observation.observe`).
 
 Made to look like MediaPipe BlazePose: 2D keypoints with detector-like jitter, visibilities
 that fall for joints that are off-image, occluded or facing away, rare whole-body left-right
 swaps, 3D "world landmarks" (root-relative, camera-aligned, metres) with more noise in depth
-and a scale that drifts towards an adult's for children; a soft, imperfect person mask.
+and a scale that drifts towards an adult's for children; a soft, imperfect person mask. The
+crop around the simulated keypoints and the encoder input are :mod:`hmdiff_ros.observation`'s,
+shared with inference.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import cv2
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES
-from hmdiff_ros.camera import apply_affine, crop_affine, square_box
-from hmdiff_ros.model.proxy import ProxyConfig
+from hmdiff_ros.camera import apply_affine, crop_affine
+from hmdiff_ros.observation import ProxyConfig, in_image
 
 PELVIS = JOINT_INDEX["pelvis"]
 
@@ -46,10 +49,6 @@ class PriorNoiseConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, got {getattr(self, name)}")
-
-
-def _inside(uv: np.ndarray, size: np.ndarray) -> np.ndarray:
-    return (uv >= 0).all(-1) & (uv[..., 0] <= size[:, None, 0] - 1) & (uv[..., 1] <= size[:, None, 1] - 1)
 
 
 def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
@@ -81,7 +80,7 @@ def simulate_prior(
     n = len(joints_cam)
     idx = list(PRIOR_JOINT_INDICES)
     xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
-    inside = _inside(pix, image_size)
+    inside = in_image(pix, image_size)
     occluded = _in_rect(pix, occluders)
     behind = xyz[..., 2] > joints_cam[:, PELVIS, None, 2] + 0.08
     hidden = behind & (rng.random(inside.shape) < cfg.self_occlusion_prob)
@@ -104,27 +103,6 @@ def simulate_prior(
     for arr in (prior_uv, vis, prior_xyz):
         arr[swapped] = arr[swapped][:, perm]
     return {"prior_uv": prior_uv, "prior_vis": vis, "prior_xyz": prior_xyz, "swapped": swapped}
-
-
-def crop_boxes(
-    rng: np.random.Generator, prior_uv, prior_vis, image_size, person_box, cfg: PriorNoiseConfig, proxy: ProxyConfig
-):
-    """Square crops ``(N, 3)`` from the prior's visible keypoints (as at run time), jittered."""
-    ok = (prior_vis >= proxy.min_visibility) & _inside(prior_uv, image_size)
-    box = square_box(prior_uv, ok)
-    fallback = np.isnan(box[:, 0]) | (ok.sum(1) < 2)
-    gt = np.concatenate(
-        [
-            (person_box[:, :2] + person_box[:, 2:]) / 2,
-            (person_box[:, 2:] - person_box[:, :2]).max(1, keepdims=True) * 1.25,
-        ],
-        1,
-    )
-    box[fallback] = gt[fallback]
-    n = len(box)
-    box[:, :2] += cfg.box_jitter * box[:, 2:] * rng.standard_normal((n, 2))
-    box[:, 2] *= np.exp(cfg.box_jitter * rng.standard_normal(n))
-    return box
 
 
 # Body parts for silhouette rasterisation, by Anny bone-name prefix (first match wins).

@@ -100,9 +100,9 @@ def read_3dpw_sequence(pkl_path: "str | Path", smpl_model_path: "str | Path | No
             if not np.asarray(valid[person])[i]:
                 continue
             R, t = cam_poses[i, :3, :3], cam_poses[i, :3, 3]
-            root = _rotvec_to_matrix(np.asarray(poses[i][:3], dtype=np.float64))
+            root = rotvec_to_matrix(np.asarray(poses[i][:3], dtype=np.float64))
             params = {
-                "global_orient": _matrix_to_rotvec(R @ root),
+                "global_orient": matrix_to_rotvec(R @ root),
                 "body_pose": np.asarray(poses[i][3:72], dtype=np.float64).reshape(23, 3),
                 "betas": np.asarray(betas, dtype=np.float64)[:10],
                 "world_transl": np.asarray(trans[i], dtype=np.float64),
@@ -130,7 +130,7 @@ def _pose_3dpw(frames: List[Frame], model_path, bodies: Dict) -> None:
             bodies[g] = SMPLBody(model_path, "smpl", gender=g, dtype=torch.float64)
         body = bodies[g]
         R, t = fr.extra["cam_rotation"], fr.extra["cam_translation"]
-        world_orient = _matrix_to_rotvec(R.T @ _rotvec_to_matrix(fr.extra["global_orient"]))
+        world_orient = matrix_to_rotvec(R.T @ rotvec_to_matrix(fr.extra["global_orient"]))
         with torch.no_grad():
             out = body(
                 shape=fr.extra["betas"][None],
@@ -143,7 +143,8 @@ def _pose_3dpw(frames: List[Frame], model_path, bodies: Dict) -> None:
         fr.extra["vertices"] = out.vertices[0].numpy() @ R.T + t
 
 
-def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
+def rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
+    """The rotation matrix of an axis-angle vector (Rodrigues)."""
     angle = np.linalg.norm(v)
     if angle < 1e-12:
         return np.eye(3)
@@ -152,7 +153,8 @@ def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
 
 
-def _matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
+def matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
+    """The axis-angle vector of a rotation matrix (the inverse of :func:`rotvec_to_matrix`)."""
     cos = np.clip((np.trace(m) - 1) / 2, -1.0, 1.0)
     angle = np.arccos(cos)
     if angle < 1e-9:

@@ -3,7 +3,7 @@
 A split folder holds ``samples.npz`` (every field of an engine batch but the ``proxy``
 tensor, masks quantised to 8 bits) and ``meta.json`` (split, seed, count, the engine config
 and package version). The reader rebuilds the proxy with the same
-:func:`~hmdiff_ros.model.proxy.make_proxy` that training and inference use.
+:func:`~hmdiff_ros.observation.make_proxy` that training and inference use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import hmdiff_ros
 from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact
 from hmdiff_ros.errors import one_line
-from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+from hmdiff_ros.observation import ProxyConfig, make_proxy
 
 SAMPLES_FILE = "samples.npz"
 META_FILE = "meta.json"

@@ -23,15 +23,23 @@ inverse (matrix products only: exportable like ``fast``).
 Gradient modes: ``fast`` holds the noise estimate ε̂ constant (the paper's ε view), so
 ``g = ∇_{x̂_0} D / sqrt(ᾱ_k)`` in closed form (no autograd: exportable to ONNX/TensorRT);
 ``full`` differentiates through the network g(h_k, k, f_I) with autograd (PyTorch only).
+
+The sampling loop calls :meth:`DAT.guide` between the network and ``scheduler.step``: it
+measures the gap, decides the activation, applies the rigid start (:meth:`DAT.rigid_start`)
+and the gradient step with its score rewrite (:meth:`DAT.align`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from hmdiff_ros import defaults
+
+if TYPE_CHECKING:
+    from hmdiff_ros.model.scheduler import DDIMScheduler
 
 DAT_MODES = defaults.DAT_MODES
 MIN_COSINE = 0.2  # bound on the alignment step when its direction barely reduces the gap
@@ -59,6 +67,13 @@ class DATConfig:
             raise ValueError(f"dat max_fraction must be in [0, 1], got {self.max_fraction}")
         if self.huber_m <= 0:
             raise ValueError(f"dat huber_m must be > 0, got {self.huber_m}")
+
+
+@dataclass
+class DATOutput:
+    pred_original_sample: torch.Tensor  # (B, P, 3) x̂_0 after the alignment, normalised units
+    pred_epsilon: torch.Tensor  # (B, P, 3) ε̂ rewritten with it: the pair still gives the same h_k
+    gap: torch.Tensor  # (B,) D_k of the network's own x̂_0, metres²
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,6 +131,18 @@ class DAT:
     def active_steps(self, num_steps: int) -> int:
         return max(1, int(round(self.cfg.max_fraction * num_steps))) if self.cfg.mode != "off" else 0
 
+    def differentiates(self, step_index: int, num_steps: int) -> bool:
+        """Whether step ``step_index`` (0-based) of ``num_steps`` takes ∇_{h_k} D through the
+        network (``full``): the loop then runs the denoiser with autograd on. At one step
+        ``full`` runs as ``fast``: its network-Jacobian direction needs a later step to absorb it."""
+        return self.cfg.mode == "full" and num_steps > 1 and step_index < self.active_steps(num_steps)
+
+    def is_active(self, gap: torch.Tensor, first_gap: torch.Tensor, step_index: int, num_steps: int) -> torch.Tensor:
+        """Which samples ``(B,)`` align at this step: ``R_k = D_k / D_K > tau`` and the step is
+        among the first ``max_fraction`` of them (step 3 of the notation)."""
+        early = torch.tensor(step_index < self.active_steps(num_steps))
+        return (gap / first_gap.clamp(min=1e-12) > self.cfg.tau) & early
+
     def weights(self, visibility: torch.Tensor) -> torch.Tensor:
         return (visibility >= self.cfg.min_visibility).to(visibility.dtype) * visibility  # (B, Q)
 
@@ -143,6 +170,72 @@ class DAT:
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device).expand_as(rot)
         return torch.where(active[:, None, None], rot, eye)
 
+    def rigid_start(self, x0: torch.Tensor, eps: torch.Tensor, rot: torch.Tensor, alpha_prod: torch.Tensor):
+        """The rigid start: x̂_0 ``(B, P, 3)`` turned about the root by ``rot`` ``(B, 3, 3)``
+        (:meth:`rotation`), with ε̂ rewritten for it (:meth:`rewrite_score`). Returns (x̂_0', ε')."""
+        turned = x0 @ rot.transpose(-1, -2)  # (B, P, 3)
+        return turned, self.rewrite_score(eps, turned - x0, alpha_prod)
+
+    @staticmethod
+    def rewrite_score(eps: torch.Tensor, shift: torch.Tensor, alpha_prod: torch.Tensor) -> torch.Tensor:
+        """ε' for x̂_0 moved by ``shift`` at the same h_k: ``ε' = ε - sqrt(ᾱ_k) / sqrt(1 - ᾱ_k) shift``,
+        so that ``sqrt(ᾱ_k) x̂_0' + sqrt(1 - ᾱ_k) ε' = h_k`` still holds (the DDIM step then starts
+        from the aligned x̂_0 without leaving the noise level of h_k)."""
+        a = alpha_prod.to(eps)
+        return eps - (a.sqrt() / (1 - a).sqrt()) * shift
+
+    def network_gradient(
+        self,
+        sample: torch.Tensor,
+        x0: torch.Tensor,
+        prior: torch.Tensor,
+        weights: torch.Tensor,
+        rot: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """∇_{h_k} D(R x̂_0(h_k)) ``(B, P, 3)`` by autograd through the network (``full``), R
+        held fixed: ``x0`` must carry the graph of the denoiser call on ``sample`` = h_k."""
+        with torch.enable_grad():
+            turned = x0 if rot is None else x0 @ rot.transpose(-1, -2)
+            return torch.autograd.grad(self.gap_and_grad(turned, prior, weights)[0].sum(), sample)[0]
+
+    def guide(
+        self,
+        scheduler: "DDIMScheduler",
+        step_index: int,
+        t: int,
+        sample: torch.Tensor,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        prior: torch.Tensor,
+        weights: torch.Tensor,
+        first_gap: torch.Tensor | None = None,
+    ) -> DATOutput:
+        """One DAT step on the network's (x̂_0, ε̂) at ``sample`` = h_k, step ``t`` (the
+        ``step_index``-th of ``scheduler.timesteps``), before ``scheduler.step``.
+
+        ``prior`` ``(B, Q, 3)`` metres and ``weights`` ``(B, Q)`` (:meth:`weights`): U;
+        ``first_gap`` ``(B,)``: D_K, the gap at the first step (``None`` at the first step).
+        Where :meth:`differentiates`, ``sample`` requires grad and ``x0`` carries the graph of
+        the network call.
+        """
+        num_steps = scheduler.num_inference_steps
+        # 1-2. the gap D_k of the network's own estimate
+        gap, _ = self.gap_and_grad(x0.detach(), prior, weights)  # (B,)
+        # 3. activation
+        active = self.is_active(gap, gap if first_gap is None else first_gap, step_index, num_steps)
+        rot = self.rotation(x0.detach(), prior, weights, active) if self.cfg.rigid else None
+        grad_h = None
+        if self.differentiates(step_index, num_steps):
+            grad_h = self.network_gradient(sample, x0, prior, weights, rot)
+        x0, eps, sample = x0.detach(), eps.detach(), sample.detach()
+        alpha_prod = scheduler.alphas_cumprod[t]
+        if rot is not None:
+            x0, eps = self.rigid_start(x0, eps, rot, alpha_prod)
+        # 4. the alignment gradient regularises the score
+        gap_now, grad_x0 = self.gap_and_grad(x0, prior, weights)
+        x0, eps = self.align(x0, eps, sample, alpha_prod, gap_now, grad_x0, active, grad_h)
+        return DATOutput(pred_original_sample=x0, pred_epsilon=eps, gap=gap)
+
     def align(
         self,
         x0: torch.Tensor,
@@ -154,7 +247,7 @@ class DAT:
         active: torch.Tensor,
         grad_h: torch.Tensor | None = None,
     ):
-        """Regularise the score: returns (x̂_0', ε') for the DDIM step.
+        """The gradient step and its score rewrite: returns (x̂_0', ε') for the DDIM step.
 
         ``grad_h``: ∇_{h_k} D from autograd (``full``); ``None`` uses the closed form (``fast``).
         ``active`` ``(B,)``: which samples align at this step.
@@ -171,4 +264,4 @@ class DAT:
             along > 1e-12, self.cfg.scale * gap / torch.maximum(along, floor).clamp(min=1e-12), torch.zeros_like(gap)
         )
         delta = -(step * active.to(step))[:, None, None] * g  # (B, P, 3) change of x̂_0
-        return x0 + delta, eps - (a.sqrt() / (1 - a).sqrt()) * delta
+        return x0 + delta, self.rewrite_score(eps, delta, alpha_prod)

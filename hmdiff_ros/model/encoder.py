@@ -1,7 +1,7 @@
 """Image encoders φ_I: a crop-aligned input -> a set of feature tokens f_I ``(B, N, D)``.
 
 - ``proxy`` (default): a small CNN over the 26-channel proxy (keypoint heatmaps,
-  silhouette, valid region; :mod:`hmdiff_ros.model.proxy`), the same on synthetic and real
+  silhouette, valid region; :mod:`hmdiff_ros.observation`), the same on synthetic and real
   images;
 - ``rgb``: a CNN over the RGB crop, for users who train on real images.
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hmdiff_ros.model.proxy import NUM_PROXY_CHANNELS
+from hmdiff_ros.observation import NUM_PROXY_CHANNELS
 
 ENCODERS = ("proxy", "rgb")
 

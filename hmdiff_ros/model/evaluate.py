@@ -1,7 +1,8 @@
 """``hmdiff eval``: accuracy of a checkpoint on a synthetic split written by ``hmdiff data make``.
 
 Without ``--data`` it uses the fixed default test split (``DEFAULT_TEST_SPLIT``: 512 samples,
-seed 20000), generated once and cached in ``~/.cache/hmdiff_ros``.
+seed 20000), generated once and cached in ``~/.cache/hmdiff_ros``. Training validates with the
+same loop, :func:`evaluate_batches`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import logging
 from pathlib import Path
 from typing import Dict
 
+import numpy as np
 import torch
 
+from hmdiff_ros import defaults
 from hmdiff_ros.data.shapes import cache_dir
 from hmdiff_ros.data.store import META_FILE, SplitReader
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.model.train import evaluate_batches
+from hmdiff_ros.model.hmdiff import HMDiff
+from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
 
 log = logging.getLogger(__name__)
 DEFAULT_TEST_SPLIT = {"split": "test", "num": 512, "seed": 20_000}
@@ -44,7 +48,7 @@ def default_test_split() -> Path:
 def evaluate(
     checkpoint: "str | Path | None" = None,
     data: "str | Path | None" = None,
-    steps: int = 4,
+    steps: int = defaults.STEPS,
     dat: str = "fast",
     hypotheses: int = 1,
     limit: int | None = None,
@@ -60,6 +64,34 @@ def evaluate(
     cfg = dat_config if dat_config is not None else DATConfig(mode=dat)
     torch.manual_seed(0)
     return evaluate_batches(model, reader.batches(64, limit), steps=steps, dat=cfg, hypotheses=hypotheses)
+
+
+@torch.no_grad()
+def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypotheses: int = 1, seed: int = 0) -> Dict:
+    """Metrics (mm) over engine-style batches (numpy, with ``proxy``)."""
+    gen = torch.Generator().manual_seed(seed)
+    errs: Dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "mpvpe_mm": [], "pa_mpvpe_mm": []}
+    device = next(model.parameters()).device
+    for b in batches:
+        out = model.sample(
+            torch.as_tensor(b["proxy"], device=device),
+            torch.as_tensor(b["prior_xyz"], device=device),
+            torch.as_tensor(b["vis"], device=device),
+            steps=steps,
+            dat=dat,
+            hypotheses=hypotheses,
+            generator=gen if device.type == "cpu" else None,
+        )
+        pred = out.points.cpu().numpy().astype(np.float64)
+        verts, joints = pred[:, : model.num_coarse], pred[:, model.num_coarse :]
+        gj, gv = b["joints_rel"].astype(np.float64), b["coarse_rel"].astype(np.float64)
+        errs["mpjpe_mm"].append(mpjpe_mm(joints, gj))
+        errs["pa_mpjpe_mm"].append(pa_mpjpe_mm(joints, gj))
+        errs["mpvpe_mm"].append(mpjpe_mm(verts, gv))
+        errs["pa_mpvpe_mm"].append(pa_mpjpe_mm(verts, gv))
+    out = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
+    out["num_samples"] = int(sum(len(v) for v in errs["mpjpe_mm"]))
+    return out
 
 
 def _check_fit(reader: SplitReader, model) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.model.dat import DAT, DATConfig
@@ -52,6 +53,22 @@ class SampleOutput:
     joint_std: torch.Tensor  # (B, J) metres: spread of each joint over the hypotheses
     hypotheses: torch.Tensor  # (B, M, P, 3) metres
     gaps: torch.Tensor  # (S, B*M) DAT gap D_k at each step (metres², NaN when DAT is off)
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, people: int, num_coarse: int, gaps: torch.Tensor) -> "SampleOutput":
+        """The output of a sampler: ``rows`` ``(B*M, P, 3)`` final points in metres, each
+        person's M hypotheses next to each other (coarse vertices, then joints); ``gaps`` ``(S, B*M)``."""
+        hyp = rows.reshape(people, -1, *rows.shape[1:])  # (B, M, P, 3)
+        joints = hyp[:, :, num_coarse:]  # (B, M, J, 3)
+        if hyp.shape[1] > 1:
+            joint_std = joints.std(1, unbiased=False).norm(dim=-1)  # (B, J)
+        else:
+            joint_std = torch.zeros(people, joints.shape[2], dtype=rows.dtype, device=rows.device)
+        return cls(points=hyp.mean(1), joint_std=joint_std, hypotheses=hyp, gaps=gaps)
+
+    def cpu(self) -> "SampleOutput":
+        """Every tensor as float32 on the CPU."""
+        return SampleOutput(*(t.float().cpu() for t in (self.points, self.joint_std, self.hypotheses, self.gaps)))
 
 
 def vertex_groups(coarse_rest: np.ndarray, num_groups: int, iters: int = 20) -> np.ndarray:
@@ -101,13 +118,39 @@ class HMDiff(nn.Module):
         """The denoiser on normalised points (training calls this)."""
         return self.denoiser(sample, timestep, image_tokens)
 
+    def check_inputs(
+        self,
+        proxy: torch.Tensor,
+        prior_xyz: torch.Tensor | None,
+        prior_vis: torch.Tensor | None,
+        dat: DATConfig,
+        hypotheses: int,
+        noise: torch.Tensor | None,
+    ) -> None:
+        """The checks of :meth:`sample`'s inputs (every backend's ``sample`` runs them): a
+        ``ValueError`` naming what is wrong."""
+        channels = self.cfg.encoder.in_channels
+        if proxy.dim() != 4 or proxy.shape[1] != channels:
+            raise ValueError(f"proxy must have shape (B, {channels}, S, S), got {tuple(proxy.shape)}")
+        if not torch.isfinite(proxy).all():
+            raise ValueError("proxy contains NaN or Inf values")
+        if hypotheses < 1:
+            raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
+        if dat.mode != "off" and (prior_xyz is None or prior_vis is None):
+            raise ValueError("DAT needs the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24), or dat mode 'off'")
+        shape = (proxy.shape[0] * hypotheses, self.num_points, 3)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have shape {shape} (inputs x hypotheses, points, 3), got {tuple(noise.shape)}"
+            )
+
     @torch.no_grad()
     def sample(
         self,
         proxy: torch.Tensor,
         prior_xyz: torch.Tensor | None = None,
         prior_vis: torch.Tensor | None = None,
-        steps: int = 4,
+        steps: int = defaults.STEPS,
         dat: DATConfig = DATConfig(),
         hypotheses: int = 1,
         eta: float = 0.0,
@@ -120,73 +163,37 @@ class HMDiff(nn.Module):
         unless ``dat.mode == "off"``). ``hypotheses`` M: samples per input, averaged.
         ``noise`` ``(B*M, P, 3)``: the starting noise h_K (drawn from ``generator`` if None).
         """
-        if proxy.dim() != 4 or proxy.shape[1] != self.cfg.encoder.in_channels:
-            raise ValueError(
-                f"proxy must have shape (B, {self.cfg.encoder.in_channels}, S, S), got {tuple(proxy.shape)}"
-            )
-        if not torch.isfinite(proxy).all():
-            raise ValueError("proxy contains NaN or Inf values")
-        if hypotheses < 1:
-            raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
-        use_dat = dat.mode != "off"
-        if use_dat and (prior_xyz is None or prior_vis is None):
-            raise ValueError("DAT needs the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24), or dat mode 'off'")
+        self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         b, m = proxy.shape[0], hypotheses
-        tokens = self.encoder(proxy).repeat_interleave(m, dim=0)  # (B*M, N, D)
-        sched = self.scheduler
-        sched.set_timesteps(steps)
-        shape = (b * m, self.num_points, 3)
+        tokens = self.encoder(proxy).repeat_interleave(m, dim=0)  # (B*M, N, D) f_I
         if noise is None:
-            x = torch.randn(shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(
-                f"noise must have shape {shape} (inputs x hypotheses, points, 3), got {tuple(noise.shape)}"
+            noise = torch.randn(
+                (b * m, self.num_points, 3), generator=generator, dtype=tokens.dtype, device=tokens.device
             )
-        else:
-            x = noise.to(tokens)
-        aligner = DAT(dat, self.dat_map, self.cfg.data_scale)
-        if use_dat:
-            prior = prior_xyz.to(tokens).repeat_interleave(m, dim=0)
-            weights = aligner.weights(prior_vis.to(tokens).repeat_interleave(m, dim=0))
-        gaps, first_gap = [], None
-        for i, t in enumerate(sched.timesteps.tolist()):
-            tt = torch.full((b * m,), t, dtype=torch.long, device=x.device)
-            # full needs a later step to absorb its network-Jacobian direction: at 1 step it is fast
-            full_step = dat.mode == "full" and steps > 1 and i < aligner.active_steps(steps)
-            with torch.enable_grad() if full_step else contextlib.nullcontext():
-                xg = x.detach().requires_grad_(full_step)
-                x0, eps = sched.to_x0_eps(self.denoiser(xg, tt, tokens), tt, xg)
-            if not use_dat:
+        x = noise.to(tokens)  # (B*M, P, 3) h_K
+        aligner = None if dat.mode == "off" else DAT(dat, self.dat_map, self.cfg.data_scale)
+        if aligner is not None:
+            prior = prior_xyz.to(tokens).repeat_interleave(m, dim=0)  # (B*M, 24, 3) U, metres
+            weights = aligner.weights(prior_vis.to(tokens).repeat_interleave(m, dim=0))  # (B*M, 24)
+        self.scheduler.set_timesteps(steps)
+        gaps = []
+        for i, t in enumerate(self.scheduler.timesteps.tolist()):
+            # 1. predict (x̂_0, ε̂); full DAT differentiates through this call
+            track = aligner is not None and aligner.differentiates(i, steps)
+            with torch.enable_grad() if track else contextlib.nullcontext():
+                h = x.detach().requires_grad_(track)  # (B*M, P, 3) h_k
+                timestep = torch.full((b * m,), t, dtype=torch.long, device=x.device)
+                x0, eps = self.scheduler.to_x0_eps(self.denoiser(h, timestep, tokens), timestep, h)
+            # 2. DAT edits (x̂_0, ε̂) towards the prior
+            if aligner is None:
                 gaps.append(torch.full((b * m,), float("nan")))
-                x = sched.step(x0, eps, t, x, eta=eta, generator=generator).prev_sample
-                continue
-            gap, _ = aligner.gap_and_grad(x0.detach(), prior, weights)
-            first_gap = gap if first_gap is None else first_gap
-            active = (gap / first_gap.clamp(min=1e-12) > dat.tau) & torch.tensor(i < aligner.active_steps(steps))
-            rot = aligner.rotation(x0.detach(), prior, weights, active) if dat.rigid else None
-            grad_h = None
-            if full_step:  # ∇_{h_k} D(R x̂_0(h_k)) through the network, R held fixed
-                with torch.enable_grad():
-                    turned = x0 if rot is None else x0 @ rot.transpose(-1, -2)
-                    grad_h = torch.autograd.grad(aligner.gap_and_grad(turned, prior, weights)[0].sum(), xg)[0]
-            x0, eps = x0.detach(), eps.detach()
-            if rot is not None:
-                turned = x0 @ rot.transpose(-1, -2)
-                a = sched.alphas_cumprod[t].to(x)
-                eps = eps - (a.sqrt() / (1 - a).sqrt()) * (turned - x0)
-                x0 = turned
-            gap_now, grad_x0 = aligner.gap_and_grad(x0, prior, weights)
-            x0, eps = aligner.align(x0, eps, x, sched.alphas_cumprod[t], gap_now, grad_x0, active, grad_h)
-            gaps.append(gap)
-            x = sched.step(x0, eps, t, x, eta=eta, generator=generator).prev_sample
-        hyp = (x * self.cfg.data_scale).reshape(b, m, self.num_points, 3)
-        joints = hyp[:, :, self.num_coarse :]
-        return SampleOutput(
-            points=hyp.mean(1),
-            joint_std=joints.std(1, unbiased=False).norm(dim=-1) if m > 1 else torch.zeros(b, self.num_joints),
-            hypotheses=hyp,
-            gaps=torch.stack(gaps),
-        )
+            else:
+                out = aligner.guide(self.scheduler, i, t, h, x0, eps, prior, weights, gaps[0] if gaps else None)
+                x0, eps = out.pred_original_sample, out.pred_epsilon
+                gaps.append(out.gap)
+            # 3. h_k -> h_{k-1}
+            x = self.scheduler.step(x0, eps, t, x, eta=eta, generator=generator).prev_sample
+        return SampleOutput.from_rows(x * self.cfg.data_scale, b, self.num_coarse, torch.stack(gaps))
 
 
 ROOT = JOINT_INDEX["pelvis"]

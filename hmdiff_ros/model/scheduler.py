@@ -6,6 +6,7 @@ Notation (DDIM, Song et al. 2021; diffusers ``DDIMScheduler``):
 - ``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` (:meth:`add_noise`);
 - the network predicts ``epsilon`` (ε), ``sample`` (x_0) or ``v_prediction``
   (v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0); :meth:`to_x0_eps` turns any of them into (x̂_0, ε̂);
+- at a fixed x_t, x̂_0 and ε̂ determine each other (:meth:`x0_from_eps`, :meth:`eps_from_x0`);
 - one DDIM step t -> t' (< t): ``x_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t' - σ²) ε̂ + σ z`` with
   ``σ = eta sqrt((1 - ᾱ_t') / (1 - ᾱ_t)) sqrt(1 - ᾱ_t / ᾱ_t')`` (formula 16).
 
@@ -84,7 +85,9 @@ class DDIMScheduler:
         self.timesteps = torch.as_tensor(steps[:num_inference_steps].astype(np.int64))
         self.num_inference_steps = num_inference_steps
 
-    def _alpha(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def _alpha(self, t: "int | torch.Tensor", like: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t in ``like``'s dtype, shaped to broadcast over it: ``(B, 1, ...)`` for steps
+        ``t`` ``(B,)``, ``(1, 1, ...)`` for one step (an int or a 0-d tensor)."""
         a = self.alphas_cumprod.to(like.device)[t]
         return a.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -102,19 +105,27 @@ class DDIMScheduler:
         a = self._alpha(t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
+    def x0_from_eps(self, eps: torch.Tensor, t: "int | torch.Tensor", sample: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t): the clean sample that ``eps`` implies at
+        ``sample`` = x_t."""
+        a = self._alpha(t, sample)
+        return (sample - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def eps_from_x0(self, x0: torch.Tensor, t: "int | torch.Tensor", sample: torch.Tensor) -> torch.Tensor:
+        """ε̂ = (x_t - sqrt(ᾱ_t) x̂_0) / sqrt(1 - ᾱ_t): the noise that ``x0`` implies at ``sample`` = x_t
+        (guidance that moves x̂_0 rewrites ε̂ with it, so that the pair stays on the same x_t)."""
+        a = self._alpha(t, sample)
+        return (sample - a.sqrt() * x0) / (1 - a).sqrt()
+
     def to_x0_eps(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor):
         """(x̂_0, ε̂) from the network output at steps ``t`` (``(B,)`` or a scalar)."""
-        t = t.expand(sample.shape[0]) if t.dim() == 0 else t
-        a = self._alpha(t, sample)
         if self.config.prediction_type == "epsilon":
-            eps = model_output
-            x0 = (sample - (1 - a).sqrt() * eps) / a.sqrt()
-        elif self.config.prediction_type == "sample":
-            x0 = model_output
-            eps = (sample - a.sqrt() * x0) / (1 - a).sqrt()
-        else:
-            x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output
-            eps = a.sqrt() * model_output + (1 - a).sqrt() * sample
+            return self.x0_from_eps(model_output, t, sample), model_output
+        if self.config.prediction_type == "sample":
+            return model_output, self.eps_from_x0(model_output, t, sample)
+        a = self._alpha(t, sample)  # v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0
+        x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output
+        eps = a.sqrt() * model_output + (1 - a).sqrt() * sample
         return x0, eps
 
     def previous_timestep(self, t: int) -> int:

@@ -26,15 +26,16 @@ from typing import Dict
 import numpy as np
 import torch
 
+from hmdiff_ros import defaults
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker
 from hmdiff_ros.errors import interrupt_signal, one_line
 from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
 from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.model.evaluate import evaluate_batches
 from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
-from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
-from hmdiff_ros.model.proxy import make_proxy
+from hmdiff_ros.observation import ProxyConfig, make_proxy
 
 log = logging.getLogger(__name__)
 STATE = "train_state.safetensors"  # raw weights and optimiser moments, for resume
@@ -46,7 +47,7 @@ MAX_WORKERS = 64
 
 # the checks of every ``TrainConfig`` field but ``model``: (kind, test, what is expected)
 _INT, _FLOAT, _STR, _BOOL = "an integer", "a finite number", "a string", "true or false"
-_FIELD_CHECKS = {
+FIELD_CHECKS = {
     "out": (_STR, lambda v: v.strip() != "", "a non-empty folder path"),
     "steps": (_INT, lambda v: v >= 1, ">= 1"),
     "batch_size": (_INT, lambda v: v >= 1, ">= 1"),
@@ -184,7 +185,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every field's type and range; errors name the key and the value. ``out`` and
         ``init`` may also be paths; ints given for float fields become floats."""
-        for name, (kind, test, expected) in _FIELD_CHECKS.items():
+        for name, (kind, test, expected) in FIELD_CHECKS.items():
             value = getattr(self, name)
             if name in ("out", "init") and isinstance(value, PurePath):
                 value = str(value)
@@ -212,7 +213,7 @@ class TrainConfig:
         unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        d = {k: _from_yaml_number(v, _FIELD_CHECKS[k][0]) if k in _FIELD_CHECKS else v for k, v in d.items()}
+        d = {k: _from_yaml_number(v, FIELD_CHECKS[k][0]) if k in FIELD_CHECKS else v for k, v in d.items()}
         if "model" in d:
             d["model"] = _model_config(d["model"])
         return cls(**d)
@@ -303,34 +304,6 @@ def losses(model: HMDiff, batch: Dict[str, torch.Tensor], proxy: torch.Tensor, c
     terms["edge_l1"] = (length(vp) - length(vg)).abs().mean()
     total = terms["diffusion"] + cfg.loss_x0 * terms["x0_l1"] + cfg.loss_edge * terms["edge_l1"]
     return total, terms
-
-
-@torch.no_grad()
-def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypotheses: int = 1, seed: int = 0) -> Dict:
-    """Metrics (mm) over engine-style batches (numpy, with ``proxy``)."""
-    gen = torch.Generator().manual_seed(seed)
-    errs: Dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "mpvpe_mm": [], "pa_mpvpe_mm": []}
-    device = next(model.parameters()).device
-    for b in batches:
-        out = model.sample(
-            torch.as_tensor(b["proxy"], device=device),
-            torch.as_tensor(b["prior_xyz"], device=device),
-            torch.as_tensor(b["vis"], device=device),
-            steps=steps,
-            dat=dat,
-            hypotheses=hypotheses,
-            generator=gen if device.type == "cpu" else None,
-        )
-        pred = out.points.cpu().numpy().astype(np.float64)
-        verts, joints = pred[:, : model.num_coarse], pred[:, model.num_coarse :]
-        gj, gv = b["joints_rel"].astype(np.float64), b["coarse_rel"].astype(np.float64)
-        errs["mpjpe_mm"].append(mpjpe_mm(joints, gj))
-        errs["pa_mpjpe_mm"].append(pa_mpjpe_mm(joints, gj))
-        errs["mpvpe_mm"].append(mpjpe_mm(verts, gv))
-        errs["pa_mpvpe_mm"].append(pa_mpjpe_mm(verts, gv))
-    out = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
-    out["num_samples"] = int(sum(len(v) for v in errs["mpjpe_mm"]))
-    return out
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -442,7 +415,7 @@ def _load_resume(out: Path, model: HMDiff, opt: torch.optim.Optimizer, device: t
 _WORKER_KILLED = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal: ([^.]+)")
 
 
-def _worker_signal(exc: BaseException, workers=()) -> "int | None":
+def worker_signal(exc: BaseException, workers=()) -> "int | None":
     """The signal that killed a data-loader worker when ``exc`` is the loader's report of that
     (a process-group SIGTERM, as systemd, docker or Slurm stop jobs, reaches the workers too);
     ``workers``: the loader's processes, whose exit codes tell when the report does not. None
@@ -505,7 +478,7 @@ class _Interrupts:
         if isinstance(exc, KeyboardInterrupt):
             signum = interrupt_signal(exc)
         else:
-            signum = _worker_signal(exc, workers)
+            signum = worker_signal(exc, workers)
         if self.signum is None:
             self.signum = signum
         return signum
@@ -566,7 +539,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     for p in ema.parameters():
         p.requires_grad_(False)
 
-    data_cfg = SyntheticConfig(proxy=dataclass_replace_crop(cfg))
+    data_cfg = SyntheticConfig(proxy=ProxyConfig(crop_size=cfg.model.encoder.input_size))
     engine = SyntheticEngine(data_cfg)  # builds/loads the shape bank before workers start
     val = [
         engine.generate(batch_rng(VAL_SEED, i), min(256, cfg.val_samples - 256 * i))
@@ -647,8 +620,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
                     "minutes": round((time.time() - t0) / 60, 1),
                     "loss": round(loss.item(), 5),
                     **{k: round(v.item(), 5) for k, v in terms.items()},
-                    "val_dat_off": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="off")),
-                    "val_dat_fast": evaluate_batches(ema, val, steps=4, dat=DATConfig(mode="fast")),
+                    "val_dat_off": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="off")),
+                    "val_dat_fast": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="fast")),
                 }
                 prepare_out()
                 with metrics_file.open("a") as f:
@@ -688,12 +661,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         bar.close()
         remove_empty(new_folders)  # a run that wrote nothing leaves no empty folders
     return metrics
-
-
-def dataclass_replace_crop(cfg: TrainConfig):
-    from hmdiff_ros.model.proxy import ProxyConfig
-
-    return ProxyConfig(crop_size=cfg.model.encoder.input_size)
 
 
 def _edges(faces: np.ndarray) -> np.ndarray:

@@ -1,8 +1,6 @@
-"""The frame pipeline's configuration, and the one place a pipeline is put together.
-
-:func:`pipeline_config` turns options (the command line's, the node's parameters) into a
-checked :class:`PipelineConfig`; :func:`build_pipeline` loads the model and the MediaPipe
-prior for it. The command line and the ROS node both call these two.
+"""The frame pipeline's configuration: :func:`pipeline_config` turns options (the command
+line's, the node's parameters) into a checked :class:`PipelineConfig`, the one place both
+build it (then :func:`hmdiff_ros.pipeline.pipeline.build_pipeline` loads the model and prior).
 """
 
 from __future__ import annotations
@@ -86,15 +84,3 @@ def pipeline_config(
         raise ValueError(why)
     values["dat"] = DATConfig(mode=dat_mode, **{k: v for k, v in dat.items() if v is not None})
     return PipelineConfig(**values)
-
-
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False):
-    """The :class:`~hmdiff_ros.pipeline.pipeline.Pipeline` with the MediaPipe prior;
-    ``video``: the prior follows the person from frame to frame (for one video or camera
-    stream; :meth:`MediaPipePrior.reset` between streams)."""
-    from hmdiff_ros.pipeline.pipeline import Pipeline
-    from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
-    from hmdiff_ros.runtime.backends import load_model
-
-    model = load_model(cfg.backend, checkpoint, cfg.engines)
-    return Pipeline(model, MediaPipePrior(static_image_mode=not video), cfg=cfg)

@@ -1,7 +1,8 @@
 """Reading frames robustly and writing results: overlays, meshes, JSON.
 
-Images of any common kind become RGB uint8 (grayscale, RGBA, 16-bit and float images are
-converted); unreadable files raise a ``ValueError`` that names the file.
+Image files of any common kind become RGB uint8 (grayscale, RGBA, 16-bit images are
+converted by :func:`hmdiff_ros.image.to_rgb8`); unreadable files raise an
+:class:`~hmdiff_ros.image.ImageError` that names the file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
+from hmdiff_ros.image import MAX_SIDE, ImageError, to_rgb8
 from hmdiff_ros.pipeline.outputs import is_camera
 from hmdiff_ros.pipeline.pipeline import PersonResult
 from hmdiff_ros.render import render_mesh
@@ -24,28 +26,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MULTI_PAGE_SUFFIXES = {".tif", ".tiff", ".gif", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
-MAX_SIDE = 10000  # pixels; larger images are refused rather than exhausting memory
 PERSON_COLOURS = [(90, 160, 230), (120, 200, 120), (220, 130, 90), (200, 120, 200), (90, 200, 220), (230, 200, 90)]
-
-
-def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Any decoded image (gray, BGR, BGRA; uint8/uint16/float) -> RGB uint8 ``(H, W, 3)``."""
-    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
-        raise ValueError(f"{name}: not a readable image")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{name}: expected 1, 3 or 4 channels, got shape {image.shape}")
-    if max(image.shape[:2]) > MAX_SIDE:
-        raise ValueError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels is larger than {MAX_SIDE} on a side")
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
-    elif image.dtype.kind == "f":
-        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"{name}: unsupported pixel type {image.dtype}")
-    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[image.shape[2]]
-    return np.ascontiguousarray(cv2.cvtColor(image, code))
 
 
 def read_image(path: "str | Path") -> np.ndarray:
@@ -54,27 +35,27 @@ def read_image(path: "str | Path") -> np.ndarray:
     says so)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; expected an image file")
+        raise ImageError(f"{path}: is a folder; expected an image file")
     if path.exists() and not path.is_file():
-        raise ValueError(f"{path}: is not a regular file (a pipe or a device); expected an image file")
+        raise ImageError(f"{path}: is not a regular file (a pipe or a device); expected an image file")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
         why = "a symbolic link that leads nowhere" if path.is_symlink() else "file not found"
-        raise ValueError(f"{path}: {why}") from None
+        raise ImageError(f"{path}: {why}") from None
     except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     # ANYDEPTH|ANYCOLOR keeps 16 bits and applies the EXIF orientation (UNCHANGED would not)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     except cv2.error as exc:  # e.g. a header announcing more pixels than OpenCV's limit
         first = (str(exc).strip().splitlines() or ["?"])[-1].strip()
-        raise ValueError(
+        raise ImageError(
             f"{path}: OpenCV refuses to decode it ({first}); images of more than "
             f"{MAX_SIDE} pixels on a side are not accepted"
         ) from None
     if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can decode")
+        raise ImageError(f"{path}: not an image OpenCV can decode")
     if path.suffix.lower() in MULTI_PAGE_SUFFIXES:
         pages = _page_count(path)
         if pages > 1:

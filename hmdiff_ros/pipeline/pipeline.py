@@ -22,10 +22,10 @@ from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import JOINT_NAMES, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.camera import check_intrinsics, intrinsics_from_fov, project, solve_translation
-from hmdiff_ros.model.proxy import ProxyConfig, make_proxy
+from hmdiff_ros.image import check_image
+from hmdiff_ros.observation import ProxyConfig, in_image, make_proxy, observe
 from hmdiff_ros.pipeline.config import PipelineConfig
-from hmdiff_ros.prior.base import PosePrior, observe
-from hmdiff_ros.prior.mediapipe_prior import check_image
+from hmdiff_ros.prior.base import PosePrior
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,27 @@ class PersonResult:
     track_id: int = -1
 
 
+@dataclass
+class ModelInputs:
+    """What a frame fed the model, one row per person (benchmarks re-time the model on it)."""
+
+    proxy: np.ndarray  # (B, C, S, S) float32: the encoder input
+    prior_xyz: np.ndarray  # (B, 24, 3) the prior's root-relative joints U, metres
+    prior_vis: np.ndarray  # (B, 24) their visibility
+
+
+@dataclass
+class FrameResult:
+    """One frame through :meth:`Pipeline.run`."""
+
+    people: List[PersonResult]
+    timings: Dict[str, float]  # seconds per stage: prior, then proxy, model and geometry when someone was found
+    model_inputs: ModelInputs | None  # None when no person was found
+
+
 class Pipeline:
-    """``pipeline(image, K=None, boxes=None) -> [PersonResult]`` for RGB uint8 images."""
+    """``pipeline(image, K=None, boxes=None) -> [PersonResult]`` for RGB uint8 images;
+    :meth:`run` also returns the frame's stage timings and model inputs."""
 
     def __init__(
         self, model, prior: PosePrior, topology: Topology | None = None, cfg: PipelineConfig = PipelineConfig()
@@ -59,13 +78,20 @@ class Pipeline:
         self.topology = topology or Topology.load()
         self.cfg = cfg
         self.proxy_cfg = ProxyConfig(crop_size=model.cfg.encoder.input_size)
-        self.timings: Dict[str, float] = {}  # seconds per stage of the last call
-        self._last_inputs = None  # (proxy, prior_xyz, visibility) of the last call, for benchmarks
         self.rejected = 0  # people dropped because their placement was implausible (see implausible_placement)
 
     def __call__(
         self, image: np.ndarray, K: np.ndarray | None = None, boxes: Sequence[np.ndarray] | None = None
     ) -> List[PersonResult]:
+        return self.run(image, K, boxes).people
+
+    def run(
+        self, image: np.ndarray, K: np.ndarray | None = None, boxes: Sequence[np.ndarray] | None = None
+    ) -> FrameResult:
+        """The people in ``image`` (RGB uint8), with the stage timings and the model inputs.
+
+        ``K``: camera intrinsics ``(3, 3)`` (None: from ``hfov_deg``); ``boxes``: person boxes
+        ``(u0, v0, u1, v1)`` in pixels (None: the prior finds one person)."""
         image = check_image(image)
         h, w = image.shape[:2]
         K = intrinsics_from_fov(w, h, self.cfg.hfov_deg) if K is None else check_intrinsics(K, w, h)
@@ -76,9 +102,9 @@ class Pipeline:
         t1 = time.perf_counter()
         people = [(p, observe(p, (w, h), self.proxy_cfg)) for p in detections if p is not None]
         people = [(p, o) for p, o in people if o is not None]
-        self.timings = {"prior": t1 - t0}
+        timings = {"prior": t1 - t0}
         if not people:
-            return []
+            return FrameResult([], timings, None)
         obs = [o for _, o in people]
         proxy = make_proxy(
             np.stack([o.uv for o in obs]),
@@ -89,14 +115,14 @@ class Pipeline:
         )
         t2 = time.perf_counter()
         prior_xyz, prior_vis = np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs])
-        self._last_inputs = (proxy, prior_xyz, prior_vis)
+        inputs = ModelInputs(proxy, prior_xyz, prior_vis)
         points, joint_std = self._sample(proxy, prior_xyz, prior_vis)
         t3 = time.perf_counter()
         results = []
         q = list(PRIOR_JOINT_INDICES)
         for i, (person, o) in enumerate(people):
             coarse, joints = points[i, : self.model.num_coarse], points[i, self.model.num_coarse :]
-            inside = (o.prior_uv >= 0).all(1) & (o.prior_uv[:, 0] < w) & (o.prior_uv[:, 1] < h)
+            inside = in_image(o.prior_uv, (w, h))
             weight = np.where((o.visibility >= self.proxy_cfg.min_visibility) & inside, o.visibility, 0.0)
             t = solve_translation(joints[q], o.prior_uv.astype(np.float64), weight, K)
             why = implausible_placement(joints + t)
@@ -123,8 +149,8 @@ class Pipeline:
                     translation=t,
                 )
             )
-        self.timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
-        return results
+        timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
+        return FrameResult(results, timings, inputs)
 
     def batch_limit(self) -> int:
         """The most rows (people x hypotheses) sampled in one model call: ``MAX_BATCH``, or the
@@ -188,3 +214,14 @@ def implausible_placement(joints: np.ndarray) -> str | None:
     if joints[:, 2].mean() > defaults.MAX_DEPTH_M:
         return f"the body lies {joints[:, 2].mean():.0f} m from the camera (more than {defaults.MAX_DEPTH_M:.0f} m)"
     return None
+
+
+def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False) -> Pipeline:
+    """The :class:`Pipeline` with the MediaPipe prior;
+    ``video``: the prior follows the person from frame to frame (for one video or camera
+    stream; :meth:`MediaPipePrior.reset` between streams)."""
+    from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+    from hmdiff_ros.runtime.backends import load_model
+
+    model = load_model(cfg.backend, checkpoint, cfg.engines)
+    return Pipeline(model, MediaPipePrior(static_image_mode=not video), cfg=cfg)

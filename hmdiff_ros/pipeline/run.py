@@ -22,7 +22,8 @@ import numpy as np
 
 from hmdiff_ros.camera import intrinsics_from_fov
 from hmdiff_ros.errors import one_line
-from hmdiff_ros.pipeline.config import PipelineConfig, build_pipeline
+from hmdiff_ros.image import to_rgb8
+from hmdiff_ros.pipeline.config import PipelineConfig
 from hmdiff_ros.pipeline.io import (
     VIDEO_SUFFIXES,
     collect_inputs,
@@ -30,11 +31,10 @@ from hmdiff_ros.pipeline.io import (
     overlay,
     person_json,
     read_image,
-    to_rgb8,
     write_obj,
 )
 from hmdiff_ros.pipeline.outputs import OutputFolder, is_camera, output_stems
-from hmdiff_ros.pipeline.pipeline import Pipeline
+from hmdiff_ros.pipeline.pipeline import Pipeline, build_pipeline
 from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def _warn_about_boxes(boxes: Dict[str, list], inputs: Sequence[str], videos: Seq
         matches = [k for k in dict.fromkeys(_box_keys(src)) if k in boxes]
         if len(matches) > 1:
             log.warning("%s: boxes file entries %s all name it: using '%s'", src, matches, matches[0])
-    unused = [src for src in videos if _boxes_for(boxes, src) is not None]
+    unused = [src for src in videos if boxes_for(boxes, src) is not None]
     if unused:
         log.warning("boxes are used for images only, not for the videos %s", ", ".join(unused[:10]))
 
@@ -265,7 +265,8 @@ def _box_keys(source: str) -> Tuple[str, ...]:
     return (source, str(Path(source).resolve()), Path(source).name)
 
 
-def _boxes_for(boxes: Dict[str, list] | None, source: str):
+def boxes_for(boxes: Dict[str, list] | None, source: str):
+    """The boxes given for ``source`` (by its path as given, resolved, or its file name), or None."""
     if not boxes:
         return None
     for key in _box_keys(source):
@@ -328,7 +329,7 @@ def run(
                         pipe, source, folder, stems[source], hfov, max_frames, progress, tracker, emit
                     )
                     continue
-                new = process_image(pipe, source, folder, stems[source], hfov, _boxes_for(boxes, source))
+                new = process_image(pipe, source, folder, stems[source], hfov, boxes_for(boxes, source))
             except (ValueError, OSError, cv2.error) as exc:  # a bad input: report, keep going
                 new = {"path": source, "backend": pipe.model.backend, "people": [], "error": _named(source, exc)}
             if emit is not None:

@@ -14,24 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, mediapipe_to_joints_matrix
-from hmdiff_ros.camera import BOX_EXPAND
-from hmdiff_ros.prior.base import PriorPerson
+from hmdiff_ros.image import check_image
+from hmdiff_ros.observation import BOX_EXPAND, PriorPerson
 from hmdiff_ros.quiet import quiet_third_party, third_party_output
 
 quiet_third_party()  # before mediapipe is imported; keeps an earlier explicit choice
 
 _MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
 _ROOT = list(PRIOR_JOINT_INDICES).index(JOINT_INDEX["pelvis"])
-
-
-def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` image, or a ``ValueError`` saying what was given."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
-        raise ValueError(f"{name} must be an RGB uint8 array of shape (H, W, 3), got {desc}")
-    if min(image.shape[:2]) < 8:
-        raise ValueError(f"{name} is too small ({image.shape[1]}x{image.shape[0]} pixels; need at least 8x8)")
-    return image
 
 
 class MediaPipePrior:

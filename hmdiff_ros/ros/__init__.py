@@ -1,6 +1,8 @@
-"""The ROS 2 layer: the rclpy node (``node``), the message conversion shared by the node and
-the bag tool (``convert``), rosbag2 processing without ROS (``bag``) and the node's
-parameters (``params``). Only ``node`` imports rclpy."""
+"""The ROS 2 layer: the rclpy node (``node``) and rosbag2 processing without ROS (``bag``),
+sharing one boundary: camera messages in and images out (``bridge``), a frame's output
+messages (``convert``), body frames and TF (``frames``); and the node's parameters
+(``params``), frame health (``health``) and newest-frame worker (``worker``). Only ``node``
+imports rclpy."""
 
 
 def node_main(args=None) -> None:

@@ -17,7 +17,7 @@ file's own metadata record) carries ``custom_data`` ``hmdiff.partial: "true"``
 (:data:`PARTIAL_KEY`; ``"false"`` for a complete run), which bag readers ignore.
 
 CameraInfo: its ``K`` is used only for images of the size it describes and only when it is
-plausible (:func:`~hmdiff_ros.ros.convert.intrinsics_for_image`); other frames use the field
+plausible (:func:`~hmdiff_ros.ros.bridge.intrinsics_for_image`); other frames use the field
 of view and are counted in the summary.
 """
 
@@ -34,25 +34,24 @@ from typing import Dict
 
 import numpy as np
 
-from hmdiff_ros.camera import intrinsics_from_fov
+from hmdiff_ros import defaults
+from hmdiff_ros.ros.bridge import choose_intrinsics, image_to_rgb
 from hmdiff_ros.ros.convert import (
     HRI_IDS_LIST,
     HRI_TRACKED_TOPIC,
     HUMAN_ARRAY,
+    FrameOptions,
     MessageFactory,
-    hri_ids_msg,
-    human_array_msg,
-    image_to_rgb,
-    intrinsics_for_image,
-    marker_array_msg,
+    frame_messages,
     message_definitions,
-    transforms,
     typestore_for,
 )
 
 log = logging.getLogger(__name__)
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+IMAGE = "sensor_msgs/msg/Image"
+IMAGE_TYPES = (IMAGE, "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 PARTIAL_KEY = "hmdiff.partial"  # custom_data of the output: "true" when the run stopped early
@@ -165,12 +164,12 @@ def process_bag(
     distro: str = "humble",
     storage: str = "mcap",
     namespace: str = "/hmdiff",
-    mesh: str = "coarse",
+    mesh: str = defaults.MESH_RESOLUTION,
     tracking=None,
     max_frames: int | None = None,
     progress: bool = True,
     tf: bool = True,
-    tf_prefix: str = "hmdiff_body",
+    tf_prefix: str = defaults.TF_PREFIX,
     hri: bool = False,
     force: bool = False,
 ) -> Dict:
@@ -197,6 +196,7 @@ def process_bag(
     bad = f"--tf-prefix: {bad}" if bad else namespace_error(namespace)
     if bad:
         raise ValueError(bad)
+    options = FrameOptions(vertices=True, mesh=mesh, tf=tf, tf_prefix=tf_prefix, hri=hri)
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"--max-frames must be an integer >= 1, got {max_frames!r}")
     if not src.exists():
@@ -252,10 +252,8 @@ def process_bag(
                 defs = message_definitions()
                 ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
                 humans_c = writer.add_connection(f"{ns}/humans", HUMAN_ARRAY, typestore=store)
-                markers_c = writer.add_connection(
-                    f"{ns}/markers", "visualization_msgs/msg/MarkerArray", typestore=store
-                )
-                debug_c = writer.add_connection(f"{ns}/debug_image", "sensor_msgs/msg/Image", typestore=store)
+                markers_c = writer.add_connection(f"{ns}/markers", MARKER_ARRAY, typestore=store)
+                debug_c = writer.add_connection(f"{ns}/debug_image", IMAGE, typestore=store)
                 summary["topics"] = [f"{ns}/humans", f"{ns}/markers", f"{ns}/debug_image"]
                 tf_c = None
                 if tf:  # the input's /tf connection if it has one (one connection per topic and type)
@@ -292,31 +290,27 @@ def process_bag(
                             msg = reader.deserialize(raw, conn.msgtype)
                             rgb = image_to_rgb(msg)
                             K = _intrinsics(info, rgb, pipeline, summary)
-                            people = _run(pipeline, rgb, K, tracking, msg.header)
+                            people = pipeline(rgb, K)
+                            if tracking is not None:
+                                stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                                people = tracking(people, stamp_s, K)
                         except ValueError as exc:
                             summary["dropped"] += 1
                             key = str(exc).split(";")[0].strip()[:200]  # the reason, without the list of choices
                             summary["dropped_reasons"][key] = summary["dropped_reasons"].get(key, 0) + 1
                             continue
-                        hdr = msg.header
-                        writer.write(
-                            humans_c, stamp, store.serialize_cdr(human_array_msg(f, hdr, people, True), HUMAN_ARRAY)
-                        )
-                        topo = pipeline.topology
-                        markers = marker_array_msg(f, hdr, people, topo.coarse_faces, topo.full_faces, mesh=mesh)
-                        writer.write(
-                            markers_c, stamp, store.serialize_cdr(markers, "visualization_msgs/msg/MarkerArray")
-                        )
-                        writer.write(
-                            debug_c,
-                            stamp,
-                            store.serialize_cdr(_debug(f, hdr, rgb, people, pipeline, K), "sensor_msgs/msg/Image"),
-                        )
-                        if tf_c is not None and people:
-                            tfm = f.make(TF_MESSAGE, transforms=transforms(f, hdr, people, prefix=tf_prefix))
-                            writer.write(tf_c, stamp, store.serialize_cdr(tfm, TF_MESSAGE))
+                        out = frame_messages(f, msg.header, people, pipeline.topology, options, rgb, K)
+                        written = [
+                            (humans_c, out.humans, HUMAN_ARRAY),
+                            (markers_c, out.markers, MARKER_ARRAY),
+                            (debug_c, out.debug_image, IMAGE),
+                        ]
+                        if tf_c is not None and out.transforms:
+                            written.append((tf_c, f.make(TF_MESSAGE, transforms=out.transforms), TF_MESSAGE))
                         if hri_c is not None:
-                            writer.write(hri_c, stamp, store.serialize_cdr(hri_ids_msg(f, hdr, people), HRI_IDS_LIST))
+                            written.append((hri_c, out.hri, HRI_IDS_LIST))
+                        for connection, message, msgtype in written:
+                            writer.write(connection, stamp, store.serialize_cdr(message, msgtype))
                         summary["frames"] += 1
                         summary["people"] += len(people)
                 except KeyboardInterrupt:  # a second signal, or SIGINT where no handler could be installed
@@ -366,31 +360,11 @@ def _nothing_processed(topic: str, summary: Dict) -> str:
 def _intrinsics(info, rgb: np.ndarray, pipeline, summary: Dict) -> np.ndarray:
     """The CameraInfo's K where it fits the image, else the field of view's (counted)."""
     h, w = rgb.shape[:2]
-    K, why = intrinsics_for_image(info, w, h)
+    K, why = choose_intrinsics(info, w, h, pipeline.cfg.hfov_deg)
     if why is not None:
         summary["camera_info_mismatch"] += 1
         reasons = summary["camera_info_reasons"]
         if why not in reasons:
             log.warning("camera info not used: %s; using the %g degree field of view", why, pipeline.cfg.hfov_deg)
         reasons[why] = reasons.get(why, 0) + 1
-    return K if K is not None else intrinsics_from_fov(w, h, pipeline.cfg.hfov_deg)
-
-
-def _run(pipeline, rgb: np.ndarray, K: np.ndarray, tracking, hdr):
-    people = pipeline(rgb, K)
-    if tracking is not None:
-        people = tracking(people, hdr.stamp.sec + hdr.stamp.nanosec * 1e-9, K)
-    return people
-
-
-def _debug(f, hdr, rgb, people, pipeline, K):
-    import cv2
-
-    from hmdiff_ros.pipeline.io import overlay
-    from hmdiff_ros.ros.convert import image_msg
-
-    faces = (
-        pipeline.topology.full_faces if people and people[0].vertices is not None else pipeline.topology.coarse_faces
-    )
-    bgr = overlay(rgb, people, K, faces)
-    return image_msg(f, hdr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return K

@@ -99,3 +99,59 @@ def namespace_error(namespace: str) -> str | None:
             f"no token starting with a digit), got {namespace!r}"
         )
     return None
+
+
+def pipeline_config_of(values: dict):
+    """The pipeline's :class:`~hmdiff_ros.pipeline.config.PipelineConfig` for the node's
+    parameter ``values`` (the debug overlay draws the full mesh, so it asks for it too)."""
+    from hmdiff_ros.pipeline.config import pipeline_config
+
+    return pipeline_config(
+        steps=values["ddim_steps"],
+        dat_mode=values["dat_mode"],
+        dat_tau=values["dat_tau"],
+        dat_lambda=values["dat_lambda"],
+        hypotheses=values["hypotheses"],
+        hfov_deg=values["hfov_deg"],
+        full_mesh=values["mesh_resolution"] == "full" or values["publish_debug_image"],
+        backend=values["backend"],
+        engines=values["engines"],
+    )
+
+
+def parameters_error(
+    values: dict, changes: dict | None = None, batch_limit: int | None = None, backend: str = ""
+) -> str | None:
+    """Why the parameter ``values`` are refused, or None; with ``changes`` (name: value), why
+    setting those on top of ``values`` is (each checked against the values with the earlier
+    ones set, as a set-parameters callback must). ``hypotheses`` must also fit the ``backend``'s
+    largest batch ``batch_limit`` (None: not known yet)."""
+    changes, values = (values if changes is None else changes), dict(values)
+    for name, value in changes.items():
+        why = parameter_error(name, value, values)
+        if why:
+            return why
+        values[name] = value
+    if batch_limit and values["hypotheses"] > batch_limit:
+        return f"hypotheses {values['hypotheses']} exceed the {backend} backend's largest batch of {batch_limit}"
+    return None
+
+
+def frame_options(values: dict, frame: int, hri: bool, debug_image: bool):
+    """What the node publishes for its ``frame``-th frame (from 1) under the parameter
+    ``values``, as :class:`~hmdiff_ros.ros.convert.FrameOptions`: the mesh marker every
+    ``mesh_every_n``-th frame; ``hri``: the ids have a publisher; ``debug_image``: the overlay
+    has a subscriber."""
+    from hmdiff_ros.ros.convert import FrameOptions
+
+    return FrameOptions(
+        vertices=values["publish_vertices"],
+        markers=values["publish_markers"],
+        mesh=values["mesh_resolution"] if frame % values["mesh_every_n"] == 0 else "none",
+        marker_lifetime_s=values["marker_lifetime_s"],
+        tf=values["publish_tf"],
+        joint_tf=values["publish_joint_tf"],
+        tf_prefix=values["tf_prefix"],
+        hri=hri,
+        debug_image=values["publish_debug_image"] and debug_image,
+    )

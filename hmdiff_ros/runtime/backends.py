@@ -16,28 +16,30 @@ pipeline runs on any of them unchanged.
 Every loaded model says what really runs: ``backend`` (``torch``, ``onnxruntime`` or
 ``tensorrt``), ``fallback_reasons`` (``"name: error"`` for each backend that was skipped on the
 way, empty when none) and ``max_batch`` (the largest people x hypotheses batch the backend
-takes in one call; ``None``: unlimited).
+takes in one call; ``None``: unlimited). The two graph backends share
+:class:`~hmdiff_ros.runtime.graph.GraphModel`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.model.hmdiff import SampleOutput
 from hmdiff_ros.runtime.export import check_export
+from hmdiff_ros.runtime.graph import GraphModel
+from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEFAULT_ENGINES = Path("engines")
+CONCRETE_BACKENDS = tuple(b for b in defaults.BACKENDS if b != "auto")  # torch, onnxruntime, tensorrt
+FALLBACK_ORDER = CONCRETE_BACKENDS[::-1]  # fastest first, torch last: it always loads
 
 
 def ort_providers() -> List[str]:
@@ -46,24 +48,6 @@ def ort_providers() -> List[str]:
 
     have = set(ort.get_available_providers())
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
-
-
-def available_backends() -> List[str]:
-    out = ["torch"]
-    try:
-        import onnxruntime  # noqa: F401
-
-        out.append("onnxruntime")
-    except ImportError:
-        pass
-    try:
-        import tensorrt  # noqa: F401
-
-        if torch.cuda.is_available():
-            out.append("tensorrt")
-    except ImportError:
-        pass
-    return out
 
 
 class OrtModule(nn.Module):
@@ -79,63 +63,8 @@ class OrtModule(nn.Module):
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
-class GraphModel:
-    """The HMDiff interface over exported graphs. ``encoder``/``denoiser`` replace the torch
-    model's; ``samplers`` maps ``(steps, dat mode)`` to a one-call sampler ``f(proxy, noise,
-    prior_xyz, prior_vis) -> points``."""
-
-    def __init__(self, model, name: str, samplers: Dict[Tuple[int, str], object], exported_dat: Dict) -> None:
-        self.model, self.name, self.samplers, self.exported_dat = model, name, samplers, exported_dat
-        self.backend, self.max_batch, self.fallback_reasons = name, None, []
-
-    def __getattr__(self, item):  # cfg, num_coarse, num_points, scheduler, dat_map ...
-        return getattr(self.model, item)
-
-    def eval(self) -> "GraphModel":
-        return self
-
-    def sample(
-        self,
-        proxy: torch.Tensor,
-        prior_xyz: torch.Tensor | None = None,
-        prior_vis: torch.Tensor | None = None,
-        steps: int = 4,
-        dat: DATConfig = DATConfig(),
-        hypotheses: int = 1,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> SampleOutput:
-        if dat.mode == "full":
-            raise ValueError(f"dat mode 'full' needs PyTorch autograd; the {self.name} backend runs 'fast' or 'off'")
-        sampler = self.samplers.get((steps, dat.mode))
-        same_dat = {k: v for k, v in vars(dat).items() if k != "mode"} == self.exported_dat.get(dat.mode)
-        if sampler is None or eta > 0 or not same_dat:
-            return self.model.sample(proxy, prior_xyz, prior_vis, steps, dat, hypotheses, eta, generator, noise)
-        if proxy.dim() != 4 or proxy.shape[1] != self.cfg.encoder.in_channels or not torch.isfinite(proxy).all():
-            raise ValueError(f"proxy must be finite with shape (B, {self.cfg.encoder.in_channels}, S, S)")
-        if hypotheses < 1:
-            raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
-        b, m, p = proxy.shape[0], hypotheses, self.num_points
-        if dat.mode != "off" and (prior_xyz is None or prior_vis is None):
-            raise ValueError("DAT needs the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24), or dat mode 'off'")
-        if prior_xyz is None:
-            prior_xyz, prior_vis = torch.zeros(b, 24, 3), torch.zeros(b, 24)
-        if noise is None:
-            noise = torch.randn((b * m, p, 3), generator=generator)
-        rep = lambda t: t.float().repeat_interleave(m, dim=0)  # noqa: E731
-        points = sampler(rep(proxy), noise.float(), rep(prior_xyz), rep(prior_vis))
-        hyp = points.float().cpu().reshape(b, m, p, 3)
-        joints = hyp[:, :, self.num_coarse :]
-        return SampleOutput(
-            points=hyp.mean(1),
-            joint_std=joints.std(1, unbiased=False).norm(dim=-1) if m > 1 else torch.zeros(b, joints.shape[2]),
-            hypotheses=hyp,
-            gaps=torch.full((steps, b * m), float("nan")),
-        )
-
-
-def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Path" = DEFAULT_ENGINES) -> GraphModel:
+def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Path" = defaults.ENGINES) -> GraphModel:
+    """The HMDiff interface on the ONNX export in ``engines`` (made from ``checkpoint``)."""
     import onnxruntime as ort
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -173,8 +102,6 @@ def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Pat
 
 def _load(name: str, checkpoint, engines, compile: bool):
     if name == "tensorrt":
-        from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
-
         return load_tensorrt(checkpoint, engines)
     if name == "onnxruntime":
         return load_onnxruntime(checkpoint, engines)
@@ -186,9 +113,9 @@ def _load(name: str, checkpoint, engines, compile: bool):
 
 
 def load_model(
-    backend: str = "torch",
+    backend: str = defaults.BACKEND,
     checkpoint: "str | Path | None" = None,
-    engines: "str | Path" = DEFAULT_ENGINES,
+    engines: "str | Path" = defaults.ENGINES,
     compile: bool = False,
     fallback: bool = True,
 ):
@@ -198,10 +125,9 @@ def load_model(
     The model's ``backend`` is the one that loaded and ``fallback_reasons`` why the ones before
     it did not. A broken or missing checkpoint breaks every backend: its own error (a one-line
     ``ValueError`` or ``FileNotFoundError`` naming the checkpoint) is raised from the last one."""
-    if backend not in (*BACKENDS, "auto"):
-        raise ValueError(f"unknown backend {backend!r}; choose from {[*BACKENDS, 'auto']}")
-    chain = ["tensorrt", "onnxruntime", "torch"]
-    order = chain if backend == "auto" else chain[chain.index(backend) :]
+    if backend not in defaults.BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(defaults.BACKENDS)}")
+    order = FALLBACK_ORDER if backend == "auto" else FALLBACK_ORDER[FALLBACK_ORDER.index(backend) :]
     reasons: List[str] = []
     for i, name in enumerate(order):
         try:

@@ -18,10 +18,11 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from hmdiff_ros import defaults
 from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.runtime.backends import BACKENDS, load_model
+from hmdiff_ros.runtime.backends import CONCRETE_BACKENDS, load_model
 
 log = logging.getLogger(__name__)
 REPORT_FILES = ("bench.md", "bench.png")
@@ -49,10 +50,10 @@ def _backend_list(backends: "Sequence[str] | str") -> List[str]:
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     names = list(backends)
     if not names:
-        raise ValueError(f"--backend: no backend given; choose from {', '.join(BACKENDS)}")
-    unknown = [b for b in names if b not in BACKENDS]
+        raise ValueError(f"--backend: no backend given; choose from {', '.join(CONCRETE_BACKENDS)}")
+    unknown = [b for b in names if b not in CONCRETE_BACKENDS]
     if unknown:
-        raise ValueError(f"--backend: unknown backends {unknown}; available: {list(BACKENDS)}")
+        raise ValueError(f"--backend: unknown backends {unknown}; available: {list(CONCRETE_BACKENDS)}")
     unique = list(dict.fromkeys(names))
     if len(unique) < len(names):
         log.warning(
@@ -72,14 +73,14 @@ def check_device(device: str) -> None:
 
 
 def bench(
-    backends: Sequence[str] = ("torch",),
-    steps: int = 4,
+    backends: Sequence[str] = (defaults.BACKEND,),
+    steps: int = defaults.STEPS,
     people: int = 1,
     dat: str = "fast",
     repeats: int = 50,
     warmup: int = 5,
     checkpoint: str | None = None,
-    engines: str = "engines",
+    engines: str = defaults.ENGINES,
     device: str = "cpu",
 ) -> List[Dict]:
     """``device``: where the torch backend runs (``cpu`` or ``cuda``); tensorrt always runs on
@@ -150,11 +151,12 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     model, cfg = pipe.model, pipe.cfg
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        people = pipe(image)
+        frame = pipe.run(image)
         total = time.perf_counter() - t0
-        if not people:
+        if not frame.people:
             raise ValueError("no person found in the benchmark image")
-        proxy, prior, vis = (torch.as_tensor(x) for x in pipe._last_inputs)
+        inputs = frame.model_inputs
+        proxy, prior, vis = (torch.as_tensor(x) for x in (inputs.proxy, inputs.prior_xyz, inputs.prior_vis))
         with torch.no_grad():
             t0 = time.perf_counter()
             model.encoder(proxy.repeat_interleave(cfg.hypotheses, 0))
@@ -166,7 +168,7 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
         if i < warmup:
             continue
         for k in ("prior", "proxy", "geometry"):
-            times[k].append(pipe.timings[k])
+            times[k].append(frame.timings[k])
         times["encoder"].append(t1 - t0)
         times["sampling"].append(max(0.0, (t2 - t1) - (t1 - t0)))
         times["dat"].append(max(0.0, (t3 - t2) - (t2 - t1)))
@@ -177,7 +179,7 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
         "backend": getattr(model, "backend", None),  # what ran (load_model may have fallen back)
         "stages": stages,
         "fps": round(fps, 1),
-        "people": len(people),
+        "people": len(frame.people),
         "steps": cfg.steps,
         "dat": cfg.dat.mode,
         "hypotheses": cfg.hypotheses,

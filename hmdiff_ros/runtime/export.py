@@ -35,6 +35,7 @@ from typing import Dict, Iterator, Sequence
 import torch
 from torch import nn
 
+from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
@@ -71,7 +72,7 @@ def check_opset(opset) -> int:
     """``opset`` as an int, or a ``ValueError`` naming ``--opset`` and the range supported.
 
     Opsets newer than those of torch's TorchScript exporter (the one used, see
-    :func:`_export`; 20 in torch 2.13, where ``ONNX_MAX_OPSET`` is 23) are exported with that
+    :func:`export_graph`; 20 in torch 2.13, where ``ONNX_MAX_OPSET`` is 23) are exported with that
     exporter's newest operator definitions under the newer opset number (checked with this
     model and ONNX Runtime); a warning says so."""
     lo, hi = opset_range()
@@ -113,7 +114,10 @@ class UnrolledSampler(nn.Module):
         return out.points
 
 
-def _export(module: nn.Module, args, path: Path, inputs: Sequence[str], outputs: Sequence[str], opset: int) -> None:
+def export_graph(
+    module: nn.Module, args, path: Path, inputs: Sequence[str], outputs: Sequence[str], opset: int
+) -> None:
+    """``module(*args)`` to ONNX at ``path`` with a dynamic batch axis; a failure is one line."""
     kwargs = dict(
         input_names=list(inputs),
         output_names=list(outputs),
@@ -178,7 +182,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 def export_onnx(
     checkpoint: "str | Path | None" = None,
-    out: "str | Path" = "engines",
+    out: "str | Path" = defaults.ENGINES,
     steps: Sequence[int] = (4,),
     dat: str = "fast",
     opset: int = OPSET,
@@ -223,13 +227,13 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     prior, vis = torch.randn(2, 24, 3, generator=g) * 0.3, torch.ones(2, 24)
     files: Dict[str, Dict] = {}
 
-    _export(model.encoder, (proxy,), out / "encoder.onnx", ["proxy"], ["image_tokens"], opset)
+    export_graph(model.encoder, (proxy,), out / "encoder.onnx", ["proxy"], ["image_tokens"], opset)
     files["encoder.onnx"] = {
         "inputs": {"proxy": ["batch", enc.in_channels, enc.input_size, enc.input_size]},
         "outputs": {"image_tokens": ["batch", tokens.shape[1], tokens.shape[2]]},
     }
     timestep = torch.tensor([999, 250])
-    _export(
+    export_graph(
         model.denoiser,
         (noise, timestep, tokens),
         out / "denoiser.onnx",
@@ -248,7 +252,7 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     dat_cfg = replace(DATConfig(), mode=dat)
     for k in sorted({int(k) for k in steps}):
         name = sampler_file(k, dat)
-        _export(
+        export_graph(
             UnrolledSampler(model, k, dat_cfg).eval(),
             (proxy, noise, prior, vis),
             out / name,

@@ -25,9 +25,10 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.model.hmdiff import SampleOutput
-from hmdiff_ros.runtime.export import check_export, file_sha256
+from hmdiff_ros import defaults
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from hmdiff_ros.runtime.export import check_export, file_sha256, read_manifest
+from hmdiff_ros.runtime.graph import GraphModel
 
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "denoiser")
@@ -123,10 +124,8 @@ def build_engine(
     return path
 
 
-def build_engines(folder: "str | Path" = "engines", fp16: bool = True, max_batch: int = 16) -> List[Path]:
+def build_engines(folder: "str | Path" = defaults.ENGINES, fp16: bool = True, max_batch: int = 16) -> List[Path]:
     """Engines for the encoder and the denoiser of the export in ``folder``."""
-    from hmdiff_ros.runtime.export import read_manifest
-
     folder = Path(folder)
     read_manifest(folder)
     return [build_engine(folder / f"{g}.onnx", folder, fp16=fp16, max_batch=max_batch) for g in GRAPHS]
@@ -221,11 +220,11 @@ def engines_for(folder: Path, build: bool = True, fp16: bool = True) -> Dict[str
     return out
 
 
-def load_tensorrt(checkpoint=None, engines: "str | Path" = "engines", build: bool = True) -> "CudaGraphModel":
+def load_tensorrt(
+    checkpoint: "str | Path | None" = None, engines: "str | Path" = defaults.ENGINES, build: bool = True
+) -> "CudaGraphModel":
     """The HMDiff interface on TensorRT engines (encoder, denoiser); the DDIM loop and fast
     DAT run in torch on the GPU."""
-    from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-
     folder = Path(engines)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     check_export(folder, ckpt)
@@ -237,58 +236,21 @@ def load_tensorrt(checkpoint=None, engines: "str | Path" = "engines", build: boo
     return CudaGraphModel(model, max_batch=min(model.encoder.max_batch, model.denoiser.max_batch))
 
 
-class CudaGraphModel:
+class CudaGraphModel(GraphModel):
     """The HMDiff interface around a model whose graphs run on ``device`` (the TensorRT
     engines on CUDA): inputs move there, the torch DDIM loop and DAT run there, outputs come
-    back to the CPU.
-
-    The starting noise ``(B*M, P, 3)`` is drawn on the CPU from ``generator`` exactly as the
-    torch and ONNX Runtime backends draw it, so one seed gives the same noise, and the same
-    result up to precision, on every backend. With ``eta > 0`` the per-step noise is drawn on
-    ``device`` from a generator seeded from ``generator``: deterministic per seed, but not the
-    CPU backends' numbers. ``max_batch``: the largest B*M the engines take (``None``: any)."""
+    back to the CPU (:class:`~hmdiff_ros.runtime.graph.GraphModel`, with no one-call samplers).
+    ``max_batch``: the largest B*M the engines take (``None``: any)."""
 
     def __init__(self, model, max_batch: int | None = None, device: "str | torch.device" = "cuda") -> None:
-        from hmdiff_ros.runtime.backends import GraphModel
+        super().__init__(model, "tensorrt", device=device)
+        self.max_batch = max_batch
 
-        self.inner = GraphModel(model, "tensorrt", {}, {})
-        self.backend, self.max_batch, self.fallback_reasons = "tensorrt", max_batch, []
-        self.device = torch.device(device)
-
-    def __getattr__(self, item):
-        return getattr(self.inner, item)
-
-    def eval(self) -> "CudaGraphModel":
-        return self
-
-    def sample(
-        self,
-        proxy: torch.Tensor,
-        prior_xyz: torch.Tensor | None = None,
-        prior_vis: torch.Tensor | None = None,
-        steps: int = 4,
-        dat: DATConfig = DATConfig(),
-        hypotheses: int = 1,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> SampleOutput:
-        step_generator = None
-        if proxy.dim() == 4 and hypotheses >= 1:  # otherwise the model's own checks raise
-            batch = proxy.shape[0] * hypotheses
-            if self.max_batch is not None and batch > self.max_batch:
-                raise ValueError(
-                    f"{proxy.shape[0]} people x {hypotheses} hypotheses = {batch} exceeds the largest batch of "
-                    f"the TensorRT engines ({self.max_batch}); ask for fewer, or rebuild with "
-                    f"'hmdiff build-engine --max-batch {batch}'"
-                )
-            if noise is None:
-                noise = torch.randn((batch, self.num_points, 3), generator=generator)  # (B*M, P, 3), as on the CPU
-            if eta > 0 and generator is not None:
-                seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-                step_generator = torch.Generator(device=self.device).manual_seed(seed)
-        proxy, prior_xyz, prior_vis, noise = (
-            x.to(self.device) if isinstance(x, torch.Tensor) else x for x in (proxy, prior_xyz, prior_vis, noise)
-        )
-        out = self.inner.sample(proxy, prior_xyz, prior_vis, steps, dat, hypotheses, eta, step_generator, noise)
-        return SampleOutput(*(t.float().cpu() for t in (out.points, out.joint_std, out.hypotheses, out.gaps)))
+    def check_batch(self, people: int, hypotheses: int) -> None:
+        batch = people * hypotheses
+        if self.max_batch is not None and batch > self.max_batch:
+            raise ValueError(
+                f"{people} people x {hypotheses} hypotheses = {batch} exceeds the largest batch of "
+                f"the TensorRT engines ({self.max_batch}); ask for fewer, or rebuild with "
+                f"'hmdiff build-engine --max-batch {batch}'"
+            )
