@@ -175,7 +175,7 @@ def test_node_entry_point_explains_a_missing_ros():
 
 
 def test_parameter_choices_and_combinations_are_checked():
-    from hmdiff_ros.ros.convert import MESH_RESOLUTIONS
+    from hmdiff_ros.defaults import MESH_RESOLUTIONS
     from hmdiff_ros.ros.params import CHOICES, parameter_error
 
     defaults = {k: v[0] for k, v in PARAMETERS.items()}

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Sequence
 
+from hmdiff_ros import defaults
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.evaluate import evaluate
@@ -27,7 +28,7 @@ def ablate(
     out: "str | Path" = "docs/ablation",
     limit: int | None = 256,
     steps: Sequence[int] = STEPS,
-    modes: Sequence[str] = ("off", "fast", "full"),
+    modes: Sequence[str] = defaults.DAT_MODES,
     progress: bool = True,
 ) -> Dict:
     from tqdm import tqdm

@@ -41,7 +41,6 @@ from hmdiff_ros import defaults
 if TYPE_CHECKING:
     from hmdiff_ros.model.scheduler import DDIMScheduler
 
-DAT_MODES = defaults.DAT_MODES
 MIN_COSINE = 0.2  # bound on the alignment step when its direction barely reduces the gap
 
 
@@ -56,8 +55,8 @@ class DATConfig:
     rigid: bool = True  # rotate x̂_0 onto the prior (weighted Kabsch) before the gradient step
 
     def __post_init__(self) -> None:
-        if self.mode not in DAT_MODES:
-            raise ValueError(f"dat mode must be one of {DAT_MODES}, got {self.mode!r}")
+        if self.mode not in defaults.DAT_MODES:
+            raise ValueError(f"dat mode must be one of {defaults.DAT_MODES}, got {self.mode!r}")
         why = defaults.range_error("dat tau", self.tau, defaults.DAT_TAU_RANGE) or defaults.range_error(
             "dat scale (lambda)", self.scale, defaults.DAT_LAMBDA_RANGE
         )

@@ -42,7 +42,6 @@ HUMAN = f"{MSG_PACKAGE}/msg/Human"
 # opaque, because RViz draws translucent markers without depth writes (a mesh's far side then
 # shows through its near side in patches)
 PERSON_RGBA = tuple((r / 255.0, g / 255.0, b / 255.0, 1.0) for b, g, r in PERSON_COLOURS)
-MESH_RESOLUTIONS = defaults.MESH_RESOLUTIONS
 # ROS4HRI (REP-155): the list of tracked bodies, published on /humans/bodies/tracked
 HRI_IDS_LIST = "hri_msgs/msg/IdsList"
 HRI_IDS_LIST_DEFINITION = "std_msgs/Header header\nstring[] ids\n"
@@ -275,8 +274,8 @@ def marker_array_msg(
     """Per person (namespace ``hmdiff``, id ``4 * person + k``): the mesh as a TRIANGLE_LIST
     (``mesh``: none, coarse or full), the skeleton as a LINE_LIST, the joints as a
     SPHERE_LIST and the track id as text; the first marker is a DELETEALL."""
-    if mesh not in MESH_RESOLUTIONS:
-        raise ValueError(f"mesh must be one of {MESH_RESOLUTIONS}, got {mesh!r}")
+    if mesh not in defaults.MESH_RESOLUTIONS:
+        raise ValueError(f"mesh must be one of {defaults.MESH_RESOLUTIONS}, got {mesh!r}")
     markers = [_marker(f, hdr, "", 0, 0, action=DELETEALL)]
     for i, p in enumerate(people):
         pid = person_id(p, i)
@@ -358,8 +357,8 @@ class FrameOptions:
     debug_image: bool = True  # the overlay, when the frame and its K are given
 
     def __post_init__(self) -> None:
-        if self.mesh not in MESH_RESOLUTIONS:
-            raise ValueError(f"mesh must be one of {MESH_RESOLUTIONS}, got {self.mesh!r}")
+        if self.mesh not in defaults.MESH_RESOLUTIONS:
+            raise ValueError(f"mesh must be one of {defaults.MESH_RESOLUTIONS}, got {self.mesh!r}")
 
 
 @dataclass

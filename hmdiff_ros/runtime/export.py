@@ -183,8 +183,8 @@ def _check_out(out: Path, force: bool) -> None:
 def export_onnx(
     checkpoint: "str | Path | None" = None,
     out: "str | Path" = defaults.ENGINES,
-    steps: Sequence[int] = (4,),
-    dat: str = "fast",
+    steps: Sequence[int] = (defaults.STEPS,),
+    dat: str = defaults.DAT_MODE,
     opset: int = OPSET,
     force: bool = False,
 ) -> Dict:
@@ -194,7 +194,7 @@ def export_onnx(
     (the ONNX graphs and the manifest) replace those of the same names, once all of them are
     written, and nothing else in the folder is touched."""
     opset = check_opset(opset)
-    if dat not in ("off", "fast"):
+    if dat not in defaults.EXPORT_DAT_MODES:
         raise ValueError(f"exported samplers support dat 'off' or 'fast', got {dat!r}")
     if not steps or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in steps):
         raise ValueError(f"--steps must be integers >= 1, got {list(steps)}")
