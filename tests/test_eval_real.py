@@ -48,9 +48,20 @@ def real_root(tmp_path):
     return tmp_path, S[0, list(H36M_LIMBS), :3], kp
 
 
+def _turn(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+PRIOR_TURN = 0.5  # the fake prior's 3D joints: the truth turned by this angle (rad) about the mid-hip
+PRIOR_OFF = ("left_wrist", "right_knee")  # the fake prior's keypoints 30 px off
+
+
 class FakePipeline:
     """Answers the 3D frame with a scaled, turned, shifted copy of the truth (PA error 0) and
-    the first COCO person with the annotated keypoints, one of them 30 px off."""
+    the first COCO person with the annotated keypoints, one of them 30 px off. Its prior's 3D
+    joints are the truth turned by ``PRIOR_TURN`` about the mid-hip and moved (PA error 0),
+    its keypoints the annotated ones with the ``PRIOR_OFF`` joints 30 px off."""
 
     cfg = SimpleNamespace(hfov_deg=65.0)
 
@@ -60,17 +71,22 @@ class FakePipeline:
     def __call__(self, image, K, boxes):
         box = np.asarray(boxes[0], dtype=np.float64)
         joints, uv = np.zeros((25, 3)), np.zeros((25, 2))
+        prior_xyz, prior_uv = np.full((25, 3), np.nan), np.full((25, 2), np.nan)
         if image[0, 0, 0] == 10:  # the Human3.6M frame
-            c, s = np.cos(0.3), np.sin(0.3)
-            rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+            rot = _turn(0.3)
+            mid_hip = self.gt3d[[LIMBS.index("left_hip"), LIMBS.index("right_hip")]].mean(0)
             for k, n in enumerate(LIMBS):
                 joints[JOINT_INDEX[n]] = 1.1 * self.gt3d[k] @ rot.T + [0.1, 0, 0]
+                prior_xyz[JOINT_INDEX[n]] = (self.gt3d[k] - mid_hip) @ _turn(PRIOR_TURN).T + [0, 0.05, 0]
         elif box[0] < 50:  # the first COCO person
             uv[:17] = self.kp[:, :2]
             uv[JOINT_INDEX["left_wrist"]] += 30.0
+            prior_uv[:17] = self.kp[:, :2]
+            for n in PRIOR_OFF:
+                prior_uv[JOINT_INDEX[n]] += 30.0
         else:
             return []
-        return [SimpleNamespace(box=box, joints=joints, joints_uv=uv)]
+        return [SimpleNamespace(box=box, joints=joints, joints_uv=uv, prior_xyz=prior_xyz, prior_uv=prior_uv)]
 
 
 def test_readers_follow_the_fixture_layout(real_root):
@@ -96,6 +112,65 @@ def test_metrics_on_known_answers(real_root):
     # person 1: 11 of 12 joints right (one 30 px off > 0.1 * 80 px); person 2 missed: 0 of 12
     assert result["pck_at_0.1"] == pytest.approx(11 / 24, abs=1e-3)
     assert result["per_dataset"]["coco"]["missed"] == 1
+
+
+def test_the_priors_figures_stand_beside_the_models(real_root):
+    root, gt3d, kp = real_root
+    result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+    # 3D: the prior's joints are the truth turned about the mid-hip: PA 0, MPJPE the turn's displacement
+    hips = [LIMBS.index("left_hip"), LIMBS.index("right_hip")]
+    centred = gt3d - gt3d[hips].mean(0)
+    turn_mm = np.linalg.norm(centred @ _turn(PRIOR_TURN).T - centred, axis=-1).mean() * 1000
+    assert turn_mm > 50
+    assert result["prior_mpjpe_mm"] == pytest.approx(turn_mm, abs=0.05)
+    assert result["prior_pa_mpjpe_mm"] == pytest.approx(0.0, abs=0.05)
+    h36m = result["per_dataset"]["h36m"]
+    assert h36m["prior_mpjpe_mm"] == result["prior_mpjpe_mm"] and h36m["prior_pa_mpjpe_mm"] == pytest.approx(
+        0, abs=0.05
+    )
+    # 2D: person 1: 10 of 12 prior keypoints right; person 2 missed by the pipeline: 0 of 12 for the prior too
+    assert result["prior_pck_at_0.1"] == pytest.approx(10 / 24, abs=1e-3)
+    assert result["per_dataset"]["coco"]["prior_pck_at_0.1"] == pytest.approx(10 / 24, abs=1e-3)
+    assert result["per_dataset"]["coco"]["prior_hits"] == 10
+
+
+def test_a_joint_the_prior_has_no_keypoint_for_counts_as_wrong_for_the_prior(real_root):
+    root, gt3d, kp = real_root
+    (root / "mpii").mkdir()
+    joints = np.zeros((16, 2))
+    # head top (put at the left shoulder), right wrist and right elbow, 1-based; the box (-5, 10, 75, 90)
+    joints[[9, 10, 11]] = (
+        kp[[JOINT_INDEX["left_shoulder"], JOINT_INDEX["right_wrist"], JOINT_INDEX["right_elbow"]], :2] + 1
+    )
+    vis = np.zeros(16)
+    vis[[9, 10, 11]] = 1
+    record = {"image": "a.jpg", "joints": joints.tolist(), "joints_vis": vis.tolist(), "center": [35, 50], "scale": 0.4}
+    (root / "mpii" / "test_mpii.json").write_text(json.dumps([record]))
+    cv2.imwrite(str(root / "mpii" / "a.jpg"), np.full((100, 120, 3), 200, np.uint8))
+
+    class HeadTop(FakePipeline):
+        def __call__(self, image, K, boxes):
+            people = super().__call__(image, K, boxes)
+            for p in people:
+                p.joints_uv[JOINT_INDEX["head_top"]] = kp[JOINT_INDEX["left_shoulder"], :2]  # the prior has none
+            return people
+
+    result = evaluate_real(HeadTop(gt3d, kp), root, progress=False)
+    mpii = result["per_dataset"]["mpii"]
+    assert mpii["people"] == 1 and mpii["hits"] == 3 and mpii["pck_at_0.1"] == 1.0
+    assert mpii["prior_hits"] == 2 and mpii["prior_pck_at_0.1"] == pytest.approx(2 / 3, abs=1e-3)
+
+
+def test_eval_real_json_has_the_prior_keys(real_root, capsys):
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    from hmdiff_ros.cli import main
+
+    root, _, _ = real_root
+    assert main(["eval-real", "--data", str(root), "--hypotheses", "1", "--steps", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= {"prior_mpjpe_mm", "prior_pa_mpjpe_mm", "prior_pck_at_0.1"}
+    assert set(result["per_dataset"]["h36m"]) >= {"mpjpe_mm", "prior_mpjpe_mm", "prior_pa_mpjpe_mm"}
+    assert set(result["per_dataset"]["coco"]) >= {"pck_at_0.1", "prior_pck_at_0.1"}
 
 
 def test_missing_or_unknown_folders_are_clear_errors(tmp_path):
@@ -212,3 +287,64 @@ def test_the_command_lists_skipped_frames_and_exits_1(real_root, capsys):
     assert main(["eval-real", "--data", str(root), "--hypotheses", "1", "--steps", "1"]) == 1
     err = capsys.readouterr().err
     assert "1 frames skipped (unreadable)" in err and str(root / "coco" / "a.jpg") in err
+
+
+class EchoLifter:
+    """A lifter that answers with the prior's own U on its joints (head_top at the origin) and
+    keeps what it was given: its figures must then be the prior's."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, uv, visibility, prior_xyz):
+        from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
+
+        self.calls.append((uv, visibility, prior_xyz))
+        joints = np.zeros((25, 3), np.float32)
+        joints[list(PRIOR_JOINT_INDICES)] = np.nan_to_num(prior_xyz)
+        return joints
+
+
+def test_the_lifter_is_scored_on_the_3d_frames_like_the_model_and_the_prior(real_root):
+    root, gt3d, kp = real_root
+
+    class WithVisibility(FakePipeline):
+        proxy_cfg = SimpleNamespace(crop_size=64)
+
+        def __call__(self, image, K, boxes):
+            people = super().__call__(image, K, boxes)
+            for p in people:
+                p.visibility = np.ones(25)
+            return people
+
+    lifter = EchoLifter()
+    result = evaluate_real(WithVisibility(gt3d, kp), root, progress=False, lifter=lifter)
+    assert len(lifter.calls) == 1  # the one 3D frame; 2D people get no lifter figure
+    assert result["lifter_mpjpe_mm"] == pytest.approx(result["prior_mpjpe_mm"], abs=0.05)
+    assert result["lifter_pa_mpjpe_mm"] == pytest.approx(0.0, abs=0.05)
+    assert result["per_dataset"]["h36m"]["lifter_mpjpe_mm"] == result["lifter_mpjpe_mm"]
+    without = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+    assert without["lifter_mpjpe_mm"] is None and without["lifter_pa_mpjpe_mm"] is None
+
+
+def test_the_lifter_reads_the_keypoints_in_the_models_crop():
+    from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
+    from hmdiff_ros.observation import PriorPerson, observe
+    from hmdiff_ros.pipeline.eval_real import lifted
+
+    rng = np.random.default_rng(3)
+    uv = rng.uniform([100, 80], [400, 460], size=(24, 2))
+    person = PriorPerson(uv=uv, visibility=rng.uniform(0.6, 1, 24), xyz=rng.normal(size=(24, 3)) * 0.3)
+    obs = observe(person, (640, 480))
+    cx, cy, s = obs.box
+    q = list(PRIOR_JOINT_INDICES)
+    prior_uv, vis, xyz = np.full((25, 2), np.nan), np.zeros(25), np.full((25, 3), np.nan)
+    prior_uv[q], vis[q], xyz[q] = uv, person.visibility, person.xyz
+    result = SimpleNamespace(box=np.array([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2]), prior_uv=prior_uv)
+    result.visibility, result.prior_xyz = vis, xyz
+    lifter = EchoLifter()
+    lifted(lifter, result, 64)
+    given_uv, given_vis, given_xyz = lifter.calls[0]
+    np.testing.assert_allclose(given_uv, obs.uv, atol=1e-4)  # what the model's crop holds, not image pixels
+    np.testing.assert_allclose(given_vis, obs.visibility, atol=1e-6)
+    np.testing.assert_allclose(given_xyz, obs.prior_xyz, atol=1e-6)

@@ -32,8 +32,20 @@ def small_split(engine, tmp_path_factory):
 def test_eval_command_prints_the_contract_json(small_split, capsys):
     assert main(["eval", "--data", str(small_split), "--steps", "4", "--dat", "fast", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}
+    # the contract: the model's figures, and the simulated prior's beside them (its 24 joints)
+    assert set(result) == {
+        "mpjpe_mm",
+        "pa_mpjpe_mm",
+        "mpvpe_mm",
+        "pa_mpvpe_mm",
+        "num_samples",
+        "prior_mpjpe_mm",
+        "prior_pa_mpjpe_mm",
+        "mpjpe_mm_on_prior_joints",
+        "pa_mpjpe_mm_on_prior_joints",
+    }
     assert result["num_samples"] == 48
+    assert 0 < result["prior_pa_mpjpe_mm"] < result["prior_mpjpe_mm"]
     assert 0 < result["pa_mpjpe_mm"] < PA_MPJPE_BOUND_MM
 
 

@@ -1,4 +1,4 @@
-"""``hmdiff train``, ``hmdiff eval`` and ``hmdiff ablate``: the model on synthetic data."""
+"""``hmdiff train``, ``hmdiff eval``, ``hmdiff ablate`` and ``hmdiff train-lifter``: the model on synthetic data."""
 
 from __future__ import annotations
 
@@ -54,7 +54,23 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="docs/ablation")
     p.add_argument("--force", action="store_true", help="replace the ablation files in --out")
     p.add_argument("--limit", **number(int, 0), default=256, help="samples of the split to use (0: all)")
+    p.add_argument(
+        "--lifter", default=None, help="lifter checkpoint for the yardsticks (default: the shipped one, if any)"
+    )
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("train-lifter", help="train the MLP lifter (a yardstick) on the same synthetic stream")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, metrics.jsonl); a lifter run there is resumed")
+    p.add_argument("--force", action="store_true", help="train afresh in an --out that holds anything but a lifter run")
+    p.add_argument("--samples", **POSITIVE, default=None, help="training samples (default: the shipped HMDiff's)")
+    p.add_argument("--batch-size", **POSITIVE, default=None)
+    p.add_argument("--max-minutes", **number(float, 0), default=None, help="stop and checkpoint after this wall time")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--workers", **number(int, 0, 64), default=None, help="data-loader processes")
+    p.add_argument("--val-every", **POSITIVE, default=None, help="steps between validations and checkpoints")
+    p.add_argument("--lr", **number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
+    p.add_argument("--seed", **number(int, 0), default=None, help="seed of the training stream")
+    p.set_defaults(func=_cmd_train_lifter)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -88,13 +104,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses)
+    result = evaluate(
+        args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses, yardsticks=True
+    )
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"{result['num_samples']} samples, {args.steps} steps, DAT {args.dat}: MPJPE {result['mpjpe_mm']:.1f} mm, "
             f"PA-MPJPE {result['pa_mpjpe_mm']:.1f} mm, MPVPE {result['mpvpe_mm']:.1f} mm, PA-MPVPE {result['pa_mpvpe_mm']:.1f} mm"
+        )
+        print(
+            f"on the prior's 24 joints: MPJPE {result['mpjpe_mm_on_prior_joints']:.1f} mm "
+            f"(prior {result['prior_mpjpe_mm']:.1f}), PA-MPJPE {result['pa_mpjpe_mm_on_prior_joints']:.1f} mm "
+            f"(prior {result['prior_pa_mpjpe_mm']:.1f})"
         )
     return 0
 
@@ -103,5 +126,14 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.ablate import ablate
 
     refuse_existing([Path(args.out) / f"ablation.{ext}" for ext in ("md", "png", "json")], "--out", args.force)
-    print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None)))
+    print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None, lifter=args.lifter)))
+    return 0
+
+
+def _cmd_train_lifter(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.lifter import LifterTrainConfig, train_lifter
+
+    options = ("out", "samples", "batch_size", "max_minutes", "device", "workers", "val_every", "lr", "seed", "force")
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None and getattr(args, k) is not False}
+    print(json.dumps(train_lifter(LifterTrainConfig(**given))))
     return 0

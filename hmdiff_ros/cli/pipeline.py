@@ -46,6 +46,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", default=None, help="also write overlay images here, to look at (a new or empty folder)")
     p.add_argument("--force", action="store_true", help="write the overlays into a non-empty --out")
+    p.add_argument(
+        "--lifter", default=None, help="lifter checkpoint for the 3D yardstick (default: the shipped one, if any)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     add_pipeline_args(p)
     p.set_defaults(func=_cmd_eval_real)
@@ -109,23 +112,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
     from hmdiff_ros.pipeline.eval_real import evaluate_real
     from hmdiff_ros.pipeline.pipeline import build_pipeline
 
+    # the learned yardstick: the shipped lifter when there is one, a given one always
+    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
     pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
     try:
-        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json, force=args.force)
+        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json, force=args.force, lifter=lifter)
     finally:
         pipe.prior.close()
     if args.json:
         print(json.dumps(result))
     else:
         fmt = lambda v, unit="": "n/a" if v is None else f"{v}{unit}"  # noqa: E731
+        both = lambda k, unit="": f"{fmt(result[k], unit)} (prior {fmt(result['prior_' + k])})"  # noqa: E731
         print(
-            f"3D frames {result['num_frames_3d']}: MPJPE {fmt(result['mpjpe_mm'], ' mm')}, "
-            f"PA-MPJPE {fmt(result['pa_mpjpe_mm'], ' mm')}; 2D people {result['num_people_2d']}: "
-            f"PCK@0.1 {fmt(result['pck_at_0.1'])}"
+            f"3D frames {result['num_frames_3d']}: MPJPE {both('mpjpe_mm', ' mm')}, "
+            f"PA-MPJPE {both('pa_mpjpe_mm', ' mm')}; 2D people {result['num_people_2d']}: "
+            f"PCK@0.1 {both('pck_at_0.1')}"
         )
+        if result["lifter_mpjpe_mm"] is not None:
+            print(
+                f"  lifter (3D yardstick): MPJPE {fmt(result['lifter_mpjpe_mm'], ' mm')}, "
+                f"PA-MPJPE {fmt(result['lifter_pa_mpjpe_mm'], ' mm')}"
+            )
         for name, row in result["per_dataset"].items():
             print(f"  {name}: {json.dumps(row)}")
     skipped = result.get("skipped") or []

@@ -4,6 +4,13 @@ One call of :meth:`SyntheticEngine.generate` makes a batch of ``N`` samples from
 ``Generator``; :class:`SyntheticDataset` streams batches for training, each seeded by
 ``(seed, batch index)``, so a batch's content does not depend on the number of workers.
 
+Streams have a role, like shape banks (:data:`~hmdiff_ros.data.shapes.ROLES`): a training
+stream's batch ``i`` of seed ``s`` comes from ``SeedSequence([s, i])``; a held-out (test)
+stream's from ``SeedSequence([s, i], spawn_key=(TEST_WORD, 1))``. The spawn key makes the
+entropy a different word sequence (``[s, i, 0, 0, TEST_WORD, 1]``), which no training stream
+(seed and batch index below 2**32: two words) has: held-out poses, cameras and noise never
+repeat a training batch's.
+
 A batch is a dict of numpy arrays (N samples; C coarse vertices; J = 25 joints; P = 24 prior
 joints; S = crop size):
 
@@ -38,7 +45,7 @@ from hmdiff_ros.data.observe import PriorNoiseConfig, face_parts, render_observa
 from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, PoseSampler
 from hmdiff_ros.data.posing import FastPoser
 from hmdiff_ros.data.scene import SceneConfig, sample_occluders, sample_scenes
-from hmdiff_ros.data.shapes import BankConfig, ShapeBank, load_or_build_shape_bank
+from hmdiff_ros.data.shapes import ROLES, TEST_WORD, BankConfig, ShapeBank, load_or_build_shape_bank
 from hmdiff_ros.observation import ProxyConfig, crop_boxes, in_image, make_proxy
 
 PELVIS = JOINT_INDEX["pelvis"]
@@ -185,9 +192,18 @@ def compact(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
-def batch_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of batch ``index`` of a stream seeded with ``seed``."""
-    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+def stream_spawn_key(role: str = "train") -> tuple:
+    """The ``SeedSequence`` spawn key of a stream with ``role``: none for training streams (their
+    seeds are what they always were), ``(TEST_WORD, 1)`` for held-out ones."""
+    if role not in ROLES:
+        raise ValueError(f"stream role must be one of {', '.join(ROLES)}; got {role!r}")
+    return () if role == "train" else (TEST_WORD, 1)
+
+
+def batch_rng(seed: int, index: int, role: str = "train") -> np.random.Generator:
+    """The generator of batch ``index`` of a stream seeded with ``seed``; ``role="test"``: of the
+    held-out stream, disjoint from every training stream (see the module docstring)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index], spawn_key=stream_spawn_key(role)))
 
 
 def quiet_worker(worker_id: int) -> None:
@@ -212,6 +228,10 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cfg.bank.role != "train":
+            raise ValueError(
+                f"SyntheticDataset streams training data: its shape bank's role must be 'train', got {cfg.bank.role!r}"
+            )
         self.cfg, self.batch_size, self.seed, self.num_batches = cfg, batch_size, seed, num_batches
         self.skip = 0  # batches to pass over at the start (a resumed run sets it)
         self._engine: SyntheticEngine | None = None

@@ -11,6 +11,12 @@ posing is plain torch (:mod:`hmdiff_ros.data.posing`): no Anny, no warp. Banks a
 as ``.npz`` under ``~/.cache/hmdiff_ros`` (``HMDIFF_CACHE_DIR`` moves it), each written to a
 temporary file first and renamed into place: an interrupted build leaves no truncated bank,
 and a cached bank that cannot be read (damaged some other way) is built again.
+
+Each bank has a **role**. Training and validation use the training bank (``BankConfig()``:
+2,048 shapes, phenotypes drawn with torch seed ``seed``, the same bank as before roles
+existed). Test splits use the held-out test bank (``TEST_BANK``: 512 shapes), whose
+phenotypes come from a seed hashed from ``seed`` with the spawn key ``(TEST_WORD, 0)``
+(numpy ``SeedSequence``), so its bodies are other draws than any training body.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from hmdiff_ros.files import existing_ancestor
 
 log = logging.getLogger(__name__)
 BANK_VERSION = 2
+ROLES = ("train", "test")  # bodies to train (and validate) on, or bodies held out for testing
+TEST_WORD = 0x7E57  # the spawn-key word of every held-out draw (SeedSequence); training draws have none
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,25 @@ class BankConfig:
     seed: int = 0
     full: bool = False  # also keep all 13,718 rest vertices (needed for full-resolution posing)
     ages: AgeMixture = AgeMixture()
+    role: str = "train"  # "train": bodies to train on; "test": bodies held out (phenotypes drawn apart)
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"shape bank size must be >= 1, got {self.size}")
+        if self.role not in ROLES:
+            raise ValueError(f"shape bank role must be one of {', '.join(ROLES)}; got {self.role!r}")
+
+    @property
+    def phenotype_seed(self) -> int:
+        """The torch seed of the phenotype draw: ``seed`` itself for a training bank (as before
+        roles existed: the training bank is unchanged); for a test bank a 32-bit word hashed from
+        ``seed`` with the spawn key ``(TEST_WORD, 0)`` (torch uses the low 32 bits of a seed)."""
+        if self.role == "train":
+            return self.seed
+        return int(np.random.SeedSequence(self.seed, spawn_key=(TEST_WORD, 0)).generate_state(1)[0])
+
+
+TEST_BANK = BankConfig(size=512, role="test")  # held-out bodies: as many as the default test split has samples
 
 
 @dataclass
@@ -124,6 +147,10 @@ class ShapeBank:
     @property
     def size(self) -> int:
         return len(self.phenotypes)
+
+    def phenotypes_sha1(self) -> str:
+        """SHA-1 of the ``(S, 6)`` float32 phenotypes: names the bodies a split was drawn from."""
+        return hashlib.sha1(np.ascontiguousarray(self.phenotypes, dtype=np.float32).tobytes()).hexdigest()
 
     def save(self, path: Path) -> None:
         """Write ``path`` atomically: a temporary file beside it (unique, so that concurrent
@@ -178,7 +205,7 @@ def build_shape_bank(cfg: BankConfig, topology: Topology, batch: int = 64) -> Sh
     if cfg.full:  # keep the coarse vertices first so that slicing gives the coarse mesh
         rest_ids = np.setdiff1d(vertex_ids, topology.down_index)
         vertex_ids = np.concatenate([topology.down_index, rest_ids]).astype(np.int64)
-    pheno, years = sample_phenotypes(anny, cfg.size, cfg.seed, cfg.ages)
+    pheno, years = sample_phenotypes(anny, cfg.size, cfg.phenotype_seed, cfg.ages)
     to_canonical = torch.as_tensor(ANNY_TO_CANONICAL)
     verts, rots, heads = [], [], []
     for s in range(0, cfg.size, batch):
@@ -210,9 +237,12 @@ def build_shape_bank(cfg: BankConfig, topology: Topology, batch: int = 64) -> Sh
 def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology | None = None) -> ShapeBank:
     """The cached bank for ``cfg`` and this topology, built with Anny on first use."""
     topology = topology or Topology.load()
+    described = asdict(cfg)
+    if cfg.role == "train":  # a training bank keeps the key it had before roles: its cache stays valid
+        del described["role"]
     key: Dict = {
         "v": BANK_VERSION,
-        "cfg": asdict(cfg),
+        "cfg": described,
         "topology": hashlib.sha1(topology.down_index.tobytes()).hexdigest(),
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -225,7 +255,7 @@ def load_or_build_shape_bank(cfg: BankConfig = BankConfig(), topology: Topology 
             log.warning(
                 "the cached shape bank %s cannot be read (%s: %s); building it again", path, type(exc).__name__, reason
             )
-    log.info("building a shape bank of %d Anny bodies (once; cached at %s)", cfg.size, path)
+    log.info("building a %s shape bank of %d Anny bodies (once; cached at %s)", cfg.role, cfg.size, path)
     bank = build_shape_bank(cfg, topology)
     bank.save(path)
     return bank

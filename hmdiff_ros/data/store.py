@@ -4,6 +4,11 @@ A split folder holds ``samples.npz`` (every field of an engine batch but the ``p
 tensor, masks quantised to 8 bits) and ``meta.json`` (split, seed, count, the engine config
 and package version). The reader rebuilds the proxy with the same
 :func:`~hmdiff_ros.observation.make_proxy` that training and inference use.
+
+A split made with a test-bank engine (``TEST_BANK``) is **held out**: its bodies come from
+the test bank and its batches from the held-out stream (``batch_rng(seed, index, "test")``).
+``meta.json`` says so: ``held_out``, ``bodies`` (the bank's role, size, seed and the SHA-1 of
+its phenotypes) and ``stream`` (role, seed, batch size and the ``SeedSequence`` spawn key).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Dict, Iterator
 import numpy as np
 
 import hmdiff_ros
-from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact
+from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact, stream_spawn_key
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.observation import ProxyConfig, make_proxy
 
@@ -38,7 +43,9 @@ def write_split(
     force: bool = False,
 ) -> Path:
     """Generate ``num`` samples (batches seeded by ``(seed, index)``) into folder ``out``, which
-    must be new or empty unless ``force`` (then its split files are replaced, nothing else)."""
+    must be new or empty unless ``force`` (then its split files are replaced, nothing else).
+    The stream has the role of the engine's shape bank: a test-bank engine writes a held-out
+    split (test bodies, held-out stream), a training-bank engine one drawn like training data."""
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     if batch < 1:
@@ -52,10 +59,11 @@ def write_split(
         )
     from tqdm import tqdm
 
+    role = engine.cfg.bank.role
     parts: Dict[str, list] = {}
     bar = tqdm(total=num, desc=f"data make {split}", unit="sample", disable=not progress)
     for index in range((num + batch - 1) // batch):
-        b = compact(engine.generate(batch_rng(seed, index), min(batch, num - index * batch), proxy=False))
+        b = compact(engine.generate(batch_rng(seed, index, role), min(batch, num - index * batch), proxy=False))
         for k, v in b.items():
             parts.setdefault(k, []).append(v)
         bar.update(len(b["coarse"]))
@@ -65,6 +73,15 @@ def write_split(
         "split": split,
         "num": num,
         "seed": seed,
+        "held_out": role == "test",
+        "bodies": {
+            "role": role,
+            "size": engine.bank.size,
+            "seed": engine.cfg.bank.seed,
+            "phenotype_seed": engine.cfg.bank.phenotype_seed,
+            "phenotypes_sha1": engine.bank.phenotypes_sha1(),
+        },
+        "stream": {"role": role, "seed": seed, "batch": batch, "spawn_key": list(stream_spawn_key(role))},
         "hmdiff_ros": hmdiff_ros.__version__,
         "config": asdict(engine.cfg),
         "num_coarse": engine.topology.num_coarse,
@@ -158,6 +175,12 @@ class SplitReader:
 
     def __len__(self) -> int:
         return len(self.arrays["coarse"])
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the split's bodies and stream are held out from training (splits written
+        before held-out splits existed do not say so: they were drawn like training data)."""
+        return self.meta.get("held_out") is True
 
     def batch(self, start: int, stop: int) -> Dict[str, np.ndarray]:
         """Samples ``[start, stop)`` in compact form (uint8 ``mask``, bool ``valid``) plus ``proxy``."""

@@ -2,20 +2,29 @@
 
 Writes ``ablation.md`` (tables) and ``ablation.png`` (PA-MPJPE vs steps, with and without
 DAT) into ``--out``, and ``ablation.json`` with every number, so defaults are chosen by
-measurement.
+measurement. Every table sits beside its yardsticks, on the same samples: the simulated
+prior alone (its 3D joints U against the truth on the 24 joints U has), the lifter (an MLP
+from the same keypoints, visibilities and U, :mod:`hmdiff_ros.model.lifter`; the shipped one
+unless ``lifter`` names another, left out with a note when there is none) and HMDiff at its
+defaults.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Sequence
 
 from hmdiff_ros import defaults
-from hmdiff_ros.model.checkpoint import load_checkpoint
+from hmdiff_ros.data.store import SplitReader
+from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.model.evaluate import evaluate
+from hmdiff_ros.model.evaluate import default_test_split, evaluate
+from hmdiff_ros.model.lifter import DEFAULT_LIFTER, Lifter, evaluate_lifter, load_lifter
+
+log = logging.getLogger(__name__)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 TAUS = (0.0, 0.3, 0.6)
@@ -30,10 +39,18 @@ def ablate(
     steps: Sequence[int] = STEPS,
     modes: Sequence[str] = defaults.DAT_MODES,
     progress: bool = True,
+    lifter: "str | Path | None" = None,
 ) -> Dict:
+    """Every run on the first ``limit`` samples of split ``data`` (default: the fixed test
+    split); ``lifter``: the lifter's checkpoint (default: the shipped one, if any)."""
     from tqdm import tqdm
 
     model, meta = load_checkpoint(checkpoint)
+    lifted = _load_lifter(lifter)  # before the long runs: a bad --lifter fails at once
+    yard = yardsticks(model, lifted and lifted[0], data, limit)
+    yard["hmdiff"]["training_samples"] = _trained_on(meta)
+    if lifted is not None:
+        yard["lifter"] = {"checkpoint": str(lifted[2]), "training_samples": _trained_on(lifted[1]), **yard["lifter"]}
     base = DATConfig()
     runs = [("steps", mode, k, replace(base, mode=mode)) for mode in modes for k in steps]
     runs += [("rigid", mode, 4, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
@@ -46,14 +63,101 @@ def ablate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(
-        json.dumps({"checkpoint_step": meta.get("step"), "results": results}, indent=1) + "\n"
+        json.dumps({"checkpoint_step": meta.get("step"), "yardsticks": yard, "results": results}, indent=1) + "\n"
     )
-    _write_markdown(out / "ablation.md", results, base, limit)
+    _write_markdown(out / "ablation.md", results, base, limit, yard)
     _plot(out / "ablation.png", results, modes)
-    return {"out": str(out), "runs": len(results)}
+    return {"out": str(out), "runs": len(results), "lifter": yard["lifter"] and yard["lifter"]["checkpoint"]}
 
 
-def _write_markdown(path: Path, results, base: DATConfig, limit) -> None:
+def _load_lifter(folder: "str | Path | None"):
+    """(lifter, its config, its folder) of ``folder``, or of the shipped checkpoint when
+    ``folder`` is None; None when that one is absent (said in one line)."""
+    if folder is None and not (DEFAULT_LIFTER / WEIGHTS).is_file():
+        log.warning(
+            "no lifter checkpoint at %s: the yardsticks leave the lifter out "
+            "(train one with 'hmdiff train-lifter --out DIR' and give it with --lifter DIR)",
+            DEFAULT_LIFTER,
+        )
+        return None
+    folder = Path(folder) if folder is not None else DEFAULT_LIFTER
+    try:
+        model, meta = load_lifter(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"--lifter: {exc}") from None
+    return model, meta, folder
+
+
+def _trained_on(meta: Dict) -> "int | None":
+    """Training samples of a checkpoint, from its config (None when it does not say)."""
+    if isinstance(meta.get("samples"), int):
+        return meta["samples"]
+    try:
+        return int(meta["step"]) * int(meta["train"]["batch_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def yardsticks(model, lifter: "Lifter | None", data: "str | Path | None", limit: int | None) -> Dict:
+    """The figures (mm) every ablation table sits beside, on the first ``limit`` samples of
+    split ``data`` (default: the fixed test split): ``prior`` (U alone, on the 24 joints U
+    has), ``lifter`` (None without one) and ``hmdiff`` (``model`` at the default steps and DAT
+    mode). Each has ``mpjpe_mm``/``pa_mpjpe_mm`` on our 25 joints (None for the prior),
+    ``mpjpe_mm_on_prior_joints``/``pa_mpjpe_mm_on_prior_joints`` and ``num_samples``."""
+    hmdiff = evaluate(data=data, steps=defaults.STEPS, dat=defaults.DAT_MODE, limit=limit, model=model, yardsticks=True)
+    prior = {
+        "mpjpe_mm": None,
+        "pa_mpjpe_mm": None,
+        "mpjpe_mm_on_prior_joints": hmdiff.pop("prior_mpjpe_mm"),
+        "pa_mpjpe_mm_on_prior_joints": hmdiff.pop("prior_pa_mpjpe_mm"),
+        "num_samples": hmdiff["num_samples"],
+    }
+    lifted = None
+    if lifter is not None:
+        reader = SplitReader(data if data is not None else default_test_split())
+        if reader.proxy_cfg.crop_size != lifter.cfg.crop_size:
+            raise ValueError(
+                f"split '{reader.folder}' has {reader.proxy_cfg.crop_size}-pixel crops but the lifter reads "
+                f"keypoints in {lifter.cfg.crop_size}-pixel crops"
+            )
+        lifted = evaluate_lifter(lifter, reader.batches(64, limit))
+    return {"prior": prior, "lifter": lifted, "hmdiff": {"steps": defaults.STEPS, "dat": defaults.DAT_MODE, **hmdiff}}
+
+
+def _yardstick_lines(yard: Dict) -> list:
+    def mm(value) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
+    def trained(row: Dict) -> str:
+        n = row.get("training_samples")
+        return f"; {n:,} training samples" if n else ""
+
+    h = yard["hmdiff"]
+    rows = [("simulated prior alone (U)", yard["prior"])]
+    if yard["lifter"] is not None:
+        rows.append((f"lifter (MLP{trained(yard['lifter'])})", yard["lifter"]))
+    rows.append((f"HMDiff ({h['steps']} steps, DAT {h['dat']}{trained(h)})", h))
+    lines = [
+        "## Yardsticks",
+        "",
+        f"The same {h['num_samples']} samples. The prior alone: its root-relative 3D joints U (what DAT aligns to);"
+        " the lifter: an MLP from the same keypoints, visibilities and U to our 25 joints, trained on the same"
+        ' synthetic stream (`hmdiff train-lifter`); HMDiff at its defaults. "prior\'s 24": the 24 joints U has.',
+        "",
+        "| method | MPJPE | PA-MPJPE | MPJPE, prior's 24 | PA-MPJPE, prior's 24 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {mm(r['mpjpe_mm'])} | {mm(r['pa_mpjpe_mm'])} | {mm(r['mpjpe_mm_on_prior_joints'])} "
+            f"| {mm(r['pa_mpjpe_mm_on_prior_joints'])} |"
+        )
+    if yard["lifter"] is None:
+        lines += ["", "No lifter checkpoint was given or shipped: the lifter is left out."]
+    return lines + [""]
+
+
+def _write_markdown(path: Path, results, base: DATConfig, limit, yard: Dict) -> None:
     lines = [
         "# HMDiff ablation",
         "",
@@ -61,6 +165,7 @@ def _write_markdown(path: Path, results, base: DATConfig, limit) -> None:
         f"DAT defaults: tau={base.tau}, lambda={base.scale}, max_fraction={base.max_fraction}, rigid={base.rigid}."
         " Errors in mm (root-relative; PA: after Procrustes alignment).",
         "",
+        *_yardstick_lines(yard),
         "## DAT mode x DDIM steps",
         "",
         "| DAT | steps | MPJPE | PA-MPJPE | MPVPE | PA-MPVPE |",

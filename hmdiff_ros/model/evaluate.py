@@ -1,8 +1,16 @@
 """``hmdiff eval``: accuracy of a checkpoint on a synthetic split written by ``hmdiff data make``.
 
 Without ``--data`` it uses the fixed default test split (``DEFAULT_TEST_SPLIT``: 512 samples,
-seed 20000), generated once and cached in ``~/.cache/hmdiff_ros``. Training validates with the
+seed 20000, held out from training: bodies of the test bank, poses and cameras of the held-out
+stream), generated once and cached in ``~/.cache/hmdiff_ros``. Training validates with the
 same loop, :func:`evaluate_batches`.
+
+With ``yardsticks`` (``hmdiff eval`` asks for them) the figures come with the simulated
+prior's own (``prior_mpjpe_mm``, ``prior_pa_mpjpe_mm``): its root-relative 3D joints U
+(``prior_xyz`` of the split, the input DAT aligns to) against the ground truth on the 24
+joints the prior has (``PRIOR_JOINT_INDICES``), and with the model's figures on the same
+24 joints (``mpjpe_mm_on_prior_joints``, ``pa_mpjpe_mm_on_prior_joints``), aligned the same
+way (root-relative as given; PA: a similarity Procrustes fit on those 24 joints).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 import torch
 
 from hmdiff_ros import defaults
+from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
 from hmdiff_ros.data.shapes import cache_dir
 from hmdiff_ros.data.store import META_FILE, SplitReader
 from hmdiff_ros.model.checkpoint import load_checkpoint
@@ -23,25 +32,28 @@ from hmdiff_ros.model.hmdiff import HMDiff
 from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
 
 log = logging.getLogger(__name__)
-DEFAULT_TEST_SPLIT = {"split": "test", "num": 512, "seed": 20_000}
+DEFAULT_TEST_SPLIT = {"split": "test", "num": 512, "seed": 20_000}  # held out (TEST_BANK, held-out stream)
 
 
 def default_test_split() -> Path:
-    """The fixed synthetic test split, made on first use."""
-    folder = cache_dir() / f"test_split_{DEFAULT_TEST_SPLIT['num']}_{DEFAULT_TEST_SPLIT['seed']}"
+    """The fixed synthetic test split, held out from training (see the module docstring), made
+    on first use. Its folder's name says "held_out": the split cached before it was held out
+    (``test_split_512_20000``) is never reused."""
+    folder = cache_dir() / f"test_split_held_out_{DEFAULT_TEST_SPLIT['num']}_{DEFAULT_TEST_SPLIT['seed']}"
     if (folder / META_FILE).is_file():
         try:
-            SplitReader(folder)
+            if not SplitReader(folder).held_out:
+                raise ValueError(f"'{folder}' is not held out from training")
         except (ValueError, FileNotFoundError) as exc:  # a damaged cache is made again, never a dead end
-            log.warning("the cached test split is not readable (%s): making it again", exc)
+            log.warning("the cached test split cannot be used (%s): making it again", exc)
             (folder / META_FILE).unlink()
     if not (folder / META_FILE).is_file():
-        from hmdiff_ros.data.engine import SyntheticEngine
+        from hmdiff_ros.data.engine import SyntheticConfig, SyntheticEngine
+        from hmdiff_ros.data.shapes import TEST_BANK
         from hmdiff_ros.data.store import write_split
 
-        write_split(
-            SyntheticEngine(), folder, DEFAULT_TEST_SPLIT["num"], DEFAULT_TEST_SPLIT["seed"], "test", force=True
-        )
+        engine = SyntheticEngine(SyntheticConfig(bank=TEST_BANK))
+        write_split(engine, folder, DEFAULT_TEST_SPLIT["num"], DEFAULT_TEST_SPLIT["seed"], "test", force=True)
     return folder
 
 
@@ -54,23 +66,39 @@ def evaluate(
     limit: int | None = None,
     dat_config: DATConfig | None = None,
     model=None,
+    yardsticks: bool = False,
 ) -> Dict:
     """``{"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}`` (joints:
-    our 25; vertices: the coarse mesh; root-relative, camera frame)."""
+    our 25; vertices: the coarse mesh; root-relative, camera frame); ``yardsticks``: also the
+    prior's figures and the model's on the prior's joints (see the module docstring)."""
     if model is None:
         model, _ = load_checkpoint(checkpoint)
     reader = SplitReader(data if data is not None else default_test_split())
     _check_fit(reader, model)
     cfg = dat_config if dat_config is not None else DATConfig(mode=dat)
     torch.manual_seed(0)
-    return evaluate_batches(model, reader.batches(64, limit), steps=steps, dat=cfg, hypotheses=hypotheses)
+    return evaluate_batches(
+        model, reader.batches(64, limit), steps=steps, dat=cfg, hypotheses=hypotheses, yardsticks=yardsticks
+    )
+
+
+def prior_errors_mm(prior_xyz: np.ndarray, joints_rel: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per-sample ``prior_mpjpe_mm`` and ``prior_pa_mpjpe_mm`` of the prior's root-relative
+    joints ``(B, 24, 3)`` (``PRIOR_JOINT_NAMES`` order) against root-relative ground truth
+    ``(B, 25, 3)`` (our joints), on the prior's joints."""
+    gt = joints_rel[:, list(PRIOR_JOINT_INDICES)]
+    return {"prior_mpjpe_mm": mpjpe_mm(prior_xyz, gt), "prior_pa_mpjpe_mm": pa_mpjpe_mm(prior_xyz, gt)}
 
 
 @torch.no_grad()
-def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypotheses: int = 1, seed: int = 0) -> Dict:
-    """Metrics (mm) over engine-style batches (numpy, with ``proxy``)."""
+def evaluate_batches(
+    model: HMDiff, batches, steps: int, dat: DATConfig, hypotheses: int = 1, seed: int = 0, yardsticks: bool = False
+) -> Dict:
+    """Metrics (mm) over engine-style batches (numpy, with ``proxy``); ``yardsticks``: also
+    the prior's and the model's on the prior's joints (see the module docstring)."""
     gen = torch.Generator().manual_seed(seed)
     errs: Dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "mpvpe_mm": [], "pa_mpvpe_mm": []}
+    q = list(PRIOR_JOINT_INDICES)
     device = next(model.parameters()).device
     for b in batches:
         out = model.sample(
@@ -89,6 +117,11 @@ def evaluate_batches(model: HMDiff, batches, steps: int, dat: DATConfig, hypothe
         errs["pa_mpjpe_mm"].append(pa_mpjpe_mm(joints, gj))
         errs["mpvpe_mm"].append(mpjpe_mm(verts, gv))
         errs["pa_mpvpe_mm"].append(pa_mpjpe_mm(verts, gv))
+        if yardsticks:
+            for k, v in prior_errors_mm(b["prior_xyz"].astype(np.float64), gj).items():
+                errs.setdefault(k, []).append(v)
+            errs.setdefault("mpjpe_mm_on_prior_joints", []).append(mpjpe_mm(joints[:, q], gj[:, q]))
+            errs.setdefault("pa_mpjpe_mm_on_prior_joints", []).append(pa_mpjpe_mm(joints[:, q], gj[:, q]))
     out = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
     out["num_samples"] = int(sum(len(v) for v in errs["mpjpe_mm"]))
     return out

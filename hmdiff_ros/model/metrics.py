@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -23,6 +25,13 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def mpjpe_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-sample mean point error (mm) of root-aligned ``(B, N, 3)`` metre arrays."""
     return np.linalg.norm(pred - gt, axis=-1).mean(-1) * 1000.0
+
+
+def centred_mpjpe_mm(pred: np.ndarray, gt: np.ndarray, centre: Sequence[int]) -> np.ndarray:
+    """Per-sample mean point error (mm) of ``(B, N, 3)`` metre arrays after moving the mean of
+    each one's points ``centre`` (indices into ``N``, e.g. the two hips) to the origin."""
+    c = list(centre)
+    return mpjpe_mm(pred - pred[:, c].mean(1, keepdims=True), gt - gt[:, c].mean(1, keepdims=True))
 
 
 def pa_mpjpe_mm(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

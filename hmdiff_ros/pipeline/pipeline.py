@@ -44,6 +44,10 @@ class PersonResult:
     coarse_vertices: np.ndarray  # (600, 3)
     vertices: np.ndarray | None  # (13718, 3) when full_mesh
     translation: np.ndarray  # (3,) the pelvis in the camera frame
+    # (25, 3) the prior's own 3D joints U (what DAT aligns to): metres, camera-aligned axes,
+    # relative to the prior's root (mid-hip), NaN where it has none (head_top); None when the
+    # result did not come from Pipeline.run
+    prior_xyz: np.ndarray | None = None
     joint_names: tuple = JOINT_NAMES
     track_id: int = -1
 
@@ -132,6 +136,8 @@ class Pipeline:
                 continue
             prior_uv = np.full((len(JOINT_NAMES), 2), np.nan)
             prior_uv[q] = o.prior_uv
+            prior_xyz = np.full((len(JOINT_NAMES), 3), np.nan)
+            prior_xyz[q] = o.prior_xyz
             vis = np.zeros(len(JOINT_NAMES))
             vis[q] = o.visibility
             cx, cy, s = o.box
@@ -147,6 +153,7 @@ class Pipeline:
                     coarse_vertices=coarse + t,
                     vertices=self.topology.upsample(coarse) + t if self.cfg.full_mesh else None,
                     translation=t,
+                    prior_xyz=prior_xyz,
                 )
             )
         timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)

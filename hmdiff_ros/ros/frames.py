@@ -81,8 +81,9 @@ def rigid_from_transform(tr) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def people_in_frame(people: Sequence, R: np.ndarray, t: np.ndarray) -> List:
-    """The people with every 3D quantity moved by ``x -> R @ x + t`` (into a target frame);
-    boxes, pixels and per-joint spreads (distances) are unchanged."""
+    """The people with every published 3D quantity (joints, meshes, translation) moved by
+    ``x -> R @ x + t`` (into a target frame); boxes, pixels, per-joint spreads (distances) and
+    the prior's root-relative ``prior_xyz`` (never published) are unchanged."""
 
     def move(x):
         return None if x is None else np.asarray(x, dtype=np.float64) @ R.T + t
