@@ -88,6 +88,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={
         f"{PACKAGE}.body": ["assets/*.npz", "assets/*.json"],
+        f"{PACKAGE}.data": ["assets/*.npz"],  # the fitted prior simulator
         f"{PACKAGE}.model": ["configs/*.yaml", "checkpoints/*/*.json", "checkpoints/*/*.safetensors"],
         PACKAGE: ["assets/demo/*"],
     },

@@ -43,6 +43,8 @@ def test_eval_command_prints_the_contract_json(small_split, capsys):
         "prior_pa_mpjpe_mm",
         "mpjpe_mm_on_prior_joints",
         "pa_mpjpe_mm_on_prior_joints",
+        "lifter_mpjpe_mm",
+        "lifter_pa_mpjpe_mm",
     }
     assert result["num_samples"] == 48
     assert 0 < result["prior_pa_mpjpe_mm"] < result["prior_mpjpe_mm"]

@@ -13,6 +13,8 @@ from hmdiff_ros.cli.common import (
     with_common_args,
 )
 
+SHEET = "docs/images/prior_study_renders.png"  # the prior study's contact sheet, shown in its report
+
 
 def add_parsers(sub) -> None:
     assets = sub.add_parser("assets", help="build or check the coarse topology asset").add_subparsers(
@@ -83,6 +85,33 @@ def add_parsers(sub) -> None:
         "--sheet", default=None, help="also write a PNG contact sheet of the first 12 samples as MediaPipe saw them"
     )
     p.set_defaults(func=_cmd_data_prior_study)
+    p = data.add_parser(
+        "prior-study-report",
+        help="analyse a prior study: MediaPipe beside the simulated prior (markdown, figures, JSON)",
+    )
+    p.add_argument("--study", required=True, help="folder of a study made by 'hmdiff data prior-study'")
+    p.add_argument(
+        "--out",
+        default="docs/prior_study.md",
+        help="markdown report; the figures and the JSON go to the folder of the same name beside it",
+    )
+    p.add_argument("--sheet", default=SHEET, help="contact sheet to show, if it exists")
+    p.add_argument("--partial", action="store_true", help="report on the chunks there of an unfinished study")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_data_prior_study_report)
+    p = data.add_parser(
+        "fit-prior",
+        help="fit the prior simulator (PriorNoiseConfig(kind='fitted')) to a prior study's MediaPipe errors",
+    )
+    p.add_argument("--study", required=True, help="folder of a study made by 'hmdiff data prior-study'")
+    p.add_argument("--out", default=None, help="parameter .npz (default: the packaged one)")
+    p.add_argument("--train-fraction", **number(float, 0.01, 0.99), default=0.8, help="first part, by index, fitted on")
+    p.add_argument("--extract", default=None, help="also write the held-out extract of the agreement test here")
+    p.add_argument("--extract-num", **POSITIVE, default=1500, help="held-out samples in --extract")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_data_fit_prior)
 
 
 def _cmd_assets_build(args: argparse.Namespace) -> int:
@@ -211,4 +240,38 @@ def _cmd_data_prior_study(args: argparse.Namespace) -> int:
         )
         if args.sheet is not None:
             print(f"contact sheet: {summary['sheet']}")
+    return 0
+
+
+def _cmd_data_prior_study_report(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.prior_report import report_paths, write_prior_study_report
+
+    refuse_existing(report_paths(args.out), "--out", args.force)
+    command = f"hmdiff data prior-study-report --study {args.study} --out {args.out}"
+    command += f" --sheet {args.sheet}" if args.sheet != SHEET else ""
+    command += " --partial" if args.partial else ""
+    summary = write_prior_study_report(
+        args.study, args.out, partial=args.partial, report_command=command, sheet=args.sheet
+    )
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"prior study report '{summary['report']}' ({len(summary['figures'])} figures, numbers in "
+            f"'{summary['json']}'): {summary['num']:,} of {summary['num_asked']:,} samples, MediaPipe detected "
+            f"{summary['detected_share']:.1%}"
+        )
+    return 0
+
+
+def _cmd_data_fit_prior(args: argparse.Namespace) -> int:
+    from hmdiff_ros.data.prior_model import DEFAULT_PRIOR_MODEL, fit_study
+    from hmdiff_ros.data.prior_study import load_prior_study
+
+    out = Path(args.out) if args.out else DEFAULT_PRIOR_MODEL
+    refuse_existing([out], "--out", args.force)
+    if args.extract:
+        refuse_existing([Path(args.extract)], "--extract", args.force)
+    summary = fit_study(load_prior_study(args.study), out, args.train_fraction, args.extract, args.extract_num)
+    print(json.dumps(summary, indent=None if args.json else 2))
     return 0

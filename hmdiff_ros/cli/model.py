@@ -45,6 +45,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", **STEPS, required=True, help="DDIM steps")
     p.add_argument("--dat", choices=defaults.DAT_MODES, required=True, help="DAT gradient mode")
     p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
+    p.add_argument(
+        "--lifter", default=None, help="lifter checkpoint for the learned yardstick (default: the shipped one, if any)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_eval)
 
@@ -102,11 +105,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.evaluate import evaluate
+    from hmdiff_ros.data.store import SplitReader
+    from hmdiff_ros.model.evaluate import default_test_split, evaluate
+    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, evaluate_lifter, load_lifter
 
+    # the learned yardstick: the shipped lifter when there is one, a given one always
+    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
     result = evaluate(
         args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses, yardsticks=True
     )
+    result["lifter_mpjpe_mm"] = result["lifter_pa_mpjpe_mm"] = None
+    if lifter is not None:  # the same samples, our 25 joints, root-relative like the model's figures
+        split = SplitReader(args.data if args.data is not None else default_test_split())
+        lifted = evaluate_lifter(lifter, split.batches(64))
+        result.update(lifter_mpjpe_mm=lifted["mpjpe_mm"], lifter_pa_mpjpe_mm=lifted["pa_mpjpe_mm"])
     if args.json:
         print(json.dumps(result))
     else:
@@ -119,6 +131,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"(prior {result['prior_mpjpe_mm']:.1f}), PA-MPJPE {result['pa_mpjpe_mm_on_prior_joints']:.1f} mm "
             f"(prior {result['prior_pa_mpjpe_mm']:.1f})"
         )
+        if lifter is not None:
+            print(
+                f"lifter (learned yardstick), same samples: MPJPE {result['lifter_mpjpe_mm']:.1f} mm, "
+                f"PA-MPJPE {result['lifter_pa_mpjpe_mm']:.1f} mm"
+            )
     return 0
 
 

@@ -52,6 +52,7 @@ PELVIS = JOINT_INDEX["pelvis"]
 MIN_JOINTS_IN_IMAGE = 6  # a sample must show at least this many prior joints
 MIN_PRIOR_JOINTS = 4  # ... and the simulated prior must see this many (else: no detection)
 MAX_RESAMPLE = 8
+MAX_FITTED_RESAMPLE = 64  # rounds with PriorNoiseConfig(kind="fitted"), whose detections fail often
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class SyntheticEngine:
         ``MIN_PRIOR_JOINTS`` keypoints above the visibility cut); others are drawn again.
         ``proxy=False`` leaves the encoder input to be built later with ``make_proxy``."""
         batch = self._generate(rng, num)
-        for _ in range(MAX_RESAMPLE):
+        # the fitted prior misses about half the people (as MediaPipe does): more rounds
+        for _ in range(MAX_RESAMPLE if self.cfg.prior.kind == "hand" else MAX_FITTED_RESAMPLE):
             seen = (batch["vis"] >= self.cfg.proxy.min_visibility).sum(1) >= MIN_PRIOR_JOINTS
             if seen.all():
                 break
@@ -140,7 +142,9 @@ class SyntheticEngine:
         joints_uv = project(joints_cam, K)
         person_box = np.concatenate([coarse_uv.min(1), coarse_uv.max(1)], axis=1)  # (N, 4)
         occluders = sample_occluders(rng, person_box, cfg.scene)
-        prior = simulate_prior(rng, joints_cam, joints_uv, size, person_box, occluders, self.heights[ids], cfg.prior)
+        prior = simulate_prior(
+            rng, joints_cam, joints_uv, size, person_box, occluders, self.heights[ids], cfg.prior, rotation=rot
+        )
         box = crop_boxes(rng, prior["prior_uv"], prior["prior_vis"], size, person_box, cfg.prior.box_jitter, cfg.proxy)
         obs = render_observation(
             rng,

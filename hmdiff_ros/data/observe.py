@@ -20,9 +20,11 @@ import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES
 from hmdiff_ros.camera import apply_affine, crop_affine
+from hmdiff_ros.data.prior_model import simulate_fitted_prior
 from hmdiff_ros.observation import ProxyConfig, in_image
 
 PELVIS = JOINT_INDEX["pelvis"]
+PRIOR_KINDS = ("hand", "fitted")
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,14 @@ class PriorNoiseConfig:
     box_jitter: float = 0.04  # crop centre jitter (fraction of the box) and log-size jitter
     mask_fail_prob: float = 0.03  # the segmentation mask is missing altogether
     mask_blur: tuple = (0.3, 1.2)  # Gaussian blur std of the mask, crop pixels
+    # "hand": the settings above; "fitted": keypoints, visibilities, 3D, detection failures and
+    # swaps drawn from a fit to MediaPipe's errors (hmdiff_ros.data.prior_model; the box and
+    # mask settings above still apply)
+    kind: str = "hand"
 
     def __post_init__(self) -> None:
+        if self.kind not in PRIOR_KINDS:
+            raise ValueError(f"prior kind must be one of {', '.join(PRIOR_KINDS)}, got {self.kind!r}")
         for name in ("swap_prob", "self_occlusion_prob", "mask_fail_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -70,13 +78,21 @@ def simulate_prior(
     occluders: np.ndarray,
     heights: np.ndarray,
     cfg: PriorNoiseConfig,
+    rotation: np.ndarray | None = None,
 ) -> Dict[str, np.ndarray]:
     """Simulated prior for ``N`` people from ground-truth joints ``(N, 25, 3)`` (camera frame)
-    and their projections ``uv`` ``(N, 25, 2)``; ``person_box`` (N, 4) u0 v0 u1 v1; ``heights`` (N,).
+    and their projections ``uv`` ``(N, 25, 2)``; ``person_box`` (N, 4) u0 v0 u1 v1; ``heights`` (N,);
+    ``rotation`` (N, 3, 3) body -> camera (needed by ``cfg.kind == "fitted"``).
 
     Returns ``prior_uv`` (N, 24, 2) image pixels, ``prior_vis`` (N, 24), ``prior_xyz``
-    (N, 24, 3) root-relative camera-aligned metres, ``swapped`` (N,).
+    (N, 24, 3) root-relative camera-aligned metres, ``swapped`` (N,). With ``cfg.kind ==
+    "fitted"`` (:func:`~hmdiff_ros.data.prior_model.simulate_fitted_prior`) a person the prior
+    would not detect gets all visibilities 0.
     """
+    if cfg.kind == "fitted":
+        if rotation is None:
+            raise ValueError("the fitted prior simulation needs the body rotations")
+        return simulate_fitted_prior(rng, joints_cam, uv, image_size, person_box, occluders, heights, rotation)
     n = len(joints_cam)
     idx = list(PRIOR_JOINT_INDICES)
     xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
