@@ -174,6 +174,24 @@ def test_study_writes_chunks_resumes_and_refuses_another(tmp_path, capsys, study
     assert "--force" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("chunk_*.npz")} == stamps
 
+    # a study recorded before a setting was added at its old behaviour (a config key it lacks,
+    # weights of new pose families appended at 0) is the same study; a changed value is not
+    meta_path = out / "meta.json"
+    recorded = json.loads(meta_path.read_text())
+    older = json.loads(json.dumps(recorded))
+    del older["engine"]["prior"]["kind"]
+    weights = older["engine"]["family_weights"]
+    while weights and weights[-1] == 0:
+        weights.pop()
+    meta_path.write_text(json.dumps(older))
+    assert main([*ARGS, "--out", str(out), "--workers", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks_made"] == 0
+    older["engine"]["family_weights"][0] += 0.01
+    meta_path.write_text(json.dumps(older))
+    assert main([*ARGS, "--out", str(out), "--workers", "2", "--json"]) == 2
+    assert "another engine" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("chunk_*.npz")} == stamps
+
 
 def test_a_lost_chunk_is_made_again_the_same_by_any_number_of_workers(tmp_path, capsys, study_needs):
     from hmdiff_ros.cli import main

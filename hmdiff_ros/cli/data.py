@@ -68,7 +68,22 @@ def add_parsers(sub) -> None:
     p.add_argument("--num", **number(int, 1, 1024), default=64)
     p.add_argument("--seed", **number(int, 0), default=0)
     p.add_argument("--tile", **number(int, 32, 2000), default=200, help="tile size in pixels")
+    p.add_argument(
+        "--families",
+        default=None,
+        help="comma-separated pose families to show, equally often (default: all, as trained)",
+    )
     p.set_defaults(func=_cmd_data_sheet)
+    p = data.add_parser(
+        "pose-coverage",
+        help="which synthetic pose family each real frame's person resembles, and which no family covers",
+    )
+    p.add_argument("--data", required=True, help="folder of real frames with ground truth (as for 'hmdiff eval-real')")
+    p.add_argument("--per-family", **number(int, 16, 8192), default=512, help="synthetic reference samples per family")
+    p.add_argument("--families", default=None, help="comma-separated pose families to compare with (default: all)")
+    p.add_argument("--seed", **number(int, 0), default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_data_pose_coverage)
     p = data.add_parser(
         "prior-study",
         help="render synthetic people, run MediaPipe on them as the pipeline does, and record its output beside "
@@ -193,11 +208,42 @@ def _cmd_data_bench(args: argparse.Namespace) -> int:
 
 def _cmd_data_sheet(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.engine import SyntheticEngine
+    from hmdiff_ros.data.poses import family_weights
     from hmdiff_ros.data.sheet import check_sheet_args, contact_sheet
 
+    families = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    if families is not None:
+        family_weights(families)  # a ValueError naming the families, before the engine is built
     check_sheet_args(args.num, args.out, tile=args.tile)  # before the engine is built
     refuse_existing([Path(args.out)], "--out", args.force)
-    print(contact_sheet(SyntheticEngine(), args.num, args.seed, args.out, tile=args.tile))
+    print(contact_sheet(SyntheticEngine(), args.num, args.seed, args.out, tile=args.tile, families=families))
+    return 0
+
+
+def _cmd_data_pose_coverage(args: argparse.Namespace) -> int:
+    from hmdiff_ros.data.engine import SyntheticEngine
+    from hmdiff_ros.data.poses import FAMILY_NAMES, family_weights
+    from hmdiff_ros.pipeline.pose_coverage import pose_coverage
+
+    if not Path(args.data).is_dir():
+        raise ValueError(f"--data '{args.data}' is not a folder")
+    names = FAMILY_NAMES if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    family_weights(names)  # a ValueError naming the families, before the engine is built
+    result = pose_coverage(args.data, SyntheticEngine(), per_family=args.per_family, seed=args.seed, names=names)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for kind in ("3d", "2d"):
+        if kind not in result:
+            continue
+        r = result[kind]
+        print(f"{kind.upper()}: {r['covered']} of {r['num']} poses covered; nearest families: {r['nearest']}")
+        for p in r["poses"]:
+            mark = "" if p["covered"] else "  NOT COVERED"
+            print(
+                f"  {p['image']}: {p['family']} {p['distance_deg']:.1f} deg (its own 95 %: {p['family_p95_deg']:.1f})"
+                f"{mark}"
+            )
     return 0
 
 

@@ -370,6 +370,18 @@ def _identity(meta: Dict) -> Dict:
     return {k: v for k, v in meta.items() if k not in ("versions", "complete")}
 
 
+def _differs(there, here) -> bool:
+    """Whether a recorded setting ``there`` differs from the asked one ``here``. A key the
+    record lacks is a setting added to the package since, at a default that keeps the old
+    behaviour (e.g. ``PriorNoiseConfig.kind``), and weights appended at 0 are options added
+    since, not drawn (new pose families): neither makes the study another one."""
+    if isinstance(there, dict) and isinstance(here, dict):
+        return any(k not in here for k in there) or any(k in there and _differs(there[k], v) for k, v in here.items())
+    if isinstance(there, list) and isinstance(here, list) and len(here) > len(there):
+        return here[: len(there)] != there or any(v != 0 for v in here[len(there) :])
+    return there != here
+
+
 def _write_json(path: Path, data: Dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -448,7 +460,7 @@ def run_prior_study(
             old.unlink(missing_ok=True)
         elif old.exists():
             there = _identity(read_study_meta(out))
-            differ = [k for k in _identity(meta) if there.get(k) != meta[k]]
+            differ = [k for k in _identity(meta) if _differs(there.get(k), meta[k])]
             differ = [k for k in differ if k not in ("num_chunks", "stream")] or differ  # these follow num, seed
             if differ:
                 what = ", ".join(

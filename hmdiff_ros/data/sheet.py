@@ -7,6 +7,7 @@ import numbers
 import os
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from hmdiff_ros.body.base import axis_angle_to_matrix
 from hmdiff_ros.data.engine import SyntheticEngine
-from hmdiff_ros.data.poses import FAMILY_NAMES
+from hmdiff_ros.data.poses import FAMILY_NAMES, family_weights
 from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.render import render_mesh
 
@@ -54,15 +55,24 @@ def check_sheet_args(num: int, out: "str | Path", tile: int = 200) -> None:
         raise ValueError(f"--out '{out}': '{ancestor}' is a file; expected a folder")
 
 
-def contact_sheet(engine: SyntheticEngine, num: int, seed: int, out: "str | Path", tile: int = 200) -> Path:
+def contact_sheet(
+    engine: SyntheticEngine,
+    num: int,
+    seed: int,
+    out: "str | Path",
+    tile: int = 200,
+    families: Sequence[str] | None = None,
+) -> Path:
     """Render ``num`` random (shape, pose) samples, each seen from the front-ish at a random
     yaw within +-45 degrees, labelled with its activity family and age; written to ``out``
     (an image file, replaced if it exists) in one step, so that a failed write leaves no file
-    (nor folders it made). See :func:`check_sheet_args` for the bounds."""
+    (nor folders it made). ``families``: only these, equally often (default: the engine's
+    family weights). See :func:`check_sheet_args` for the bounds."""
     check_sheet_args(num, out, tile)
+    weights = None if families is None else family_weights(families)
     num, tile, out = int(num), int(tile), Path(out)
     rng = np.random.default_rng(seed)
-    pose, family, tilt = engine.pose_sampler.sample(rng, num)
+    pose, family, tilt = engine.pose_sampler.sample(rng, num, weights)
     ids = rng.integers(engine.bank.size, size=num)
     with torch.no_grad():
         verts, _ = engine.poser(torch.as_tensor(ids), torch.as_tensor(pose), count=engine.topology.num_coarse)
