@@ -1,7 +1,6 @@
 """The ``hmdiff`` command line: one sub-command per job, each parser beside its command
-(:mod:`.data`, :mod:`.study`, :mod:`.model`, :mod:`.runtime`, :mod:`.bag`,
-:mod:`.pipeline`); heavy imports only
-when a command runs."""
+(:mod:`.data`, :mod:`.study`, :mod:`.model`, :mod:`.runtime`, :mod:`.bag`, :mod:`.pipeline`);
+heavy imports only when a command runs."""
 
 from __future__ import annotations
 
