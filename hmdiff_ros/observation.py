@@ -83,6 +83,18 @@ def in_image(uv: np.ndarray, image_size) -> np.ndarray:
     return ((uv >= 0) & (uv <= size - 1)).all(-1)
 
 
+def in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
+    """``(N, P)`` bool: whether points ``uv`` ``(N, P, 2)`` lie in rectangles ``rect``
+    ``(N, 4)`` (u0, v0, u1, v1; a NaN rectangle holds nothing)."""
+    with np.errstate(invalid="ignore"):
+        return (
+            (uv[..., 0] >= rect[:, None, 0])
+            & (uv[..., 0] <= rect[:, None, 2])
+            & (uv[..., 1] >= rect[:, None, 1])
+            & (uv[..., 1] <= rect[:, None, 3])
+        )
+
+
 def crop_keypoints(uv: np.ndarray, visibility: np.ndarray, image_size, cfg: ProxyConfig) -> np.ndarray:
     """``(..., J)`` bool: the keypoints a crop rests on, those seen (``visibility`` at least
     ``cfg.min_visibility``) and inside the image (:func:`in_image`)."""

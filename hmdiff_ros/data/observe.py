@@ -21,7 +21,7 @@ import numpy as np
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES
 from hmdiff_ros.camera import apply_affine, crop_affine
 from hmdiff_ros.data.prior_model import simulate_fitted_prior
-from hmdiff_ros.observation import ProxyConfig, in_image
+from hmdiff_ros.observation import ProxyConfig, in_image, in_rect
 
 PELVIS = JOINT_INDEX["pelvis"]
 PRIOR_KINDS = ("hand", "fitted")
@@ -59,16 +59,6 @@ class PriorNoiseConfig:
                 raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, got {getattr(self, name)}")
 
 
-def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return (
-            (uv[..., 0] >= rect[:, None, 0])
-            & (uv[..., 0] <= rect[:, None, 2])
-            & (uv[..., 1] >= rect[:, None, 1])
-            & (uv[..., 1] <= rect[:, None, 3])
-        )
-
-
 def simulate_prior(
     rng: np.random.Generator,
     joints_cam: np.ndarray,
@@ -97,7 +87,7 @@ def simulate_prior(
     idx = list(PRIOR_JOINT_INDICES)
     xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
     inside = in_image(pix, image_size)
-    occluded = _in_rect(pix, occluders)
+    occluded = in_rect(pix, occluders)
     behind = xyz[..., 2] > joints_cam[:, PELVIS, None, 2] + 0.08
     hidden = behind & (rng.random(inside.shape) < cfg.self_occlusion_prob)
     vis = rng.uniform(0.75, 1.0, inside.shape)

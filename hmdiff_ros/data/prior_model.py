@@ -39,6 +39,7 @@ from typing import Dict
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
+from hmdiff_ros.observation import in_rect
 
 FORMAT_VERSION = 1
 DEFAULT_PRIOR_MODEL = Path(__file__).resolve().parent / "assets" / "prior_model.npz"  # hmdiff data fit-prior
@@ -115,16 +116,6 @@ def person_size(person_box: np.ndarray) -> np.ndarray:
     return np.maximum(person_box[:, 2] - person_box[:, 0], person_box[:, 3] - person_box[:, 1])
 
 
-def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return (
-            (uv[..., 0] >= rect[:, None, 0])
-            & (uv[..., 0] <= rect[:, None, 2])
-            & (uv[..., 1] >= rect[:, None, 1])
-            & (uv[..., 1] <= rect[:, None, 3])
-        )
-
-
 def _inside(uv: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     w, h = image_size[:, None, 0], image_size[:, None, 1]
     return (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
@@ -135,7 +126,7 @@ def joint_conditions(
 ) -> np.ndarray:
     """Condition index (N, P) into :data:`CONDITIONS` of joints ``xyz`` (camera frame) at ``uv``."""
     cond = np.where(xyz[..., 2] > pelvis_depth[:, None] + BEHIND_M, 1, 0)
-    cond = np.where(_in_rect(uv, occluder), 2, cond)
+    cond = np.where(in_rect(uv, occluder), 2, cond)
     return np.where(_inside(uv, image_size), cond, 3)
 
 

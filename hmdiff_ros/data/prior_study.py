@@ -68,7 +68,7 @@ from hmdiff_ros.data.poses import FAMILY_NAMES
 from hmdiff_ros.data.shapes import TEST_BANK, TEST_WORD, load_or_build_shape_bank
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.files import made_folder
-from hmdiff_ros.observation import in_image
+from hmdiff_ros.observation import in_image, in_rect
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -181,7 +181,7 @@ class StudyWorker:
             "gt_uv": gt_uv.astype(np.float32),
             "gt_in_image": inside,
             "joints_outside": (~inside).sum(1).astype(np.int16),
-            "gt_occluded": _in_rect(gt_uv, b["occluder"]),
+            "gt_occluded": in_rect(gt_uv, b["occluder"]),
             "gt_surface_depth": np.full((n, P), np.nan, np.float32),
             "K": b["K"],
             "image_size": b["image_size"],
@@ -255,17 +255,6 @@ def _to_crop(mask: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
     """A [0, 1] image mask warped into the crop as uint8, the way the pipeline warps its prior's mask."""
     crop = cv2.warpAffine(mask, affine, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
     return np.round(np.clip(crop, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def _in_rect(uv: np.ndarray, rect: np.ndarray) -> np.ndarray:
-    """``(N, P)`` whether points ``(N, P, 2)`` lie in rectangles ``(N, 4)`` (NaN: none)."""
-    with np.errstate(invalid="ignore"):
-        return (
-            (uv[..., 0] >= rect[:, None, 0])
-            & (uv[..., 0] <= rect[:, None, 2])
-            & (uv[..., 1] >= rect[:, None, 1])
-            & (uv[..., 1] <= rect[:, None, 3])
-        )
 
 
 def write_chunk(path: Path, arrays: Dict[str, np.ndarray]) -> None:

@@ -44,7 +44,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX, NUM_JOINTS, PRIOR_JOINT_INDICES,
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.checkpoint import CONFIG, WEIGHTS
 from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
-from hmdiff_ros.model.train import STATE, VAL_SEED, worker_signal
+from hmdiff_ros.model.train import STATE, VAL_SEED, load_resume_state, save_resume_state, worker_signal
 from hmdiff_ros.observation import ProxyConfig
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,11 @@ def train_lifter(cfg: LifterTrainConfig, progress: bool = True) -> Dict:
     resume = _resumable(out, cfg)
     model = Lifter(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = _load_state(out, model, opt, device) if resume else 0
+    start = (
+        load_resume_state(out, model, opt, device, "use --force to train afresh there or choose another --out")
+        if resume
+        else 0
+    )
     ema = load_lifter(out, map_location=str(device))[0] if start else Lifter(cfg.model).to(device)
     if not start:
         ema.load_state_dict(model.state_dict())
@@ -471,39 +475,6 @@ def _resumable(out: Path, cfg: LifterTrainConfig) -> bool:
 
 def _save_state(folder: Path, model: Lifter, ema: Lifter, opt, step: int, cfg: LifterTrainConfig, record: Dict) -> None:
     """EMA weights as the checkpoint; raw weights and optimiser moments beside it, for resume."""
-    from safetensors.torch import save_file
-
     train = {**asdict(cfg), "model": cfg.model.to_dict()}
     save_lifter(folder, ema, {"train": train, "step": step, "samples": step * cfg.batch_size, "metrics": record})
-    state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for i, s in enumerate(opt.state_dict()["state"].values()):
-        state.update({f"opt.{i}.{k}": v.detach().cpu().contiguous() for k, v in s.items() if torch.is_tensor(v)})
-    tmp = folder / (STATE + ".tmp")
-    try:
-        save_file(state, str(tmp))
-        tmp.replace(folder / STATE)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _load_state(out: Path, model: Lifter, opt, device: torch.device) -> int:
-    """Raw weights and optimiser moments of the run in ``out``; returns its step."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        step = int(json.loads((out / CONFIG).read_text())["step"])
-        state = load_file(str(out / STATE))
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        opt_state = opt.state_dict()
-        for i, p in enumerate(opt_state["param_groups"][0]["params"]):
-            keys = [k for k in state if k.startswith(f"opt.{i}.")]
-            if keys:
-                opt_state["state"][p] = {k.split(".", 2)[2]: state[k].to(device) for k in keys}
-        opt.load_state_dict(opt_state)
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(
-            f"--out '{out}': its training state {STATE} is truncated, corrupt or of another run ({one_line(exc, 200)}); "
-            "use --force to train afresh there or choose another --out"
-        ) from None
-    return step
+    save_resume_state(folder, model, opt)

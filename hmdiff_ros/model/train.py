@@ -319,16 +319,22 @@ def _save_state(
     folder: Path, model: HMDiff, ema: HMDiff, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, metrics: Dict
 ) -> None:
     """EMA weights as the checkpoint; raw weights + optimiser moments beside it, for resume."""
-    from safetensors.torch import save_file
-
     extra = {"train": _jsonable(asdict(cfg)), "step": step, "metrics": metrics}
     save_checkpoint(folder, ema, extra)
+    save_resume_state(folder, model, opt)
+
+
+def save_resume_state(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """The raw weights and optimiser moments a run resumes from (``STATE`` in ``folder``),
+    replaced in one step: never a truncated state beside the checkpoint."""
+    from safetensors.torch import save_file
+
     state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for i, s in enumerate(opt.state_dict()["state"].values()):
         for k, v in s.items():
             if torch.is_tensor(v):
                 state[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-    tmp = folder / (STATE + ".tmp")  # replaced in one step: never a truncated state beside the checkpoint
+    tmp = folder / (STATE + ".tmp")
     try:
         save_file(state, str(tmp))
         tmp.replace(folder / STATE)
@@ -388,12 +394,18 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> None:
     log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
 
 
-def _load_resume(out: Path, model: HMDiff, opt: torch.optim.Optimizer, device: torch.device) -> int:
-    """Raw weights and optimiser moments of the run in ``out``; returns its step."""
+def load_resume_state(
+    out: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    hint: str = "use --force to train afresh there (its checkpoint is replaced) or choose another --out",
+) -> int:
+    """Raw weights and optimiser moments of the run in ``out`` (:func:`save_resume_state`);
+    returns its step. ``hint``: what the error of an unreadable state tells the user to do."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    hint = "use --force to train afresh there (its checkpoint is replaced) or choose another --out"
     try:
         step = int(json.loads((out / CONFIG).read_text())["step"])
         state = load_file(str(out / STATE))
@@ -519,7 +531,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if resume:
-        start = _load_resume(out, model, opt, device)
+        start = load_resume_state(out, model, opt, device)
         if cfg.init:
             log.warning("--init %s is ignored: the run in %s is resumed from step %d", cfg.init, out, start)
         log.info("resuming %s from step %d", out, start)
