@@ -37,6 +37,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--warmup-steps", **number(int, 0), default=None)
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--seed", **number(int, 0), default=None, help="seed of the training stream")
+    _add_stream_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
@@ -73,7 +74,26 @@ def add_parsers(sub) -> None:
     p.add_argument("--val-every", **POSITIVE, default=None, help="steps between validations and checkpoints")
     p.add_argument("--lr", **number(float, 0, 1, exclusive=True), default=None, help="peak learning rate")
     p.add_argument("--seed", **number(int, 0), default=None, help="seed of the training stream")
+    _add_stream_options(p)
     p.set_defaults(func=_cmd_train_lifter)
+
+
+def _add_stream_options(p) -> None:
+    from hmdiff_ros.data.engine import FAMILY_SETS
+    from hmdiff_ros.data.observe import PRIOR_KINDS
+
+    p.add_argument(
+        "--prior",
+        choices=PRIOR_KINDS,
+        default=None,
+        help="prior simulator of the training stream: hand-set, or fitted to MediaPipe (default: the config's)",
+    )
+    p.add_argument(
+        "--families",
+        choices=tuple(FAMILY_SETS),
+        default=None,
+        help="pose-family weights: default, or robot (adds picking up, kneeling, floor sitting, desk reaching)",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -93,6 +113,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "warmup_steps": args.warmup_steps,
             "init": args.init,
             "seed": args.seed,
+            "prior": args.prior,
+            "families": args.families,
             "force": args.force or None,
         }.items()
         if v is not None
@@ -151,6 +173,7 @@ def _cmd_train_lifter(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.lifter import LifterTrainConfig, train_lifter
 
     options = ("out", "samples", "batch_size", "max_minutes", "device", "workers", "val_every", "lr", "seed", "force")
+    options += ("prior", "families")
     given = {k: getattr(args, k) for k in options if getattr(args, k) is not None and getattr(args, k) is not False}
     print(json.dumps(train_lifter(LifterTrainConfig(**given))))
     return 0

@@ -41,8 +41,8 @@ from hmdiff_ros.body.base import axis_angle_to_matrix
 from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.camera import apply_affine, project
-from hmdiff_ros.data.observe import PriorNoiseConfig, face_parts, render_observation, simulate_prior
-from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, PoseSampler
+from hmdiff_ros.data.observe import PRIOR_KINDS, PriorNoiseConfig, face_parts, render_observation, simulate_prior
+from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, ROBOT_FAMILY_WEIGHTS, PoseSampler
 from hmdiff_ros.data.posing import FastPoser
 from hmdiff_ros.data.scene import SceneConfig, sample_occluders, sample_scenes
 from hmdiff_ros.data.shapes import ROLES, TEST_WORD, BankConfig, ShapeBank, load_or_build_shape_bank
@@ -67,6 +67,23 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.full and not self.bank.full:
             raise ValueError("full=True needs a full-resolution shape bank (bank.full=True)")
+
+
+FAMILY_SETS = {"default": DEFAULT_FAMILY_WEIGHTS, "robot": ROBOT_FAMILY_WEIGHTS}  # pose-family weights by name
+
+
+def stream_config(prior: str = "hand", families: str = "default", crop_size: int = ProxyConfig.crop_size):
+    """The ``SyntheticConfig`` of a training stream named by its options, as ``hmdiff train``
+    and ``hmdiff train-lifter`` take them: ``prior`` the prior simulator (``"hand"``, or
+    ``"fitted"`` to MediaPipe in the prior study), ``families`` the pose-family weights
+    (``"default"``, or ``"robot"``: :data:`~hmdiff_ros.data.poses.ROBOT_FAMILY_WEIGHTS`)."""
+    if prior not in PRIOR_KINDS:
+        raise ValueError(f"prior simulator must be one of {', '.join(PRIOR_KINDS)}, got {prior!r}")
+    if families not in FAMILY_SETS:
+        raise ValueError(f"pose families must be one of {', '.join(FAMILY_SETS)}, got {families!r}")
+    return SyntheticConfig(
+        prior=PriorNoiseConfig(kind=prior), proxy=ProxyConfig(crop_size=crop_size), family_weights=FAMILY_SETS[families]
+    )
 
 
 class SyntheticEngine:

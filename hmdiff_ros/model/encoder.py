@@ -6,6 +6,11 @@
 - ``rgb``: a CNN over the RGB crop, for users who train on real images.
 
 Both end in an 8x8 grid of tokens with a learned position embedding.
+
+:class:`PriorTokens` (with ``HMDiffConfig.prior_tokens``) adds one token per prior joint,
+read from U and its visibility, so that the denoiser can keep what the prior gets right and
+correct what it gets wrong (issue: beat the prior); the denoiser's cross-attention reads the
+image tokens and these together.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hmdiff_ros.observation import NUM_PROXY_CHANNELS
+from hmdiff_ros.observation import NUM_PROXY_CHANNELS, ProxyConfig
 
 ENCODERS = ("proxy", "rgb")
 
@@ -73,3 +78,27 @@ class ImageEncoder(nn.Module):
         feat = self.stages(image)  # (B, 4c, S/8, S/8)
         tokens = feat.flatten(2).transpose(1, 2)  # (B, N, 4c)
         return self.proj(tokens) + self.pos  # (B, N, D)
+
+
+class PriorTokens(nn.Module):
+    """U ``(B, Q, 3)`` metres (root-relative) and its visibilities ``(B, Q)`` -> one token per
+    prior joint ``(B, Q, D)``. A joint is off (its coordinates read as zero) where its
+    visibility is below ``min_visibility`` or U is not finite, as the proxy drops its heatmap;
+    each token reads (U / ``data_scale``, visibility, on) through a small MLP, plus a learned
+    embedding of its joint."""
+
+    def __init__(
+        self, width: int, num_joints: int, data_scale: float, min_visibility: float = ProxyConfig.min_visibility
+    ) -> None:
+        super().__init__()
+        self.data_scale, self.min_visibility = data_scale, min_visibility
+        self.proj = nn.Sequential(nn.Linear(5, width), nn.SiLU(), nn.Linear(width, width))
+        self.joint_embed = nn.Parameter(torch.zeros(1, num_joints, width))
+        nn.init.normal_(self.joint_embed, std=0.02)
+
+    def forward(self, prior_xyz: torch.Tensor, prior_vis: torch.Tensor) -> torch.Tensor:
+        vis = torch.nan_to_num(prior_vis, nan=0.0).clamp(0, 1)
+        on = (vis >= self.min_visibility) & torch.isfinite(prior_xyz).all(-1)  # (B, Q)
+        xyz = torch.where(on[..., None], torch.nan_to_num(prior_xyz) / self.data_scale, torch.zeros_like(prior_xyz))
+        feat = torch.cat([xyz, vis[..., None], on[..., None].to(xyz.dtype)], dim=-1)  # (B, Q, 5)
+        return self.proj(feat) + self.joint_embed

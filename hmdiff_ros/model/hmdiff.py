@@ -21,7 +21,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.model.dat import DAT, DATConfig
 from hmdiff_ros.model.denoiser import Denoiser, DenoiserConfig
-from hmdiff_ros.model.encoder import EncoderConfig, ImageEncoder
+from hmdiff_ros.model.encoder import EncoderConfig, ImageEncoder, PriorTokens
 from hmdiff_ros.model.scheduler import DDIMScheduler, SchedulerConfig
 
 
@@ -32,6 +32,7 @@ class HMDiffConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     data_scale: float = 0.5  # metres per normalised unit: bodies span about +-2 units
     topology: str = "anny"  # the topology asset the points follow
+    prior_tokens: bool = False  # the denoiser also reads U and its visibilities, as one token per prior joint
 
     @classmethod
     def from_dict(cls, d: Dict) -> "HMDiffConfig":
@@ -41,6 +42,7 @@ class HMDiffConfig:
             scheduler=SchedulerConfig(**d["scheduler"]),
             data_scale=d["data_scale"],
             topology=d["topology"],
+            prior_tokens=bool(d.get("prior_tokens", False)),  # checkpoints before it had none
         )
 
     def to_dict(self) -> Dict:
@@ -96,6 +98,9 @@ class HMDiff(nn.Module):
         groups = vertex_groups(topology.coarse_rest, cfg.denoiser.vertex_groups)
         joint_groups = cfg.denoiser.vertex_groups + np.arange(topology.num_joints)  # one token per joint
         self.encoder = ImageEncoder(cfg.encoder)
+        self.prior_encoder = (
+            PriorTokens(cfg.encoder.width, len(PRIOR_JOINT_INDICES), cfg.data_scale) if cfg.prior_tokens else None
+        )
         self.denoiser = Denoiser(cfg.denoiser, torch.as_tensor(np.concatenate([groups, joint_groups])))
         self.scheduler = DDIMScheduler(cfg.scheduler)
         # f for DAT: prior joints from the points, half from the coarse regressor, half the joint points.
@@ -115,8 +120,21 @@ class HMDiff(nn.Module):
         return points[..., : self.num_coarse, :], points[..., self.num_coarse :, :]
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """The denoiser on normalised points (training calls this)."""
+        """The denoiser on normalised points (training calls this); ``image_tokens``: :meth:`encode`'s."""
         return self.denoiser(sample, timestep, image_tokens)
+
+    def encode(
+        self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the denoiser's cross-attention reads ``(B, N, D)``: the image tokens f_I, then,
+        with ``cfg.prior_tokens``, one token per prior joint (U ``(B, 24, 3)`` metres and its
+        visibilities ``(B, 24)``, both needed then)."""
+        tokens = self.encoder(proxy)
+        if self.prior_encoder is None:
+            return tokens
+        if prior_xyz is None or prior_vis is None:
+            raise ValueError("this model reads the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24)")
+        return torch.cat([tokens, self.prior_encoder(prior_xyz.to(tokens), prior_vis.to(tokens))], dim=1)
 
     def check_inputs(
         self,
@@ -138,6 +156,8 @@ class HMDiff(nn.Module):
             raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
         if dat.mode != "off" and (prior_xyz is None or prior_vis is None):
             raise ValueError("DAT needs the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24), or dat mode 'off'")
+        if self.cfg.prior_tokens and (prior_xyz is None or prior_vis is None):
+            raise ValueError("this model reads the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24)")
         shape = (proxy.shape[0] * hypotheses, self.num_points, 3)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(
@@ -165,7 +185,7 @@ class HMDiff(nn.Module):
         """
         self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         b, m = proxy.shape[0], hypotheses
-        tokens = self.encoder(proxy).repeat_interleave(m, dim=0)  # (B*M, N, D) f_I
+        tokens = self.encode(proxy, prior_xyz, prior_vis).repeat_interleave(m, dim=0)  # (B*M, N, D) f_I (+ U)
         if noise is None:
             noise = torch.randn(
                 (b * m, self.num_points, 3), generator=generator, dtype=tokens.dtype, device=tokens.device

@@ -271,6 +271,8 @@ _CHECKS = {  # field: (test, what is expected)
     "val_samples": (lambda v: v >= 1, ">= 1"),
     "max_minutes": (lambda v: v >= 0, ">= 0, 0 for no limit"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
+    "prior": (lambda v: v in ("hand", "fitted"), "one of 'hand', 'fitted'"),
+    "families": (lambda v: v in ("default", "robot"), "one of 'default', 'robot'"),
 }
 
 
@@ -291,6 +293,8 @@ class LifterTrainConfig:
     max_minutes: float = 0.0  # stop (and checkpoint) after this wall time, cosine decay by the clock; 0: no limit
     device: str = "auto"  # "auto", "cpu" or "cuda"
     force: bool = False  # start afresh in an ``out`` that holds anything but a resumable lifter run
+    prior: str = "hand"  # the prior simulator of the stream, as 'hmdiff train --prior'
+    families: str = "default"  # the pose-family weights, as 'hmdiff train --families'
     model: LifterConfig = field(default_factory=LifterConfig)
 
     def __post_init__(self) -> None:
@@ -298,7 +302,11 @@ class LifterTrainConfig:
             object.__setattr__(self, "out", str(self.out))
         for name, (test, expected) in _CHECKS.items():
             value = getattr(self, name)
-            ok = isinstance(value, str) if name in ("out", "device") else isinstance(value, (int, float))
+            ok = (
+                isinstance(value, str)
+                if name in ("out", "device", "prior", "families")
+                else isinstance(value, (int, float))
+            )
             if not ok or isinstance(value, bool) or not test(value):
                 raise ValueError(f"{name} must be {expected}, got {value!r}")
         if not isinstance(self.model, LifterConfig):
@@ -315,7 +323,7 @@ def train_lifter(cfg: LifterTrainConfig, progress: bool = True) -> Dict:
     saves the state at the step reached (the same command resumes it) and is raised again."""
     from tqdm import tqdm
 
-    from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker
+    from hmdiff_ros.data.engine import SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker, stream_config
     from hmdiff_ros.files import missing_folders, remove_empty
 
     torch.manual_seed(cfg.seed)
@@ -335,7 +343,7 @@ def train_lifter(cfg: LifterTrainConfig, progress: bool = True) -> Dict:
     for p in ema.parameters():
         p.requires_grad_(False)
 
-    data_cfg = SyntheticConfig(proxy=ProxyConfig(crop_size=cfg.model.crop_size))  # as 'hmdiff train' makes it
+    data_cfg = stream_config(cfg.prior, cfg.families, cfg.model.crop_size)  # as 'hmdiff train' makes it
     engine = SyntheticEngine(data_cfg)
     val = [
         engine.generate(batch_rng(VAL_SEED, i), min(256, cfg.val_samples - 256 * i), proxy=False)

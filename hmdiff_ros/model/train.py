@@ -28,14 +28,22 @@ import torch
 
 from hmdiff_ros import defaults
 from hmdiff_ros.body.topology import Topology
-from hmdiff_ros.data.engine import SyntheticConfig, SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker
+from hmdiff_ros.data.engine import (
+    FAMILY_SETS,
+    SyntheticDataset,
+    SyntheticEngine,
+    batch_rng,
+    quiet_worker,
+    stream_config,
+)
+from hmdiff_ros.data.observe import PRIOR_KINDS
 from hmdiff_ros.errors import interrupt_signal, one_line
 from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.evaluate import evaluate_batches
 from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
-from hmdiff_ros.observation import ProxyConfig, make_proxy
+from hmdiff_ros.observation import make_proxy
 
 log = logging.getLogger(__name__)
 STATE = "train_state.safetensors"  # raw weights and optimiser moments, for resume
@@ -65,6 +73,8 @@ FIELD_CHECKS = {
     "max_minutes": (_FLOAT, lambda v: v >= 0, ">= 0, 0 for no limit"),
     "device": (_STR, lambda v: v in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
     "init": (_STR, lambda v: True, "a checkpoint folder path, or empty"),
+    "prior": (_STR, lambda v: v in PRIOR_KINDS, f"one of {', '.join(map(repr, PRIOR_KINDS))}"),
+    "families": (_STR, lambda v: v in FAMILY_SETS, f"one of {', '.join(map(repr, FAMILY_SETS))}"),
     "force": (_BOOL, lambda v: True, "true or false"),
 }
 # PyYAML reads YAML 1.1, where an exponent without a dot (``lr: 1e-3``) is a string
@@ -179,6 +189,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (and checkpoint) after this wall time, cosine decay by the clock; 0: no limit
     device: str = "auto"  # "auto", "cpu" or "cuda"
     init: str = ""  # start from this checkpoint's weights (fine-tuning); ignored when resuming
+    prior: str = "hand"  # the prior simulator of the stream: "hand" or "fitted" (to MediaPipe, the prior study)
+    families: str = "default"  # the pose-family weights: "default" or "robot" (ROBOT_FAMILY_WEIGHTS)
     force: bool = False  # start afresh in an ``out`` that holds anything but a resumable run of this model
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
@@ -294,7 +306,7 @@ def losses(model: HMDiff, batch: Dict[str, torch.Tensor], proxy: torch.Tensor, c
     noise = torch.randn_like(x0)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), device=x0.device)
     xt = sched.add_noise(x0, noise, t)
-    out = model(xt, t, model.encoder(proxy))
+    out = model(xt, t, model.encode(proxy, batch["prior_xyz"].float(), batch["vis"].float()))
     pred = sched.to_x0_eps(out, t, xt)[0] * model.cfg.data_scale  # x̂_0, metres
     gt = x0 * model.cfg.data_scale
     terms = {"diffusion": torch.nn.functional.mse_loss(out, sched.target(x0, noise, t))}
@@ -388,9 +400,14 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> None:
         ) from None
     except ValueError as exc:
         raise ValueError(f"--init {exc}") from None
-    if base.cfg.to_dict() != model.cfg.to_dict():
+    # a model that adds prior tokens may start from one without them: its prior encoder starts fresh
+    if {**base.cfg.to_dict(), "prior_tokens": model.cfg.prior_tokens} != model.cfg.to_dict() or (
+        base.cfg.prior_tokens and not model.cfg.prior_tokens
+    ):
         raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
-    model.load_state_dict(base.state_dict())
+    missing, _ = model.load_state_dict(base.state_dict(), strict=False)
+    if any(not k.startswith("prior_encoder.") for k in missing):  # cannot happen with equal configs
+        raise ValueError(f"--init checkpoint '{cfg.init}' lacks weights of this model: {missing[:3]}")
     log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
 
 
@@ -551,7 +568,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     for p in ema.parameters():
         p.requires_grad_(False)
 
-    data_cfg = SyntheticConfig(proxy=ProxyConfig(crop_size=cfg.model.encoder.input_size))
+    data_cfg = stream_config(cfg.prior, cfg.families, cfg.model.encoder.input_size)
     engine = SyntheticEngine(data_cfg)  # builds/loads the shape bank before workers start
     val = [
         engine.generate(batch_rng(VAL_SEED, i), min(256, cfg.val_samples - 256 * i))

@@ -1,0 +1,124 @@
+"""``hmdiff eval-study``: the model on what the real prior reported, in the prior study.
+
+The prior study (:mod:`hmdiff_ros.data.prior_study`) ran MediaPipe on rendered held-out
+bodies and kept its output beside the ground truth. Here the model is given MediaPipe's own
+observation of each person -- its keypoints, visibilities, 3D landmarks U and mask, cropped
+by the study's box as the data engine crops -- so that its joints can be set against U, the
+yardstick it has to beat, on the same samples. This is the selection set between synthetic
+validation data (a simulated prior) and real frames (``hmdiff eval-real``, the final check).
+
+Samples: those MediaPipe detected among the study's held-out part, the samples after the
+first ``fit_fraction`` by index (the part the fitted prior simulator,
+``hmdiff data fit-prior``, was not fitted on). Metrics on the prior's 24 joints, as
+``docs/prior_study.md`` measures the prior: MPJPE after aligning the mid-hip points, and
+PA-MPJPE (similarity Procrustes), in mm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+
+from hmdiff_ros import defaults
+from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
+from hmdiff_ros.camera import apply_affine, crop_affine
+from hmdiff_ros.data.prior_study import load_prior_study
+from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.model.metrics import pa_mpjpe_mm
+from hmdiff_ros.observation import ProxyConfig, make_proxy
+
+FIT_FRACTION = 0.8  # 'hmdiff data fit-prior --train-fraction' default: the rest is held out
+HIPS = [PRIOR_JOINT_NAMES.index("left_hip"), PRIOR_JOINT_NAMES.index("right_hip")]
+
+
+def study_rows(study: Dict[str, np.ndarray], fit_fraction: float = FIT_FRACTION) -> np.ndarray:
+    """Indices into ``study`` of the held-out samples MediaPipe detected, in sample order."""
+    order = np.argsort(study["index"], kind="stable")
+    held = order[int(round(fit_fraction * len(order))) :]
+    return held[study["mp_detected"][held]]
+
+
+def study_batch(study: Dict[str, np.ndarray], rows: np.ndarray, crop_size: int) -> Dict[str, np.ndarray]:
+    """An engine-style batch of MediaPipe's observations of samples ``rows``: ``uv`` (crop
+    pixels), ``vis``, ``prior_xyz`` (U), ``mask`` (its mask), ``valid``, ``joints_rel`` and
+    ``proxy``."""
+    box = study["box"][rows].astype(np.float64)  # (N, 3) cx, cy, side
+    size = study["image_size"][rows].astype(np.float64)  # (N, 2) width, height
+    affine = crop_affine(box, crop_size)
+    uv = apply_affine(affine, study["mp_uv"][rows].astype(np.float64)).astype(np.float32)
+    # the crop pixels that fall inside the image: (crop - offset) / scale is the image pixel
+    grid = np.arange(crop_size, dtype=np.float64)
+    scale, offset = affine[:, 0, 0], affine[:, :, 2]
+
+    def inside(axis: int) -> np.ndarray:  # (N, S): crop pixels along ``axis`` within the image
+        image = (grid[None] - offset[:, axis, None]) / scale[:, None]
+        return (image >= 0) & (image <= size[:, axis, None] - 1)
+
+    valid = (inside(1)[:, :, None] & inside(0)[:, None, :]).astype(np.float32)  # (N, S, S) rows are v
+    vis = np.nan_to_num(study["mp_vis"][rows].astype(np.float32))
+    mask = study["mp_mask"][rows]
+    cfg = ProxyConfig(crop_size=crop_size)
+    return {
+        "uv": uv,
+        "vis": vis,
+        "prior_xyz": study["mp_xyz"][rows].astype(np.float32),
+        "mask": mask,
+        "valid": valid,
+        "joints_rel": study["joints_rel"][rows].astype(np.float32),
+        "proxy": make_proxy(uv, vis, mask, valid, cfg),
+    }
+
+
+def _errors(pred: np.ndarray, gt: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per-sample MPJPE (mid-hip aligned) and PA-MPJPE, mm, of ``(N, 24, 3)`` prior-joint sets."""
+    p = pred - pred[:, HIPS].mean(1, keepdims=True)
+    g = gt - gt[:, HIPS].mean(1, keepdims=True)
+    return {"mpjpe": np.linalg.norm(p - g, axis=-1).mean(1) * 1000.0, "pa": pa_mpjpe_mm(p, g)}
+
+
+@torch.no_grad()
+def evaluate_study(
+    model,
+    study: "str | Path | Dict[str, np.ndarray]",
+    steps: int = defaults.STEPS,
+    dat: DATConfig = DATConfig(),
+    hypotheses: int = 1,
+    lifter=None,
+    limit: int | None = None,
+    fit_fraction: float = FIT_FRACTION,
+    batch_size: int = 64,
+) -> Dict:
+    """``{"num_samples", "mpjpe_mm", "pa_mpjpe_mm", "prior_mpjpe_mm", "prior_pa_mpjpe_mm"}``
+    (plus ``lifter_*`` with ``lifter``) on the study's held-out detected samples (``limit``:
+    the first of them); see the module docstring."""
+    if not isinstance(study, dict):
+        study = load_prior_study(study)
+    rows = study_rows(study, fit_fraction)[:limit]
+    if len(rows) == 0:
+        raise ValueError("the prior study has no held-out sample that MediaPipe detected")
+    q = list(PRIOR_JOINT_INDICES)
+    gen = torch.Generator().manual_seed(0)
+    errs: Dict[str, list] = {}
+    for start in range(0, len(rows), batch_size):
+        b = study_batch(study, rows[start : start + batch_size], model.cfg.encoder.input_size)
+        out = model.sample(
+            torch.as_tensor(b["proxy"]),
+            torch.as_tensor(b["prior_xyz"]),
+            torch.as_tensor(b["vis"]),
+            steps=steps,
+            dat=dat,
+            hypotheses=hypotheses,
+            generator=gen,
+        )
+        gt = b["joints_rel"][:, q].astype(np.float64)
+        found = {"": out.points[:, model.num_coarse :][:, q].numpy(), "prior_": b["prior_xyz"]}
+        if lifter is not None:
+            found["lifter_"] = np.asarray(lifter.predict(b["uv"], b["vis"], b["prior_xyz"]))[:, q]
+        for name, pred in found.items():
+            for k, v in _errors(np.asarray(pred, np.float64), gt).items():
+                errs.setdefault(f"{name}{'mpjpe_mm' if k == 'mpjpe' else 'pa_mpjpe_mm'}", []).append(v)
+    result = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
+    return {"num_samples": int(len(rows)), **result}
