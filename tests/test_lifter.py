@@ -166,6 +166,12 @@ def test_ablate_reports_the_lifter_beside_the_prior_and_hmdiff(tmp_path, engine,
     assert yard["lifter"]["pa_mpjpe_mm"] <= yard["lifter"]["mpjpe_mm"] + 1e-6
     text = (tmp_path / "a" / "ablation.md").read_text()
     assert "## Yardsticks" in text and "| lifter (MLP; 4 training samples)" in text and "simulated prior" in text
+    # DAT's parts over sampling seeds: a spread, from runs that differ by their seed only
+    results = json.loads((tmp_path / "a" / "ablation.json").read_text())["results"]
+    parts = [r for r in results if r["kind"] == "parts"]
+    assert [r["seed"] for r in parts] == list(ablate_module.SEEDS) and parts[0]["mpjpe_mm"] != parts[1]["mpjpe_mm"]
+    assert "## DAT's parts" in text and "| off | off | off |" in text and " ± " in text
+    assert [r["hypotheses"] for r in results if r["kind"] == "hypotheses"] == list(ablate_module.HYPOTHESES)
 
     monkeypatch.setattr(ablate_module, "DEFAULT_LIFTER", tmp_path / "no_lifter")
     ablate_module.ablate(tmp_path / "hmdiff", out=tmp_path / "b", **kw)

@@ -587,3 +587,66 @@ def test_data_workers_ignore_ctrl_c_but_not_sigterm():
         assert signal.getsignal(signal.SIGTERM) is before[1]
     finally:
         signal.signal(signal.SIGINT, before[0])
+
+
+def test_prior_tokens_read_the_prior_and_old_configs_load_without_them(topology, tmp_path):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = HMDiff(replace(TINY, prior_tokens=True), topology).eval()
+    proxy, prior, vis = _inputs(2)
+    noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
+    off = DATConfig(mode="off")
+    a = model.sample(proxy, prior, vis, dat=off, noise=noise).points
+    b = model.sample(proxy, prior.flip(-1), vis, dat=off, noise=noise).points  # another U, DAT off
+    assert (a - b).abs().max() > 1e-4, "the denoiser must read U"
+    assert model.encode(proxy, prior, vis).shape[1] == TINY.encoder.input_size**2 // 64 + 24
+    with pytest.raises(ValueError, match="reads the prior"):
+        model.sample(proxy, None, None, dat=off)
+    # a joint below the visibility cut reads as off, whatever its coordinates
+    low = vis.clone()
+    low[:, 3] = 0.1
+    moved = prior.clone()
+    moved[:, 3] += 5.0
+    torch.testing.assert_close(model.encode(proxy, prior, low), model.encode(proxy, moved, low))
+    save_checkpoint(tmp_path / "ckpt", model, {})
+    assert load_checkpoint(tmp_path / "ckpt")[0].cfg.prior_tokens
+    old = TINY.to_dict()
+    del old["prior_tokens"]  # configs written before prior tokens existed
+    assert HMDiffConfig.from_dict(old) == TINY
+
+
+def test_a_prior_token_model_fine_tunes_from_one_without_on_the_fitted_stream(tmp_path):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.checkpoint import load_checkpoint
+    from hmdiff_ros.model.train import TrainConfig, train
+
+    base = TrainConfig(
+        out=str(tmp_path / "base"), steps=1, batch_size=4, workers=0, val_every=1, val_samples=4, model=TINY
+    )
+    train(base, progress=False)
+    tuned = replace(
+        base,
+        out=str(tmp_path / "tuned"),
+        init=str(tmp_path / "base"),
+        model=replace(TINY, prior_tokens=True),
+        prior="fitted",
+        families="robot",
+        lr=1e-9,
+        warmup_steps=1,
+    )
+    metrics = train(tuned, progress=False)
+    assert metrics["step"] == 1
+    a, b = load_checkpoint(tmp_path / "base")[0], load_checkpoint(tmp_path / "tuned")[0]
+    assert b.cfg.prior_tokens and not a.cfg.prior_tokens
+    for name, x in a.state_dict().items():  # the shared weights start from the base run
+        assert torch.allclose(x, b.state_dict()[name], atol=1e-5), name
+    meta = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert meta["train"]["prior"] == "fitted" and meta["train"]["families"] == "robot"
+    with pytest.raises(ValueError, match="prior must be one of"):
+        TrainConfig(prior="mediapipe")
+    with pytest.raises(ValueError, match="another model configuration"):  # tokens cannot be dropped
+        train(replace(base, out=str(tmp_path / "x"), init=str(tmp_path / "tuned")), progress=False)

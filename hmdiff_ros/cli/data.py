@@ -54,6 +54,18 @@ def add_parsers(sub) -> None:
         help="test: bodies of the held-out test bank and the held-out seed space (poses, cameras); train: the "
         "training bank and training streams (default: test for --split test, train for any other split)",
     )
+    p.add_argument(
+        "--prior",
+        choices=("hand", "fitted"),
+        default="hand",
+        help="prior simulator: hand-set (default), or fitted to MediaPipe in the prior study",
+    )
+    p.add_argument(
+        "--families",
+        choices=("default", "robot"),
+        default="default",
+        help="pose-family weights: default, or robot (adds picking up, kneeling, floor sitting, desk reaching)",
+    )
     p.set_defaults(func=_cmd_data_make)
     p = data.add_parser("bench", help="samples/second of the data engine at the training resolution")
     p.add_argument("--batch", **POSITIVE, default=256)
@@ -127,13 +139,13 @@ def _cmd_assets_check(args: argparse.Namespace) -> int:
 def _cmd_data_make(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hmdiff_ros.data.engine import SyntheticConfig, SyntheticEngine
+    from hmdiff_ros.data.engine import SyntheticEngine, stream_config
     from hmdiff_ros.data.shapes import TEST_BANK, BankConfig
     from hmdiff_ros.data.store import write_split
 
     bodies = args.bodies or ("test" if args.split == "test" else "train")
     bank = replace(TEST_BANK if bodies == "test" else BankConfig(), full=args.full)
-    engine = SyntheticEngine(SyntheticConfig(bank=bank, full=args.full))
+    engine = SyntheticEngine(replace(stream_config(args.prior, args.families), bank=bank, full=args.full))
     out = write_split(engine, args.out, args.num, args.seed, args.split, batch=args.batch, force=args.force)
     print(json.dumps({"out": str(out), "split": args.split, "num": args.num, "seed": args.seed}))
     return 0

@@ -52,6 +52,21 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser(
+        "eval-study", help="accuracy on MediaPipe's own outputs in a prior study (held-out part), beside MediaPipe's"
+    )
+    p.add_argument("--study", required=True, help="folder written by 'hmdiff data prior-study'")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE, help="DAT gradient mode")
+    p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
+    p.add_argument("--limit", **number(int, 0), default=0, help="first held-out samples to use (0: all)")
+    p.add_argument(
+        "--lifter", default=None, help="lifter checkpoint for the learned yardstick (default: the shipped one, if any)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval_study)
+
     p = sub.add_parser("ablate", help="DAT off/fast/full x DDIM steps and a tau/lambda sweep -> markdown + PNG")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--data", default=None)
@@ -61,6 +76,7 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--lifter", default=None, help="lifter checkpoint for the yardsticks (default: the shipped one, if any)"
     )
+    p.add_argument("--study", default=None, help="prior study folder: also the yardsticks on MediaPipe's outputs there")
     p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("train-lifter", help="train the MLP lifter (a yardstick) on the same synthetic stream")
@@ -161,11 +177,44 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_study(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.checkpoint import load_checkpoint
+    from hmdiff_ros.model.dat import DATConfig
+    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
+    from hmdiff_ros.model.study_eval import evaluate_study
+
+    model = load_checkpoint(args.checkpoint)[0]
+    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    r = evaluate_study(
+        model,
+        args.study,
+        steps=args.steps,
+        dat=DATConfig(mode=args.dat),
+        hypotheses=args.hypotheses,
+        lifter=lifter,
+        limit=args.limit or None,
+    )
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(
+        f"{r['num_samples']} held-out samples MediaPipe detected, {args.steps} steps, DAT {args.dat}, "
+        f"the prior's 24 joints: MPJPE {r['mpjpe_mm']:.1f} mm (MediaPipe {r['prior_mpjpe_mm']:.1f}), "
+        f"PA-MPJPE {r['pa_mpjpe_mm']:.1f} mm (MediaPipe {r['prior_pa_mpjpe_mm']:.1f})"
+    )
+    if lifter is not None:
+        print(f"lifter, same samples: MPJPE {r['lifter_mpjpe_mm']:.1f} mm, PA-MPJPE {r['lifter_pa_mpjpe_mm']:.1f} mm")
+    return 0
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.ablate import ablate
 
     refuse_existing([Path(args.out) / f"ablation.{ext}" for ext in ("md", "png", "json")], "--out", args.force)
-    print(json.dumps(ablate(args.checkpoint, args.data, out=args.out, limit=args.limit or None, lifter=args.lifter)))
+    summary = ablate(
+        args.checkpoint, args.data, out=args.out, limit=args.limit or None, lifter=args.lifter, study=args.study
+    )
+    print(json.dumps(summary))
     return 0
 
 

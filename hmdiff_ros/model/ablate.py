@@ -1,4 +1,5 @@
-"""``hmdiff ablate``: DAT off/fast/full x DDIM steps, the rigid start on/off, a tau/lambda sweep.
+"""``hmdiff ablate``: DAT off/fast/full x DDIM steps, the rigid start on/off, DAT's two parts
+(rigid start, gradient step) apart over sampling seeds, hypotheses, a tau/lambda sweep.
 
 Writes ``ablation.md`` (tables) and ``ablation.png`` (PA-MPJPE vs steps, with and without
 DAT) into ``--out``, and ``ablation.json`` with every number, so defaults are chosen by
@@ -6,7 +7,8 @@ measurement. Every table sits beside its yardsticks, on the same samples: the si
 prior alone (its 3D joints U against the truth on the 24 joints U has), the lifter (an MLP
 from the same keypoints, visibilities and U, :mod:`hmdiff_ros.model.lifter`; the shipped one
 unless ``lifter`` names another, left out with a note when there is none) and HMDiff at its
-defaults.
+defaults. With ``study`` (a prior study's folder) the yardsticks are also measured on
+MediaPipe's own outputs there (:mod:`hmdiff_ros.model.study_eval`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 STEPS = (1, 2, 4, 8, 16, 50)
 TAUS = (0.0, 0.3, 0.6)
 SCALES = (0.25, 0.5, 1.0)
+SEEDS = (0, 1, 2, 3, 4)  # sampling seeds of the DAT-parts table: its spread
+HYPOTHESES = (1, 4)
 
 
 def ablate(
@@ -40,9 +44,13 @@ def ablate(
     modes: Sequence[str] = defaults.DAT_MODES,
     progress: bool = True,
     lifter: "str | Path | None" = None,
+    study: "str | Path | None" = None,
+    seeds: Sequence[int] = SEEDS,
 ) -> Dict:
     """Every run on the first ``limit`` samples of split ``data`` (default: the fixed test
-    split); ``lifter``: the lifter's checkpoint (default: the shipped one, if any)."""
+    split); ``lifter``: the lifter's checkpoint (default: the shipped one, if any); ``study``:
+    a prior study for the yardsticks on MediaPipe's outputs (the first ``limit`` held-out
+    samples); ``seeds``: the sampling seeds of the DAT-parts table."""
     from tqdm import tqdm
 
     model, meta = load_checkpoint(checkpoint)
@@ -55,11 +63,21 @@ def ablate(
     runs = [("steps", mode, k, replace(base, mode=mode)) for mode in modes for k in steps]
     runs += [("rigid", mode, 4, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
     runs += [("sweep", "fast", 4, replace(base, mode="fast", tau=t, scale=s)) for t in TAUS for s in SCALES]
+    runs = [(*r, 1, 0) for r in runs]  # one hypothesis, seed 0
+    k = defaults.STEPS
+    parts = [("off", replace(base, mode="off"))]
+    parts += [(m, replace(base, mode=m, scale=0.0)) for m in ("fast",)]  # the rigid start alone
+    parts += [(m, replace(base, mode=m, rigid=False)) for m in modes if m != "off"]  # the gradient step alone
+    parts += [(m, replace(base, mode=m)) for m in modes if m != "off"]  # both
+    runs += [("parts", cfg.mode, k, cfg, 1, seed) for _, cfg in parts if cfg.mode in modes for seed in seeds]
+    runs += [("hypotheses", defaults.DAT_MODE, k, replace(base, mode=defaults.DAT_MODE), m, 0) for m in HYPOTHESES]
     results = []
-    for kind, mode, k, cfg in tqdm(runs, desc="ablate", disable=not progress):
-        metrics = evaluate(data=data, steps=k, dat_config=cfg, limit=limit, model=model)
+    for kind, mode, k, cfg, m, seed in tqdm(runs, desc="ablate", disable=not progress):
+        metrics = evaluate(data=data, steps=k, dat_config=cfg, limit=limit, model=model, hypotheses=m, seed=seed)
         row = {"kind": kind, "mode": mode, "steps": k, "tau": cfg.tau, "scale": cfg.scale, "rigid": cfg.rigid}
-        results.append({**row, **metrics})
+        results.append({**row, "hypotheses": m, "seed": seed, **metrics})
+    if study is not None:
+        yard["study"] = study_yardsticks(model, lifted and lifted[0], study, limit)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(
@@ -68,6 +86,19 @@ def ablate(
     _write_markdown(out / "ablation.md", results, base, limit, yard)
     _plot(out / "ablation.png", results, modes)
     return {"out": str(out), "runs": len(results), "lifter": yard["lifter"] and yard["lifter"]["checkpoint"]}
+
+
+def study_yardsticks(model, lifter: "Lifter | None", study: "str | Path", limit: int | None) -> Dict:
+    """HMDiff (default steps; DAT off and the default mode), MediaPipe's U and the lifter on
+    the first ``limit`` held-out samples MediaPipe detected in prior study ``study``."""
+    from hmdiff_ros.data.prior_study import load_prior_study
+    from hmdiff_ros.model.study_eval import evaluate_study
+
+    loaded = load_prior_study(study)
+    rows = {}
+    for mode in dict.fromkeys(("off", defaults.DAT_MODE)):
+        rows[mode] = evaluate_study(model, loaded, dat=DATConfig(mode=mode), lifter=lifter, limit=limit)
+    return {"folder": str(study), **rows}
 
 
 def _load_lifter(folder: "str | Path | None"):
@@ -154,6 +185,67 @@ def _yardstick_lines(yard: Dict) -> list:
         )
     if yard["lifter"] is None:
         lines += ["", "No lifter checkpoint was given or shipped: the lifter is left out."]
+    study = yard.get("study")
+    if study:
+        first = study[defaults.DAT_MODE]
+        lines += [
+            "",
+            f"On MediaPipe's own outputs: the {first['num_samples']} first held-out samples it detected in the prior"
+            f" study `{Path(study['folder']).name}` (`hmdiff eval-study`; the prior's 24 joints, mid-hip aligned).",
+            "",
+            "| method | MPJPE | PA-MPJPE |",
+            "| --- | ---: | ---: |",
+            f"| MediaPipe alone (U) | {first['prior_mpjpe_mm']:.1f} | {first['prior_pa_mpjpe_mm']:.1f} |",
+        ]
+        if "lifter_mpjpe_mm" in first:
+            lines.append(f"| lifter | {first['lifter_mpjpe_mm']:.1f} | {first['lifter_pa_mpjpe_mm']:.1f} |")
+        for mode in dict.fromkeys(("off", defaults.DAT_MODE)):
+            r = study[mode]
+            lines.append(f"| HMDiff ({h['steps']} steps, DAT {mode}) | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} |")
+    return lines + [""]
+
+
+def _parts_lines(results) -> list:
+    """The DAT-parts table: mean and spread (standard deviation) over the sampling seeds."""
+    import numpy as np
+
+    rows: Dict[tuple, list] = {}
+    for r in results:
+        if r["kind"] == "parts":
+            rigid = r["mode"] != "off" and r["rigid"]
+            gradient = r["mode"] != "off" and r["scale"] > 0
+            rows.setdefault((r["mode"], rigid, gradient), []).append(r)
+    if not rows:
+        return []
+    seeds = len(next(iter(rows.values())))
+    lines = [
+        f"## DAT's parts ({defaults.STEPS} steps, mean ± sd over {seeds} sampling seeds)",
+        "",
+        "| DAT | rigid start | gradient step | MPJPE | PA-MPJPE | MPVPE |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+
+    def cell(rs: list, key: str) -> str:
+        return f"{np.mean([r[key] for r in rs]):.1f} ± {np.std([r[key] for r in rs]):.1f}"
+
+    for (mode, rigid, gradient), rs in rows.items():
+        on = {True: "on", False: "off"}
+        lines.append(
+            f"| {mode} | {on[rigid]} | {on[gradient]} | {cell(rs, 'mpjpe_mm')} | {cell(rs, 'pa_mpjpe_mm')} "
+            f"| {cell(rs, 'mpvpe_mm')} |"
+        )
+    hyp = [r for r in results if r["kind"] == "hypotheses"]
+    if hyp:
+        lines += [
+            "",
+            f"## Hypotheses ({defaults.STEPS} steps, DAT {defaults.DAT_MODE}; averaged)",
+            "",
+            "| hypotheses | MPJPE | PA-MPJPE | MPVPE |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['hypotheses']} | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} | {r['mpvpe_mm']:.1f} |" for r in hyp
+        ]
     return lines + [""]
 
 
@@ -188,8 +280,8 @@ def _write_markdown(path: Path, results, base: DATConfig, limit, yard: Dict) -> 
             lines.append(
                 f"| {r['mode']} | {'on' if r['rigid'] else 'off'} | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} | {r['mpvpe_mm']:.1f} | {r['pa_mpvpe_mm']:.1f} |"
             )
+    lines += ["", *_parts_lines(results)]
     lines += [
-        "",
         "## tau / lambda sweep (fast DAT, 4 steps)",
         "",
         "| tau | lambda | MPJPE | PA-MPJPE |",

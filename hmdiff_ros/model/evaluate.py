@@ -67,18 +67,26 @@ def evaluate(
     dat_config: DATConfig | None = None,
     model=None,
     yardsticks: bool = False,
+    seed: int = 0,
 ) -> Dict:
     """``{"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}`` (joints:
     our 25; vertices: the coarse mesh; root-relative, camera frame); ``yardsticks``: also the
-    prior's figures and the model's on the prior's joints (see the module docstring)."""
+    prior's figures and the model's on the prior's joints (see the module docstring);
+    ``seed``: of the sampling noise."""
     if model is None:
         model, _ = load_checkpoint(checkpoint)
     reader = SplitReader(data if data is not None else default_test_split())
     _check_fit(reader, model)
     cfg = dat_config if dat_config is not None else DATConfig(mode=dat)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return evaluate_batches(
-        model, reader.batches(64, limit), steps=steps, dat=cfg, hypotheses=hypotheses, yardsticks=yardsticks
+        model,
+        reader.batches(64, limit),
+        steps=steps,
+        dat=cfg,
+        hypotheses=hypotheses,
+        yardsticks=yardsticks,
+        seed=seed,
     )
 
 

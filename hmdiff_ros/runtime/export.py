@@ -221,10 +221,10 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     enc = model.cfg.encoder
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(2, enc.in_channels, enc.input_size, enc.input_size, generator=g)
-    with torch.no_grad():
-        tokens = model.encoder(proxy)
     noise = torch.randn(2, model.num_points, 3, generator=g)
     prior, vis = torch.randn(2, 24, 3, generator=g) * 0.3, torch.ones(2, 24)
+    with torch.no_grad():
+        tokens = model.encode(proxy, prior, vis)  # what the denoiser reads: image tokens (+ prior tokens)
     files: Dict[str, Dict] = {}
 
     export_graph(model.encoder, (proxy,), out / "encoder.onnx", ["proxy"], ["image_tokens"], opset)
