@@ -113,7 +113,7 @@ def _add_stream_options(p) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.train import load_train_config, train
+    from hmdiff_ros.model.train import launch_ranks, load_train_config, train
 
     overrides = {
         k: v
@@ -138,7 +138,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = args.config
     if config is None:
         config = Path(__file__).resolve().parents[1] / "model" / "configs" / "default.yaml"
-    print(json.dumps(train(load_train_config(config, overrides))))
+    metrics = train(load_train_config(config, overrides))
+    if launch_ranks().rank == 0:  # under torchrun every process returns process 0's metrics
+        print(json.dumps(metrics))
     return 0
 
 

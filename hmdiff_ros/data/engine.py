@@ -243,18 +243,31 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
 
     Use with ``DataLoader(dataset, batch_size=None, num_workers=k, worker_init_fn=quiet_worker)``:
     worker ``w`` makes batches ``w, w + k, w + 2k, ...``, each from :func:`batch_rng` ``(seed, index)``.
+    Process ``rank`` of ``world_size`` (several training processes, e.g. ``torchrun``) takes
+    every ``world_size``-th of them (:func:`stream_indices`), so no two processes share a batch.
     """
 
-    def __init__(self, cfg: SyntheticConfig, batch_size: int, seed: int = 0, num_batches: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SyntheticConfig,
+        batch_size: int,
+        seed: int = 0,
+        num_batches: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size) and world_size >= 1, got rank {rank} of {world_size}")
         if cfg.bank.role != "train":
             raise ValueError(
                 f"SyntheticDataset streams training data: its shape bank's role must be 'train', got {cfg.bank.role!r}"
             )
         self.cfg, self.batch_size, self.seed, self.num_batches = cfg, batch_size, seed, num_batches
-        self.skip = 0  # batches to pass over at the start (a resumed run sets it)
+        self.rank, self.world_size = rank, world_size
+        self.skip = 0  # this process's batches to pass over at the start (a resumed run sets it: its steps)
         self._engine: SyntheticEngine | None = None
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
@@ -263,8 +276,19 @@ class SyntheticDataset(torch.utils.data.IterableDataset):
         if self._engine is None:
             torch.set_num_threads(1) if info is not None else None
             self._engine = SyntheticEngine(self.cfg)
-        index = self.skip + worker
-        while self.num_batches is None or index < self.num_batches:
+        for index in stream_indices(self.skip, self.rank, self.world_size, worker, workers):
+            if self.num_batches is not None and index >= self.num_batches:
+                return
             batch = self._engine.generate(batch_rng(self.seed, index), self.batch_size, proxy=False)
             yield {k: torch.as_tensor(v) for k, v in compact(batch).items()}
-            index += workers
+
+
+def stream_indices(skip: int, rank: int = 0, world_size: int = 1, worker: int = 0, workers: int = 1) -> Iterator[int]:
+    """The stream's batch indices, endless, that data-loader worker ``worker`` of ``workers``
+    makes for process ``rank`` of ``world_size`` after the process's first ``skip`` batches.
+    The process's ``n``-th batch is the stream's ``n * world_size + rank`` (the loader takes its
+    workers' batches in turn), so at each training step the processes take consecutive batches."""
+    position = skip + worker
+    while True:
+        yield position * world_size + rank
+        position += workers

@@ -4,7 +4,9 @@ Losses: the diffusion target (ε, x_0 or v, per the scheduler) as MSE; plus, on 
 on vertices and joints (metres) and an L1 on coarse-mesh edge lengths. AdamW with linear
 warm-up and cosine decay, gradient clipping, an EMA of the weights (what is saved and
 evaluated), bf16 autocast on CUDA, periodic validation on a fixed synthetic batch,
-checkpoints (safetensors + JSON) and resume from the output folder.
+checkpoints (safetensors + JSON) and resume from the output folder. Under ``torchrun``
+(``WORLD_SIZE`` > 1) each process trains on its own batches of the stream with
+``DistributedDataParallel``; process 0 validates and writes the run.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import json
 import logging
 import math
 import numbers
+import os
 import re
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path, PurePath
-from typing import Dict
+from typing import Dict, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from hmdiff_ros import defaults
 from hmdiff_ros.body.topology import Topology
@@ -174,8 +178,8 @@ def _model_config(d) -> HMDiffConfig:
 class TrainConfig:
     out: str = "runs/hmdiff"  # checkpoints, metrics.jsonl; resumed from when it holds a run
     steps: int = 20000
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 64  # per process: under torchrun the effective batch is batch_size * world_size
+    lr: float = 1e-3  # not scaled with the number of processes
     weight_decay: float = 0.01
     warmup_steps: int = 300
     ema_decay: float = 0.999
@@ -327,11 +331,60 @@ def _device(cfg: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+class Ranks(NamedTuple):
+    """The processes of a run: this one's ``rank`` and ``local_rank`` (its GPU on this machine)
+    of ``world_size`` in all."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+
+def launch_ranks(environ=None) -> Ranks:
+    """The ``Ranks`` that ``torchrun`` gives this process in ``RANK``, ``LOCAL_RANK`` and
+    ``WORLD_SIZE`` (``environ``: default ``os.environ``); one process when they are unset."""
+    env = os.environ if environ is None else environ
+    values = []
+    for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        text = str(env.get(name, "")).strip()
+        try:
+            values.append(int(text) if text else default)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer (torchrun sets it), got {text!r}") from None
+    ranks = Ranks(*values)
+    if ranks.world_size < 1 or not 0 <= ranks.rank < ranks.world_size or ranks.local_rank < 0:
+        raise ValueError(
+            f"RANK {ranks.rank}, LOCAL_RANK {ranks.local_rank}, WORLD_SIZE {ranks.world_size}: "
+            "expected WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0"
+        )
+    return ranks if ranks.world_size > 1 else Ranks()
+
+
+class _Objective(torch.nn.Module):
+    """The training loss as a module, so that ``DistributedDataParallel`` sees every use of the
+    weights (the encoder too) in one ``forward``."""
+
+    def __init__(self, model: HMDiff, cfg: TrainConfig, edges: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.cfg, self.edges = model, cfg, edges
+
+    def forward(self, batch: Dict[str, torch.Tensor], proxy: torch.Tensor):
+        return losses(self.model, batch, proxy, self.cfg, self.edges)
+
+
 def _save_state(
-    folder: Path, model: HMDiff, ema: HMDiff, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig, metrics: Dict
+    folder: Path,
+    model: HMDiff,
+    ema: HMDiff,
+    opt: torch.optim.Optimizer,
+    step: int,
+    cfg: TrainConfig,
+    metrics: Dict,
+    world_size: int = 1,
 ) -> None:
-    """EMA weights as the checkpoint; raw weights + optimiser moments beside it, for resume."""
-    extra = {"train": _jsonable(asdict(cfg)), "step": step, "metrics": metrics}
+    """EMA weights as the checkpoint; raw weights + optimiser moments beside it, for resume.
+    ``world_size``: the processes that trained it (``cfg.batch_size`` is per process)."""
+    extra = {"train": _jsonable(asdict(cfg)), "step": step, "metrics": metrics, "world_size": world_size}
     save_checkpoint(folder, ema, extra)
     save_resume_state(folder, model, opt)
 
@@ -535,12 +588,44 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
     new step saves the training state at that step, so that the same command resumes it, and
     is raised again. So does a data-loader worker killed by a signal (a process-group SIGTERM,
     as systemd, docker or Slurm stop jobs), raised as ``KeyboardInterrupt(signal)``; a second
-    signal while the state is saved is ignored."""
+    signal while the state is saved is ignored.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on its own batches of the
+    stream (``cfg.batch_size`` each; the learning rate is not scaled) with
+    ``DistributedDataParallel`` (NCCL on ``cuda:LOCAL_RANK``, Gloo on the CPU); process 0
+    validates, writes the run and, when interrupted, saves it; every process returns its
+    metrics."""
+    ranks = launch_ranks()
+    if ranks.world_size == 1:
+        return _train(cfg, progress, ranks, _device(cfg))
+    if not dist.is_available():
+        raise ValueError(f"WORLD_SIZE is {ranks.world_size}, but this torch is built without torch.distributed")
+    device = _device(cfg)
+    if device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK {ranks.local_rank}: this machine has {torch.cuda.device_count()} GPUs; "
+                "start at most that many processes per machine"
+            )
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank, world_size=ranks.world_size)
+    try:
+        metrics = [_train(cfg, progress, ranks, device)]
+        dist.broadcast_object_list(metrics, src=0)  # process 0's: the others validate nothing
+        return metrics[0]
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device) -> Dict:
+    """:func:`train` in this process of ``ranks``, on ``device`` (its process group, if
+    several, started)."""
     from safetensors.torch import load_file
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
-    device = _device(cfg)
+    several, lead = ranks.world_size > 1, ranks.rank == 0
     out = Path(cfg.out)
     resume = _resumable(out, cfg)
     topology = Topology.load()
@@ -567,26 +652,42 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
             ) from None
     for p in ema.parameters():
         p.requires_grad_(False)
+    if several:  # the same weights everywhere, but each process its own noise and timesteps
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ranks.rank]).generate_state(1)[0]))
 
     data_cfg = stream_config(cfg.prior, cfg.families, cfg.model.encoder.input_size)
+    if several and not lead:
+        dist.barrier()  # process 0 builds the shape bank (once), the others then load it
     engine = SyntheticEngine(data_cfg)  # builds/loads the shape bank before workers start
+    if several and lead:
+        dist.barrier()
     val = [
         engine.generate(batch_rng(VAL_SEED, i), min(256, cfg.val_samples - 256 * i))
         for i in range((cfg.val_samples + 255) // 256)
+        if lead
     ]
-    stream = SyntheticDataset(data_cfg, cfg.batch_size, seed=cfg.seed)
-    stream.skip = start  # batches already used
+    stream = SyntheticDataset(data_cfg, cfg.batch_size, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
+    stream.skip = start  # steps already taken
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=cfg.workers, worker_init_fn=quiet_worker if cfg.workers else None
     )
     edges = torch.as_tensor(_edges(topology.coarse_faces), device=device)
+    net = _Objective(model, cfg, edges)
+    if several:  # averages the gradients in backward; the EMA, validation and saves use ``model``
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    shared_minutes = 0.0  # several processes: process 0's time at the last step, so that all agree
+
+    def minutes() -> float:
+        return shared_minutes if several else (time.time() - t0) / 60
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         if cfg.max_minutes > 0:  # a time budget decays the rate by the clock when it is the tighter limit
-            frac = max(frac, (time.time() - t0) / 60 / cfg.max_minutes)
+            frac = max(frac, minutes() / cfg.max_minutes)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     metrics_file = out / "metrics.jsonl"
@@ -605,7 +706,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
             prepared = True
 
     t0, last, seen = time.time(), time.time(), 0
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or not lead)
     metrics: Dict = {}
     step = saved = start  # saved: the step of the state on disk
     loss = terms = None
@@ -624,7 +725,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
                 group["lr"] = lr_at(step)
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, terms = losses(model, batch, proxy, cfg, edges)
+                loss, terms = net(batch, proxy)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -642,37 +743,45 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
                     loss=f"{loss.item():.4f}", x0_mm=f"{terms['x0_l1'].item() * 1000:.1f}", samples_s=f"{rate:.0f}"
                 )
                 last, seen = time.time(), 0
-            timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
+            if several and cfg.max_minutes > 0:  # process 0's clock decides, so that all stop together
+                shared = torch.tensor([(time.time() - t0) / 60], dtype=torch.float64, device=device)
+                dist.broadcast(shared, src=0)
+                shared_minutes = float(shared.item())
+            timeout = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
             if step % cfg.val_every == 0 or step == cfg.steps or timeout:
-                metrics = {
-                    "step": step,
-                    "minutes": round((time.time() - t0) / 60, 1),
-                    "loss": round(loss.item(), 5),
-                    **{k: round(v.item(), 5) for k, v in terms.items()},
-                    "val_dat_off": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="off")),
-                    "val_dat_fast": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="fast")),
-                }
-                prepare_out()
-                with metrics_file.open("a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                _save_state(out, model, ema, opt, step, cfg, metrics)
+                if lead:
+                    metrics = {
+                        "step": step,
+                        "minutes": round((time.time() - t0) / 60, 1),
+                        "loss": round(loss.item(), 5),
+                        **{k: round(v.item(), 5) for k, v in terms.items()},
+                        "val_dat_off": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="off")),
+                        "val_dat_fast": evaluate_batches(ema, val, steps=defaults.STEPS, dat=DATConfig(mode="fast")),
+                    }
+                    prepare_out()
+                    with metrics_file.open("a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    _save_state(out, model, ema, opt, step, cfg, metrics, ranks.world_size)
+                    tqdm.write(json.dumps(metrics), file=sys.stderr)  # progress; stdout is the caller's
                 saved = step
-                tqdm.write(json.dumps(metrics), file=sys.stderr)  # progress; stdout is the caller's
+                if several:
+                    dist.barrier()  # the others wait here, not in the next step's gradient all-reduce
             if timeout:
-                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+                if lead:
+                    log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
                 break
     except (KeyboardInterrupt, RuntimeError) as exc:
         signum = interrupts.caught(exc, getattr(batches, "_workers", ()))
         if signum is None:
             raise
         bar.close()
-        if step > saved:
+        if step > saved and lead:  # several processes: process 0 saves, the others just stop
             # no validation (it would take long): the state and the last training loss only
             state = {"step": step, "minutes": round((time.time() - t0) / 60, 1), "interrupted": True}
             if loss is not None:
                 state["loss"] = round(loss.item(), 5)
             prepare_out()
-            _save_state(out, model, ema, opt, step, cfg, state)
+            _save_state(out, model, ema, opt, step, cfg, state, ranks.world_size)
             log.warning(
                 "interrupted at step %d of %d: training state saved to %s; run the same command again to resume",
                 step,
@@ -688,7 +797,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Dict:
         finally:
             interrupts.restore()
         bar.close()
-        remove_empty(new_folders)  # a run that wrote nothing leaves no empty folders
+        if lead:
+            remove_empty(new_folders)  # a run that wrote nothing leaves no empty folders
     return metrics
 
 
