@@ -181,3 +181,27 @@ def test_the_engine_makes_samples_with_the_fitted_prior(engine):
     assert batch["proxy"].shape[0] == 64
     seen = (batch["vis"] >= fitted.cfg.proxy.min_visibility).sum(1)
     assert (seen >= MIN_PRIOR_JOINTS).all()
+
+
+def test_the_mixed_prior_draws_each_person_from_one_of_the_two(held_out):
+    h = held_out
+    args = (h["joints"], h["uv"], h["image_size"], h["person_box"], h["occluder"], h["height_m"])
+    rotation = h["rotation"].astype(np.float64)
+    rel = h["joints"][:, list(PRIOR_JOINT_INDICES)] - h["joints"][:, PELVIS, None]
+
+    def error(kind):  # per person: mean 3D error (m) of the joints it sees
+        out = simulate_prior(np.random.default_rng(5), *args, PriorNoiseConfig(kind=kind), rotation=rotation)
+        seen = out["prior_vis"].max(1) > 0  # the fitted simulation misses some people altogether
+        return np.linalg.norm(out["prior_xyz"] - rel, axis=-1).mean(1)[seen], out
+
+    hand, _ = error("hand")
+    fitted, _ = error("fitted")
+    mixed, out = error("mixed")
+    assert set(out) == {"prior_uv", "prior_vis", "prior_xyz", "swapped"}
+    assert np.isfinite(out["prior_xyz"]).all() and out["prior_xyz"].shape == rel.shape
+    # the mixed errors are the two simulations' pooled: their quartiles lie between theirs
+    for q in (25, 50, 75):
+        lo, hi = sorted((np.percentile(hand, q), np.percentile(fitted, q)))
+        assert lo < np.percentile(mixed, q) < hi, q
+    # about half the people come from the fitted simulation, which misses some of them
+    assert 0.5 * len(hand) < len(mixed) < len(hand)

@@ -58,7 +58,7 @@ def add_parsers(sub) -> None:
         "--prior",
         choices=("hand", "fitted"),
         default="hand",
-        help="prior simulator: hand-set (default), or fitted to MediaPipe in the prior study",
+        help="prior simulator: hand-set (default), fitted to MediaPipe in the prior study, or mixed (each person one of the two)",
     )
     p.add_argument(
         "--families",

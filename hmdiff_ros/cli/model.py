@@ -102,7 +102,7 @@ def _add_stream_options(p) -> None:
         "--prior",
         choices=PRIOR_KINDS,
         default=None,
-        help="prior simulator of the training stream: hand-set, or fitted to MediaPipe (default: the config's)",
+        help="prior simulator of the training stream: hand-set, fitted to MediaPipe, or mixed (each person one of the two; default: the config's)",
     )
     p.add_argument(
         "--families",

@@ -12,7 +12,7 @@ shared with inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict
 
 import cv2
@@ -24,7 +24,7 @@ from hmdiff_ros.data.prior_model import simulate_fitted_prior
 from hmdiff_ros.observation import ProxyConfig, in_image, in_rect
 
 PELVIS = JOINT_INDEX["pelvis"]
-PRIOR_KINDS = ("hand", "fitted")
+PRIOR_KINDS = ("hand", "fitted", "mixed")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class PriorNoiseConfig:
     mask_blur: tuple = (0.3, 1.2)  # Gaussian blur std of the mask, crop pixels
     # "hand": the settings above; "fitted": keypoints, visibilities, 3D, detection failures and
     # swaps drawn from a fit to MediaPipe's errors (hmdiff_ros.data.prior_model; the box and
-    # mask settings above still apply)
+    # mask settings above still apply); "mixed": each person from one of the two, at random
     kind: str = "hand"
 
     def __post_init__(self) -> None:
@@ -79,10 +79,21 @@ def simulate_prior(
     "fitted"`` (:func:`~hmdiff_ros.data.prior_model.simulate_fitted_prior`) a person the prior
     would not detect gets all visibilities 0.
     """
+    if cfg.kind != "hand" and rotation is None:
+        raise ValueError(f"the {cfg.kind} prior simulation needs the body rotations")
     if cfg.kind == "fitted":
-        if rotation is None:
-            raise ValueError("the fitted prior simulation needs the body rotations")
         return simulate_fitted_prior(rng, joints_cam, uv, image_size, person_box, occluders, heights, rotation)
+    if cfg.kind == "mixed":  # each person from the hand-set or the fitted simulation, at random
+        args = (joints_cam, uv, image_size, person_box, occluders, heights, rotation)
+        fitted = rng.random(len(joints_cam)) < 0.5
+        out = {}
+        for kind, rows in (("hand", ~fitted), ("fitted", fitted)):
+            part = simulate_prior(rng, *[a[rows] for a in args[:-1]], replace(cfg, kind=kind), rotation=args[-1][rows])
+            for key in ("prior_uv", "prior_vis", "prior_xyz", "swapped"):
+                if key not in out:
+                    out[key] = np.zeros((len(joints_cam),) + part[key].shape[1:], part[key].dtype)
+                out[key][rows] = part[key]
+        return out
     n = len(joints_cam)
     idx = list(PRIOR_JOINT_INDICES)
     xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
