@@ -323,6 +323,9 @@ def test_bench_refuses_cuda_without_cuda_before_loading(tmp_path, monkeypatch):
         bench(["torch"], device="cuda", checkpoint=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="--device must be 'cpu' or 'cuda', got 'tpu'"):
         bench(["torch"], device="tpu", checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="hypotheses=0"):
+        bench(["torch"], hypotheses=0, checkpoint=str(tmp_path / "missing"))
+    assert main(["bench", "--hypotheses", "0", "--checkpoint", str(tmp_path / "missing")]) == 2
 
 
 def test_bench_backend_lists(tmp_path, capsys, caplog):

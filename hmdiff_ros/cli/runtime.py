@@ -23,6 +23,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace bench.md and bench.png in --report")
     p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
     p.add_argument("--people", **number(int, 1, 64), default=1, help="batch size (people)")
+    p.add_argument(
+        "--hypotheses",
+        **number(int, *defaults.HYPOTHESES_RANGE),
+        default=defaults.HYPOTHESES,
+        help="samples per person, as the pipeline draws them",
+    )
     p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE)
     p.add_argument("--repeats", **POSITIVE, default=50)
     p.add_argument("--checkpoint", default=None)
@@ -64,13 +70,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         steps=args.steps,
         people=args.people,
         dat=args.dat,
+        hypotheses=args.hypotheses,
         repeats=args.repeats,
         checkpoint=args.checkpoint,
         engines=args.engines,
         device=args.device,
     )
     if args.report:
-        write_report(rows, args.report, {"steps": args.steps, "people": args.people, "dat": args.dat}, force=args.force)
+        write_report(
+            rows,
+            args.report,
+            {"steps": args.steps, "people": args.people, "hypotheses": args.hypotheses, "dat": args.dat},
+            force=args.force,
+        )
     if args.json:  # the contract: exactly these keys per row
         keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms")
         print(json.dumps([{k: r[k] for k in keys} for r in rows]))

@@ -3,8 +3,9 @@
 Prints a list of ``{"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}`` rows, with a
 ``model`` stage (encoder + sampling + DAT, one frame) for every backend, plus ``fps`` (1 /
 p50 of the model stage) and ``peak_mb`` (peak resident memory of the process so far, or GPU
-memory for CUDA backends). Inputs: fixed random proxies and priors (batch = people x 1
-hypothesis), timed after warm-up, all backends in the same run.
+memory for CUDA backends). Inputs: fixed random proxies and priors (batch = people, each
+sampled ``hypotheses`` times, as the pipeline does), timed after warm-up, all backends in the
+same run.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def bench(
     steps: int = defaults.STEPS,
     people: int = 1,
     dat: str = "fast",
+    hypotheses: int = defaults.HYPOTHESES,
     repeats: int = 50,
     warmup: int = 5,
     checkpoint: str | None = None,
@@ -89,10 +91,10 @@ def bench(
     commas. Everything is checked before anything is loaded."""
     backends = _backend_list(backends)
     check_device(device)
-    if people < 1 or steps < 1 or repeats < 1 or warmup < 0:
+    if people < 1 or steps < 1 or repeats < 1 or hypotheses < 1 or warmup < 0:
         raise ValueError(
-            f"people, steps and repeats must be >= 1 and warmup >= 0, got people={people}, steps={steps}, "
-            f"repeats={repeats}, warmup={warmup}"
+            f"people, steps, hypotheses and repeats must be >= 1 and warmup >= 0, got people={people}, "
+            f"steps={steps}, hypotheses={hypotheses}, repeats={repeats}, warmup={warmup}"
         )
     model, _ = load_checkpoint(checkpoint)  # for the input sizes
     g = torch.Generator().manual_seed(0)
@@ -117,7 +119,15 @@ def bench(
                 model.encoder(x)
                 sync()
                 t1 = time.perf_counter()
-                model.sample(x, u, w, steps=steps, dat=DATConfig(mode=dat), generator=g if dev.type == "cpu" else None)
+                model.sample(
+                    x,
+                    u,
+                    w,
+                    steps=steps,
+                    dat=DATConfig(mode=dat),
+                    hypotheses=hypotheses,
+                    generator=g if dev.type == "cpu" else None,
+                )
                 sync()
                 t2 = time.perf_counter()
                 if i >= warmup:
@@ -213,7 +223,8 @@ def write_report(rows: List[Dict], out: "str | Path", settings: Dict, force: boo
     lines = [
         "# hmdiff bench",
         "",
-        f"{settings['steps']} DDIM steps, {settings['people']} person(s), DAT {settings['dat']}; "
+        f"{settings['steps']} DDIM steps, {settings['people']} person(s) x {settings.get('hypotheses', 1)} "
+        f"hypotheses, DAT {settings['dat']}; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
         + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "",

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Regenerates the figures that README.md and docs/model_card.md quote, from the shipped
+# checkpoint, into docs/figures/ (JSON, one file per command) and docs/images/demo_overlay.jpg.
+#
+#   bash docs/figures.sh [EVAL_REAL_DIR] [PRIOR_STUDY_DIR]
+#
+# EVAL_REAL_DIR: real frames with ground truth (hmdiff eval-real; skipped when not given).
+# PRIOR_STUDY_DIR: the prior study (hmdiff data prior-study; skipped when not given).
+# The ablation table and plot are regenerated apart (about 20 minutes on 2 CPU cores):
+#   hmdiff ablate --limit 256 --out docs/ablation --force [--study PRIOR_STUDY_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+real=${1:-}
+study=${2:-}
+out=docs/figures
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+hmdiff demo --out "$tmp/demo" > /dev/null
+cp "$tmp/demo/astronaut_eileen_collins_overlay.jpg" docs/images/demo_overlay.jpg
+
+for dat in off fast full; do
+  hmdiff eval --steps 4 --dat "$dat" --json > "$out/eval_steps4_$dat.json"
+done
+hmdiff eval --steps 4 --dat fast --hypotheses 4 --json > "$out/eval_steps4_fast_hyp4.json"
+hmdiff bench --backend torch --steps 4 --dat fast --json > "$out/bench_torch_steps4_fast.json"
+if [ -n "$study" ]; then
+  hmdiff eval-study --study "$study" --steps 4 --dat fast --json > "$out/eval_study_steps4_fast.json"
+fi
+if [ -n "$real" ]; then
+  hmdiff eval-real --data "$real" --json > "$out/eval_real.json"
+fi
+echo "figures written to $out/ and docs/images/demo_overlay.jpg"
