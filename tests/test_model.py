@@ -277,8 +277,10 @@ def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
         }
     )
     train(tuned, progress=False)
-    a, _ = load_checkpoint(tmp_path / "run")
-    b, _ = load_checkpoint(tmp_path / "ft")
+    a, meta_a = load_checkpoint(tmp_path / "run")
+    b, meta_b = load_checkpoint(tmp_path / "ft")
+    assert meta_a["samples"] == 3 * 4  # 3 steps of batch 4
+    assert meta_b["samples"] == 3 * 4 + 1 * 4 and meta_b["init_samples"] == 12  # the init's count too
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(x, y, atol=1e-5), name
     other = replace(TINY, denoiser=replace(TINY.denoiser, self_blocks=2))

@@ -21,7 +21,7 @@ from typing import Dict, Sequence
 
 from hmdiff_ros import defaults
 from hmdiff_ros.data.store import SplitReader
-from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint
+from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint, trained_samples
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.evaluate import default_test_split, evaluate
 from hmdiff_ros.model.lifter import DEFAULT_LIFTER, Lifter, evaluate_lifter, load_lifter
@@ -56,9 +56,13 @@ def ablate(
     model, meta = load_checkpoint(checkpoint)
     lifted = _load_lifter(lifter)  # before the long runs: a bad --lifter fails at once
     yard = yardsticks(model, lifted and lifted[0], data, limit)
-    yard["hmdiff"]["training_samples"] = _trained_on(meta)
+    yard["hmdiff"]["training_samples"] = trained_samples(meta)
     if lifted is not None:
-        yard["lifter"] = {"checkpoint": str(lifted[2]), "training_samples": _trained_on(lifted[1]), **yard["lifter"]}
+        yard["lifter"] = {
+            "checkpoint": str(lifted[2]),
+            "training_samples": trained_samples(lifted[1]),
+            **yard["lifter"],
+        }
     base = DATConfig()
     runs = [("steps", mode, k, replace(base, mode=mode)) for mode in modes for k in steps]
     runs += [("rigid", mode, 4, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
@@ -117,16 +121,6 @@ def _load_lifter(folder: "str | Path | None"):
     except (FileNotFoundError, ValueError) as exc:
         raise type(exc)(f"--lifter: {exc}") from None
     return model, meta, folder
-
-
-def _trained_on(meta: Dict) -> "int | None":
-    """Training samples of a checkpoint, from its config (None when it does not say)."""
-    if isinstance(meta.get("samples"), int):
-        return meta["samples"]
-    try:
-        return int(meta["step"]) * int(meta["train"]["batch_size"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def yardsticks(model, lifter: "Lifter | None", data: "str | Path | None", limit: int | None) -> Dict:

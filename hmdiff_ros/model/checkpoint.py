@@ -73,3 +73,15 @@ def load_checkpoint(folder: "str | Path | None" = None, map_location: str = "cpu
             f"({one_line(exc)})"
         ) from None
     return model.eval(), meta
+
+
+def trained_samples(meta: Dict) -> "int | None":
+    """Training samples behind a checkpoint, from its config: ``samples`` where training wrote
+    it (a fine-tuned run counts its ``--init``'s too), else ``step`` x ``batch_size`` x the
+    processes; None when it does not say."""
+    if isinstance(meta.get("samples"), int):
+        return meta["samples"]
+    try:
+        return int(meta["step"]) * int(meta["train"]["batch_size"]) * int(meta.get("world_size", 1))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -381,10 +381,19 @@ def _save_state(
     cfg: TrainConfig,
     metrics: Dict,
     world_size: int = 1,
+    init_samples: int = 0,
 ) -> None:
     """EMA weights as the checkpoint; raw weights + optimiser moments beside it, for resume.
-    ``world_size``: the processes that trained it (``cfg.batch_size`` is per process)."""
-    extra = {"train": _jsonable(asdict(cfg)), "step": step, "metrics": metrics, "world_size": world_size}
+    ``world_size``: the processes that trained it (``cfg.batch_size`` is per process);
+    ``init_samples``: the training samples of the ``--init`` checkpoint, counted in ``samples``."""
+    extra = {
+        "train": _jsonable(asdict(cfg)),
+        "step": step,
+        "metrics": metrics,
+        "world_size": world_size,
+        "samples": init_samples + step * cfg.batch_size * world_size,
+        "init_samples": init_samples,
+    }
     save_checkpoint(folder, ema, extra)
     save_resume_state(folder, model, opt)
 
@@ -440,10 +449,11 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
-def _load_init(cfg: TrainConfig, model: HMDiff) -> None:
-    """The weights of the ``--init`` checkpoint into ``model``; errors name ``--init``."""
+def _load_init(cfg: TrainConfig, model: HMDiff) -> int:
+    """The weights of the ``--init`` checkpoint into ``model``; errors name ``--init``.
+    Returns the training samples behind them (0 when its config does not say)."""
     from hmdiff_ros.model.checkpoint import CONFIG as CONFIG_FILE
-    from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint
+    from hmdiff_ros.model.checkpoint import WEIGHTS, load_checkpoint, trained_samples
 
     try:
         base, meta = load_checkpoint(cfg.init)
@@ -462,6 +472,7 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> None:
     if any(not k.startswith("prior_encoder.") for k in missing):  # cannot happen with equal configs
         raise ValueError(f"--init checkpoint '{cfg.init}' lacks weights of this model: {missing[:3]}")
     log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
+    return trained_samples(meta) or 0
 
 
 def load_resume_state(
@@ -631,14 +642,15 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
     topology = Topology.load()
     model = HMDiff(cfg.model, topology).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
+    start = init_samples = 0
     if resume:
         start = load_resume_state(out, model, opt, device)
+        init_samples = int(json.loads((out / CONFIG).read_text()).get("init_samples", 0))
         if cfg.init:
             log.warning("--init %s is ignored: the run in %s is resumed from step %d", cfg.init, out, start)
         log.info("resuming %s from step %d", out, start)
     elif cfg.init:
-        _load_init(cfg, model)
+        init_samples = _load_init(cfg, model)
     ema = copy.deepcopy(model).eval()
     if start and (out / "model.safetensors").is_file():
         from safetensors import SafetensorError
@@ -761,7 +773,7 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
                     prepare_out()
                     with metrics_file.open("a") as f:
                         f.write(json.dumps(metrics) + "\n")
-                    _save_state(out, model, ema, opt, step, cfg, metrics, ranks.world_size)
+                    _save_state(out, model, ema, opt, step, cfg, metrics, ranks.world_size, init_samples)
                     tqdm.write(json.dumps(metrics), file=sys.stderr)  # progress; stdout is the caller's
                 saved = step
                 if several:
@@ -781,7 +793,7 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
             if loss is not None:
                 state["loss"] = round(loss.item(), 5)
             prepare_out()
-            _save_state(out, model, ema, opt, step, cfg, state, ranks.world_size)
+            _save_state(out, model, ema, opt, step, cfg, state, ranks.world_size, init_samples)
             log.warning(
                 "interrupted at step %d of %d: training state saved to %s; run the same command again to resume",
                 step,
