@@ -538,6 +538,7 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
     import hmdiff_ros.model.train as train_module
     from hmdiff_ros.model.train import STATE, TrainConfig, train, worker_signal
 
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # a background job ignores SIGINT
     assert worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")) == signal.SIGTERM
     assert worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")) == signal.SIGKILL
     assert worker_signal(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly")) is None
@@ -574,7 +575,7 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
     with pytest.raises(RuntimeError, match="a bug"):  # not an interruption: nothing saved over the run
         train(cfg, progress=False)
     assert json.loads((run / "config.json").read_text())["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # handlers put back
 
 
 def test_data_workers_ignore_ctrl_c_but_not_sigterm():

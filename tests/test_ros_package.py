@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hmdiff_ros import defaults
 from hmdiff_ros.ros.params import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def test_node_on_ros2_publishes_humans_for_an_image():
     rclpy.init()
     try:
         node = HMDiffNode(parameter_overrides=[Parameter("autostart", value=False), Parameter("hypotheses", value=2)])
-        assert node.p("ddim_steps") == 4 and node.p("dat_mode") == "fast"
+        assert node.p("ddim_steps") == defaults.STEPS and node.p("dat_mode") == "fast"
         assert not node.set_parameters([Parameter("dat_mode", value="sideways")])[0].successful
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok

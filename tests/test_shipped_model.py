@@ -20,6 +20,8 @@ def test_shipped_checkpoint_is_small_and_self_describing():
     assert {"model", "train", "step", "metrics"} <= set(meta)
     model, _ = load_checkpoint()
     assert model.cfg.encoder.kind == "proxy" and model.num_points == 625
+    assert model.cfg.prior_tokens  # the shipped model reads the prior (docs/model_card.md)
+    assert meta["samples"] >= meta["step"] * meta["train"]["batch_size"]  # its --init's samples counted too
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,9 @@ def test_eval_command_prints_the_contract_json(small_split, capsys):
     assert result["num_samples"] == 48
     assert 0 < result["prior_pa_mpjpe_mm"] < result["prior_mpjpe_mm"]
     assert 0 < result["pa_mpjpe_mm"] < PA_MPJPE_BOUND_MM
+    # it earns its place on synthetic data: better than the simulated prior it reads, on its joints
+    assert result["pa_mpjpe_mm_on_prior_joints"] < result["prior_pa_mpjpe_mm"]
+    assert result["mpjpe_mm_on_prior_joints"] < result["prior_mpjpe_mm"]
 
 
 def test_eval_rejects_a_missing_checkpoint_or_split(tmp_path, capsys):

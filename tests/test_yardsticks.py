@@ -115,8 +115,10 @@ def test_eval_gives_the_priors_figures_on_its_joints(tmp_path, shipped_model):
     assert result["prior_mpjpe_mm"] == pytest.approx(expected, abs=0.01)
     assert result["prior_pa_mpjpe_mm"] == pytest.approx(0, abs=0.01)
     # the model's figures on the prior's joints come with it, and the existing ones are unchanged
+    # (the same split without yardsticks: the shipped model reads the prior, so it is split "c")
+    plain = evaluate(data=tmp_path / "c", model=shipped_model, steps=1, dat="off")
     for k in ("mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"):
-        assert result[k] == exact[k]
+        assert result[k] == plain[k]
     assert 0 < result["pa_mpjpe_mm_on_prior_joints"] <= result["mpjpe_mm_on_prior_joints"]
 
 

@@ -16,6 +16,8 @@ from hmdiff_ros.cli.common import (
 
 
 def add_parsers(sub) -> None:
+    from hmdiff_ros.data.observe import PRIOR_KINDS
+
     assets = sub.add_parser("assets", help="build or check the coarse topology asset").add_subparsers(
         dest="assets_command", required=True
     )
@@ -56,7 +58,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--prior",
-        choices=("hand", "fitted"),
+        choices=PRIOR_KINDS,
         default="hand",
         help="prior simulator: hand-set (default), fitted to MediaPipe in the prior study, or mixed (each person one of the two)",
     )

@@ -65,10 +65,10 @@ def ablate(
         }
     base = DATConfig()
     runs = [("steps", mode, k, replace(base, mode=mode)) for mode in modes for k in steps]
-    runs += [("rigid", mode, 4, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
-    runs += [("sweep", "fast", 4, replace(base, mode="fast", tau=t, scale=s)) for t in TAUS for s in SCALES]
-    runs = [(*r, 1, 0) for r in runs]  # one hypothesis, seed 0
     k = defaults.STEPS
+    runs += [("rigid", mode, k, replace(base, mode=mode, rigid=False)) for mode in modes if mode != "off"]
+    runs += [("sweep", "fast", k, replace(base, mode="fast", tau=t, scale=s)) for t in TAUS for s in SCALES]
+    runs = [(*r, 1, 0) for r in runs]  # one hypothesis, seed 0
     parts = [("off", replace(base, mode="off"))]
     parts += [(m, replace(base, mode=m, scale=0.0)) for m in ("fast",)]  # the rigid start alone
     parts += [(m, replace(base, mode=m, rigid=False)) for m in modes if m != "off"]  # the gradient step alone
@@ -264,19 +264,19 @@ def _write_markdown(path: Path, results, base: DATConfig, limit, yard: Dict) -> 
             )
     lines += [
         "",
-        "## Rigid start (4 steps)",
+        f"## Rigid start ({defaults.STEPS} steps)",
         "",
         "| DAT | rigid | MPJPE | PA-MPJPE | MPVPE | PA-MPVPE |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        if r["steps"] == 4 and r["mode"] != "off" and r["kind"] in ("steps", "rigid"):
+        if r["steps"] == defaults.STEPS and r["mode"] != "off" and r["kind"] in ("steps", "rigid"):
             lines.append(
                 f"| {r['mode']} | {'on' if r['rigid'] else 'off'} | {r['mpjpe_mm']:.1f} | {r['pa_mpjpe_mm']:.1f} | {r['mpvpe_mm']:.1f} | {r['pa_mpvpe_mm']:.1f} |"
             )
     lines += ["", *_parts_lines(results)]
     lines += [
-        "## tau / lambda sweep (fast DAT, 4 steps)",
+        f"## tau / lambda sweep (fast DAT, {defaults.STEPS} steps)",
         "",
         "| tau | lambda | MPJPE | PA-MPJPE |",
         "| ---: | ---: | ---: | ---: |",
