@@ -13,10 +13,13 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 PACKAGE = "hmdiff_ros"
+# this file's own folder: colcon --symlink-install runs a link to it from its build folder,
+# where only the package, setup.cfg, package.xml and the data files are linked
+HERE = Path(__file__).resolve().parent
 # hmdiff_msgs' definitions (msg/msg/*.msg, the ROS interface package next to this one) also
 # go into the built package as hmdiff_ros/ros/msg/*.msg: the bag tool writes them into the
 # bags it makes, also where the package is installed without this source tree.
-MSG_SOURCES = sorted(glob("msg/msg/*.msg"))
+MSG_SOURCES = sorted(glob(str(HERE / "msg" / "msg" / "*.msg")))
 MSG_TARGET = Path(PACKAGE, "ros", "msg")
 
 
@@ -81,7 +84,7 @@ setup(
     version="0.1.0",
     description="HMDiff human mesh recovery for ROS 2: pose prior, few-step diffusion with DAT, "
     "ONNX Runtime / TensorRT runtimes, rclpy node and rosbag2 tools.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

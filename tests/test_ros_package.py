@@ -117,6 +117,39 @@ def test_colcon_sees_both_packages(tmp_path):
 HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("hmdiff_msgs") is not None
 
 
+@pytest.mark.skipif(
+    not HAVE_ROS or shutil.which("colcon") is None,
+    reason="needs a sourced ROS 2 core with colcon (.ci/ros_workspace.sh)",
+)
+@pytest.mark.parametrize("symlink", [False, True], ids=["copy", "symlink-install"])
+def test_colcon_builds_the_node_package_both_ways(tmp_path, symlink):
+    """As a user builds it (README, Build): the node's script, launch files and manifest are
+    installed; a plain build's script runs with the python3 on PATH (the one with torch)."""
+    src = tmp_path / "ws" / "src"
+    src.mkdir(parents=True)
+    (src / "hmdiff_ros").symlink_to(ROOT, target_is_directory=True)
+    # colcon with its own (Debian's) Python and extensions, as the ROS core was built
+    env = {**os.environ, "COLCON_LOG_PATH": str(tmp_path / "log"), "PATH": "/usr/bin:" + os.environ["PATH"]}
+    command = ["colcon", "build", "--packages-select", "hmdiff_ros", "--event-handlers", "console_direct-"]
+    done = subprocess.run(
+        command + (["--symlink-install"] if symlink else []),
+        cwd=tmp_path / "ws",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    install = tmp_path / "ws" / "install" / "hmdiff_ros"
+    script = install / "lib" / "hmdiff_ros" / "hmdiff_node"
+    assert script.is_file()
+    for name in ("hmdiff.launch.py", "hmdiff_params.yaml", "hmdiff.rviz"):
+        assert (install / "share" / "hmdiff_ros" / "launch" / name).is_file(), name
+    assert (install / "share" / "hmdiff_ros" / "package.xml").is_file()
+    if not symlink:
+        assert script.read_text().splitlines()[0] == "#!/usr/bin/env python3"
+
+
 @pytest.mark.skipif(not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)")
 def test_node_on_ros2_publishes_humans_for_an_image():
     import time
