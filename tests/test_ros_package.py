@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -115,6 +116,26 @@ def test_colcon_sees_both_packages(tmp_path):
 
 
 HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("hmdiff_msgs") is not None
+
+
+@pytest.mark.skipif(not HAVE_ROS, reason="without ROS 2, tests/test_node_logic.py runs by itself")
+def test_the_node_logic_on_the_stand_in_still_runs_where_ros_is_sourced():
+    """tests/test_node_logic.py (the stand-in ROS) skips where rclpy imports: run it in a process
+    that does not see the ROS 2 core, so that a sourced workspace loses none of its checks."""
+    hidden = ("PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH", "CMAKE_PREFIX_PATH", "LD_LIBRARY_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_node_logic.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary
 
 
 @pytest.mark.skipif(
