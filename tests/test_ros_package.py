@@ -326,3 +326,42 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+@pytest.mark.skipif(
+    not HAVE_ROS or shutil.which("ros2") is None, reason="needs a sourced ROS 2 workspace with the ros2 CLI"
+)
+def test_ros2_run_starts_the_node_and_sigint_stops_it_cleanly():
+    """``ros2 run hmdiff_ros hmdiff_node`` from the installed workspace: the model loads, and
+    Ctrl-C (SIGINT to the process group, as a terminal sends it) ends it with exit code 0 and no
+    traceback."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        ["ros2", "run", "hmdiff_ros", "hmdiff_node", "--ros-args", "-r", "__node:=hmdiff_sigint_test"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "model ready" in line:
+                break
+        assert any("model ready" in x for x in lines), "".join(lines)[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = "".join(lines) + rest
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
