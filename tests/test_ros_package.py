@@ -365,3 +365,33 @@ def test_ros2_run_starts_the_node_and_sigint_stops_it_cleanly():
     text = "".join(lines) + rest
     assert proc.returncode == 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.skipif(
+    not HAVE_ROS or shutil.which("ros2") is None, reason="needs a sourced ROS 2 workspace with the ros2 CLI"
+)
+@pytest.mark.parametrize("delay_s", [0.4, 1.0, 1.6])
+def test_sigint_during_start_up_ends_cleanly(delay_s):
+    """Ctrl-C while the node is still importing torch, loading the model or activating (rclpy's
+    handler shuts the context down mid-transition) is a requested stop: exit code 0, no
+    traceback, wherever it lands."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        ["ros2", "run", "hmdiff_ros", "hmdiff_node", "--ros-args", "-r", "__node:=hmdiff_sigint_start"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(delay_s)
+        os.killpg(proc.pid, signal.SIGINT)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]

@@ -9,6 +9,8 @@ def node_main(args=None) -> None:
     """Entry point of ``hmdiff_node``: a clear message where ROS 2 is not sourced."""
     try:
         from hmdiff_ros.ros.node import main
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None  # Ctrl-C while torch and rclpy load: a requested stop
     except ImportError as exc:
         raise SystemExit(
             f"hmdiff_node needs ROS 2 (rclpy) and the built hmdiff_msgs package: {exc}. "

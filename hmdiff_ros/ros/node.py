@@ -257,6 +257,11 @@ def main(args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start-up: rclpy's signal handler has shut the context down in the middle
+        # of a transition, which then fails; that is a requested stop, not an error
     finally:
         node._stop_inputs()
         node._release()
