@@ -1,4 +1,5 @@
-"""``hmdiff bag``: the pipeline over a rosbag2, without ROS."""
+"""``hmdiff bag``: the pipeline over a rosbag2, without ROS; ``hmdiff bench-node``: the ROS 2
+node under a camera-rate stream (needs a sourced ROS 2 workspace)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,26 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_pipeline_args(p)
     p.set_defaults(func=_cmd_bag)
+
+    p = sub.add_parser(
+        "bench-node",
+        help="the ROS 2 node under a camera-rate stream: results/s, dropped frames, latency, memory (needs ROS 2)",
+    )
+    p.add_argument(
+        "--source", default="demo", help="'demo' (the shipped photo), an image, or a video file (its frames, looped)"
+    )
+    p.add_argument("--fps", type=float, default=30.0, help="frames published per second")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the measured window")
+    p.add_argument("--max-side", type=int, default=960, help="scale frames down to this many pixels (0: as they are)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="a node parameter, as after ros2 run's -p (repeatable; e.g. backend:=onnxruntime)",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_cmd_bench_node)
 
 
 def _cmd_bag(args: argparse.Namespace) -> int:
@@ -85,3 +106,33 @@ def _cmd_bag(args: argparse.Namespace) -> int:
             print(f"  {reason} ({count})", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_bench_node(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from hmdiff_ros.ros.params import PARAMETERS
+
+    if importlib.util.find_spec("rclpy") is None or importlib.util.find_spec("hmdiff_msgs") is None:
+        raise ValueError(
+            "bench-node needs ROS 2 (rclpy) and the built hmdiff_msgs: source your ROS 2 setup and the workspace "
+            "(README, ROS 2)"
+        )
+    if not (0 < args.fps <= 240) or not (0 < args.seconds <= 3600) or args.max_side < 0:
+        raise ValueError(
+            f"--fps must be in (0, 240], --seconds in (0, 3600] and --max-side >= 0, got "
+            f"{args.fps:g}, {args.seconds:g}, {args.max_side}"
+        )
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition(":=")
+        if not sep or name not in PARAMETERS:
+            raise ValueError(f"--param must be NAME:=VALUE with a parameter of the node (README, ROS 2), got {item!r}")
+        params[name] = value
+    from hmdiff_ros.ros.load import format_load, run_load
+
+    log = (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    result = run_load(args.source, args.fps, args.seconds, params, args.max_side, log)
+    figures = result.figures()
+    print(json.dumps(figures) if args.json else format_load(figures))
+    return 0 if figures["node_exit_code"] == 0 else 1

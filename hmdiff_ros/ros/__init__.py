@@ -1,8 +1,8 @@
 """The ROS 2 layer: the rclpy node (``node``) and rosbag2 processing without ROS (``bag``),
 sharing one boundary: camera messages in and images out (``bridge``), a frame's output
 messages (``convert``), body frames and TF (``frames``); and the node's parameters
-(``params``), frame health (``health``) and newest-frame worker (``worker``). Only ``node``
-imports rclpy."""
+(``params``), frame health (``health``) and newest-frame worker (``worker``); the node under a
+camera-rate stream (``load``, ``hmdiff bench-node``). Only ``node`` and ``load`` import rclpy."""
 
 
 def node_main(args=None) -> None:
