@@ -31,6 +31,11 @@ def generate_launch_description():
             default_value=os.path.join(share, "launch", "hmdiff_params.yaml"),
             description="YAML parameters of the node",
         ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="configure and activate on start (false: wait for a lifecycle manager)",
+        ),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with the shipped config"),
     ]
@@ -43,7 +48,11 @@ def generate_launch_description():
         emulate_tty=True,
         parameters=[
             LaunchConfiguration("params_file"),
-            {"backend": LaunchConfiguration("backend"), "use_sim_time": LaunchConfiguration("use_sim_time")},
+            {
+                "backend": LaunchConfiguration("backend"),
+                "autostart": LaunchConfiguration("autostart"),
+                "use_sim_time": LaunchConfiguration("use_sim_time"),
+            },
         ],
         remappings=[
             ("image", LaunchConfiguration("image")),

@@ -12,6 +12,7 @@ are described in README (ROS 2) and :mod:`.params`. This file is the ROS plumbin
 
 from __future__ import annotations
 
+import signal
 import time
 
 import rclpy
@@ -158,6 +159,13 @@ class HMDiffNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        """Stops the worker before the publishers go (rclpy's own destroy_node would leave it
+        publishing on destroyed ones), then destroys the node."""
+        self._stop_inputs()
+        self._release()
+        super().destroy_node()
+
     def _stop_inputs(self) -> None:
         if self._worker is not None:
             self._worker.stop(timeout=5.0)
@@ -263,8 +271,9 @@ def main(args=None) -> None:
         # Ctrl-C during start-up: rclpy's signal handler has shut the context down in the middle
         # of a transition, which then fails; that is a requested stop, not an error
     finally:
-        node._stop_inputs()
-        node._release()
+        # a terminal's Ctrl-C reaches ros2 launch and the node, and launch forwards it again:
+        # a second SIGINT must not interrupt the clean-up (SIGTERM and launch's escalation still do)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -1,0 +1,532 @@
+"""The node on the real ROS 2 core (rclpy, cyclonedds, launch, tf2, diagnostic_updater): the
+launch file under a namespace with remapped topics and the lifecycle services, image QoS, every
+output with the image's header, parameters through the parameter services, ``target_frame``
+through a static transform, and ``publish_hri`` with an ``hri_msgs`` package. Skipped where
+ROS 2 is not sourced (``.ci/ros_workspace.sh`` builds it; README, ROS 2)."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hmdiff_ros import defaults
+
+HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("hmdiff_msgs") is not None
+pytestmark = pytest.mark.skipif(
+    not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
+)
+ROOT = Path(__file__).resolve().parents[1]
+FRAME = "camera_optical_frame"
+
+
+@pytest.fixture
+def ros():
+    import rclpy
+
+    rclpy.init()
+    yield rclpy
+    rclpy.shutdown()
+
+
+def frame_msgs(sec: int, frame: str = FRAME):
+    """The demo photo at 256 x 256 as an Image and its CameraInfo, stamped ``sec``."""
+    from hmdiff_ros.camera import intrinsics_from_fov
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+    from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
+    from hmdiff_ros.ros.convert import MessageFactory, header
+
+    f = MessageFactory.for_rclpy()
+    rgb = read_image(DEMO_IMAGE)[::2, ::2].copy()
+    K = intrinsics_from_fov(256, 256, 60.0)
+    hdr = header(f, sec, 5000, frame)
+    return image_msg(f, hdr, rgb), camera_info_msg(f, hdr, K, 256, 256), K
+
+
+def spin_until(executor, cond, seconds: float, each=None) -> bool:
+    end = time.monotonic() + seconds
+    while not cond() and time.monotonic() < end:
+        if each is not None:
+            each()
+        executor.spin_once(timeout_sec=0.1)
+    return bool(cond())
+
+
+def call(executor, client, request, seconds: float = 120.0):
+    assert client.wait_for_service(timeout_sec=seconds), f"no service {client.srv_name}"
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, seconds), f"{client.srv_name} did not answer"
+    return future.result()
+
+
+def make_node(**params):
+    from rclpy.parameter import Parameter
+
+    from hmdiff_ros.ros.node import HMDiffNode
+
+    params = {"autostart": False, "hypotheses": 2, **params}
+    return HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+def activate(node) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    ok = TransitionCallbackReturn.SUCCESS
+    assert node.trigger_configure() == ok and node.trigger_activate() == ok
+
+
+class Outputs:
+    """A probe node's subscriptions to everything the node at ``prefix`` publishes."""
+
+    def __init__(self, probe, prefix: str = "/hmdiff") -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from hmdiff_msgs.msg import HumanArray
+        from sensor_msgs.msg import Image
+        from tf2_msgs.msg import TFMessage
+        from visualization_msgs.msg import MarkerArray
+
+        self.humans, self.markers, self.debug, self.tf, self.diagnostics = [], [], [], [], []
+        probe.create_subscription(HumanArray, f"{prefix}/humans", self.humans.append, 10)
+        probe.create_subscription(MarkerArray, f"{prefix}/markers", self.markers.append, 10)
+        probe.create_subscription(Image, f"{prefix}/debug_image", self.debug.append, 10)
+        probe.create_subscription(TFMessage, "/tf", self.tf.append, 100)
+        probe.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def status(self, name: str = "hmdiff"):
+        """The node's latest diagnostics status and its values."""
+        for msg in reversed(self.diagnostics):
+            for s in msg.status:
+                if s.name.startswith(f"{name}:"):
+                    return s, {kv.key: kv.value for kv in s.values}
+        return None, {}
+
+
+def stamp_of(hdr) -> tuple:
+    return hdr.stamp.sec, hdr.stamp.nanosec
+
+
+# ---- launch, namespace, remaps, lifecycle services -------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("ros2") is None, reason="needs the ros2 CLI of a sourced ROS 2 workspace")
+def test_launch_under_a_namespace_with_remaps_through_the_lifecycle_services(ros):
+    """``ros2 launch hmdiff_ros hmdiff.launch.py`` with its params YAML, under a namespace, with
+    remapped topics and ``autostart:=false``: the real lifecycle services take the node through
+    configure -> cleanup -> configure -> activate (it then answers images on the remapped topic
+    under its namespace) -> deactivate (it stops), and SIGINT ends the launch with exit code 0."""
+    from hmdiff_msgs.msg import HumanArray
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    command = ["ros2", "launch", "hmdiff_ros", "hmdiff.launch.py", "namespace:=/robot1", "autostart:=false"]
+    command += ["image:=/robot1/cam/image_raw", "camera_info:=/robot1/cam/camera_info"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    output = []
+    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
+    probe = ros.create_node("lifecycle_probe")
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    try:
+        get_state = probe.create_client(GetState, "/robot1/hmdiff/get_state")
+        change = probe.create_client(ChangeState, "/robot1/hmdiff/change_state")
+        get_params = probe.create_client(GetParameters, "/robot1/hmdiff/get_parameters")
+
+        def state() -> int:
+            return call(executor, get_state, GetState.Request()).current_state.id
+
+        def transition(tid: int) -> bool:
+            return call(executor, change, ChangeState.Request(transition=Transition(id=tid))).success
+
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED, "".join(output)[-3000:]
+        values = call(executor, get_params, GetParameters.Request(names=["ddim_steps", "autostart", "image_qos"]))
+        # the params YAML (its '/**' section) reached the node under the namespace; autostart from the launch argument
+        assert [v.integer_value for v in values.values[:1]] == [defaults.STEPS]
+        assert values.values[1].bool_value is False and values.values[2].string_value == "sensor_data"
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
+        assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
+        assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
+
+        got = []
+        probe.create_subscription(HumanArray, "/robot1/hmdiff/humans", got.append, 10)
+        pub = probe.create_publisher(Image, "/robot1/cam/image_raw", qos_profile_sensor_data)
+        info_pub = probe.create_publisher(CameraInfo, "/robot1/cam/camera_info", qos_profile_sensor_data)
+        image, info, _ = frame_msgs(21)
+        assert spin_until(executor, lambda: got, 60, lambda: (info_pub.publish(info), pub.publish(image)))
+        assert stamp_of(got[-1].header) == (21, 5000) and got[-1].header.frame_id == FRAME
+        assert len(got[-1].humans) == 1
+
+        assert transition(Transition.TRANSITION_DEACTIVATE) and state() == State.PRIMARY_STATE_INACTIVE
+        spin_until(executor, lambda: False, 1.0)  # a frame in flight is still published
+        seen = len(got)
+        spin_until(executor, lambda: False, 3.0, lambda: pub.publish(image))
+        assert len(got) == seen, "an inactive node published results"
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = "".join(output)
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+
+# ---- image QoS, every output with the image's header -----------------------------------------
+
+
+@pytest.mark.parametrize("image_qos", ["sensor_data", "reliable"])
+def test_every_output_carries_the_image_header_for_both_image_qos(ros, image_qos):
+    """A camera publishing with sensor-data QoS (best effort) and with reliable QoS: HumanArray,
+    MarkerArray (mesh and skeleton), a TF frame per person, the debug image and diagnostics all
+    come, with the image's stamp and frame. A node asked for reliable images does not receive
+    a best-effort publisher's (ROS's QoS rule), and its diagnostics say so."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from hmdiff_ros.ros.convert import LINE_LIST, SPHERE_LIST, TRIANGLE_LIST
+
+    node = make_node(image_qos=image_qos)
+    activate(node)
+    probe = ros.create_node("qos_probe")
+    out = Outputs(probe)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        image, info, _ = frame_msgs(33)
+        best_effort = qos_profile_sensor_data
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        if image_qos == "reliable":
+            pub = probe.create_publisher(Image, "/image", best_effort)
+            spin_until(executor, lambda: False, 3.0, lambda: pub.publish(image))
+            assert node.stats["received"] == 0, "a reliable subscription took a best-effort publisher's images"
+            assert spin_until(executor, lambda: out.status()[0] is not None, 5)
+            status, _ = out.status()
+            assert status.level == DiagnosticStatus.WARN and "no images received" in status.message
+            probe.destroy_publisher(pub)
+        pub = probe.create_publisher(Image, "/image", best_effort if image_qos == "sensor_data" else reliable)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", best_effort)
+
+        def complete() -> bool:
+            return bool(
+                out.humans and out.markers and out.debug and out.tf and out.status()[1].get("processed", "0") != "0"
+            )
+
+        assert spin_until(executor, complete, 90, lambda: (info_pub.publish(info), pub.publish(image)))
+        stamp = (33, 5000)
+        humans = out.humans[-1]
+        assert stamp_of(humans.header) == stamp and humans.header.frame_id == FRAME and len(humans.humans) == 1
+        kinds = set()
+        for array in out.markers:
+            for m in array.markers:
+                if m.action == 0:  # ADD (the first marker of each array is a DELETEALL)
+                    assert stamp_of(m.header) == stamp and m.header.frame_id == FRAME
+                    kinds.add(m.type)
+        assert {TRIANGLE_LIST, LINE_LIST, SPHERE_LIST} <= kinds, "mesh, skeleton and joint markers"
+        debug = out.debug[-1]
+        assert stamp_of(debug.header) == stamp and debug.header.frame_id == FRAME
+        assert (debug.height, debug.width) == (256, 256) and debug.encoding in ("rgb8", "bgr8")
+        bodies = [t for msg in out.tf for t in msg.transforms if t.child_frame_id.startswith(defaults.TF_PREFIX)]
+        assert bodies, "no TF frame per person"
+        assert all(stamp_of(t.header) == stamp and t.header.frame_id == FRAME for t in bodies)
+        assert bodies[-1].child_frame_id == f"{defaults.TF_PREFIX}_{humans.humans[0].id}"
+        status, values = out.status()
+        assert int(values["processed"]) >= 1 and int(values["failed"]) == 0
+        # images come faster than the model here: OK, or WARN for the dropped frames, never ERROR
+        assert status.level == DiagnosticStatus.OK or (
+            status.level == DiagnosticStatus.WARN and "dropped" in status.message
+        ), status.message
+        assert status.hardware_id == "hmdiff_torch"
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+
+
+# ---- run-time parameters through the parameter services -------------------------------------
+
+
+def test_parameters_change_at_run_time_through_the_parameter_services(ros):
+    """``ros2 param set``'s services: valid values take effect on the next frame (markers off,
+    fewer steps); out-of-range values, unknown choices, read-only parameters and wrong types are
+    refused with a reason, leave the values as they were, and the node keeps processing."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    node = make_node()
+    activate(node)
+    probe = ros.create_node("param_probe")
+    out = Outputs(probe)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    setter = probe.create_client(SetParameters, "/hmdiff/set_parameters")
+    getter = probe.create_client(GetParameters, "/hmdiff/get_parameters")
+
+    def value(kind: str, v) -> ParameterValue:
+        field = {"int": "integer_value", "str": "string_value", "bool": "bool_value", "float": "double_value"}[kind]
+        code = {"int": ParameterType.PARAMETER_INTEGER, "str": ParameterType.PARAMETER_STRING}.get(kind)
+        code = code or {"bool": ParameterType.PARAMETER_BOOL, "float": ParameterType.PARAMETER_DOUBLE}[kind]
+        return ParameterValue(type=code, **{field: v})
+
+    def set_one(name: str, kind: str, v):
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=value(kind, v))])
+        return call(executor, setter, request).results[0]
+
+    def get(*names):
+        values = call(executor, getter, GetParameters.Request(names=list(names))).values
+        return [
+            getattr(v, {1: "bool_value", 2: "integer_value", 3: "double_value", 4: "string_value"}[v.type])
+            for v in values
+        ]
+
+    try:
+        image, info, _ = frame_msgs(40)
+        pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+
+        def feed():
+            info_pub.publish(info)
+            pub.publish(image)
+
+        assert spin_until(executor, lambda: out.humans and out.markers, 60, feed)
+        refused = {
+            ("ddim_steps", "int", 99): "",  # out of the declared range
+            ("dat_mode", "str", "sideways"): "dat_mode must be one of",
+            ("backend", "str", "onnxruntime"): "read-only",
+            ("ddim_steps", "str", "two"): "",  # wrong type
+            ("tf_prefix", "str", "/body"): "tf_prefix",
+        }
+        for (name, kind, v), why in refused.items():
+            result = set_one(name, kind, v)
+            assert not result.successful, (name, v)
+            assert why.lower() in result.reason.lower() and result.reason, (name, result.reason)
+        assert get("ddim_steps", "dat_mode", "backend", "tf_prefix") == [
+            defaults.STEPS,
+            defaults.DAT_MODE,
+            defaults.BACKEND,
+            defaults.TF_PREFIX,
+        ]
+        for name, kind, v in [
+            ("publish_markers", "bool", False),
+            ("ddim_steps", "int", 1),
+            ("dat_lambda", "float", 0.25),
+        ]:
+            assert set_one(name, kind, v).successful, name
+        assert get("publish_markers", "ddim_steps", "dat_lambda") == [False, 1, 0.25]
+        spin_until(executor, lambda: False, 1.0, feed)  # a frame in flight may still carry markers
+        n_markers, n_humans = len(out.markers), len(out.humans)
+        assert spin_until(executor, lambda: len(out.humans) >= n_humans + 3, 60, feed), "the node stopped"
+        assert len(out.markers) == n_markers, "markers published after publish_markers was set to false"
+        assert node.pipe.cfg.steps == 1 and node.pipe.cfg.dat.scale == 0.25
+        assert node.stats["failed"] == 0
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+
+
+# ---- target_frame through TF -----------------------------------------------------------------
+
+
+def test_target_frame_through_a_static_transform(ros):
+    """With ``target_frame`` and no transform yet, frames are dropped with the reason; once a
+    static transform broadcaster gives ``base_link -> camera_optical_frame``, humans, markers
+    and the people's TF frames come in ``base_link``, moved by that transform: mapped back
+    into the camera, the joints stand in front of it and project onto their 2D keypoints."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from scipy.spatial.transform import Rotation
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_ros import StaticTransformBroadcaster
+
+    node = make_node(target_frame="base_link", publish_debug_image=False)
+    activate(node)
+    probe = ros.create_node("tf_probe")
+    out = Outputs(probe)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        image, info, K = frame_msgs(50)
+        pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+
+        def feed():
+            info_pub.publish(info)
+            pub.publish(image)
+
+        assert spin_until(executor, lambda: node.stats["failed"] >= 2, 60, feed)
+        assert not out.humans
+        assert "no transform from 'camera_optical_frame' to target_frame 'base_link'" in node.stats["last_error"]
+
+        R = Rotation.from_euler("xyz", [-90, 0, -90], degrees=True).as_matrix()  # optical (z ahead) -> x ahead
+        t = np.array([0.3, -0.2, 1.2])
+        tf = TransformStamped()
+        tf.header.frame_id, tf.child_frame_id = "base_link", FRAME
+        tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = map(float, t)
+        x, y, z, w = Rotation.from_matrix(R).as_quat()
+        tf.transform.rotation.x, tf.transform.rotation.y, tf.transform.rotation.z, tf.transform.rotation.w = x, y, z, w
+        static = StaticTransformBroadcaster(probe)
+        static.sendTransform(tf)
+
+        def bodies():
+            return [tr for msg in out.tf for tr in msg.transforms if tr.child_frame_id.startswith(defaults.TF_PREFIX)]
+
+        assert spin_until(executor, lambda: out.humans and out.markers and bodies(), 60, feed)
+        humans = out.humans[-1]
+        assert humans.header.frame_id == "base_link" and stamp_of(humans.header) == (50, 5000)
+        assert all(m.header.frame_id == "base_link" for a in out.markers[-1:] for m in a.markers if m.action == 0)
+        assert all(tr.header.frame_id == "base_link" for tr in bodies())
+        joints = np.array([[j.x, j.y, j.z] for j in humans.humans[0].joints])
+        in_camera = (joints - t) @ R  # R^T (q - t), row-wise
+        assert np.all(in_camera[:, 2] > 0.3), "the person is not in front of the camera"
+        uv = in_camera @ K.T
+        uv = uv[:, :2] / uv[:, 2:]
+        # keypoints_2d are the joints projected in the camera, before the move to base_link
+        assert np.abs(uv - np.reshape(humans.humans[0].keypoints_2d, (-1, 2))).max() < 0.5
+        # in base_link the camera looks along +x: the person is ahead of the robot, not beside it
+        assert np.median(joints[:, 0]) > t[0] + 0.3
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+
+
+# ---- publish_hri with an hri_msgs package ----------------------------------------------------
+
+HRI_PACKAGE = {
+    "package.xml": """\
+        <?xml version="1.0"?>
+        <package format="3">
+          <name>hri_msgs</name>
+          <version>0.0.0</version>
+          <description>Test fixture: hri_msgs/IdsList as ROS4HRI defines it (REP-155)</description>
+          <maintainer email="test@example.com">test</maintainer>
+          <license>Apache-2.0</license>
+          <buildtool_depend>ament_cmake</buildtool_depend>
+          <buildtool_depend>rosidl_default_generators</buildtool_depend>
+          <depend>std_msgs</depend>
+          <exec_depend>rosidl_default_runtime</exec_depend>
+          <member_of_group>rosidl_interface_packages</member_of_group>
+          <export><build_type>ament_cmake</build_type></export>
+        </package>
+        """,
+    "CMakeLists.txt": """\
+        cmake_minimum_required(VERSION 3.8)
+        project(hri_msgs)
+        find_package(ament_cmake REQUIRED)
+        find_package(rosidl_default_generators REQUIRED)
+        find_package(std_msgs REQUIRED)
+        rosidl_generate_interfaces(${PROJECT_NAME} "msg/IdsList.msg" DEPENDENCIES std_msgs)
+        ament_package()
+        """,
+}
+
+HRI_PROBE = """\
+import json, sys, time
+import rclpy
+from hri_msgs.msg import IdsList
+from hmdiff_msgs.msg import HumanArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+sys.path.insert(0, sys.argv[1])
+from test_ros_core import activate, frame_msgs, make_node, spin_until
+
+rclpy.init()
+node = make_node(publish_hri=True, publish_debug_image=False)
+activate(node)
+probe = rclpy.create_node("hri_probe")
+ids, humans = [], []
+probe.create_subscription(IdsList, "/humans/bodies/tracked", ids.append, 10)
+probe.create_subscription(HumanArray, "/hmdiff/humans", humans.append, 10)
+pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+executor = SingleThreadedExecutor()
+executor.add_node(node)
+executor.add_node(probe)
+image, _, _ = frame_msgs(60)
+spin_until(executor, lambda: ids and humans, 60, lambda: pub.publish(image))
+print(json.dumps({
+    "ids": [list(m.ids) for m in ids],
+    "stamps": [[m.header.stamp.sec, m.header.frame_id] for m in ids],
+    "humans": [[h.id for h in m.humans] for m in humans],
+    "tf_prefix": node.p("tf_prefix"),
+}))
+executor.shutdown()
+node.destroy_node()
+probe.destroy_node()
+rclpy.shutdown()
+"""
+
+
+@pytest.mark.skipif(shutil.which("colcon") is None, reason="needs colcon to build the hri_msgs fixture package")
+def test_publish_hri_gives_the_tracked_body_ids(ros, tmp_path):
+    """With an ``hri_msgs`` package (built here from IdsList's definition), ``publish_hri``
+    publishes ``/humans/bodies/tracked`` with the image's stamp and the ids of the bodies whose
+    TF frames the node publishes; without one (this process), the node says why and still
+    publishes its own outputs."""
+    import json
+
+    src = tmp_path / "ws" / "src" / "hri_msgs"
+    (src / "msg").mkdir(parents=True)
+    for name, text in HRI_PACKAGE.items():
+        (src / name).write_text(textwrap.dedent(text))
+    from hmdiff_ros.ros.convert import HRI_IDS_LIST_DEFINITION
+
+    (src / "msg" / "IdsList.msg").write_text(HRI_IDS_LIST_DEFINITION)
+    # built as .ci/ros_workspace.sh builds the workspace: Debian's Python, as the core was
+    env = {**os.environ, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    build = subprocess.run(
+        ["colcon", "--log-base", "log", "build", "--event-handlers", "console_direct-"]
+        + ["--cmake-args", "-DBUILD_TESTING=OFF", "-DPython3_EXECUTABLE=/usr/bin/python3"],
+        cwd=tmp_path / "ws",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
+    (tmp_path / "probe.py").write_text(HRI_PROBE)
+    setup = tmp_path / "ws" / "install" / "setup.bash"
+    command = f'source "{setup}" && exec "{sys.executable}" "{tmp_path / "probe.py"}" "{Path(__file__).parent}"'
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["ids"] and got["humans"], got
+    assert got["stamps"][-1] == [60, FRAME]
+    # <tf_prefix>_<id> is the body's TF frame: the ids are those of the HumanArray's people
+    assert got["ids"][-1] == [str(i) for i in got["humans"][-1]], got
+
+    # here hri_msgs does not import: configure still succeeds, without the ids publisher
+    node = make_node(publish_hri=True)
+    activate(node)
+    assert "hri" not in node._pubs and "humans" in node._pubs
+    node.destroy_node()
