@@ -530,3 +530,82 @@ def test_publish_hri_gives_the_tracked_body_ids(ros, tmp_path):
     activate(node)
     assert "hri" not in node._pubs and "humans" in node._pubs
     node.destroy_node()
+
+
+# ---- the ros2 CLI checks README gives --------------------------------------------------------
+
+CLI_CHECKS = {  # README's lines (ROS 2, Run) and what each prints
+    "ros2 lifecycle get /hmdiff": "active [3]",
+    "ros2 topic echo --once --field header /hmdiff/humans": "frame_id: camera_optical_frame",
+    "ros2 param set /hmdiff ddim_steps 1": "Set parameter successful",
+    "ros2 param set /hmdiff dat_mode sideways": "Setting parameter failed: dat_mode must be one of off, fast, full",
+}
+HZ_CHECK = "ros2 topic hz /hmdiff/humans"
+
+
+@pytest.mark.skipif(shutil.which("ros2") is None, reason="needs the ros2 CLI of a sourced ROS 2 workspace")
+def test_the_ros2_cli_checks_in_the_readme_hold(ros):
+    """README's checks of a running node with the ros2 CLI print what it says, against
+    ``ros2 run hmdiff_ros hmdiff_node`` fed by a 30 FPS camera-like publisher."""
+    import re
+
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    readme = (ROOT / "README.md").read_text()
+    for line in [*CLI_CHECKS, HZ_CHECK]:
+        assert line in readme, f"README no longer shows: {line}"
+    node = subprocess.Popen(
+        ["ros2", "run", "hmdiff_ros", "hmdiff_node"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = []
+    threading.Thread(target=lambda: output.extend(node.stdout), daemon=True).start()
+    probe = ros.create_node("cli_probe")
+    pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+    info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+    image, info, _ = frame_msgs(70)
+    stop = threading.Event()
+
+    def camera():
+        while not stop.wait(1 / 30):
+            info_pub.publish(info)
+            pub.publish(image)
+
+    feeder = threading.Thread(target=camera, daemon=True)
+    feeder.start()
+
+    def ros2(line: str, timeout: float = 60) -> str:
+        done = subprocess.run(line.split(), capture_output=True, text=True, timeout=timeout)
+        return done.stdout + done.stderr
+
+    try:
+        end = time.monotonic() + 120
+        while not any("model ready" in x for x in output) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert any("model ready" in x for x in output), "".join(output)[-3000:]
+        for line, expected in CLI_CHECKS.items():
+            text = ros2(line)
+            assert expected in text, f"{line}:\n{text[-2000:]}"
+        hz = subprocess.Popen(HZ_CHECK.split(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)
+        hz.send_signal(signal.SIGINT)
+        text = hz.communicate(timeout=30)[0]
+        rates = [float(r) for r in re.findall(r"average rate: ([0-9.]+)", text)]
+        assert rates and rates[-1] > 1.0, text[-2000:]
+    finally:
+        stop.set()
+        feeder.join()
+        probe.destroy_node()
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGINT)
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        subprocess.run(["ros2", "daemon", "stop"], capture_output=True, timeout=60)
+    assert node.returncode == 0, "".join(output)[-3000:]

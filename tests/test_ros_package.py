@@ -5,6 +5,7 @@ point at what exists; the node itself runs in tests only where rclpy and hmdiff_
 import ast
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,26 @@ def test_package_manifests():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.findtext("name") == "hmdiff_ros" and root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"hmdiff_msgs", "rclpy", "cv_bridge", "tf2_ros", "diagnostic_updater", "vision_msgs"} <= deps
+    assert {"hmdiff_msgs", "rclpy", "cv_bridge", "tf2_ros_py", "diagnostic_updater", "vision_msgs"} <= deps
+    # rosdep: every ROS package the Python code and launch files use is a run dependency ...
+    used = set()
+    for path in [*(ROOT / "hmdiff_ros" / "ros").glob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import):
+                used |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                used.add(n.module.split(".")[0])
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and re.fullmatch(r"\w+/msg/\w+", n.value):
+                used.add(n.value.split("/")[0])  # message types the factory imports by name
+    not_ros = {"hmdiff_ros", "numpy", "cv2", "rosbags", "tqdm", "yaml", "torch", "scipy"}
+    stdlib = set(sys.stdlib_module_names)
+    optional = {"hri_msgs"}  # publish_hri: the node says when it is missing
+    ros = {m for m in used if m not in stdlib and m not in not_ros and m not in optional}
+    ros = {"tf2_ros_py" if m == "tf2_ros" else m for m in ros}  # the Python tf2_ros is tf2_ros_py
+    assert ros <= deps, f"used but not in package.xml: {sorted(ros - deps)}"
+    # ... and no C++ package it does not use is a hard one (RViz and usb_cam are optional)
+    assert not deps & {"tf2_ros", "rviz2", "usb_cam", "rclcpp", "image_transport"}
     msgs = ET.parse(ROOT / "msg" / "package.xml").getroot()
     assert msgs.findtext("name") == "hmdiff_msgs" and msgs.find("export/build_type").text == "ament_cmake"
     assert msgs.findtext("member_of_group") == "rosidl_interface_packages"
