@@ -88,10 +88,12 @@ fi
 # the environment: the core and the workspace, this Python first on PATH (it has torch and
 # mediapipe; the node's script runs with it), a private DDS domain on this host only
 python_dir=$(dirname "$(command -v python)")
+# a DDS domain of this checkout's own (1..100), so that two checkouts' tests on one host do not meet
+domain=$(( 1 + 0x$(printf '%s' "$repo" | sha256sum | cut -c1-6) % 100 ))
 env_file=$ws/env.sh
 cat > "$env_file" << EOF
 # written by .ci/ros_workspace.sh: source it to use the ROS 2 core and this checkout's packages
-export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-42}
+export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$domain}
 source "$core/install/setup.bash"
 source "$ws/install/setup.bash"
 export PATH="$python_dir:\$PATH"
