@@ -1,0 +1,226 @@
+"""``hmdiff bag`` on a recorded bag and the live node on the same frames give the same people.
+
+Frames of a real video (``../shared/data/eval-real/videos/mmhuman3d/single_person_demo.mp4``,
+where present) and, always, shifted crops of the demo photo are written to a bag with their
+CameraInfo; ``hmdiff bag`` (its defaults) processes the bag, and :class:`HMDiffNode` (its
+defaults, on the real ROS 2 core) receives the same Image + CameraInfo messages one at a time:
+each frame is published only after the node answered the previous one, so no frame is lost to
+its newest-frame policy. Per frame, both must give the same stamp, frame id, people, track ids
+and joints: the sampler's noise is seeded per frame (``PipelineConfig.seed``), the prior
+follows the person through the same frames in both, and the tracker smooths with the same
+image stamps, so the results agree to float32 rounding (the message type), far below 1 mm.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("hmdiff_msgs") is not None
+pytestmark = [
+    pytest.mark.skipif(
+        not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
+    ),
+    pytest.mark.skipif(importlib.util.find_spec("rosbags") is None, reason="rosbags is not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe is not installed"),
+]
+
+VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval-real" / "videos" / "mmhuman3d"
+VIDEO = VIDEO / "single_person_demo.mp4"
+FRAMES = 10
+START = (200, 0)  # stamp of the first frame (sec, nanosec)
+PERIOD_NS = 83_333_333  # 12 frames a second, the video's rate
+FRAME_ID = "camera_optical_frame"
+TOLERANCE_M = 1e-4  # 0.1 mm: both run the same computation; what remains is float32 rounding
+RESULT_TIMEOUT_S = 60.0  # per frame (the model loads before, at configure; a frame takes well under a second)
+
+
+def video_frames():
+    if not VIDEO.exists():
+        pytest.skip(f"no real video at {VIDEO} (the demo-photo case runs everywhere)")
+    pytest.importorskip("cv2", reason="OpenCV reads the video")
+    from hmdiff_ros.ros.load import load_frames
+
+    frames = load_frames(str(VIDEO), max_side=480, max_frames=4 * FRAMES)  # 1080x1920 -> 270x480
+    assert len(frames) >= 2 * FRAMES, f"{VIDEO}: only {len(frames)} frames"
+    return frames[:: len(frames) // FRAMES][:FRAMES]  # spread over the clip: the person moves
+
+
+def photo_frames():
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+
+    rgb = read_image(DEMO_IMAGE)[::2, ::2]  # 256 x 256
+    return [np.ascontiguousarray(rgb[3 * k : 3 * k + 224, 2 * k : 2 * k + 224]) for k in range(FRAMES)]  # a pan
+
+
+def stamps(n):
+    t0 = START[0] * 10**9 + START[1]
+    return [divmod(t0 + k * PERIOD_NS, 10**9) for k in range(n)]
+
+
+def intrinsics(w, h):
+    """A plausible pinhole camera, away from the node's default field of view: the results
+    depend on which intrinsics were used, so a side that ignored the CameraInfo would differ."""
+    f = 1.2 * max(w, h)
+    return np.array([[f, 0.0, w / 2 - 3.0], [0.0, f, h / 2 + 2.0], [0.0, 0.0, 1.0]])
+
+
+def write_bag(path, frames):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from hmdiff_ros.ros import bridge
+    from hmdiff_ros.ros import convert as C
+
+    store = C.typestore_for("humble")
+    f = C.MessageFactory.for_rosbags(store)
+    h, w = frames[0].shape[:2]
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        img_c = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        info_c = writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        for rgb, (sec, ns) in zip(frames, stamps(len(frames)), strict=True):
+            hdr, t = C.header(f, sec, ns, FRAME_ID), sec * 10**9 + ns
+            info = bridge.camera_info_msg(f, hdr, intrinsics(w, h), w, h)
+            writer.write(info_c, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+            writer.write(img_c, t, store.serialize_cdr(bridge.image_msg(f, hdr, rgb), "sensor_msgs/msg/Image"))
+
+
+def bag_humans(src, dst):
+    """``hmdiff bag`` with its defaults; the HumanArray messages of the output, in order."""
+    import contextlib
+    import io
+
+    from rosbags.highlevel import AnyReader
+
+    from hmdiff_ros.cli import main
+    from hmdiff_ros.ros import convert as C
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["bag", str(src), str(dst), "--json"])
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert rc == 0, summary
+    assert summary["dropped"] == 0 and summary["camera_info_mismatch"] == 0, summary
+    with AnyReader([dst], default_typestore=C.typestore_for("humble")) as reader:
+        return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/hmdiff/humans"]
+
+
+def live_humans(frames):
+    """The node with its defaults (only the image QoS reliable, so that a lockstep frame
+    cannot be lost on the way) answers the frames one at a time."""
+    import time
+
+    import rclpy
+    import rclpy.executors
+    from hmdiff_msgs.msg import HumanArray
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
+    from hmdiff_ros.ros.convert import MessageFactory, header
+    from hmdiff_ros.ros.node import HMDiffNode
+
+    rclpy.init()
+    try:
+        node = HMDiffNode(
+            parameter_overrides=[Parameter("autostart", value=False), Parameter("image_qos", value="reliable")]
+        )
+        ok = TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == ok and node.trigger_activate() == ok
+        probe = rclpy.create_node("hmdiff_bag_live_probe")
+        got = []
+        probe.create_subscription(HumanArray, "/hmdiff/humans", got.append, 20)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        pub = probe.create_publisher(Image, "/image", qos)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos)
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.add_node(probe)
+
+        def spin_until(cond, seconds, what):
+            end = time.monotonic() + seconds
+            while not cond():
+                assert time.monotonic() < end, f"{what} within {seconds:g} s"
+                executor.spin_once(timeout_sec=0.05)
+
+        f = MessageFactory.for_rclpy()
+        h, w = frames[0].shape[:2]
+        spin_until(
+            lambda: (
+                pub.get_subscription_count()
+                and info_pub.get_subscription_count()
+                and node._pubs["humans"].get_subscription_count()
+            ),
+            30,
+            "node and probe discover each other",
+        )
+        for rgb, (sec, ns) in zip(frames, stamps(len(frames)), strict=True):
+            hdr = header(f, sec, ns, FRAME_ID)
+            info_pub.publish(camera_info_msg(f, hdr, intrinsics(w, h), w, h))
+            # the CameraInfo first (as in the bag): the node uses the newest it has when the image comes
+            spin_until(lambda t=hdr.stamp: node._info is not None and node._info.header.stamp == t, 30, "camera_info")
+            pub.publish(image_msg(f, hdr, rgb))
+            spin_until(
+                lambda t=hdr.stamp: any(m.header.stamp == t for m in got),
+                RESULT_TIMEOUT_S,
+                f"a HumanArray for the frame at {sec}.{ns:09d}",
+            )
+        # the worker counts a frame after publishing its results
+        spin_until(lambda: node.stats["processed"] + node.stats["failed"] >= len(frames), 10, "the last frame counted")
+        stats = {k: node.stats[k] for k in ("received", "processed", "dropped", "failed", "camera_info_unused")}
+        assert stats == {
+            "received": len(frames),
+            "processed": len(frames),
+            "dropped": 0,
+            "failed": 0,
+            "camera_info_unused": 0,
+        }, stats
+        assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()
+        return got
+    finally:
+        rclpy.shutdown()
+
+
+def joints(human):
+    return np.array([(p.x, p.y, p.z) for p in human.joints], dtype=np.float64)
+
+
+@pytest.mark.parametrize("source", ["photo", "video"])
+def test_bag_and_live_node_give_the_same_joints(tmp_path, source):
+    frames = video_frames() if source == "video" else photo_frames()
+    src = tmp_path / "in"
+    write_bag(src, frames)
+    offline = bag_humans(src, tmp_path / "out")
+    live = live_humans(frames)
+    assert len(offline) == len(live) == len(frames), "one HumanArray per frame on both sides"
+    diffs = []
+    for k, (a, b) in enumerate(zip(offline, live, strict=True)):
+        sec, ns = stamps(len(frames))[k]
+        assert (a.header.stamp.sec, a.header.stamp.nanosec, a.header.frame_id) == (sec, ns, FRAME_ID)
+        assert (b.header.stamp.sec, b.header.stamp.nanosec, b.header.frame_id) == (sec, ns, FRAME_ID)
+        assert len(a.humans) == len(b.humans), f"frame {k}: {len(a.humans)} people in the bag, {len(b.humans)} live"
+        for ha, hb in zip(a.humans, b.humans, strict=True):
+            assert ha.id == hb.id and list(ha.joint_names) == list(hb.joint_names)
+            ja, jb = joints(ha), joints(hb)
+            assert ja.shape == (25, 3) and np.isfinite(ja).all() and (ja[:, 2] > 0.3).all()
+            diffs.append(np.linalg.norm(ja - jb, axis=1))
+            for field, atol in (("joint_std", TOLERANCE_M), ("joint_confidence", 1e-6), ("keypoints_2d", 0.01)):
+                np.testing.assert_allclose(getattr(ha, field), getattr(hb, field), atol=atol, err_msg=field)
+            np.testing.assert_allclose(ha.box, hb.box, atol=0.01, err_msg="box")
+            assert ha.score == pytest.approx(hb.score, abs=1e-6)
+            root = [(h.root_pose.position.x, h.root_pose.position.y, h.root_pose.position.z) for h in (ha, hb)]
+            np.testing.assert_allclose(root[0], root[1], atol=TOLERANCE_M, err_msg="root position")
+    people = sum(len(a.humans) for a in offline)
+    assert people >= len(frames) - 2, f"the person is found in most frames ({people} of {len(frames)})"
+    d = np.concatenate(diffs) * 1000.0
+    print(
+        f"{source}: {len(frames)} frames, {people} people, joint difference max {d.max():.6f} mm, mean {d.mean():.6f} mm"
+    )
+    assert d.max() < TOLERANCE_M * 1000.0, f"joints differ by up to {d.max():.3f} mm (mean {d.mean():.3f} mm)"
