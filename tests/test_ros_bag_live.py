@@ -2,20 +2,27 @@
 
 Frames of a real video (``../shared/data/eval-real/videos/mmhuman3d/single_person_demo.mp4``,
 where present) and, always, shifted crops of the demo photo are written to a bag with their
-CameraInfo; ``hmdiff bag`` (its defaults) processes the bag, and :class:`HMDiffNode` (its
-defaults, on the real ROS 2 core) receives the same Image + CameraInfo messages one at a time:
+CameraInfo; ``hmdiff bag`` (its defaults) processes the bag, and the node (its defaults, on the
+real ROS 2 core; :class:`HMDiffNode` in this process, and ``ros2 run hmdiff_ros hmdiff_node`` in
+its own) receives the same Image + CameraInfo messages one at a time:
 each frame is published only after the node answered the previous one, so no frame is lost to
 its newest-frame policy. Per frame, both must give the same stamp, frame id, people, track ids
 and joints: the sampler's noise is seeded per frame (``PipelineConfig.seed``), the prior
 follows the person through the same frames in both, and the tracker smooths with the same
-image stamps, so the results agree to float32 rounding (the message type), far below 1 mm.
-(Another seed moves the joints by 5-13 cm on average: the tolerance is no accident.) Without
+image stamps, so the results agree to float32 rounding (the message type), far below 1 mm;
+measured: identical. (Another seed moves the joints by 5-13 cm on average.) Without
 ROS, a test checks that the node's parameters and the bag tool's options default to the same
 pipeline.
 """
 
 import importlib.util
 import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,21 +120,97 @@ def bag_humans(src, dst):
         return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/hmdiff/humans"]
 
 
-def live_humans(frames):
-    """The node with its defaults (only the image QoS reliable, so that a lockstep frame
-    cannot be lost on the way) answers the frames one at a time."""
-    import time
+class Probe:
+    """The other end of the node on the real core: publishes Image + CameraInfo (reliable) to
+    ``<namespace>/image`` and ``<namespace>/camera_info`` and collects HumanArray messages
+    from ``<namespace>/hmdiff/humans`` and the node's ``/diagnostics`` values."""
 
+    def __init__(self, namespace: str = "") -> None:
+        import rclpy
+        import rclpy.executors
+        from diagnostic_msgs.msg import DiagnosticArray
+        from hmdiff_msgs.msg import HumanArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from hmdiff_ros.ros.convert import MessageFactory
+
+        self.node = rclpy.create_node("hmdiff_bag_live_probe")
+        self.humans_topic = f"{namespace}/hmdiff/humans"
+        self.got, self.diagnostics = [], {}
+        self.node.create_subscription(HumanArray, self.humans_topic, self.got.append, 20)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(Image, f"{namespace}/image", qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, f"{namespace}/camera_info", qos)
+        self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.f = MessageFactory.for_rclpy()
+        self.alive = lambda: None  # why the node cannot answer any more, or None
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if "hmdiff pipeline" in status.name:
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def spin_until(self, cond, seconds: float, what: str) -> None:
+        end = time.monotonic() + seconds
+        while not cond():
+            why = self.alive()
+            assert why is None, f"waiting for {what}: {why}"
+            assert time.monotonic() < end, f"{what} within {seconds:g} s"
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def connected(self, seconds: float) -> None:
+        self.spin_until(
+            lambda: (
+                self.pub.get_subscription_count()
+                and self.info_pub.get_subscription_count()
+                and self.node.count_publishers(self.humans_topic)
+            ),
+            seconds,
+            "the node and the probe discover each other",
+        )
+
+    def feed(self, frames, info_received) -> list:
+        """Each frame after its CameraInfo, the next only once the node answered it (lockstep:
+        the newest-frame policy drops nothing). ``info_received(stamp)``: whether the node has
+        the CameraInfo of that stamp (None: not observable; then the first one gets a second)."""
+        from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
+        from hmdiff_ros.ros.convert import header
+
+        h, w = frames[0].shape[:2]
+        for k, (rgb, (sec, ns)) in enumerate(zip(frames, stamps(len(frames)), strict=True)):
+            hdr = header(self.f, sec, ns, FRAME_ID)
+            self.info_pub.publish(camera_info_msg(self.f, hdr, intrinsics(w, h), w, h))
+            # the CameraInfo before the image, as in the bag (the node uses the newest it has; K is the same for all)
+            if info_received is not None:
+                self.spin_until(lambda t=hdr.stamp: info_received(t), 30, "the camera_info")
+            elif k == 0:
+                self.spin_until(lambda end=time.monotonic() + 1.0: time.monotonic() > end, 2.0, "a second")
+            self.pub.publish(image_msg(self.f, hdr, rgb))
+            self.spin_until(
+                lambda t=hdr.stamp: any(m.header.stamp == t for m in self.got),
+                RESULT_TIMEOUT_S,
+                f"a HumanArray for the frame at {sec}.{ns:09d}",
+            )
+        return list(self.got)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+COUNTERS = ("received", "processed", "dropped", "failed", "camera_info_unused")
+
+
+def live_in_process(frames):
+    """:class:`HMDiffNode` in this process with its defaults (only the image QoS reliable, so
+    that a lockstep frame cannot be lost on the way)."""
     import rclpy
-    import rclpy.executors
-    from hmdiff_msgs.msg import HumanArray
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
 
-    from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
-    from hmdiff_ros.ros.convert import MessageFactory, header
     from hmdiff_ros.ros.node import HMDiffNode
 
     rclpy.init()
@@ -137,61 +220,68 @@ def live_humans(frames):
         )
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok
-        probe = rclpy.create_node("hmdiff_bag_live_probe")
-        got = []
-        probe.create_subscription(HumanArray, "/hmdiff/humans", got.append, 20)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pub = probe.create_publisher(Image, "/image", qos)
-        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos)
-        executor = rclpy.executors.SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.add_node(probe)
-
-        def spin_until(cond, seconds, what):
-            end = time.monotonic() + seconds
-            while not cond():
-                assert time.monotonic() < end, f"{what} within {seconds:g} s"
-                executor.spin_once(timeout_sec=0.05)
-
-        f = MessageFactory.for_rclpy()
-        h, w = frames[0].shape[:2]
-        spin_until(
-            lambda: (
-                pub.get_subscription_count()
-                and info_pub.get_subscription_count()
-                and node._pubs["humans"].get_subscription_count()
-            ),
-            30,
-            "node and probe discover each other",
-        )
-        for rgb, (sec, ns) in zip(frames, stamps(len(frames)), strict=True):
-            hdr = header(f, sec, ns, FRAME_ID)
-            info_pub.publish(camera_info_msg(f, hdr, intrinsics(w, h), w, h))
-            # the CameraInfo first (as in the bag): the node uses the newest it has when the image comes
-            spin_until(lambda t=hdr.stamp: node._info is not None and node._info.header.stamp == t, 30, "camera_info")
-            pub.publish(image_msg(f, hdr, rgb))
-            spin_until(
-                lambda t=hdr.stamp: any(m.header.stamp == t for m in got),
-                RESULT_TIMEOUT_S,
-                f"a HumanArray for the frame at {sec}.{ns:09d}",
-            )
+        probe = Probe()
+        probe.executor.add_node(node)
+        probe.connected(30)
+        got = probe.feed(frames, lambda t: node._info is not None and node._info.header.stamp == t)
         # the worker counts a frame after publishing its results
-        spin_until(lambda: node.stats["processed"] + node.stats["failed"] >= len(frames), 10, "the last frame counted")
-        stats = {k: node.stats[k] for k in ("received", "processed", "dropped", "failed", "camera_info_unused")}
-        assert stats == {
-            "received": len(frames),
-            "processed": len(frames),
-            "dropped": 0,
-            "failed": 0,
-            "camera_info_unused": 0,
-        }, stats
+        probe.spin_until(lambda: node.stats["processed"] + node.stats["failed"] >= len(frames), 10, "the counts")
+        stats = {k: node.stats[k] for k in COUNTERS}
+        assert stats == dict(zip(COUNTERS, (len(frames), len(frames), 0, 0, 0), strict=True)), stats
         assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
-        executor.shutdown()
-        probe.destroy_node()
+        probe.close()
         node.destroy_node()
         return got
     finally:
         rclpy.shutdown()
+
+
+def live_ros2_run(frames):
+    """``ros2 run hmdiff_ros hmdiff_node`` in its own process, in a namespace of its own, with
+    its defaults (only the image QoS reliable); its counts from ``/diagnostics``."""
+    import rclpy
+
+    if shutil.which("ros2") is None:
+        pytest.skip("no ros2 CLI on PATH")
+    namespace = f"/bag_live_{os.getpid()}"
+    cmd = ["ros2", "run", "hmdiff_ros", "hmdiff_node", "--ros-args", "-r", f"__ns:={namespace}"]
+    proc = subprocess.Popen(
+        [*cmd, "-p", "image_qos:=reliable"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    rclpy.init()
+    try:
+        probe = Probe(namespace)
+        probe.alive = lambda: (
+            None if proc.poll() is None else f"the node exited with {proc.returncode}: {''.join(lines)[-2000:]}"
+        )
+        probe.connected(180)  # the node loads the model first
+        got = probe.feed(frames, None)
+        n = len(frames)
+        probe.spin_until(
+            lambda: int(probe.diagnostics.get("processed", 0)) + int(probe.diagnostics.get("failed", 0)) >= n,
+            10,
+            "diagnostics with every frame counted",
+        )
+        stats = {k: int(probe.diagnostics[k]) for k in COUNTERS}
+        assert stats == dict(zip(COUNTERS, (n, n, 0, 0, 0), strict=True)), stats
+        probe.close()
+    finally:
+        rclpy.shutdown()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    return got
 
 
 def joints(human):
@@ -216,14 +306,28 @@ def test_the_node_and_the_bag_tool_default_to_the_same_pipeline():
     assert PARAMETERS["tracking"][0] and not args.no_track, "both track and smooth by default"
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """``source`` -> (its frames, the HumanArray messages of ``hmdiff bag`` on their bag)."""
+    cache = {}
+
+    def get(source):
+        if source not in cache:
+            frames = video_frames() if source == "video" else photo_frames()
+            folder = tmp_path_factory.mktemp(f"bag_{source}")
+            write_bag(folder / "in", frames)
+            cache[source] = frames, bag_humans(folder / "in", folder / "out")
+        return cache[source]
+
+    return get
+
+
+@pytest.mark.parametrize("node", ["in_process", "ros2_run"])
 @pytest.mark.parametrize("source", ["photo", "video"])
 @needs_live
-def test_bag_and_live_node_give_the_same_joints(tmp_path, source):
-    frames = video_frames() if source == "video" else photo_frames()
-    src = tmp_path / "in"
-    write_bag(src, frames)
-    offline = bag_humans(src, tmp_path / "out")
-    live = live_humans(frames)
+def test_bag_and_live_node_give_the_same_joints(recorded, source, node):
+    frames, offline = recorded(source)
+    live = live_in_process(frames) if node == "in_process" else live_ros2_run(frames)
     assert len(offline) == len(live) == len(frames), "one HumanArray per frame on both sides"
     diffs = []
     for k, (a, b) in enumerate(zip(offline, live, strict=True)):
@@ -246,6 +350,6 @@ def test_bag_and_live_node_give_the_same_joints(tmp_path, source):
     assert people >= len(frames) - 2, f"the person is found in most frames ({people} of {len(frames)})"
     d = np.concatenate(diffs) * 1000.0
     print(
-        f"{source}: {len(frames)} frames, {people} people, joint difference max {d.max():.6f} mm, mean {d.mean():.6f} mm"
+        f"{source}, node {node}: {len(frames)} frames, {people} people, joint difference max {d.max():.6f} mm, mean {d.mean():.6f} mm"
     )
     assert d.max() < TOLERANCE_M * 1000.0, f"joints differ by up to {d.max():.3f} mm (mean {d.mean():.3f} mm)"
