@@ -180,6 +180,18 @@ def test_a_frame_neither_path_converts_fails_with_both_reasons_on_one_line(monke
     assert "cv_bridge could not convert the bgr8 image 7x5 (step 21) to rgb8" in text and "KeyError: 16" in text
 
 
+def test_compressed_images_take_the_numpy_path_with_16_bit_pngs():
+    """cv_bridge's compressed_imgmsg_to_cv2 is only cv2.imdecode without 16-bit depth: not used."""
+    gray16 = (np.arange(35, dtype=np.uint16).reshape(5, 7) * 1000).astype(np.uint16)
+    msg = type("CompressedImage", (), {"format": "png", "data": cv2.imencode(".png", gray16)[1].tobytes()})()
+    fake = RaisingBridge(KeyError("never called"))
+    reader = B.ImageReader(fake)
+    got = reader(msg)
+    np.testing.assert_array_equal(got, B.image_to_rgb(msg))
+    np.testing.assert_array_equal(got[..., 0], (gray16 / 257.0).round().astype(np.uint8))
+    assert fake.calls == 0 and reader.counts == {"cv_bridge": 0, "numpy": 1, "cv_bridge_errors": 0}
+
+
 @pytest.mark.parametrize("exc", _errors())
 def test_the_worker_counts_a_cv_bridge_failure_and_goes_on(exc):
     """cv_bridge without fallback (cv_bridge_to_rgb) in the node's worker: the frame is counted
