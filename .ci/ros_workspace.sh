@@ -10,6 +10,14 @@
 # the workspace (a few seconds) is rebuilt on every call. The Debian packages the build needs
 # are installed when missing (as root, with apt-get); what cannot be had is reported on stderr
 # and the script exits non-zero: the ROS tests then skip with their reason.
+#
+# cv_bridge (optional; HMDIFF_CV_BRIDGE=0 leaves it out) is built once per tarball and NumPy major
+# version into .../humble-<hash>-cv_bridge-np<N>/, an overlay on the core (about 30 s, plus
+# libopencv-dev libboost-python-dev python3-opencv from apt-get, about 830 MB). It is compiled
+# against the NumPy headers of the python on PATH (NumPy 2 headers also load under Debian's
+# NumPy 1). Where it cannot be had, the reason goes to stderr, env.sh lacks it and the node uses
+# its numpy image path (the cv_bridge tests skip); a failed build is not retried until its
+# .failed file is removed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 sources=${1:-$repo/../shared/ros2}
@@ -64,6 +72,77 @@ if [ ! -f "$core/install/setup.bash" ]; then
   rm -rf "$core" && mv "$partial" "$core"
 fi
 
+# cv_bridge, an overlay on the core built from the same sources (as build.sh WITH_CV_BRIDGE=1)
+cv_bridge_overlay() {
+  local py numpy_major numpy_include overlay partial start
+  py=$(command -v python || command -v python3)
+  read -r numpy_major numpy_include < <("$py" -c \
+    'import numpy; print(numpy.__version__.split(".")[0], numpy.get_include())' 2> /dev/null) || true
+  if [ -z "${numpy_major:-}" ]; then
+    say "no numpy in $py: cv_bridge not built"
+    return 1
+  fi
+  overlay=$core-cv_bridge-np$numpy_major
+  if [ -f "$overlay/install/setup.bash" ]; then
+    echo "$overlay"
+    return 0
+  fi
+  if [ -f "$overlay.failed" ]; then
+    say "cv_bridge did not build before (see $overlay.failed; remove it to try again): the node uses its numpy image path"
+    return 1
+  fi
+  local cv_packages=(libopencv-dev libboost-python-dev python3-opencv) cv_missing=()
+  for p in "${cv_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || cv_missing+=("$p")
+  done
+  if [ ${#cv_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
+      say "cv_bridge needs Debian packages and there is no root apt-get to install them: ${cv_missing[*]}"
+      return 1
+    fi
+    start=$(date +%s)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${cv_missing[@]}"; } > /dev/null 2>&1; then
+      say "apt-get could not install what cv_bridge needs: ${cv_missing[*]}"
+      return 1
+    fi
+    say "installed ${cv_missing[*]} for cv_bridge in $(($(date +%s) - start)) s"
+  fi
+  partial=$overlay.partial
+  rm -rf "$partial" && mkdir -p "$partial"
+  start=$(date +%s)
+  say "building cv_bridge into $overlay (NumPy $numpy_major headers; log: $overlay.log)"
+  if ! (
+    export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    unset PYTHONPATH VIRTUAL_ENV AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH
+    set +u
+    # shellcheck disable=SC1091
+    source "$core/install/setup.bash"
+    cd "$partial"
+    flags=()
+    # an extension compiled against NumPy 2 headers loads under NumPy 1 too, not the reverse
+    if [ "$numpy_major" -ge 2 ]; then flags=("-DCMAKE_CXX_FLAGS=-I$numpy_include"); fi
+    nice -n 19 colcon --log-base log build --merge-install --base-paths "$core/src/vision_opencv/cv_bridge" \
+      --packages-select cv_bridge --event-handlers console_direct- console_stderr+ \
+      --cmake-args -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+      -DPython3_EXECUTABLE=/usr/bin/python3 -DPYTHON_EXECUTABLE=/usr/bin/python3 "${flags[@]}"
+  ) > "$overlay.log" 2>&1; then
+    say "cv_bridge did not build (the node uses its numpy image path); the end of $overlay.log:"
+    tail -n 20 "$overlay.log" >&2
+    mv "$overlay.log" "$overlay.failed"
+    rm -rf "$partial"
+    return 1
+  fi
+  rm -rf "$partial/build" "$partial/log"
+  rm -rf "$overlay" && mv "$partial" "$overlay"
+  say "built cv_bridge in $(($(date +%s) - start)) s"
+  echo "$overlay"
+}
+cv_bridge_source=""
+if [ "${HMDIFF_CV_BRIDGE:-1}" != 0 ] && cv_overlay=$(cv_bridge_overlay); then
+  cv_bridge_source="source \"$cv_overlay/install/setup.bash\""
+fi
+
 # the workspace: this checkout's two packages, built with the core's (Debian's) Python
 ws=$cache/ws-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
 rm -rf "$ws" && mkdir -p "$ws/src"
@@ -95,6 +174,7 @@ cat > "$env_file" << EOF
 # written by .ci/ros_workspace.sh: source it to use the ROS 2 core and this checkout's packages
 export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$domain}
 source "$core/install/setup.bash"
+${cv_bridge_source:-# cv_bridge: not built (see .ci/ros_workspace.sh); the node uses its numpy image path}
 source "$ws/install/setup.bash"
 export PATH="$python_dir:\$PATH"
 # Python imports hmdiff_ros from this checkout, not from the workspace's copy of it

@@ -321,7 +321,7 @@ def ros_standin():
             TransformException=TransformException,
         ),
         "diagnostic_updater": _ns("diagnostic_updater", Updater=Updater),
-        "cv_bridge": None,  # not installed: the node decodes images itself (bridge.image_to_rgb)
+        "cv_bridge": None,  # not installed: the node reads images with numpy (bridge.ImageReader)
     }
     for pkg in (
         "builtin_interfaces",

@@ -104,6 +104,8 @@ def test_newest_frame_wins_bad_frames_are_counted(standin, make_node, rgb):
     assert "bayer_rggb8" in stat.values["failed_reasons"]
     assert float(stat.values["processing_ms"]) > 0 and stat.values["backend"] == "torch"
     assert node.updater.hardware_id == "hmdiff_torch"
+    # without cv_bridge the numpy path reads the images, and says why
+    assert stat.values["image_path"].startswith("numpy (cv_bridge not usable") and stat.values["images_by_numpy"] == "3"
 
     # run-time parameters: checked, then applied before the next frame
     assert not node.set_parameters([Parameter("mesh_resolution", value="dense")])[0].successful

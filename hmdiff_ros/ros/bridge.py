@@ -1,21 +1,24 @@
-"""Camera messages <-> numpy, both ways, in the manner of cv_bridge (numpy and OpenCV only).
+"""Camera messages <-> numpy, both ways, in the manner of cv_bridge.
 
 The node and the bag tool take their inputs through here: ``sensor_msgs/Image`` and
-``CompressedImage`` -> RGB uint8 (:func:`image_to_rgb`), ``sensor_msgs/CameraInfo`` -> the
-``K`` that fits an image (:func:`intrinsics_for_image`, :func:`choose_intrinsics`) and
-``vision_msgs/Detection2DArray`` -> boxes (:func:`detection_boxes`); and the way back for
-images and camera infos (:func:`image_msg`, :func:`camera_info_msg`).
+``CompressedImage`` -> RGB uint8 (:func:`image_to_rgb`, numpy and OpenCV only; the node's
+:class:`ImageReader` goes through cv_bridge where it imports, to the same image),
+``sensor_msgs/CameraInfo`` -> the ``K`` that fits an image (:func:`intrinsics_for_image`,
+:func:`choose_intrinsics`) and ``vision_msgs/Detection2DArray`` -> boxes
+(:func:`detection_boxes`); and the way back for images and camera infos (:func:`image_msg`,
+:func:`camera_info_msg`).
 
-Nothing here imports rclpy: messages are read by their fields, so rclpy messages and
-``rosbags`` dataclasses both work, and built through a
-:class:`~hmdiff_ros.ros.convert.MessageFactory` ``f``. Images that cannot be decoded raise
+Nothing here imports rclpy (cv_bridge is imported by :meth:`ImageReader.create` only):
+messages are read by their fields, so rclpy messages and ``rosbags`` dataclasses both work,
+and built through a :class:`~hmdiff_ros.ros.convert.MessageFactory` ``f``. Images that cannot be decoded raise
 :class:`~hmdiff_ros.image.ImageError` (a ``ValueError``) naming the problem.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import List, Tuple
+from types import SimpleNamespace
+from typing import Callable, List, NamedTuple, Tuple
 
 import cv2
 import numpy as np
@@ -69,10 +72,37 @@ def image_to_rgb(msg) -> np.ndarray:
     whatever ``cv2.imdecode`` reads (JPEG, PNG, ...; the image_transport ``format`` strings such as
     ``"bgr8; jpeg compressed bgr8"`` only describe the payload). Bayer, ``compressedDepth`` and
     other encodings, and data of the wrong length, raise :class:`~hmdiff_ros.image.ImageError`
-    naming the problem.
+    naming the problem. numpy and OpenCV only: the bag tool's path, and the node's where
+    cv_bridge is not there (:class:`ImageReader`).
     """
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
         return _compressed_to_rgb(msg)
+    return _raw_to_rgb(_checked_raw(msg))
+
+
+class _Raw(NamedTuple):
+    """A raw image message whose size, step and data length were checked (:func:`_checked_raw`)."""
+
+    encoding: str
+    height: int
+    width: int
+    step: int
+    data: np.ndarray  # uint8, step * height bytes
+    bigendian: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoding} image"
+
+    def describe(self) -> str:
+        """The input in words, for error messages."""
+        order = ", big-endian" if self.bigendian and RAW_LAYOUTS[self.encoding][1] == 2 else ""
+        return f"{self.encoding} image {self.width}x{self.height} (step {self.step}{order})"
+
+
+def _checked_raw(msg) -> _Raw:
+    """The fields of a raw ``sensor_msgs/Image``, checked: a supported encoding, sizes that fit
+    its data; else an :class:`~hmdiff_ros.image.ImageError` naming what was expected."""
     enc = str(getattr(msg, "encoding", ""))
     if enc not in RAW_LAYOUTS:
         raise ImageError(f"image encoding '{enc}' is not supported; expected one of {list(ENCODINGS)}")
@@ -97,13 +127,19 @@ def image_to_rgb(msg) -> np.ndarray:
         )
     if width == 0 or height == 0:
         raise ImageError(f"cannot decode the {name}: it is empty ({width}x{height})")
-    rows = np.ascontiguousarray(data.reshape(height, step)[:, :row])  # (H, W * C * depth) bytes, padding dropped
-    image = rows.view(np.uint16 if depth == 2 else np.uint8).reshape(height, width, channels)  # (H, W, C)
-    if depth == 2 and bool(getattr(msg, "is_bigendian", 0)) != (sys.byteorder == "big"):
+    return _Raw(enc, height, width, step, data, bool(getattr(msg, "is_bigendian", 0)))
+
+
+def _raw_to_rgb(raw: _Raw) -> np.ndarray:
+    channels, depth, order = RAW_LAYOUTS[raw.encoding]
+    row = raw.width * channels * depth
+    rows = np.ascontiguousarray(raw.data.reshape(raw.height, raw.step)[:, :row])  # (H, W * C * depth), no padding
+    image = rows.view(np.uint16 if depth == 2 else np.uint8).reshape(raw.height, raw.width, channels)  # (H, W, C)
+    if depth == 2 and raw.bigendian != (sys.byteorder == "big"):
         image = image.byteswap()
     if order in _TO_BGR:
         image = cv2.cvtColor(image, _TO_BGR[order])  # (H, W, 3) BGR or (H, W, 4) BGRA
-    return to_rgb8(image, name)
+    return to_rgb8(image, raw.name)
 
 
 def _compressed_to_rgb(msg) -> np.ndarray:
@@ -139,6 +175,152 @@ def _uint8_data(data, name: str) -> np.ndarray:
     if values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 255:
         raise ImageError(f"cannot decode the {name}: its data is not a byte array (dtype {values.dtype})")
     return values.astype(np.uint8).reshape(-1)
+
+
+# ---- cv_bridge -----------------------------------------------------------------------------------
+# What cv_bridge's imgmsg_to_cv2 is given, per encoding: (the encoding it is told, the
+# desired_encoding asked for). The colour and mono encodings come back as rgb8 (16 bits scaled by
+# 255/65535 and rounded, as to_rgb8 does); OpenCV's generic ones (cv_bridge will not colour-convert
+# them) as they are, then read as the numpy path reads them (gray, BGR, BGRA). Humble's cv_bridge
+# knows uyvy and yuyv by their REP-118 names yuv422 and yuv422_yuy2.
+CV_BRIDGE_REQUESTS = {
+    **{enc: (enc, "rgb8") for enc in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2")},
+    **{enc: (enc, "rgb8") for enc in ("rgb16", "bgr16", "rgba16", "bgra16", "mono16")},
+    **{enc: (enc, "passthrough") for enc in ("8UC1", "8UC3", "8UC4", "16UC1", "16UC3", "16UC4")},
+    "uyvy": ("yuv422", "rgb8"),
+    "yuyv": ("yuv422_yuy2", "rgb8"),
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _cv_bridge_skip(raw: _Raw) -> str | None:
+    """Why cv_bridge is not given this (checked) image, or None: the inputs its Python part is
+    known to misread or fail on."""
+    channels, depth, _ = RAW_LAYOUTS[raw.encoding]
+    if raw.step % (channels * depth):
+        # imgmsg_to_cv2 takes step // pixel size pixels a row: the rows come out shifted
+        return f"step {raw.step} is not a whole number of {channels * depth}-byte pixels"
+    if depth == 2 and raw.bigendian != (sys.byteorder == "big") and not hasattr(np.ndarray, "newbyteorder"):
+        return "cv_bridge swaps bytes with ndarray.newbyteorder, which NumPy 2 removed"
+    return None
+
+
+def _cv_bridge_rgb(bridge, msg, raw: _Raw) -> np.ndarray:
+    """RGB uint8 of the checked raw image ``raw`` (of ``msg``) through ``bridge.imgmsg_to_cv2``;
+    whatever cv_bridge raises, or an image of another shape, becomes an ImageError (one line)."""
+    told, desired = CV_BRIDGE_REQUESTS[raw.encoding]
+    if told != raw.encoding:  # the same fields under the name cv_bridge knows
+        fields = {"height": raw.height, "width": raw.width, "step": raw.step, "is_bigendian": int(raw.bigendian)}
+        msg = SimpleNamespace(encoding=told, data=msg.data, **fields)
+    expected = f"an RGB uint8 image of {raw.width}x{raw.height} pixels"
+    try:
+        image = bridge.imgmsg_to_cv2(msg, desired_encoding=desired)
+        if desired != "rgb8":
+            _, _, order = RAW_LAYOUTS[raw.encoding]
+            image = to_rgb8(cv2.cvtColor(image, _TO_BGR[order]) if order in _TO_BGR else image, raw.name)
+    except Exception as exc:  # CvBridgeError (a TypeError), KeyError, ValueError, cv2.error, AttributeError ...
+        raise ImageError(
+            f"cv_bridge could not convert the {raw.describe()} to {desired}, expected {expected}: {_one_line(exc)}"
+        ) from None
+    shape = getattr(image, "shape", None)
+    if shape != (raw.height, raw.width, 3) or getattr(image, "dtype", None) != np.uint8:
+        got = f"{type(image).__name__} {shape} {getattr(image, 'dtype', '')}".strip()
+        raise ImageError(f"cv_bridge gave {got} for the {raw.describe()}, expected {expected}")
+    return np.ascontiguousarray(image)
+
+
+def cv_bridge_to_rgb(bridge, msg) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` image of a raw ``sensor_msgs/Image`` through ``bridge`` (a
+    ``cv_bridge.CvBridge``), with no fallback: the message is checked as :func:`image_to_rgb`
+    checks it, and any exception from cv_bridge becomes an
+    :class:`~hmdiff_ros.image.ImageError` (a ``ValueError``) of one line naming the input
+    (encoding, size, step) and what was expected."""
+    return _cv_bridge_rgb(bridge, msg, _checked_raw(msg))
+
+
+class ImageReader:
+    """The node's image conversion, ``reader(msg)`` -> RGB uint8 ``(H, W, 3)``: through cv_bridge
+    (``CvBridge().imgmsg_to_cv2``) where it imports, else :func:`image_to_rgb` (numpy and OpenCV).
+
+    Both paths accept the same messages and give the same image for every encoding in
+    :data:`ENCODINGS` (the message is checked first, as :func:`image_to_rgb` checks it; an
+    unsupported encoding or a size that does not fit the data raises the same
+    :class:`~hmdiff_ros.image.ImageError`). cv_bridge is not given the images its Python part is
+    known to misread (a ``step`` that is not a whole number of pixels: it would shift the rows;
+    16-bit big-endian data under NumPy 2) and compressed images (it only calls ``cv2.imdecode``,
+    without 16-bit PNGs): the numpy path converts them.
+
+    When cv_bridge raises (an exception of any type: ``CvBridgeError``, ``KeyError`` with OpenCV 5,
+    ``TypeError``, ...), the frame is not lost: the numpy path converts it, the error is counted
+    (``cv_bridge_errors``) and passed to ``warn`` (one line naming the input). Only when the numpy
+    path cannot convert it either does the frame fail, with an ``ImageError`` of one line giving
+    both reasons; the node's worker drops and counts it (never a crash).
+
+    ``path`` is ``"cv_bridge"`` or ``"numpy"``, ``why`` why cv_bridge is not used ("" when it is).
+    """
+
+    def __init__(self, bridge=None, why: str = "", warn: Callable[[str], None] | None = None) -> None:
+        self.bridge, self.why, self.warn = bridge, why, warn
+        self.path = "cv_bridge" if bridge is not None else "numpy"
+        self.counts = {"cv_bridge": 0, "numpy": 0, "cv_bridge_errors": 0}
+        self.last_cv_bridge_error = ""
+
+    @classmethod
+    def create(cls, warn: Callable[[str], None] | None = None) -> ImageReader:
+        """A reader through cv_bridge where it imports, else the numpy path with the reason in
+        :attr:`why`."""
+        try:
+            from cv_bridge import CvBridge
+
+            return cls(CvBridge(), warn=warn)
+        except Exception as exc:  # not installed, or built for another NumPy (ImportError, AttributeError ...)
+            return cls(why=f"cv_bridge not usable: {_one_line(exc)}", warn=warn)
+
+    def describe(self) -> str:
+        """The path in words, for the node's start-up log line."""
+        return "cv_bridge" if self.bridge is not None else f"numpy ({self.why})"
+
+    def __call__(self, msg) -> np.ndarray:
+        if self.bridge is None or (hasattr(msg, "format") and not hasattr(msg, "encoding")):
+            image = image_to_rgb(msg)
+            self.counts["numpy"] += 1
+            return image
+        raw = _checked_raw(msg)
+        if _cv_bridge_skip(raw) is None:
+            try:
+                image = _cv_bridge_rgb(self.bridge, msg, raw)
+                self.counts["cv_bridge"] += 1
+                return image
+            except ImageError as exc:
+                self.counts["cv_bridge_errors"] += 1
+                self.last_cv_bridge_error = str(exc)[:200]
+                if self.warn is not None:
+                    self.warn(f"{exc}; converted with numpy instead")
+                try:
+                    image = _raw_to_rgb(raw)
+                except Exception as numpy_exc:
+                    raise ImageError(f"cannot convert the {raw.describe()}: {_one_line(numpy_exc)}; {exc}") from None
+                self.counts["numpy"] += 1
+                return image
+        image = _raw_to_rgb(raw)
+        self.counts["numpy"] += 1
+        return image
+
+    def values(self) -> List[Tuple[str, str]]:
+        """``(key, value)`` pairs for ``/diagnostics``: the path, and how many frames each path
+        converted."""
+        c = self.counts
+        return [
+            ("image_path", self.describe()),
+            ("images_by_cv_bridge", str(c["cv_bridge"])),
+            ("images_by_numpy", str(c["numpy"])),
+            ("cv_bridge_errors", str(c["cv_bridge_errors"])),
+            ("last_cv_bridge_error", self.last_cv_bridge_error),
+        ]
 
 
 def image_msg(f, hdr, rgb: np.ndarray):

@@ -5,9 +5,10 @@ Subscribes ``image`` (or ``image/compressed``), ``camera_info`` and, with ``use_
 ``/diagnostics``, all with the image's stamp and frame (or ``target_frame``, through TF at
 that stamp). The newest frame is processed on a worker thread; frames that arrive meanwhile
 replace the waiting one and are counted as dropped. With ``autostart`` the node configures
-(loads the model) and activates (subscribes) itself. Inputs are read (:mod:`.bridge`) and
-outputs built (:func:`.convert.frame_messages`) as in the bag tool; topics, QoS and parameters
-are described in README (ROS 2) and :mod:`.params`. This file is the ROS plumbing around them.
+(loads the model) and activates (subscribes) itself. Inputs are read (:mod:`.bridge`; images
+through cv_bridge where it imports, see :class:`.bridge.ImageReader`) and outputs built
+(:func:`.convert.frame_messages`) as in the bag tool; topics, QoS and parameters are described
+in README (ROS 2) and :mod:`.params`. This file is the ROS plumbing around them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 from hmdiff_ros.pipeline.pipeline import build_pipeline
 from hmdiff_ros.pipeline.tracking import Tracker
 from hmdiff_ros.ros import health
-from hmdiff_ros.ros.bridge import boxes_for_image, choose_intrinsics, detection_boxes, image_to_rgb
+from hmdiff_ros.ros.bridge import ImageReader, boxes_for_image, choose_intrinsics, detection_boxes
 from hmdiff_ros.ros.convert import HRI_IDS_LIST, HRI_TRACKED_TOPIC, HUMAN_ARRAY, MessageFactory, frame_messages
 from hmdiff_ros.ros.frames import rigid_from_transform
 from hmdiff_ros.ros.params import PARAMETERS, frame_options, parameters_error, pipeline_config_of
@@ -61,6 +62,8 @@ class HMDiffNode(LifecycleNode):
         self._detections = self._info = self._worker = None
         self._subs, self._pubs, self._frame = [], {}, 0  # _pubs: FrameMessages field -> its publisher
         self.stats = health.FrameHealth()  # received / processed / dropped / failed (with reasons), timings
+        # images -> RGB through cv_bridge where it imports, else numpy (the same image; see ImageReader)
+        self.images = ImageReader.create(warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=10.0))
         self.tf = self.updater = self.tf_buffer = self.tf_listener = None
 
     def p(self, name: str):
@@ -118,7 +121,7 @@ class HMDiffNode(LifecycleNode):
         self.get_logger().info(
             f"model ready (backend {backend}); images with QoS {self.p('image_qos')} "
             f"({IMAGE_QOS[self.p('image_qos')]}, depth 1), outputs reliable depth 5, in frame "
-            f"{self.p('target_frame') or 'of the image'}"
+            f"{self.p('target_frame') or 'of the image'}; images read through {self.images.describe()}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -205,7 +208,7 @@ class HMDiffNode(LifecycleNode):
         cfg = pipeline_config_of(values)
         if cfg != self._cfg:
             self._cfg = self.pipe.cfg = cfg
-        rgb = image_to_rgb(msg)
+        rgb = self.images(msg)
         K, why = choose_intrinsics(self._info, rgb.shape[1], rgb.shape[0], values["hfov_deg"])  # as the bag tool
         if why:
             self.stats.count("camera_info_unused")
@@ -248,6 +251,8 @@ class HMDiffNode(LifecycleNode):
         stat.summary(getattr(DiagnosticStatus, health.LEVEL_NAMES[level]), message)
         backend = self.pipe.model.backend if self.pipe is not None else "not loaded"
         for key, value in self.stats.values(time.monotonic(), backend, self.p("backend")):
+            stat.add(key, value)
+        for key, value in self.images.values():
             stat.add(key, value)
         return stat
 
