@@ -172,10 +172,10 @@ def test_launch_under_a_namespace_with_remaps_through_the_lifecycle_services(ros
         assert len(got[-1].humans) == 1
 
         assert transition(Transition.TRANSITION_DEACTIVATE) and state() == State.PRIMARY_STATE_INACTIVE
-        spin_until(executor, lambda: False, 1.0)  # a frame in flight is still published
-        seen = len(got)
-        spin_until(executor, lambda: False, 3.0, lambda: pub.publish(image))
-        assert len(got) == seen, "an inactive node published results"
+        # frames sent after the deactivation (stamped 22; one in flight before it may still come)
+        later, _, _ = frame_msgs(22)
+        spin_until(executor, lambda: False, 3.0, lambda: pub.publish(later))
+        assert not [m for m in got if m.header.stamp.sec == 22], "an inactive node published results"
     finally:
         executor.shutdown()
         probe.destroy_node()
@@ -339,10 +339,15 @@ def test_parameters_change_at_run_time_through_the_parameter_services(ros):
         ]:
             assert set_one(name, kind, v).successful, name
         assert get("publish_markers", "ddim_steps", "dat_lambda") == [False, 1, 0.25]
-        spin_until(executor, lambda: False, 1.0, feed)  # a frame in flight may still carry markers
-        n_markers, n_humans = len(out.markers), len(out.humans)
-        assert spin_until(executor, lambda: len(out.humans) >= n_humans + 3, 60, feed), "the node stopped"
-        assert len(out.markers) == n_markers, "markers published after publish_markers was set to false"
+        # frames sent after the change (stamped 41; one in flight before it may still carry markers)
+        image, info, _ = frame_msgs(41)
+
+        def after() -> list:
+            return [m for m in out.humans if m.header.stamp.sec == 41]
+
+        assert spin_until(executor, lambda: len(after()) >= 3, 120, feed), "the node stopped"
+        later = [m for a in out.markers for m in a.markers if m.header.stamp.sec == 41]
+        assert not later, "markers published after publish_markers was set to false"
         assert node.pipe.cfg.steps == 1 and node.pipe.cfg.dat.scale == 0.25
         assert node.stats["failed"] == 0
     finally:

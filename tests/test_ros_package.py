@@ -390,7 +390,7 @@ def test_ros2_run_starts_the_node_and_sigint_stops_it_cleanly():
 @pytest.mark.skipif(
     not HAVE_ROS or shutil.which("ros2") is None, reason="needs a sourced ROS 2 workspace with the ros2 CLI"
 )
-@pytest.mark.parametrize("delay_s", [0.4, 1.0, 1.6])
+@pytest.mark.parametrize("delay_s", [0.3, 0.6, 1.0, 1.6, 2.2])
 def test_sigint_during_start_up_ends_cleanly(delay_s):
     """Ctrl-C while the node is still importing torch, loading the model or activating (rclpy's
     handler shuts the context down mid-transition) is a requested stop: exit code 0, no
@@ -398,8 +398,11 @@ def test_sigint_during_start_up_ends_cleanly(delay_s):
     import signal
     import time
 
+    # the node's entry point itself: ros2 run's own start-up can lose an early SIGINT (it may
+    # start the node after the signal), which is ros2cli's matter, not the node's
+    command = [sys.executable, "-c", "from hmdiff_ros.ros import node_main; node_main()"]
     proc = subprocess.Popen(
-        ["ros2", "run", "hmdiff_ros", "hmdiff_node", "--ros-args", "-r", "__node:=hmdiff_sigint_start"],
+        [*command, "--ros-args", "-r", "__node:=hmdiff_sigint_start"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -7,13 +7,21 @@ camera-rate stream (``load``, ``hmdiff bench-node``). Only ``node`` and ``load``
 
 def node_main(args=None) -> None:
     """Entry point of ``hmdiff_node``: a clear message where ROS 2 is not sourced."""
+    import signal
+
+    # Ctrl-C while torch, MediaPipe and rclpy load is noted and acted on once they have: a
+    # KeyboardInterrupt raised inside a C++ extension's import aborts the process
+    stop = []
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     try:
         from hmdiff_ros.ros.node import main
-    except KeyboardInterrupt:
-        raise SystemExit(0) from None  # Ctrl-C while torch and rclpy load: a requested stop
     except ImportError as exc:
         raise SystemExit(
             f"hmdiff_node needs ROS 2 (rclpy) and the built hmdiff_msgs package: {exc}. "
             "Source your ROS 2 setup and the workspace (see README, ROS 2)."
         ) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop:
+        raise SystemExit(0)  # a requested stop
     main(args)

@@ -259,8 +259,9 @@ class HMDiffNode(LifecycleNode):
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = HMDiffNode()
+    node = None
     try:
+        node = HMDiffNode()
         if node.p("autostart"):
             # a failed transition is logged and the node stays up, unconfigured, for a lifecycle manager
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -273,13 +274,14 @@ def main(args=None) -> None:
     except Exception:
         if rclpy.ok():
             raise
-        # Ctrl-C during start-up: rclpy's signal handler has shut the context down in the middle
-        # of a transition, which then fails; that is a requested stop, not an error
+        # Ctrl-C during start-up: rclpy's signal handler has shut the context down while the node
+        # was being made or in a transition, which then fails; that is a requested stop, not an error
     finally:
         # a terminal's Ctrl-C reaches ros2 launch and the node, and launch forwards it again:
         # a second SIGINT must not interrupt the clean-up (SIGTERM and launch's escalation still do)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
 
