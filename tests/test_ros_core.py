@@ -252,6 +252,17 @@ def test_every_output_carries_the_image_header_for_both_image_qos(ros, image_qos
         assert bodies, "no TF frame per person"
         assert all(stamp_of(t.header) == stamp and t.header.frame_id == FRAME for t in bodies)
         assert bodies[-1].child_frame_id == f"{defaults.TF_PREFIX}_{humans.humans[0].id}"
+        # the shipped RViz config shows topics the node really publishes, with their types
+        import yaml
+
+        topics = dict(probe.get_topic_names_and_types())
+        kinds = {
+            "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
+            "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+        }
+        displays = yaml.safe_load((ROOT / "launch" / "hmdiff.rviz").read_text())["Visualization Manager"]["Displays"]
+        shown = [(d["Topic"]["Value"], kinds[d["Class"]]) for d in displays if d["Class"] in kinds]
+        assert len(shown) == 2 and all(kind in topics.get(topic, []) for topic, kind in shown), (shown, topics)
         status, values = out.status()
         assert int(values["processed"]) >= 1 and int(values["failed"]) == 0
         # images come faster than the model here: OK, or WARN for the dropped frames, never ERROR
