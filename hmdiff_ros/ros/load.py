@@ -176,7 +176,7 @@ def run_load(
         now = time.time()
         with lock:
             age = now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
-            arrivals.append((now, age, len(msg.humans), state["measuring"]))
+            arrivals.append((now, age, len(msg.humans), now - age))  # (arrival, age, people, stamp)
 
     def on_diagnostics(msg) -> None:
         for status in msg.status:
@@ -220,25 +220,25 @@ def run_load(
                 f"no result from the node within {FIRST_RESULT_S:.0f} s: {b''.join(output).decode()[-2000:]}"
             )
         publish_for(WARMUP_S)
-        before = _wait_counters(counters, "received", lambda c: True)
+        # the window starts with nothing in flight: every frame received so far is accounted for
+        before = _wait_counters(counters, "received", _settled, 5.0)
         with lock:
             state["measuring"] = True
-        start = time.monotonic()
+        start, first_stamp = time.monotonic(), time.time()
         sampler = threading.Thread(target=_sample_memory, args=(proc.pid, start, result.memory, state), daemon=True)
         sampler.start()
         log(f"measuring for {seconds:g} s")
         result.published = publish_for(seconds)
         with lock:
             state["measuring"] = False
-        time.sleep(1.0)  # results of the last frames arrive; a later diagnostics update has them
-        settled = int(before.get("received", 0)) + result.published
-        after = _wait_counters(counters, "received", lambda c: int(c.get("received", 0)) >= settled, 3.0)
+        time.sleep(1.0)  # the last frame's result arrives; a later diagnostics update has it
+        after = _wait_counters(counters, "received", _settled, 5.0)
         result.node = {
             k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("received", "processed", "dropped", "failed")
         }
         result.failed_reasons = after.get("failed_reasons", "")
-        with lock:
-            kept = [a for a in arrivals if a[3]]
+        with lock:  # the results of the frames published in the window
+            kept = [a for a in arrivals if a[3] >= first_stamp]
         result.results = [(t, age) for t, age, _, _ in kept]
         result.people = sum(n for _, _, n, _ in kept)
     finally:
@@ -268,6 +268,12 @@ def _sample_memory(pid: int, start: float, into: List[tuple], state) -> None:
         if rss is not None:
             into.append((time.monotonic() - start, rss))
         time.sleep(1.0)
+
+
+def _settled(values: Dict[str, str]) -> bool:
+    """Every frame the node received is processed, dropped or failed (none in flight)."""
+    n = {k: int(values.get(k, 0)) for k in ("received", "processed", "dropped", "failed")}
+    return n["received"] == n["processed"] + n["dropped"] + n["failed"]
 
 
 def _wait_counters(counters, key: str, ready, timeout: float = 5.0) -> Dict[str, str]:
