@@ -52,12 +52,15 @@ def frame_msgs(sec: int, frame: str = FRAME):
     return image_msg(f, hdr, rgb), camera_info_msg(f, hdr, K, 256, 256), K
 
 
-def spin_until(executor, cond, seconds: float, each=None) -> bool:
-    end = time.monotonic() + seconds
+def spin_until(executor, cond, seconds: float, each=None, rate_hz: float = 30.0) -> bool:
+    """Spin until ``cond()`` (at most ``seconds``), calling ``each()`` (a camera publishing)
+    at most ``rate_hz`` times a second: a publisher in a tight loop would starve the node."""
+    end, last = time.monotonic() + seconds, 0.0
     while not cond() and time.monotonic() < end:
-        if each is not None:
+        if each is not None and time.monotonic() - last >= 1.0 / rate_hz:
+            last = time.monotonic()
             each()
-        executor.spin_once(timeout_sec=0.1)
+        executor.spin_once(timeout_sec=0.01)
     return bool(cond())
 
 
@@ -625,3 +628,56 @@ def test_the_ros2_cli_checks_in_the_readme_hold(ros):
             node.wait()
         subprocess.run(["ros2", "daemon", "stop"], capture_output=True, timeout=60)
     assert node.returncode == 0, "".join(output)[-3000:]
+
+
+# ---- nothing drawn or built for nobody --------------------------------------------------------
+
+
+def test_the_full_mesh_overlay_and_markers_only_for_subscribers(ros):
+    """With only ``~/humans`` subscribed, the node neither up-samples the full mesh nor builds
+    markers or the overlay; once a viewer subscribes to ``~/markers`` and ``~/debug_image``,
+    they come (the overlay with the full mesh), and stop being made when it leaves."""
+    from hmdiff_msgs.msg import HumanArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from visualization_msgs.msg import MarkerArray
+
+    node = make_node()
+    activate(node)
+    probe = ros.create_node("consumer_probe")
+    humans, markers, debug = [], [], []
+    probe.create_subscription(HumanArray, "/hmdiff/humans", humans.append, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        image, info, _ = frame_msgs(80)
+        pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
+        info_pub = probe.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+
+        def feed():
+            info_pub.publish(info)
+            pub.publish(image)
+
+        assert spin_until(executor, lambda: len(humans) >= 2, 60, feed)
+        assert node.pipe.cfg.full_mesh is False, "the full mesh was up-sampled for nobody"
+        viewer = ros.create_node("viewer_probe")
+        executor.add_node(viewer)
+        subs = [
+            viewer.create_subscription(MarkerArray, "/hmdiff/markers", markers.append, 10),
+            viewer.create_subscription(Image, "/hmdiff/debug_image", debug.append, 10),
+        ]
+        assert spin_until(executor, lambda: markers and debug, 60, feed), "no markers or overlay for a viewer"
+        assert node.pipe.cfg.full_mesh is True
+        for sub in subs:
+            viewer.destroy_subscription(sub)
+        n = len(humans)
+        assert spin_until(executor, lambda: len(humans) >= n + 2, 60, feed)
+        assert node.pipe.cfg.full_mesh is False
+        executor.remove_node(viewer)
+        viewer.destroy_node()
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()

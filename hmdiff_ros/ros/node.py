@@ -205,7 +205,10 @@ class HMDiffNode(LifecycleNode):
         t0, values = time.monotonic(), self._values()
         # run-time parameters: compared with the last config, not flagged by the set-parameters
         # callback (it runs before rclpy stores the new values: a flag could meet the old ones)
-        cfg = pipeline_config_of(values)
+        # the full mesh, the overlay and the markers only for subscribers (they cost a frame's time)
+        debug_wanted = self._pubs["debug_image"].get_subscription_count() > 0
+        markers_wanted = self._pubs["markers"].get_subscription_count() > 0
+        cfg = pipeline_config_of(values, debug_wanted)
         if cfg != self._cfg:
             self._cfg = self.pipe.cfg = cfg
         rgb = self.images(msg)
@@ -220,8 +223,7 @@ class HMDiffNode(LifecycleNode):
             people = self.tracker(people, stamp, K)
         target = self._target_transform(msg.header) if self.tf_buffer is not None else None
         self._frame += 1
-        debug_wanted = self._pubs["debug_image"].get_subscription_count() > 0
-        options = frame_options(values, self._frame, "hri" in self._pubs, debug_wanted)
+        options = frame_options(values, self._frame, "hri" in self._pubs, debug_wanted, markers_wanted)
         out = frame_messages(self.factory, msg.header, people, self.pipe.topology, options, rgb, K, target)
         for field, pub in self._pubs.items():
             if getattr(out, field) is not None:

@@ -101,9 +101,10 @@ def namespace_error(namespace: str) -> str | None:
     return None
 
 
-def pipeline_config_of(values: dict):
+def pipeline_config_of(values: dict, debug_image_watched: bool = True):
     """The pipeline's :class:`~hmdiff_ros.pipeline.config.PipelineConfig` for the node's
-    parameter ``values`` (the debug overlay draws the full mesh, so it asks for it too)."""
+    parameter ``values``: the full mesh for ``mesh_resolution: full``, and for the debug overlay
+    while someone watches it (``debug_image_watched``); otherwise no up-sampling at all."""
     from hmdiff_ros.pipeline.config import pipeline_config
 
     return pipeline_config(
@@ -113,7 +114,7 @@ def pipeline_config_of(values: dict):
         dat_lambda=values["dat_lambda"],
         hypotheses=values["hypotheses"],
         hfov_deg=values["hfov_deg"],
-        full_mesh=values["mesh_resolution"] == "full" or values["publish_debug_image"],
+        full_mesh=values["mesh_resolution"] == "full" or (values["publish_debug_image"] and debug_image_watched),
         backend=values["backend"],
         engines=values["engines"],
     )
@@ -137,16 +138,17 @@ def parameters_error(
     return None
 
 
-def frame_options(values: dict, frame: int, hri: bool, debug_image: bool):
+def frame_options(values: dict, frame: int, hri: bool, debug_image: bool, markers: bool = True):
     """What the node publishes for its ``frame``-th frame (from 1) under the parameter
     ``values``, as :class:`~hmdiff_ros.ros.convert.FrameOptions`: the mesh marker every
-    ``mesh_every_n``-th frame; ``hri``: the ids have a publisher; ``debug_image``: the overlay
-    has a subscriber."""
+    ``mesh_every_n``-th frame; ``hri``: the ids have a publisher; ``debug_image`` and
+    ``markers``: the overlay and the markers have a subscriber (nothing is drawn or built for
+    nobody)."""
     from hmdiff_ros.ros.convert import FrameOptions
 
     return FrameOptions(
         vertices=values["publish_vertices"],
-        markers=values["publish_markers"],
+        markers=values["publish_markers"] and markers,
         mesh=values["mesh_resolution"] if frame % values["mesh_every_n"] == 0 else "none",
         marker_lifetime_s=values["marker_lifetime_s"],
         tf=values["publish_tf"],
