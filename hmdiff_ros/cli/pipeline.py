@@ -19,8 +19,25 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("bench-pipeline", help="per-stage latency of the whole frame pipeline and end-to-end FPS")
     p.add_argument("--image", default=None, help="image with one person (default: the demo photo)")
     p.add_argument("--repeats", **POSITIVE, default=20)
+    p.add_argument(
+        "--people",
+        type=int,
+        nargs="+",
+        default=[1],
+        choices=range(1, 9),
+        metavar="N",
+        help="people per frame, each count its own run (N > 1: the image repeated N times side by side, "
+        "one box per copy, as a detector gives them; default 1)",
+    )
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON rows: {"backend", "stage", "people", "p50_ms", "p90_ms", "p99_ms"} per stage and '
+        '{"backend", "stage": "frame", "people", "fps", "latency_p50_ms"}',
+    )
+    p.add_argument("--report", default=None, help="also write bench.md and bench.png (p50 per stage) in this folder")
+    p.add_argument("--force", action="store_true", help="replace bench.md and bench.png in --report")
     add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench_pipeline)
 
@@ -64,22 +81,44 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
-    from hmdiff_ros.runtime.bench import bench_pipeline
+    from hmdiff_ros.runtime.bench import (
+        bench_pipeline,
+        check_report,
+        pipeline_rows,
+        tiled_people,
+        write_pipeline_report,
+    )
 
+    if args.report:  # refused before the benchmark runs, not after
+        check_report(args.report, force=args.force)
     image = read_image(args.image or DEMO_IMAGE)
     pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
+    results = []
     try:
-        result = bench_pipeline(pipe, image, repeats=args.repeats)
+        for people in dict.fromkeys(args.people):
+            frame, boxes = tiled_people(image, people)
+            results.append(bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes))
     finally:
         pipe.prior.close()
+    rows = [row for result in results for row in pipeline_rows(result)]
+    if args.report:
+        settings = {
+            "image": args.image or "the demo photo",
+            "steps": pipe.cfg.steps,
+            "hypotheses": pipe.cfg.hypotheses,
+            "dat": pipe.cfg.dat.mode,
+        }
+        write_pipeline_report(rows, args.report, settings, force=args.force)
     if args.json:
-        print(json.dumps(result))
-    else:
+        print(json.dumps(rows))
+        return 0
+    for result in results:
+        print(f"{result['people']} person(s):")
         for r in result["stages"]:
-            print(f"{r['stage']:<9} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms")
+            print(f"  {r['stage']:<9} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms")
         print(
-            f"end to end: {result['fps']} FPS ({result['people']} person, {result['steps']} steps, DAT {result['dat']}, "
-            f"{result['hypotheses']} hypotheses, {result['threads']} threads)"
+            f"  end to end: {result['fps']} FPS ({result['people']} person(s), {result['steps']} steps, DAT "
+            f"{result['dat']}, {result['hypotheses']} hypotheses, {result['backend']}, {result['threads']} threads)"
         )
     return 0
 

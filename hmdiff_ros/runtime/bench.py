@@ -146,8 +146,9 @@ def bench(
 PIPELINE_STAGES = ("prior", "proxy", "encoder", "sampling", "dat", "geometry", "total")
 
 
-def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) -> Dict:
-    """Per-stage latency of the whole frame pipeline on one image, and end-to-end FPS.
+def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3, boxes=None) -> Dict:
+    """Per-stage latency of the whole frame pipeline on one image, and end-to-end FPS
+    (``boxes``: person boxes for the pipeline, as a detector gives them; None: the prior's one).
 
     ``prior`` (pose prior), ``proxy`` (crop observation + proxy input), ``encoder``,
     ``sampling`` (the DDIM loop without DAT), ``dat`` (what DAT adds to it), ``geometry``
@@ -161,7 +162,7 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
     model, cfg = pipe.model, pipe.cfg
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        frame = pipe.run(image)
+        frame = pipe.run(image, boxes=boxes)
         total = time.perf_counter() - t0
         if not frame.people:
             raise ValueError("no person found in the benchmark image")
@@ -195,6 +196,84 @@ def bench_pipeline(pipe, image: np.ndarray, repeats: int = 20, warmup: int = 3) 
         "hypotheses": cfg.hypotheses,
         "threads": torch.get_num_threads(),
     }
+
+
+def tiled_people(image: np.ndarray, people: int):
+    """``(image, boxes)`` with ``people`` people: the image repeated side by side, one box per
+    copy (a detector's boxes); one person: the image itself, found by the prior (no boxes)."""
+    if people < 1:
+        raise ValueError(f"people must be >= 1, got {people}")
+    if people == 1:
+        return image, None
+    h, w = image.shape[:2]
+    boxes = [np.array([i * w, 0, (i + 1) * w, h], dtype=np.float64) for i in range(people)]
+    return np.ascontiguousarray(np.concatenate([image] * people, axis=1)), boxes
+
+
+def pipeline_rows(result: Dict) -> List[Dict]:
+    """The rows of one :func:`bench_pipeline` result: per stage ``{"backend", "stage",
+    "people", "p50_ms", "p90_ms", "p99_ms"}``, then ``{"backend", "stage": "frame", "people",
+    "fps", "latency_p50_ms"}`` (the whole pipeline call; FPS of back-to-back frames)."""
+    base = {"backend": result["backend"]}
+    rows = [
+        {**base, "stage": r["stage"], "people": result["people"], **{k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms")}}
+        for r in result["stages"]
+        if r["stage"] != "total"
+    ]
+    total = next(r for r in result["stages"] if r["stage"] == "total")
+    rows.append(
+        {**base, "stage": "frame", "people": result["people"], "fps": result["fps"], "latency_p50_ms": total["p50_ms"]}
+    )
+    return rows
+
+
+def write_pipeline_report(rows: List[Dict], out: "str | Path", settings: Dict, force: bool = False) -> None:
+    """``bench.md`` (every row) and ``bench.png`` (p50 per stage, per number of people) of
+    ``hmdiff bench-pipeline`` in folder ``out``, refused and written as :func:`write_report`."""
+    import platform
+
+    out = check_report(out, force)
+    lines = [
+        "# hmdiff bench-pipeline",
+        "",
+        f"{settings['image']}; {settings['steps']} DDIM steps, {settings['hypotheses']} hypotheses, "
+        f"DAT {settings['dat']}; {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads",
+        "",
+        "| backend | people | stage | p50 ms | p90 ms | p99 ms | FPS |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if r["stage"] == "frame":
+            lines.append(f"| {r['backend']} | {r['people']} | frame | {r['latency_p50_ms']} | | | {r['fps']} |")
+        else:
+            lines.append(
+                f"| {r['backend']} | {r['people']} | {r['stage']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | |"
+            )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def plot(ax) -> None:
+        stages = [s for s in PIPELINE_STAGES if s != "total"]
+        groups = sorted({(r["backend"], r["people"]) for r in rows})
+        bottom = np.zeros(len(groups))
+        for stage in stages:
+            p50 = np.array(
+                [
+                    next((r["p50_ms"] for r in rows if (r["backend"], r["people"]) == g and r["stage"] == stage), 0.0)
+                    for g in groups
+                ]
+            )
+            ax.bar([f"{b}\n{n} people" for b, n in groups], p50, bottom=bottom, label=stage)
+            bottom += p50
+        ax.set_ylabel("p50 per frame (ms)")
+        ax.set_title("frame pipeline, per stage")
+        ax.legend(fontsize=7)
+
+    with made_folder(out):
+        _write_report_files(out, lines, plot, plt)
 
 
 def check_report(out: "str | Path", force: bool = False) -> Path:
@@ -240,20 +319,23 @@ def write_report(rows: List[Dict], out: "str | Path", settings: Dict, force: boo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def plot(ax) -> None:
+        model = [r for r in rows if r["stage"] == "model"]
+        ax.bar([r["backend"] for r in model], [r["p50_ms"] for r in model], color="#4a7fb5")
+        ax.set_ylabel("model p50 (ms)")
+        ax.set_title("encoder + sampling + DAT, one frame")
+
     with made_folder(out):
-        _write_report_files(out, lines, rows, plt)
+        _write_report_files(out, lines, plot, plt)
 
 
-def _write_report_files(out: Path, lines: List[str], rows: List[Dict], plt) -> None:
+def _write_report_files(out: Path, lines: List[str], plot, plt) -> None:
     tmp_md, tmp_png = out / ".bench.md.tmp", out / ".bench.png.tmp"
     try:
         tmp_md.write_text("\n".join(lines) + "\n")
-        model = [r for r in rows if r["stage"] == "model"]
         fig, ax = plt.subplots(figsize=(5, 3))
         try:
-            ax.bar([r["backend"] for r in model], [r["p50_ms"] for r in model], color="#4a7fb5")
-            ax.set_ylabel("model p50 (ms)")
-            ax.set_title("encoder + sampling + DAT, one frame")
+            plot(ax)
             fig.tight_layout()
             fig.savefig(tmp_png, dpi=100, format="png")
         finally:

@@ -1,0 +1,37 @@
+"""``hmdiff bench-pipeline``: its ``--json`` rows (a contract), ``--people`` and ``--report``."""
+
+import json
+
+import numpy as np
+
+from hmdiff_ros.cli import main
+from hmdiff_ros.runtime.bench import tiled_people
+
+STAGE_KEYS = {"backend", "stage", "people", "p50_ms", "p90_ms", "p99_ms"}
+FRAME_KEYS = {"backend", "stage", "people", "fps", "latency_p50_ms"}
+
+
+def test_tiled_people_gives_one_box_per_copy():
+    image = np.zeros((4, 5, 3), np.uint8)
+    assert tiled_people(image, 1)[1] is None
+    tiled, boxes = tiled_people(image, 3)
+    assert tiled.shape == (4, 15, 3) and [b.tolist() for b in boxes] == [[0, 0, 5, 4], [5, 0, 10, 4], [10, 0, 15, 4]]
+
+
+def test_json_rows_per_stage_and_frame_for_one_and_two_people(tmp_path, capsys):
+    report = tmp_path / "report"
+    args = ["bench-pipeline", "--repeats", "1", "--people", "1", "2", "--steps", "1", "--hypotheses", "1"]
+    assert main([*args, "--json", "--report", str(report)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    frames = [r for r in rows if r["stage"] == "frame"]
+    stages = [r for r in rows if r["stage"] != "frame"]
+    assert [r["people"] for r in frames] == [1, 2]
+    assert all(set(r) == FRAME_KEYS and r["fps"] > 0 and r["latency_p50_ms"] > 0 for r in frames)
+    assert all(set(r) == STAGE_KEYS and r["backend"] == "torch" for r in stages)
+    assert {r["stage"] for r in stages} == {"prior", "proxy", "encoder", "sampling", "dat", "geometry"}
+    assert sorted({r["people"] for r in stages}) == [1, 2]
+    text = (report / "bench.md").read_text()
+    assert "| torch | 2 | frame |" in text and (report / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    # the report is refused before any benchmark runs, unless --force
+    assert main([*args, "--report", str(report)]) == 2
+    assert "already exists" in capsys.readouterr().err
