@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -62,6 +62,17 @@ class ModelInputs:
 
 
 @dataclass
+class Prepared:
+    """A frame after :meth:`Pipeline.prepare`: what :meth:`Pipeline.finish` needs."""
+
+    size: Tuple[int, int]  # (width, height) of the image
+    K: np.ndarray  # (3, 3) intrinsics used
+    people: List  # (prior person, its observation) per person found
+    timings: Dict[str, float]  # seconds: prior, and proxy when someone was found
+    inputs: ModelInputs | None  # None when no person was found
+
+
+@dataclass
 class FrameResult:
     """One frame through :meth:`Pipeline.run`."""
 
@@ -95,7 +106,14 @@ class Pipeline:
         """The people in ``image`` (RGB uint8), with the stage timings and the model inputs.
 
         ``K``: camera intrinsics ``(3, 3)`` (None: from ``hfov_deg``); ``boxes``: person boxes
-        ``(u0, v0, u1, v1)`` in pixels (None: the prior finds one person)."""
+        ``(u0, v0, u1, v1)`` in pixels (None: the prior finds one person). The same as
+        :meth:`finish` of :meth:`prepare`: a stream may prepare frame t+1 while it finishes t."""
+        return self.finish(self.prepare(image, K, boxes))
+
+    def prepare(
+        self, image: np.ndarray, K: np.ndarray | None = None, boxes: Sequence[np.ndarray] | None = None
+    ) -> Prepared:
+        """The first half of :meth:`run`: the prior and the model's inputs (no model call)."""
         image = check_image(image)
         h, w = image.shape[:2]
         K = intrinsics_from_fov(w, h, self.cfg.hfov_deg) if K is None else check_intrinsics(K, w, h)
@@ -108,7 +126,7 @@ class Pipeline:
         people = [(p, o) for p, o in people if o is not None]
         timings = {"prior": t1 - t0}
         if not people:
-            return FrameResult([], timings, None)
+            return Prepared((w, h), K, [], timings, None)
         obs = [o for _, o in people]
         proxy = make_proxy(
             np.stack([o.uv for o in obs]),
@@ -117,10 +135,18 @@ class Pipeline:
             np.stack([o.valid for o in obs]),
             self.proxy_cfg,
         )
-        t2 = time.perf_counter()
+        timings["proxy"] = time.perf_counter() - t1
         prior_xyz, prior_vis = np.stack([o.prior_xyz for o in obs]), np.stack([o.visibility for o in obs])
-        inputs = ModelInputs(proxy, prior_xyz, prior_vis)
-        points, joint_std = self._sample(proxy, prior_xyz, prior_vis)
+        return Prepared((w, h), K, people, timings, ModelInputs(proxy, prior_xyz, prior_vis))
+
+    def finish(self, prepared: Prepared) -> FrameResult:
+        """The second half of :meth:`run`: the model and the camera-frame geometry."""
+        (w, h), K, people, timings = prepared.size, prepared.K, prepared.people, dict(prepared.timings)
+        inputs = prepared.inputs
+        if inputs is None:
+            return FrameResult([], timings, None)
+        t2 = time.perf_counter()
+        points, joint_std = self._sample(inputs.proxy, inputs.prior_xyz, inputs.prior_vis)
         t3 = time.perf_counter()
         results = []
         q = list(PRIOR_JOINT_INDICES)
@@ -156,7 +182,7 @@ class Pipeline:
                     prior_xyz=prior_xyz,
                 )
             )
-        timings.update(proxy=t2 - t1, model=t3 - t2, geometry=time.perf_counter() - t3)
+        timings.update(model=t3 - t2, geometry=time.perf_counter() - t3)
         return FrameResult(results, timings, inputs)
 
     def batch_limit(self) -> int:

@@ -35,6 +35,7 @@ from hmdiff_ros.pipeline.io import (
 )
 from hmdiff_ros.pipeline.outputs import OutputFolder, is_camera, output_stems
 from hmdiff_ros.pipeline.pipeline import Pipeline, build_pipeline
+from hmdiff_ros.pipeline.stream import overlapped
 from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -153,15 +154,20 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
     source, records, writer, log_file, names = video.source, [], None, None, []
     total = min(video.length or max_frames or 0, max_frames or video.length or 0) or None
     try:
-        for i, stamp, image in tqdm(
-            video.frames(max_frames), total=total, desc=stem, unit="frame", disable=not progress, file=sys.stderr
+        frames = (
+            (image, K, None, (i, stamp, image, K))
+            for i, stamp, image in video.frames(max_frames)
+            for K in [intrinsics_from_fov(image.shape[1], image.shape[0], hfov)]
+        )
+        # the prior of frame i+1 runs while the model, the overlay and the files handle frame i
+        for (i, stamp, image, K), outcome, _ in tqdm(
+            overlapped(pipe, frames), total=total, desc=stem, unit="frame", disable=not progress, file=sys.stderr
         ):
             record = {"path": f"{source}#frame={i}", "backend": pipe.model.backend, "people": [], "error": None}
-            K = intrinsics_from_fov(image.shape[1], image.shape[0], hfov)
-            try:
-                people = pipe(image, K)
-            except ValueError as exc:  # a bad frame: recorded, the video goes on
-                people, record["error"] = [], _named(f"{source} frame {i}", exc)
+            if isinstance(outcome, ValueError):  # a bad frame: recorded, the video goes on
+                people, record["error"] = [], _named(f"{source} frame {i}", outcome)
+            else:
+                people = outcome.people
             if tracker is not None:
                 people = tracker(people, stamp, K)
             frame = overlay(image, people, K, pipe.topology.full_faces)
