@@ -23,15 +23,19 @@ def test_json_rows_per_stage_and_frame_for_one_and_two_people(tmp_path, capsys):
     args = ["bench-pipeline", "--repeats", "1", "--people", "1", "2", "--steps", "1", "--hypotheses", "1"]
     assert main([*args, "--json", "--report", str(report)]) == 0
     rows = json.loads(capsys.readouterr().out)
-    frames = [r for r in rows if r["stage"] == "frame"]
-    stages = [r for r in rows if r["stage"] != "frame"]
-    assert [r["people"] for r in frames] == [1, 2]
+    frames = [r for r in rows if r["stage"] in ("frame", "stream")]
+    stages = [r for r in rows if r["stage"] not in ("frame", "stream")]
+    assert [(r["people"], r["stage"]) for r in frames] == [(1, "frame"), (1, "stream"), (2, "frame"), (2, "stream")]
     assert all(set(r) == FRAME_KEYS and r["fps"] > 0 and r["latency_p50_ms"] > 0 for r in frames)
     assert all(set(r) == STAGE_KEYS and r["backend"] == "torch" for r in stages)
     assert {r["stage"] for r in stages} == {"prior", "proxy", "encoder", "sampling", "dat", "geometry"}
     assert sorted({r["people"] for r in stages}) == [1, 2]
     text = (report / "bench.md").read_text()
-    assert "| torch | 2 | frame |" in text and (report / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert (
+        "| torch | 2 | frame |" in text
+        and "| torch | 2 | stream |" in text
+        and (report / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    )
     # the report is refused before any benchmark runs, unless --force
     assert main([*args, "--report", str(report)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -33,8 +33,9 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help='print JSON rows: {"backend", "stage", "people", "p50_ms", "p90_ms", "p99_ms"} per stage and '
-        '{"backend", "stage": "frame", "people", "fps", "latency_p50_ms"}',
+        help='print JSON rows: {"backend", "stage", "people", "p50_ms", "p90_ms", "p99_ms"} per stage, '
+        '{"backend", "stage": "frame", "people", "fps", "latency_p50_ms"} (one frame at a time) and the same '
+        'with "stage": "stream" (overlapped stages)',
     )
     p.add_argument("--report", default=None, help="also write bench.md and bench.png (p50 per stage) in this folder")
     p.add_argument("--force", action="store_true", help="replace bench.md and bench.png in --report")
@@ -119,6 +120,10 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
         print(
             f"  end to end: {result['fps']} FPS ({result['people']} person(s), {result['steps']} steps, DAT "
             f"{result['dat']}, {result['hypotheses']} hypotheses, {result['backend']}, {result['threads']} threads)"
+        )
+        print(
+            f"  stream (prior of the next frame beside the model): {result['stream']['fps']} FPS, latency p50 "
+            f"{result['stream']['p50_ms']:.1f} ms"
         )
     return 0
 
