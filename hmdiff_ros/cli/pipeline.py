@@ -82,6 +82,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
+    from hmdiff_ros.pipeline.stream import stream_figures
     from hmdiff_ros.runtime.bench import (
         bench_pipeline,
         check_report,
@@ -98,7 +99,9 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     try:
         for people in dict.fromkeys(args.people):
             frame, boxes = tiled_people(image, people)
-            results.append(bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes))
+            result = bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes)
+            result["stream"] = stream_figures(pipe, frame, boxes, repeats=args.repeats)
+            results.append(result)
     finally:
         pipe.prior.close()
     rows = [row for result in results for row in pipeline_rows(result)]

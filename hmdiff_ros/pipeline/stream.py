@@ -5,8 +5,9 @@ model's inputs) then :meth:`~hmdiff_ros.pipeline.pipeline.Pipeline.finish` (the 
 geometry). :func:`overlapped` prepares the next frame on one worker thread while the caller's
 thread finishes the current one; MediaPipe's graph and PyTorch release the GIL, so the two
 share the cores: the model gets half of them (PyTorch's threads) and the prior the rest.
-Measured on 2 CPU cores (a 540x960 video, defaults without the full mesh): 32.6 FPS overlapped
-(model on 1 thread) against 21.1 sequential (2 threads) and 19.1 sequential on 1 thread.
+On 2 CPU cores the demo photo streams at 30.3 FPS overlapped against 18.0 one frame at a time
+(``hmdiff bench-pipeline``: its ``stream`` and ``frame`` rows); with PyTorch on both cores the
+overlap gains nothing, the two stages then fight over them.
 Frames are prepared in order on that one thread (MediaPipe's video mode needs it) and every
 frame's result equals :meth:`Pipeline.run`'s on it. A frame whose preparation or model raises a
 ``ValueError`` (a bad frame) gives that error in place of its result; the stream goes on.
@@ -63,16 +64,12 @@ def _finish(pipe: Pipeline, pending) -> Tuple[object, object, float]:
     return tag, outcome, time.perf_counter() - arrived
 
 
-def throughput(pipe: Pipeline, images, overlap: bool) -> Tuple[float, np.ndarray]:
-    """Frames per second and per-frame latencies (s) of ``pipe`` over ``images`` back to back,
-    with or without overlapped stages."""
-    start = time.perf_counter()
-    if overlap:
-        latencies = [lat for _, _, lat in overlapped(pipe, ((im, None, None, i) for i, im in enumerate(images)))]
-    else:
-        latencies = []
-        for im in images:
-            t0 = time.perf_counter()
-            pipe.run(im)
-            latencies.append(time.perf_counter() - t0)
-    return len(images) / (time.perf_counter() - start), np.asarray(latencies)
+def stream_figures(pipe: Pipeline, image: np.ndarray, boxes=None, repeats: int = 20) -> dict:
+    """``{"fps", "p50_ms", "p90_ms", "p99_ms"}`` of ``image`` streamed ``repeats`` times with
+    overlapped stages (latency: a frame's arrival to its result)."""
+    start, latency = time.perf_counter(), []
+    for _, _, lat in overlapped(pipe, ((image, None, boxes, i) for i in range(repeats))):
+        latency.append(lat)
+    fps = repeats / (time.perf_counter() - start)
+    ms = np.asarray(latency) * 1000.0
+    return {"fps": round(fps, 1), **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 90, 99)}}
