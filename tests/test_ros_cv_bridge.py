@@ -10,7 +10,6 @@ import importlib.util
 import re
 import sys
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -238,6 +237,7 @@ def test_node_on_ros2_reads_images_through_cv_bridge_and_drops_bad_ones_with_the
     a bad one with the reason, and /diagnostics says so."""
     import rclpy
     import rclpy.executors
+    import test_ros_core as ros_core  # its spin_until (tests/ is on sys.path under pytest)
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -288,13 +288,7 @@ def test_node_on_ros2_reads_images_through_cv_bridge_and_drops_bad_ones_with_the
         executor.add_node(probe)
 
         def spin_until(cond, publish, seconds=60):  # publishing at most 30 times a second, as a camera
-            end, last = time.monotonic() + seconds, 0.0
-            while not cond() and time.monotonic() < end:
-                if time.monotonic() - last >= 1 / 30:
-                    last = time.monotonic()
-                    publish()
-                executor.spin_once(timeout_sec=0.01)
-            return cond()
+            return ros_core.spin_until(executor, cond, seconds, publish)
 
         assert spin_until(lambda: node.stats["processed"] >= 1, lambda: pub.publish(good))
         assert seen[0][1] == {"cv_bridge": 1, "numpy": 0, "cv_bridge_errors": 0}

@@ -275,11 +275,10 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
     """On real rclpy and diagnostic_updater: a CameraInfo of another size is not used (counted),
     frames that fail after a good one turn /diagnostics to ERROR with the reason, and the
     backend that runs (torch, after onnxruntime without an export) is reported."""
-    import time
-
     import numpy as np
     import rclpy
     import rclpy.executors
+    import test_ros_core as ros_core  # its spin_until (tests/ is on sys.path under pytest)
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -321,13 +320,7 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
         executor.add_node(probe)
 
         def spin_until(cond, publish, seconds=60):  # publishing at most 30 times a second, as a camera
-            end, last = time.monotonic() + seconds, 0.0
-            while not cond() and time.monotonic() < end:
-                if time.monotonic() - last >= 1 / 30:
-                    last = time.monotonic()
-                    publish()
-                executor.spin_once(timeout_sec=0.01)
-            return cond()
+            return ros_core.spin_until(executor, cond, seconds, publish)
 
         good = image_msg(f, hdr, rgb)
         assert spin_until(

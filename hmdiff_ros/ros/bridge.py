@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from hmdiff_ros.camera import check_intrinsics, intrinsics_from_fov
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.image import ImageError, to_rgb8
 
 # Raw ``sensor_msgs/Image`` encodings -> (channels, bytes per channel, channel order). The
@@ -193,8 +194,9 @@ CV_BRIDGE_REQUESTS = {
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+    """The exception's type and its message on one line (cv_bridge's types tell what failed)."""
+    name, text = type(exc).__name__, one_line(exc, 160)  # one_line gives the name for an empty message
+    return name if text == name else f"{name}: {text}"
 
 
 def _cv_bridge_skip(raw: _Raw) -> str | None:

@@ -23,9 +23,12 @@ from typing import Dict, List
 
 import numpy as np
 
+from hmdiff_ros import defaults
+
 WARMUP_S = 3.0  # after the first result: the prior's tracker and the caches settle
 FIRST_RESULT_S = 180.0  # the model loads within this (torch import, checkpoint, MediaPipe)
 TAIL_S = 10.0  # the first and last this-many seconds give the latency trend
+COUNTERS = ("received", "processed", "dropped", "failed")  # the node's frame counts in /diagnostics
 
 
 @dataclass
@@ -59,7 +62,7 @@ class LoadResult:
             "fps_published": round(self.published / self.seconds, 1),
             "seconds": self.seconds,
             "published": self.published,
-            **{k: self.node.get(k) for k in ("received", "processed", "dropped", "failed")},
+            **{k: self.node.get(k) for k in COUNTERS},
             "results": len(self.results),
             "results_per_s": round(len(self.results) / self.seconds, 2),
             "people_per_result": round(self.people / max(len(self.results), 1), 2),
@@ -156,7 +159,7 @@ def run_load(
     name, namespace = f"hmdiff_load_{tag}", f"/hmdiff_load_{tag}"
     result = LoadResult(source=source, fps=fps, seconds=seconds, size=(h, w))
     f = MessageFactory.for_rclpy()
-    K = intrinsics_from_fov(w, h, 65.0)
+    K = intrinsics_from_fov(w, h, defaults.HFOV_DEG)
     images = [image_msg(f, header(f, 0, 0, "camera_optical_frame"), rgb) for rgb in frames]
     info = camera_info_msg(f, header(f, 0, 0, "camera_optical_frame"), K, w, h)
 
@@ -221,21 +224,17 @@ def run_load(
             )
         publish_for(WARMUP_S)
         # the window starts with nothing in flight: every frame received so far is accounted for
-        before = _wait_counters(counters, "received", _settled, 5.0)
-        with lock:
-            state["measuring"] = True
+        before = _settled_counters(counters)
+        state["measuring"] = True
         start, first_stamp = time.monotonic(), time.time()
         sampler = threading.Thread(target=_sample_memory, args=(proc.pid, start, result.memory, state), daemon=True)
         sampler.start()
         log(f"measuring for {seconds:g} s")
         result.published = publish_for(seconds)
-        with lock:
-            state["measuring"] = False
+        state["measuring"] = False
         time.sleep(1.0)  # the last frame's result arrives; a later diagnostics update has it
-        after = _wait_counters(counters, "received", _settled, 5.0)
-        result.node = {
-            k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("received", "processed", "dropped", "failed")
-        }
+        after = _settled_counters(counters)
+        result.node = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in COUNTERS}
         result.failed_reasons = after.get("failed_reasons", "")
         with lock:  # the results of the frames published in the window
             kept = [a for a in arrivals if a[3] >= first_stamp]
@@ -270,20 +269,16 @@ def _sample_memory(pid: int, start: float, into: List[tuple], state) -> None:
         time.sleep(1.0)
 
 
-def _settled(values: Dict[str, str]) -> bool:
-    """Every frame the node received is processed, dropped or failed (none in flight)."""
-    n = {k: int(values.get(k, 0)) for k in ("received", "processed", "dropped", "failed")}
-    return n["received"] == n["processed"] + n["dropped"] + n["failed"]
-
-
-def _wait_counters(counters, key: str, ready, timeout: float = 5.0) -> Dict[str, str]:
-    """The node's latest diagnostics values once ``ready(values)`` (or at ``timeout``)."""
-    end = time.monotonic() + timeout
-    seen = counters.get("last")
+def _settled_counters(counters, timeout: float = 5.0) -> Dict[str, str]:
+    """The node's next diagnostics values in which every frame it received is processed,
+    dropped or failed (none in flight); the latest ones at ``timeout``."""
+    end, seen = time.monotonic() + timeout, counters.get("last")
     while time.monotonic() < end:
         latest = counters.get("last")
-        if latest is not None and latest is not seen and ready(latest):
-            return latest
+        if latest is not None and latest is not seen:
+            n = {k: int(latest.get(k, 0)) for k in COUNTERS}
+            if n["received"] == n["processed"] + n["dropped"] + n["failed"]:
+                return latest
         time.sleep(0.05)
     return counters.get("last") or {}
 
