@@ -24,7 +24,9 @@ MAX_BATCH = 256
 HFOV_DEG = 65.0
 HFOV_RANGE = (1.0, 179.0)  # exclusive bounds, degrees
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
-BACKEND = "torch"  # the default: runs everywhere, no export needed
+# the default: the fastest that loads here (tensorrt, then onnxruntime on an export made once in
+# the user's cache, then torch), see hmdiff_ros/runtime/backends.py
+BACKEND = "auto"
 ENGINES = "engines"  # folder of the ONNX export / TensorRT engines
 EXPORT_DAT_MODES = ("off", "fast")  # DAT inside the exported graphs (full needs autograd)
 # outputs: mesh resolution in the markers, and TF frames <TF_PREFIX>_<id> ('body': REP-155 names)

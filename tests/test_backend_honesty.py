@@ -57,17 +57,28 @@ def _inputs(model, b=2, seed=0):
 # --- what runs ---------------------------------------------------------------------------------
 
 
-def test_every_model_names_the_backend_that_runs(exported, tmp_path, caplog):
+def test_every_model_names_the_backend_that_runs(exported, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
     model = load_model("torch")
     assert (model.backend, model.fallback_reasons, model.max_batch) == ("torch", [], None)
     model = load_model("onnxruntime", engines=exported)
     assert (model.backend, model.fallback_reasons, model.max_batch) == ("onnxruntime", [], None)
+    # no export in 'engines': the one made once in the cache runs, no manual step
+    model = load_model("onnxruntime", engines=tmp_path / "none")
+    assert (model.backend, model.fallback_reasons) == ("onnxruntime", [])
+    assert not (tmp_path / "none").exists() and any((tmp_path / "cache" / "engines").glob("*/manifest.json"))
+    model = load_model("auto", engines=tmp_path / "none")
+    assert model.backend == "onnxruntime" and [r.split(":")[0] for r in model.fallback_reasons] == ["tensorrt"]
+    # ONNX Runtime not installed: torch runs, and says why
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with caplog.at_level(logging.WARNING):
-        model = load_model("onnxruntime", engines=tmp_path / "none")
+        model = load_model("onnxruntime", engines=exported)
     assert model.backend == "torch" and isinstance(model, torch.nn.Module)
     (reason,) = model.fallback_reasons
-    assert reason.startswith("onnxruntime: no ONNX export in") and "falling back to torch" in caplog.text
-    model = load_model("auto", engines=tmp_path / "none")
+    assert (
+        reason.startswith("onnxruntime: ") and "onnxruntime" in reason[13:] and "falling back to torch" in caplog.text
+    )
+    model = load_model("auto", engines=exported)
     assert model.backend == "torch" and [r.split(":")[0] for r in model.fallback_reasons] == ["tensorrt", "onnxruntime"]
 
 
@@ -86,8 +97,11 @@ def test_a_broken_checkpoint_is_the_error_on_every_backend(exported, tmp_path):
 def test_bench_never_relabels_a_fallback(tmp_path):
     from hmdiff_ros.runtime.bench import bench
 
-    with pytest.raises(FileNotFoundError, match="no ONNX export"):
-        bench(["onnxruntime"], steps=1, repeats=1, warmup=0, engines=str(tmp_path / "none"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / MANIFEST).write_text("{ not json")
+    with pytest.raises(ValueError, match="is truncated or corrupt"):
+        bench(["onnxruntime"], steps=1, repeats=1, warmup=0, engines=str(broken))
     (enc, mod) = bench(["torch"], steps=1, repeats=1, warmup=0)
     assert enc["backend"] == mod["backend"] == "torch"
 

@@ -47,7 +47,7 @@ def make_node(standin):
     nodes = []
 
     def make(**params):
-        params = {"hypotheses": 2, "ddim_steps": 2, **params}
+        params = {"hypotheses": 2, "ddim_steps": 2, "backend": "torch", **params}  # the node's logic, on eager PyTorch
         nodes.append(standin.HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
         return nodes[-1]
 
@@ -63,14 +63,14 @@ def test_newest_frame_wins_bad_frames_are_counted(standin, make_node, rgb):
     on_image, qos = node.subscriptions["image"]
     assert qos.reliability.name == "BEST_EFFORT" and qos.depth == 1
     # hold the worker inside the first frame, send two more: the middle one is replaced
-    gate, inside, process = threading.Event(), threading.Event(), node._process
+    gate, inside, prepare = threading.Event(), threading.Event(), node._prepare
 
     def held(*args):
         inside.set()
         gate.wait(30)
-        process(*args)
+        return prepare(*args)
 
-    node._process = held
+    node._prepare = held
     on_image(_image(rgb, 1))
     assert inside.wait(30)
     on_image(_image(rgb, 2))
@@ -167,8 +167,11 @@ def test_bad_parameters_at_start_fail_configure(standin, make_node):
 
 
 def test_the_backend_that_runs_is_reported_not_the_one_asked_for(standin, make_node, rgb, tmp_path):
-    # onnxruntime asked for, but there is no export in 'engines': the node falls back to torch and says so
-    node = make_node(backend="onnxruntime", engines=str(tmp_path / "no_export"), publish_debug_image=False)
+    # onnxruntime asked for, but 'engines' holds a broken export: the node falls back to torch and says so
+    engines = tmp_path / "broken_export"
+    engines.mkdir()
+    (engines / "manifest.json").write_text("{ not json")
+    node = make_node(backend="onnxruntime", engines=str(engines), publish_debug_image=False)
     assert node.trigger_configure() == standin.TransitionCallbackReturn.SUCCESS
     assert node.pipe.model.backend == "torch" and node.updater.hardware_id == "hmdiff_torch"
     assert any("backend onnxruntime asked for, torch runs" in t for level, t in node.logger.lines if level == "warn")

@@ -253,7 +253,7 @@ def test_node_entry_point_explains_a_missing_ros():
 
 def test_parameter_choices_and_combinations_are_checked():
     from hmdiff_ros.defaults import MESH_RESOLUTIONS
-    from hmdiff_ros.ros.params import CHOICES, parameter_error
+    from hmdiff_ros.ros.params import CHOICES, parameter_error, parameters_error
 
     defaults = {k: v[0] for k, v in PARAMETERS.items()}
     assert all(parameter_error(k, v, defaults) is None for k, v in defaults.items()), "the defaults are valid"
@@ -264,7 +264,11 @@ def test_parameter_choices_and_combinations_are_checked():
     assert "image_qos" in parameter_error("image_qos", "best_effort", defaults)
     assert "needs backend torch" in parameter_error("dat_mode", "full", {**defaults, "backend": "onnxruntime"})
     assert "needs backend torch" in parameter_error("backend", "onnxruntime", {**defaults, "dat_mode": "full"})
-    assert parameter_error("dat_mode", "full", defaults) is None  # torch is the default backend
+    assert parameter_error("dat_mode", "full", defaults) is None  # auto, the default backend, then loads torch
+    # at run time, full DAT is refused where the loaded backend cannot run it
+    assert "onnxruntime runs" in parameters_error(defaults, {"dat_mode": "full"}, backend="onnxruntime")
+    assert parameters_error(defaults, {"dat_mode": "full"}, backend="torch") is None
+    assert parameters_error({**defaults, "dat_mode": "full"}, backend="torch") is None
     assert parameter_error("tf_prefix", "body", defaults) is None
     assert "tf_prefix" in parameter_error("tf_prefix", "/body", defaults)
     assert "tf_prefix" in parameter_error("tf_prefix", "", defaults)

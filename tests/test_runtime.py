@@ -77,23 +77,65 @@ def test_onnxruntime_matches_pytorch(exported, torch_model):
         ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(mode="full"))
 
 
-def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, caplog):
+def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
     out, manifest = exported
     stale = tmp_path / "stale"
     shutil.copytree(out, stale)
     (stale / MANIFEST).write_text(json.dumps({**manifest, "checkpoint_sha256": "0" * 64}))
+    before = {p.name: p.read_bytes() for p in stale.iterdir()}
     with pytest.raises(ValueError, match="another checkpoint"):
         load_onnxruntime(engines=stale)
-    with pytest.raises(FileNotFoundError, match="hmdiff export"):
-        load_onnxruntime(engines=tmp_path / "nothing")
     with caplog.at_level(logging.WARNING):
-        model = load_model("onnxruntime", engines=tmp_path / "nothing")
+        model = load_model("onnxruntime", engines=stale)
     assert isinstance(model, torch.nn.Module) and "falling back to torch" in caplog.text
-    assert model.backend == "torch" and model.fallback_reasons[0].startswith("onnxruntime: no ONNX export")
-    with pytest.raises(FileNotFoundError):
-        load_model("onnxruntime", engines=tmp_path / "nothing", fallback=False)
+    assert model.backend == "torch" and "another checkpoint" in model.fallback_reasons[0]
+    with pytest.raises(ValueError, match="another checkpoint"):
+        load_model("onnxruntime", engines=stale, fallback=False)
+    assert {p.name: p.read_bytes() for p in stale.iterdir()} == before, "a user's export is never changed"
+    # an export of the earlier format (samplers fed per row) is refused by name
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / MANIFEST).write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(ValueError, match=r"has format 1, this version reads format \d+"):
+        load_onnxruntime(engines=old)
     with pytest.raises(ValueError, match="unknown backend"):
         load_model("tflite")
+
+
+def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeypatch, caplog):
+    from hmdiff_ros.runtime.export import cache_root, cached_export
+
+    monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+        folder = cached_export()
+    assert folder.parent == cache_root() == tmp_path / "cache" / "engines"
+    assert "none made yet" in caplog.text and (folder / "sampler_k2_fast.onnx").is_file()
+    stamp = (folder / MANIFEST).stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+        assert cached_export() == folder and load_model("onnxruntime", engines=None).backend == "onnxruntime"
+    assert "making the ONNX export" not in caplog.text and (folder / MANIFEST).stat().st_mtime_ns == stamp
+    # another step count: made beside the samplers it had
+    cached_export(steps=(1,))
+    assert {"sampler_k1_fast.onnx", "sampler_k2_fast.onnx"} <= set(json.loads((folder / MANIFEST).read_text())["files"])
+    # a truncated graph, or an export of another checkpoint under this key: rebuilt, never used
+    data = (folder / "sampler_k2_fast.onnx").read_bytes()
+    (folder / "sampler_k2_fast.onnx").write_bytes(data[: len(data) // 2])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+        model = load_model("onnxruntime", engines=None)
+    assert model.backend == "onnxruntime" and "truncated or corrupt" in caplog.text
+    assert (folder / "sampler_k2_fast.onnx").read_bytes() != data[: len(data) // 2]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "checkpoint_sha256": "0" * 64}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+        cached_export()
+    assert "another checkpoint" in caplog.text and json.loads((folder / MANIFEST).read_text()) != {
+        **manifest,
+        "checkpoint_sha256": "0" * 64,
+    }
 
 
 def test_pipeline_gives_the_same_people_on_both_backends(exported):

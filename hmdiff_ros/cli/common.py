@@ -111,7 +111,7 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
         "--backend",
         default=defaults.BACKEND,
         choices=defaults.BACKENDS,
-        help="model backend (onnxruntime/tensorrt need 'hmdiff export' first)",
+        help="model backend (auto: tensorrt with built engines, then onnxruntime, then torch; onnxruntime makes its ONNX export once, in the cache)",
     )
     p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
 

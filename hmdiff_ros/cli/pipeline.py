@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hmdiff_ros.cli.common import (
     POSITIVE,
+    UsageError,
     add_pipeline_args,
     pipeline_config_from,
     report_failures,
 )
+from hmdiff_ros.defaults import BACKENDS
+
+CONCRETE_BACKENDS = tuple(b for b in BACKENDS if b != "auto")
 
 
 def add_parsers(sub) -> None:
@@ -39,6 +44,12 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--report", default=None, help="also write bench.md and bench.png (p50 per stage) in this folder")
     p.add_argument("--force", action="store_true", help="replace bench.md and bench.png in --report")
+    p.add_argument(
+        "--compare",
+        default="torch",
+        help="comma-separated backends also run, for comparison, where --backend loaded another one "
+        "(default: torch, PyTorch eager; '' for none)",
+    )
     add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench_pipeline)
 
@@ -93,24 +104,37 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
     if args.report:  # refused before the benchmark runs, not after
         check_report(args.report, force=args.force)
+    compare = [b.strip() for b in args.compare.split(",") if b.strip()]
+    unknown = [b for b in compare if b not in CONCRETE_BACKENDS]
+    if unknown:
+        raise UsageError(f"--compare: unknown backends {unknown}; choose from {', '.join(CONCRETE_BACKENDS)}")
     image = read_image(args.image or DEMO_IMAGE)
-    pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
-    results = []
-    try:
-        for people in dict.fromkeys(args.people):
-            frame, boxes = tiled_people(image, people)
-            result = bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes)
-            result["stream"] = stream_figures(pipe, frame, boxes, repeats=args.repeats)
-            results.append(result)
-    finally:
-        pipe.prior.close()
+    cfg = pipeline_config_from(args)
+    results, ran = [], []
+    for backend in [cfg.backend, *compare]:
+        if backend in ran:
+            continue
+        # a comparison backend must not fall back: its rows would carry another's figures
+        pipe = build_pipeline(replace(cfg, backend=backend), args.checkpoint, fallback=backend == cfg.backend)
+        try:
+            ran.append(pipe.model.backend)
+            if backend != cfg.backend and pipe.model.backend in ran[:-1]:
+                continue  # --backend already ran it
+            for people in dict.fromkeys(args.people):
+                frame, boxes = tiled_people(image, people)
+                result = bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes)
+                result["stream"] = stream_figures(pipe, frame, boxes, repeats=args.repeats)
+                results.append(result)
+        finally:
+            pipe.prior.close()
+    pipe_cfg = cfg
     rows = [row for result in results for row in pipeline_rows(result)]
     if args.report:
         settings = {
             "image": args.image or "the demo photo",
-            "steps": pipe.cfg.steps,
-            "hypotheses": pipe.cfg.hypotheses,
-            "dat": pipe.cfg.dat.mode,
+            "steps": pipe_cfg.steps,
+            "hypotheses": pipe_cfg.hypotheses,
+            "dat": pipe_cfg.dat.mode,
         }
         write_pipeline_report(rows, args.report, settings, force=args.force)
     if args.json:

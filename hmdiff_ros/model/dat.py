@@ -75,11 +75,13 @@ class DATOutput:
     gap: torch.Tensor  # (B,) D_k of the network's own x̂_0, metres²
 
 
+_NEXT, _AFTER = [1, 2, 0], [2, 0, 1]  # the cyclic shifts of (x, y, z)
+
+
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cross product over the last axis, written out (exports to any ONNX opset)."""
-    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
-    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
-    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+    """Cross product over the last axis, written out with the cyclic shifts of the components
+    (exports to any ONNX opset as a few Gather/Mul/Sub nodes)."""
+    return a[..., _NEXT] * b[..., _AFTER] - a[..., _AFTER] * b[..., _NEXT]
 
 
 def _inverse3(m: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,7 @@ def _inverse3(m: torch.Tensor) -> torch.Tensor:
     return adj / det[..., None, None], det
 
 
-def polar_rotation(h: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+def polar_rotation(h: torch.Tensor, iterations: int = 8) -> torch.Tensor:
     """Rotation ``R`` ``(..., 3, 3)`` maximising ``trace(R h)`` for cross-covariances ``h``
     (``h = sum_i w_i a_i b_i^T`` gives the R with ``R a_i ≈ b_i``): the orthogonal polar
     factor of ``h^T`` by scaled Newton iterations. Where ``det(h) <= 0`` (a reflection would
@@ -220,6 +222,8 @@ class DAT:
         num_steps = scheduler.num_inference_steps
         # 1-2. the gap D_k of the network's own estimate
         gap, _ = self.gap_and_grad(x0.detach(), prior, weights)  # (B,)
+        if step_index >= self.active_steps(num_steps):  # past the aligned steps: nothing to edit
+            return DATOutput(pred_original_sample=x0.detach(), pred_epsilon=eps.detach(), gap=gap)
         # 3. activation
         active = self.is_active(gap, gap if first_gap is None else first_gap, step_index, num_steps)
         rot = self.rotation(x0.detach(), prior, weights, active) if self.cfg.rigid else None

@@ -65,8 +65,9 @@ class Block(nn.Module):
         attn, d = self.attn, q.shape[-1]
         heads = attn.num_heads
         w, b = attn.in_proj_weight, attn.in_proj_bias
-        split = lambda t: t.reshape(t.shape[0], -1, heads, d // heads).transpose(1, 2)  # noqa: E731
-        qh = split(nn.functional.linear(q, w[:d], b[:d]))
+        split = lambda t: t.reshape(kv.shape[0], -1, heads, d // heads).transpose(1, 2)  # noqa: E731
+        # q (B*M, T, D) against kv (B, N, D): the M query sets of an input read its kv together
+        qh = split(nn.functional.linear(q, w[:d], b[:d]))  # (B, heads, M*T, d/heads)
         kh = split(nn.functional.linear(kv, w[d : 2 * d], b[d : 2 * d]))
         vh = split(nn.functional.linear(kv, w[2 * d :], b[2 * d :]))
         weights = torch.softmax(qh @ kh.transpose(-1, -2) * (1.0 / math.sqrt(d // heads)), dim=-1)
@@ -117,16 +118,19 @@ class Denoiser(nn.Module):
         return len(self.inv_counts)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        b = sample.shape[0]
-        feat = torch.einsum("bpc,pcd->bpd", sample, self.point_in) + self.point_bias  # (B, P, D)
-        tokens = torch.einsum("tp,bpd->btd", self.pool.to(feat.dtype), feat)  # (B, T, D) part means
-        temb = self.time_mlp(
-            timestep_embedding(timestep.expand(b) if timestep.dim() == 0 else timestep, feat.shape[-1])
-        )
-        x = tokens + self.token_embed + temb[:, None]  # (B, T, D)
+        """``image_tokens`` ``(B, N, D)`` or, for M samples of each input next to each other in
+        ``sample`` ``(B*M, P, 3)``, one set per input ``(B, N, D)``: the cross-attention then
+        reads each set once for its M samples."""
+        b, p, d = sample.shape[0], sample.shape[1], self.point_in.shape[-1]
+        # per-point embeddings and region means as batched products over the points, (P, B, ·):
+        # a plain MatMul each in an ONNX graph (ONNX Runtime's Einsum is several times slower)
+        feat = torch.matmul(sample.transpose(0, 1), self.point_in) + self.point_bias[:, None]  # (P, B, D)
+        tokens = torch.matmul(self.pool.to(feat.dtype), feat.reshape(p, -1)).reshape(-1, b, d)  # (T, B, D)
+        temb = self.time_mlp(timestep_embedding(timestep.expand(b) if timestep.dim() == 0 else timestep, d))
+        x = tokens.transpose(0, 1) + self.token_embed + temb[:, None]  # (B, T, D)
         for block in self.self_blocks:
             x = block(x, x)
         for block in self.cross_blocks:
             x = block(x, image_tokens)
-        x = self.norm_out(x)[:, self.groups]  # (B, P, D) each point reads its region's token
-        return torch.einsum("bpd,pdc->bpc", x, self.point_out) + self.point_out_bias  # (B, P, 3)
+        x = self.norm_out(x).transpose(0, 1).index_select(0, self.groups)  # (P, B, D): each point reads its region
+        return (torch.matmul(x, self.point_out) + self.point_out_bias[:, None]).transpose(0, 1)  # (B, P, 3)

@@ -73,6 +73,13 @@ class SampleOutput:
         return SampleOutput(*(t.float().cpu() for t in (self.points, self.joint_std, self.hypotheses, self.gaps)))
 
 
+def rows(t: torch.Tensor, m: int) -> torch.Tensor:
+    """``t`` ``(B, ...)`` with each row repeated ``m`` times, the copies next to each other
+    ``(B*M, ...)`` (as ``repeat_interleave``, written with ``expand`` so that an ONNX export
+    traces ``m`` from a tensor's size instead of fixing it)."""
+    return t.unsqueeze(1).expand(t.shape[0], m, *t.shape[1:]).reshape(-1, *t.shape[1:])
+
+
 def vertex_groups(coarse_rest: np.ndarray, num_groups: int, iters: int = 20) -> np.ndarray:
     """Deterministic k-means (farthest-point init) of the coarse rest vertices into regions."""
     pts = np.asarray(coarse_rest, dtype=np.float64)
@@ -185,7 +192,7 @@ class HMDiff(nn.Module):
         """
         self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         b, m = proxy.shape[0], hypotheses
-        tokens = self.encode(proxy, prior_xyz, prior_vis).repeat_interleave(m, dim=0)  # (B*M, N, D) f_I (+ U)
+        tokens = self.encode(proxy, prior_xyz, prior_vis)  # (B, N, D) f_I (+ U): read once for the M samples
         if noise is None:
             noise = torch.randn(
                 (b * m, self.num_points, 3), generator=generator, dtype=tokens.dtype, device=tokens.device
@@ -193,8 +200,8 @@ class HMDiff(nn.Module):
         x = noise.to(tokens)  # (B*M, P, 3) h_K
         aligner = None if dat.mode == "off" else DAT(dat, self.dat_map, self.cfg.data_scale)
         if aligner is not None:
-            prior = prior_xyz.to(tokens).repeat_interleave(m, dim=0)  # (B*M, 24, 3) U, metres
-            weights = aligner.weights(prior_vis.to(tokens).repeat_interleave(m, dim=0))  # (B*M, 24)
+            prior = rows(prior_xyz.to(tokens), m)  # (B*M, 24, 3) U, metres
+            weights = aligner.weights(rows(prior_vis.to(tokens), m))  # (B*M, 24)
         self.scheduler.set_timesteps(steps)
         gaps = []
         for i, t in enumerate(self.scheduler.timesteps.tolist()):

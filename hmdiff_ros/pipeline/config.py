@@ -46,9 +46,10 @@ def config_error(cfg: PipelineConfig, names: Dict[str, str] | None = None) -> st
         return f"{name('backend')} must be one of {', '.join(defaults.BACKENDS)}, got {cfg.backend!r}"
     if cfg.dat.mode not in defaults.DAT_MODES:
         return f"{name('dat')} must be one of {', '.join(defaults.DAT_MODES)}, got {cfg.dat.mode!r}"
-    if cfg.dat.mode == "full" and cfg.backend != "torch":
+    if cfg.dat.mode == "full" and cfg.backend not in ("torch", "auto"):  # auto then loads torch (build_pipeline)
         return (
-            f"{name('dat')} full needs {name('backend')} torch (the exported graphs run fast DAT), got {cfg.backend!r}"
+            f"{name('dat')} full needs {name('backend')} torch or auto (the exported graphs run fast DAT), "
+            f"got {cfg.backend!r}"
         )
     return None
 

@@ -249,12 +249,16 @@ def implausible_placement(joints: np.ndarray) -> str | None:
     return None
 
 
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False) -> Pipeline:
+def build_pipeline(
+    cfg: PipelineConfig, checkpoint: str | None = None, video: bool = False, fallback: bool = True
+) -> Pipeline:
     """The :class:`Pipeline` with the MediaPipe prior;
     ``video``: the prior follows the person from frame to frame (for one video or camera
-    stream; :meth:`MediaPipePrior.reset` between streams)."""
+    stream; :meth:`MediaPipePrior.reset` between streams); ``fallback=False``: the backend asked
+    for or an error (:func:`~hmdiff_ros.runtime.backends.load_model`)."""
     from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
     from hmdiff_ros.runtime.backends import load_model
 
-    model = load_model(cfg.backend, checkpoint, cfg.engines)
+    backend = "torch" if cfg.dat.mode == "full" and cfg.backend == "auto" else cfg.backend  # only torch runs full DAT
+    model = load_model(backend, checkpoint, cfg.engines, fallback=fallback, steps=(cfg.steps,))
     return Pipeline(model, MediaPipePrior(static_image_mode=not video), cfg=cfg)

@@ -185,6 +185,11 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
             records.append(record)
             if emit is not None:
                 emit(record)
+            if len(records) == 1:
+                first = time.perf_counter()  # the rate counts from the first result: start-up excluded
+        if len(records) > 1:
+            fps = (len(records) - 1) / (time.perf_counter() - first)
+            log.info("%s: %d frames, %.1f FPS (overlay video and JSON lines written)", source, len(records), fps)
     finally:
         if writer is not None:
             writer.release()

@@ -3,7 +3,8 @@
 Subscribes ``image`` (or ``image/compressed``), ``camera_info`` and, with ``use_detections``,
 ``detections``; publishes ``~/humans``, ``~/markers``, ``~/debug_image``, TF per person and
 ``/diagnostics``, all with the image's stamp and frame (or ``target_frame``, through TF at
-that stamp). The newest frame is processed on a worker thread; frames that arrive meanwhile
+that stamp). The newest frame is processed in two stages on two worker threads (the prior of
+frame t+1 runs while the model finishes frame t, :mod:`.worker`); frames that arrive meanwhile
 replace the waiting one and are counted as dropped. With ``autostart`` the node configures
 (loads the model) and activates (subscribes) itself. Inputs are read (:mod:`.bridge`; images
 through cv_bridge where it imports, see :class:`.bridge.ImageReader`) and outputs built
@@ -13,11 +14,14 @@ in README (ROS 2) and :mod:`.params`. This file is the ROS plumbing around them.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from typing import NamedTuple
 
 import rclpy
 import rclpy.executors
+import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import Updater
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -44,6 +48,20 @@ OUTPUTS = {  # FrameMessages field: (message type, topic); the hri ids only with
     "debug_image": ("sensor_msgs/msg/Image", "~/debug_image"),
     "hri": (HRI_IDS_LIST, HRI_TRACKED_TOPIC),
 }
+
+
+class _Frame(NamedTuple):
+    """A frame between the worker's two stages (:meth:`HMDiffNode._prepare`, ``_finish``)."""
+
+    msg: object
+    received: float
+    t0: float
+    values: dict
+    rgb: object
+    K: object
+    prepared: object
+    debug_wanted: bool
+    markers_wanted: bool
 
 
 class HMDiffNode(LifecycleNode):
@@ -76,7 +94,7 @@ class HMDiffNode(LifecycleNode):
     def _check_parameters(self, params) -> SetParametersResult:
         limit, backend = (self.pipe.batch_limit(), self.pipe.model.backend) if self.pipe is not None else (None, "")
         reason = parameters_error(self._values(), {prm.name: prm.value for prm in params}, limit, backend)
-        # the worker notices the new values before its next frame (see _process)
+        # the worker notices the new values before its next frame (see _prepare)
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -143,8 +161,16 @@ class HMDiffNode(LifecycleNode):
 
             inputs.append((Detection2DArray, "detections", self._on_detections))
         self._subs = [self.create_subscription(kind, topic, callback, qos) for kind, topic, callback in inputs]
-        self._worker = NewestFrameWorker(  # self._process looked up per frame: it may be replaced (tests)
-            lambda msg, received: self._process(msg, received), self.stats, lambda: self.p("max_rate_hz"), self._failed
+        # two stages on two threads: the prior of frame t+1 beside the model on frame t, the model
+        # on half of the cores (the stages are looked up per frame: tests may replace them)
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        self._worker = NewestFrameWorker(
+            lambda msg, received: self._prepare(msg, received),
+            self.stats,
+            lambda: self.p("max_rate_hz"),
+            self._failed,
+            finish=lambda frame: self._finish(frame),
         )
         self._worker.start()
         return super().on_activate(state)
@@ -173,6 +199,7 @@ class HMDiffNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop(timeout=5.0)
             self._worker = None
+            torch.set_num_threads(self._threads_before)
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -187,7 +214,7 @@ class HMDiffNode(LifecycleNode):
 
     # ---- inputs -----------------------------------------------------------------------
     def _on_info(self, msg) -> None:
-        self._info = msg  # checked against each image's size in _process
+        self._info = msg  # checked against each image's size in _prepare
 
     def _on_detections(self, msg) -> None:
         self._detections = (msg.header.stamp, detection_boxes(msg, self.p("max_people")))
@@ -195,13 +222,14 @@ class HMDiffNode(LifecycleNode):
     def _on_image(self, msg) -> None:
         worker = self._worker
         if worker is not None:
-            worker.put(msg)  # newest frame wins; processed on the worker thread by _process
+            worker.put(msg)  # newest frame wins; processed on the worker threads by _prepare, _finish
 
     # ---- worker -----------------------------------------------------------------------
     def _failed(self, exc: Exception) -> None:
         self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=5.0)
 
-    def _process(self, msg, received: float) -> None:
+    def _prepare(self, msg, received: float) -> _Frame:
+        """The first stage of a frame: the parameters, the image, the intrinsics, the prior."""
         t0, values = time.monotonic(), self._values()
         # run-time parameters: compared with the last config, not flagged by the set-parameters
         # callback (it runs before rclpy stores the new values: a flag could meet the old ones)
@@ -217,21 +245,27 @@ class HMDiffNode(LifecycleNode):
             self.stats.count("camera_info_unused")
             self.get_logger().warning(f"camera_info not used ({why}): using hfov_deg", throttle_duration_sec=10.0)
         boxes = boxes_for_image(self._detections, msg.header.stamp) if values["use_detections"] else None
-        people = self.pipe(rgb, K, boxes=boxes)
+        prepared = self.pipe.prepare(rgb, K, boxes)
+        return _Frame(msg, received, t0, values, rgb, K, prepared, debug_wanted, markers_wanted)
+
+    def _finish(self, frame: _Frame) -> None:
+        """The second stage: the model, tracking, the messages, publishing, the counts."""
+        msg, values, K = frame.msg, frame.values, frame.K
+        people = self.pipe.finish(frame.prepared).people
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if values["tracking"]:
             people = self.tracker(people, stamp, K)
         target = self._target_transform(msg.header) if self.tf_buffer is not None else None
         self._frame += 1
-        options = frame_options(values, self._frame, "hri" in self._pubs, debug_wanted, markers_wanted)
-        out = frame_messages(self.factory, msg.header, people, self.pipe.topology, options, rgb, K, target)
+        options = frame_options(values, self._frame, "hri" in self._pubs, frame.debug_wanted, frame.markers_wanted)
+        out = frame_messages(self.factory, msg.header, people, self.pipe.topology, options, frame.rgb, K, target)
         for field, pub in self._pubs.items():
             if getattr(out, field) is not None:
                 pub.publish(getattr(out, field))
         if out.transforms:
             self.tf.sendTransform(out.transforms)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # image stamp to publish (node clock; sim time too)
-        self.stats.processed(time.monotonic(), received, t0, age)
+        self.stats.processed(time.monotonic(), frame.received, frame.t0, age)
 
     def _target_transform(self, hdr):
         """``(target_frame, R, t)``: TF's transform from the image's frame at its stamp."""

@@ -84,8 +84,8 @@ def parameter_error(name: str, value, values: dict) -> str | None:
         return f"tf_prefix must be a frame name without a leading '/' or spaces, got {value!r}"
     backend = value if name == "backend" else values.get("backend")
     dat = value if name == "dat_mode" else values.get("dat_mode")
-    if dat == "full" and backend != "torch":
-        return "dat_mode full needs backend torch (the exported graphs use fast DAT)"
+    if dat == "full" and backend not in ("torch", "auto"):  # auto loads torch for full DAT
+        return "dat_mode full needs backend torch or auto (the exported graphs use fast DAT)"
     return None
 
 
@@ -127,7 +127,7 @@ def parameters_error(
     setting those on top of ``values`` is (each checked against the values with the earlier
     ones set, as a set-parameters callback must). ``hypotheses`` must also fit the ``backend``'s
     largest batch ``batch_limit`` (None: not known yet)."""
-    changes, values = (values if changes is None else changes), dict(values)
+    changes, values, before = (values if changes is None else changes), dict(values), values.get("dat_mode")
     for name, value in changes.items():
         why = parameter_error(name, value, values)
         if why:
@@ -135,6 +135,8 @@ def parameters_error(
         values[name] = value
     if batch_limit and values["hypotheses"] > batch_limit:
         return f"hypotheses {values['hypotheses']} exceed the {backend} backend's largest batch of {batch_limit}"
+    if backend and backend != "torch" and values["dat_mode"] == "full" and values["dat_mode"] != before:
+        return f"dat_mode full needs the torch backend; {backend} runs (backend {values['backend']}; set at start)"
     return None
 
 

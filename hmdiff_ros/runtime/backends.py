@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from hmdiff_ros.runtime.export import check_export
+from hmdiff_ros.runtime.export import MANIFEST, cached_export, check_export
 from hmdiff_ros.runtime.graph import GraphModel
 from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
 
@@ -51,48 +51,86 @@ def ort_providers() -> List[str]:
 
 
 class OrtModule(nn.Module):
-    """One ONNX Runtime session as a module: torch tensors in, torch tensors out."""
+    """One ONNX graph in ONNX Runtime as a module: torch tensors in, torch tensors out.
 
-    def __init__(self, session, inputs: Sequence[str]) -> None:
+    A session's thread count is fixed when it is made, so a call runs on a session with as
+    many threads as PyTorch has now (``torch.get_num_threads()``), made on first use by
+    ``make_session(threads)``: a stream that gives the model half of the cores while the prior
+    runs beside it (:func:`hmdiff_ros.pipeline.stream.model_threads`) gets it here too."""
+
+    def __init__(self, make_session: Callable[[int], object], inputs: Sequence[str]) -> None:
         super().__init__()
-        self.session, self.inputs = session, list(inputs)
+        self.make_session, self.inputs = make_session, list(inputs)
+        self.sessions: Dict[int, object] = {}
+        self.session_for(torch.get_num_threads())  # a broken file fails at load, not at the first frame
+
+    def session_for(self, threads: int):
+        if threads not in self.sessions:
+            self.sessions[threads] = self.make_session(threads)
+        return self.sessions[threads]
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.inputs, tensors, strict=True)}
         feeds = {n: (v.astype(np.int64) if n == "timestep" else v.astype(np.float32)) for n, v in feeds.items()}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
+        return torch.from_numpy(self.session_for(torch.get_num_threads()).run(None, feeds)[0])
 
 
-def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Path" = defaults.ENGINES) -> GraphModel:
-    """The HMDiff interface on the ONNX export in ``engines`` (made from ``checkpoint``)."""
+def export_folder(
+    checkpoint: "str | Path | None", engines: "str | Path | None", steps: Sequence[int] = (defaults.STEPS,)
+) -> Path:
+    """The ONNX export to run: the one in ``engines`` where that folder holds one (``hmdiff
+    export``: used as it is, refused if stale), else the export of ``checkpoint`` in the user's
+    cache, made on first use (:func:`~hmdiff_ros.runtime.export.cached_export`, with samplers
+    for ``steps``)."""
+    if engines is not None and (Path(engines) / MANIFEST).exists():
+        return Path(engines)
+    folder = cached_export(checkpoint, steps)
+    log.info("no ONNX export in '%s': using the cached export %s", engines, folder)
+    return folder
+
+
+def load_onnxruntime(
+    checkpoint: "str | Path | None" = None,
+    engines: "str | Path | None" = defaults.ENGINES,
+    steps: Sequence[int] = (defaults.STEPS,),
+) -> GraphModel:
+    """The HMDiff interface on the ONNX export of ``checkpoint`` (:func:`export_folder`)."""
     import onnxruntime as ort
 
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    folder = Path(engines)
+    folder = export_folder(ckpt, engines, steps)
     manifest = check_export(folder, ckpt)
     providers = ort_providers()
     opts = ort.SessionOptions()
     # measured on 2 CPU cores: EXTENDED beats ALL (whose layout changes cost more than they
-    # save on these small graphs), and spinning threads fight PyTorch's between calls
+    # save on these small graphs); threads that spin between the graph's many small nodes make
+    # the one-call sampler 1.3x faster than threads that sleep (12.7 ms against 17.0 ms), but
+    # only if they stop spinning when a call returns: else they starve the other sessions and
+    # PyTorch (a frame took 72.5 ms instead of 16.6)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
 
-    def session(name: str):
-        try:
-            return ort.InferenceSession(str(folder / name), opts, providers=providers)
-        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
-            raise ValueError(
-                f"ONNX file '{folder / name}' could not be loaded by ONNX Runtime "
-                f"({type(exc).__name__}: {one_line(exc)}); run 'hmdiff export --out {folder} --force'"
-            ) from None
+    def session(name: str, inputs: Sequence[str]) -> OrtModule:
+        def make(threads: int):
+            opts.intra_op_num_threads = threads
+            try:
+                return ort.InferenceSession(str(folder / name), opts, providers=providers)
+            except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+                raise ValueError(
+                    f"ONNX file '{folder / name}' could not be loaded by ONNX Runtime "
+                    f"({type(exc).__name__}: {one_line(exc)}); run 'hmdiff export --out {folder} --force'"
+                ) from None
+
+        return OrtModule(make, inputs)
 
     model, _ = load_checkpoint(ckpt)
-    model.encoder = OrtModule(session("encoder.onnx"), ["proxy"])
-    model.denoiser = OrtModule(session("denoiser.onnx"), ["sample", "timestep", "image_tokens"])
+    model.encoder = session("encoder.onnx", ["proxy"])
+    model.denoiser = session("denoiser.onnx", ["sample", "timestep", "image_tokens"])
     samplers, exported_dat = {}, {}
     for name, info in manifest["files"].items():
         if "steps" in info and (folder / name).is_file():
-            mod = OrtModule(session(name), ["proxy", "noise", "prior_xyz", "prior_vis"])
+            mod = session(name, ["proxy", "noise", "prior_xyz", "prior_vis"])
             dat = dict(info["dat"])
             samplers[(int(info["steps"]), dat.pop("mode"))] = mod
             exported_dat[info["dat"]["mode"]] = dat
@@ -100,11 +138,11 @@ def load_onnxruntime(checkpoint: "str | Path | None" = None, engines: "str | Pat
     return GraphModel(model, "onnxruntime", samplers, exported_dat)
 
 
-def _load(name: str, checkpoint, engines, compile: bool):
+def _load(name: str, checkpoint, engines, compile: bool, steps: Sequence[int]):
     if name == "tensorrt":
         return load_tensorrt(checkpoint, engines)
     if name == "onnxruntime":
-        return load_onnxruntime(checkpoint, engines)
+        return load_onnxruntime(checkpoint, engines, steps)
     model, _ = load_checkpoint(checkpoint)
     if compile:
         model.denoiser = torch.compile(model.denoiser)
@@ -118,9 +156,12 @@ def load_model(
     engines: "str | Path" = defaults.ENGINES,
     compile: bool = False,
     fallback: bool = True,
+    steps: Sequence[int] = (defaults.STEPS,),
 ):
     """The model on ``backend`` (``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``);
     ``fallback=False`` raises instead of falling back (benchmarks must not mislabel).
+    ``steps``: the DDIM step counts to have one-call samplers for, where ONNX Runtime runs the
+    cached export (:func:`export_folder`); other counts run the DDIM loop over its graphs.
 
     The model's ``backend`` is the one that loaded and ``fallback_reasons`` why the ones before
     it did not. A broken or missing checkpoint breaks every backend: its own error (a one-line
@@ -131,7 +172,7 @@ def load_model(
     reasons: List[str] = []
     for i, name in enumerate(order):
         try:
-            model = _load(name, checkpoint, engines, compile)
+            model = _load(name, checkpoint, engines, compile, steps)
         except (ImportError, OSError, RuntimeError, ValueError) as exc:
             if not fallback or i == len(order) - 1:
                 raise

@@ -6,13 +6,17 @@ Files written to the output folder (``engines/`` by default):
 - ``denoiser.onnx``: ``sample`` ``(B, P, 3)``, ``timestep`` ``(B,)`` int64, ``image_tokens``
   -> ``output`` ``(B, P, 3)`` (the scheduler's prediction type);
 - ``sampler_k{K}_{dat}.onnx`` for each requested K: the whole DDIM loop with DAT (``off`` or
-  ``fast``, the exportable mode, with the rigid start) unrolled into one graph: ``proxy``,
-  ``noise`` ``(B, P, 3)``, ``prior_xyz`` ``(B, 24, 3)``, ``prior_vis`` ``(B, 24)`` -> ``points``
-  ``(B, P, 3)`` metres, root-relative. One call does a frame; B is people x hypotheses;
-- ``manifest.json``: opset, the exporting torch version, input/output names and shapes, the
-  checkpoint's hash, the schedule and DAT settings of every sampler, and each file's hash.
+  ``fast``, the exportable mode, with the rigid start) unrolled into one graph: per person
+  (``batch``, B) ``proxy``, ``prior_xyz`` ``(B, 24, 3)`` and ``prior_vis`` ``(B, 24)``, per
+  hypothesis (``rows``, B*M, each person's M next to each other) ``noise`` ``(B*M, P, 3)`` ->
+  ``points`` ``(B*M, P, 3)`` metres, root-relative. One call does a frame; the encoder runs
+  once per person;
+- ``manifest.json``: the export format, opset, the exporting torch version, input/output names
+  and shapes, the checkpoint's hash, the schedule and DAT settings of every sampler, and each
+  file's hash.
 
-The batch axis is dynamic everywhere.
+The batch axes are dynamic everywhere. :func:`cached_export` keeps one export per checkpoint
+in the user's cache, made on first use, so that the ONNX Runtime backend needs no manual step.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from hmdiff_ros.model.dat import DATConfig
 log = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "manifest.json"
+# 2: the samplers take the proxy and the prior per person and the noise per hypothesis (1: all per row)
+FORMAT = 2
 MIN_OPSET = 13  # the oldest opset the graphs are exported and tested with (the command line's lower bound)
 FALLBACK_MAX_OPSET = 17  # the newest opset when torch does not say (that of torch 2.1's TorchScript exporter)
 
@@ -101,7 +107,9 @@ def file_sha256(path: "str | Path") -> str:
 
 
 class UnrolledSampler(nn.Module):
-    """The K-step sampler of :meth:`HMDiff.sample` (one hypothesis per row, eta 0) as a module."""
+    """The K-step sampler of :meth:`HMDiff.sample` (eta 0) as a module: ``proxy``, ``prior_xyz``
+    and ``prior_vis`` per person (B), ``noise`` per hypothesis (B*M rows, each person's M next to
+    each other); the encoder runs once per person. Returns every row's points (B*M, P, 3) metres."""
 
     def __init__(self, model, steps: int, dat: DATConfig) -> None:
         super().__init__()
@@ -110,19 +118,27 @@ class UnrolledSampler(nn.Module):
         self.model, self.steps, self.dat = model, steps, dat
 
     def forward(self, proxy, noise, prior_xyz, prior_vis):
-        out = self.model.sample(proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, noise=noise)
-        return out.points
+        m = noise.shape[0] // proxy.shape[0]  # traced from the sizes: any M at run time
+        out = self.model.sample(proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, hypotheses=m, noise=noise)
+        return out.hypotheses.flatten(0, 1)
 
 
 def export_graph(
-    module: nn.Module, args, path: Path, inputs: Sequence[str], outputs: Sequence[str], opset: int
+    module: nn.Module,
+    args,
+    path: Path,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    opset: int,
+    axes: "Dict[str, str] | None" = None,
 ) -> None:
-    """``module(*args)`` to ONNX at ``path`` with a dynamic batch axis; a failure is one line."""
+    """``module(*args)`` to ONNX at ``path`` with a dynamic first axis, named ``batch`` unless
+    ``axes`` names it otherwise for an input or output; a failure is one line."""
     kwargs = dict(
         input_names=list(inputs),
         output_names=list(outputs),
         opset_version=opset,
-        dynamic_axes={n: {0: "batch"} for n in (*inputs, *outputs)},
+        dynamic_axes={n: {0: (axes or {}).get(n, "batch")} for n in (*inputs, *outputs)},
         do_constant_folding=True,
     )
     params = inspect.signature(torch.onnx.export).parameters
@@ -222,6 +238,7 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(2, enc.in_channels, enc.input_size, enc.input_size, generator=g)
     noise = torch.randn(2, model.num_points, 3, generator=g)
+    rows = torch.randn(6, model.num_points, 3, generator=g)  # the samplers' noise: 3 hypotheses per person
     prior, vis = torch.randn(2, 24, 3, generator=g) * 0.3, torch.ones(2, 24)
     with torch.no_grad():
         tokens = model.encode(proxy, prior, vis)  # what the denoiser reads: image tokens (+ prior tokens)
@@ -254,27 +271,28 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
         name = sampler_file(k, dat)
         export_graph(
             UnrolledSampler(model, k, dat_cfg).eval(),
-            (proxy, noise, prior, vis),
+            (proxy, rows, prior, vis),
             out / name,
             ["proxy", "noise", "prior_xyz", "prior_vis"],
             ["points"],
             opset,
+            axes={"noise": "rows", "points": "rows"},
         )
         files[name] = {
             "steps": k,
             "dat": asdict(dat_cfg),
             "inputs": {
                 "proxy": ["batch", enc.in_channels, enc.input_size, enc.input_size],
-                "noise": ["batch", model.num_points, 3],
+                "noise": ["rows", model.num_points, 3],
                 "prior_xyz": ["batch", 24, 3],
                 "prior_vis": ["batch", 24],
             },
-            "outputs": {"points": ["batch", model.num_points, 3]},
+            "outputs": {"points": ["rows", model.num_points, 3]},
         }
     for name in files:
         files[name]["sha256"] = file_sha256(out / name)
     manifest = {
-        "format": 1,
+        "format": FORMAT,
         "opset": opset,
         "torch": torch.__version__,
         "checkpoint": str(ckpt),
@@ -313,6 +331,11 @@ def read_manifest(folder: "str | Path") -> Dict:
             f"export manifest '{path}' is truncated or corrupt ({type(exc).__name__}: {one_line(exc)}); "
             f"expected the JSON that 'hmdiff export' writes: run 'hmdiff export --out {folder} --force'"
         ) from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"the ONNX export in '{folder}' has format {manifest.get('format')!r}, this version reads format "
+            f"{FORMAT} (its samplers' inputs changed); run 'hmdiff export --out {folder} --force'"
+        )
     for name in ("encoder.onnx", "denoiser.onnx"):
         if name not in files or not (folder / name).is_file():
             raise FileNotFoundError(f"'{folder / name}' is missing; run 'hmdiff export --out {folder} --force'")
@@ -338,3 +361,65 @@ def check_export(folder: "str | Path", checkpoint: "str | Path") -> Dict:
                 f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
             )
     return manifest
+
+
+def cache_root() -> Path:
+    """Where :func:`cached_export` keeps its exports: ``$HMDIFF_CACHE/engines``
+    (``HMDIFF_CACHE`` defaults to ``~/.cache/hmdiff_ros``)."""
+    return Path(os.environ.get("HMDIFF_CACHE") or Path.home() / ".cache" / "hmdiff_ros") / "engines"
+
+
+def cached_export(
+    checkpoint: "str | Path | None" = None,
+    steps: Sequence[int] = (defaults.STEPS,),
+    dat: str = defaults.DAT_MODE,
+) -> Path:
+    """The folder of an ONNX export of ``checkpoint`` with samplers for ``steps`` (DAT ``dat``),
+    made once in the user's cache (:func:`cache_root`) and used from there after.
+
+    The folder is keyed by the checkpoint's weights and config, the torch version and the
+    export format; before use the export is checked (:func:`check_export`: the checkpoint's
+    hash and every file's), and one that is stale, truncated, foreign or lacks a sampler asked
+    for is rebuilt, never used. Exports of one key are made one at a time (a file lock), so
+    processes that start together (a launch file's nodes) make it once."""
+    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    key = hashlib.sha256(
+        "\n".join(
+            [file_sha256(ckpt / WEIGHTS), file_sha256(ckpt / CONFIG), torch.__version__, str(FORMAT), str(OPSET)]
+        ).encode()
+    ).hexdigest()[:16]
+    folder = cache_root() / key
+    wanted = sorted({int(k) for k in steps})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.with_suffix(".lock")):
+        try:
+            manifest = check_export(folder, ckpt)
+            have = {int(i["steps"]) for i in manifest["files"].values() if "steps" in i and i["dat"]["mode"] == dat}
+            if set(wanted) <= have:
+                return folder
+            why = f"no sampler for steps {sorted(set(wanted) - have)} with DAT {dat}"
+            wanted = sorted(set(wanted) | have)  # keep the samplers it had
+        except FileNotFoundError:
+            why = "none made yet"
+        except ValueError as exc:
+            why = one_line(exc)
+        log.info("making the ONNX export of %s in %s (%s; once, about 10 s)", ckpt, folder, why)
+        export_onnx(ckpt, folder, steps=wanted, dat=dat, force=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (made if needed) while the block runs, where the system has
+    ``fcntl`` (Linux, macOS); elsewhere no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -28,7 +28,7 @@ from hmdiff_ros import defaults
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.hmdiff import SampleOutput
 
-Sampler = Callable[..., torch.Tensor]  # (proxy, noise, prior_xyz, prior_vis) -> points (B, P, 3) metres
+Sampler = Callable[..., torch.Tensor]  # proxy, noise (B*M rows), prior_xyz, prior_vis (B) -> points (B*M, P, 3) metres
 
 
 class GraphModel:
@@ -101,8 +101,7 @@ class GraphModel:
         if sampler is not None:
             if prior_xyz is None:  # dat "off": the graph still takes a prior
                 prior_xyz, prior_vis = torch.zeros(people, 24, 3), torch.zeros(people, 24)
-            rep = lambda t: t.float().repeat_interleave(hypotheses, dim=0)  # noqa: E731
-            points = sampler(rep(proxy), noise.float(), rep(prior_xyz), rep(prior_vis))  # (B*M, P, 3) metres
+            points = sampler(proxy.float(), noise.float(), prior_xyz.float(), prior_vis.float())  # (B*M, P, 3) metres
             gaps = torch.full((steps, rows), float("nan"))
             return SampleOutput.from_rows(points.float().cpu(), people, self.num_coarse, gaps)
         if self.device.type != "cpu" and eta > 0 and generator is not None:
