@@ -178,6 +178,9 @@ def crop_boxes(
     return box
 
 
+SUBNORMAL = float(np.finfo(np.float32).tiny)  # float32 values below this are subnormal
+
+
 def make_proxy(uv, visibility, mask, valid, cfg: ProxyConfig):
     """Encoder input ``(B, C, S, S)`` float32 from keypoints ``uv`` ``(B, J, 2)`` (crop pixels),
     ``visibility`` ``(B, J)`` in [0, 1], ``mask`` and ``valid`` ``(B, S, S)`` in [0, 1] (or
@@ -215,7 +218,10 @@ def make_proxy(uv, visibility, mask, valid, cfg: ProxyConfig):
     gx = xp.exp(inv * (grid - u[..., 0:1]) ** 2)  # (B, J, S) separable Gaussian
     gy = xp.exp(inv * (grid - u[..., 1:2]) ** 2)
     out = empty((b, j + 2, s, s))
-    out[:, :j] = gy[..., :, None] * gx[..., None, :]  # (B, J, S, S), rows are v
+    heat = gy[..., :, None] * gx[..., None, :]  # (B, J, S, S), rows are v
+    # the Gaussians' far tails are subnormal floats, on which a CPU runs the encoder's
+    # convolutions 4x slower (3.1 ms against 0.8 with ONNX Runtime): flushed to zero
+    out[:, :j] = xp.where(heat < SUBNORMAL, 0.0, heat)
     out[:, j] = _unit(mask, cast)
     out[:, j + 1] = _unit(valid, cast)
     return out

@@ -64,9 +64,12 @@ def _finish(pipe: Pipeline, pending) -> Tuple[object, object, float]:
     return tag, outcome, time.perf_counter() - arrived
 
 
-def stream_figures(pipe: Pipeline, image: np.ndarray, boxes=None, repeats: int = 20) -> dict:
+def stream_figures(pipe: Pipeline, image: np.ndarray, boxes=None, repeats: int = 20, warmup: int = 3) -> dict:
     """``{"fps", "p50_ms", "p90_ms", "p99_ms"}`` of ``image`` streamed ``repeats`` times with
-    overlapped stages (latency: a frame's arrival to its result)."""
+    overlapped stages (latency: a frame's arrival to its result), after ``warmup`` frames
+    streamed the same way (the model's first calls on fewer threads are not counted)."""
+    for _ in overlapped(pipe, ((image, None, boxes, i) for i in range(warmup))):
+        pass
     start, latency = time.perf_counter(), []
     for _, _, lat in overlapped(pipe, ((image, None, boxes, i) for i in range(repeats))):
         latency.append(lat)
