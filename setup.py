@@ -78,6 +78,7 @@ EXTRAS = {
         "colcon-ros>=0.4",
         "colcon-recursive-crawl>=0.2",
         "colcon-package-information>=0.3",
+        "lark>=1.1",  # ROS 2 launch imports it (Debian's python3-lark is not on other Pythons' path)
     ],
 }
 

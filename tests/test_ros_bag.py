@@ -270,12 +270,18 @@ class StandInPipeline:
         self.Ks, self.sigterm_handlers = [], []
 
     def __call__(self, rgb, K):
+        return self.finish(self.prepare(rgb, K)).people
+
+    def prepare(self, rgb, K, boxes=None):  # a stream's first stage (hmdiff_ros.pipeline.stream)
         self.Ks.append(np.array(K))
         self.sigterm_handlers.append(signal.getsignal(signal.SIGTERM))
         if self.announce_after is not None and len(self.Ks) == self.announce_after:
             print("processing", flush=True)
         time.sleep(self.delay)
-        return []
+        return None
+
+    def finish(self, prepared):
+        return SimpleNamespace(people=[])
 
 
 def write_frames_bag(path, frames=5, size=(24, 32), encoding="rgb8", info=None, storage="mcap"):

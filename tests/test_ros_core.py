@@ -308,7 +308,9 @@ def test_every_output_carries_the_image_header_for_both_image_qos(running, image
     assert status.level == DiagnosticStatus.OK or (
         status.level == DiagnosticStatus.WARN and "dropped" in status.message
     ), status.message
-    assert status.hardware_id == "hmdiff_torch"
+    # the default backend, auto: ONNX Runtime on this CPU (on its export made once in the cache)
+    assert status.hardware_id == "hmdiff_onnxruntime" and values["backend"] == "onnxruntime"
+    assert values["backend_asked"] == "auto"
 
 
 # ---- run-time parameters through the parameter services -------------------------------------

@@ -302,9 +302,11 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
             "hypotheses": 1,
             "ddim_steps": 1,
             "backend": "onnxruntime",
-            "engines": str(tmp_path / "no_export"),
+            "engines": str(tmp_path / "broken_export"),  # a broken export: refused, torch runs instead
             "publish_debug_image": False,
         }
+        (tmp_path / "broken_export").mkdir()
+        (tmp_path / "broken_export" / "manifest.json").write_text("{ not json")
         node = HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok

@@ -45,3 +45,29 @@ def test_an_empty_stream_gives_nothing():
         assert list(overlapped(pipe, [])) == []
     finally:
         pipe.prior.close()
+
+
+def test_a_failing_source_gives_the_frame_in_flight_first():
+    """A corrupt file or Ctrl-C in the source: the frame already prepared is not lost."""
+
+    class Stage:
+        def prepare(self, image, K, boxes):
+            return image
+
+        def finish(self, prepared):
+            return prepared * 10
+
+    def source():
+        yield 1, None, None, "a"
+        yield 2, None, None, "b"
+        raise OSError("the video ends in garbage")
+
+    got = []
+    try:
+        for tag, outcome, _ in overlapped(Stage(), source()):
+            got.append((tag, outcome))
+    except OSError as exc:
+        assert "garbage" in str(exc)
+    else:
+        raise AssertionError("the source's error is raised after the frames in flight")
+    assert got == [("a", 10), ("b", 20)]

@@ -31,6 +31,7 @@ and the gradient step with its score rewrite (:meth:`DAT.align`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,8 +142,8 @@ class DAT:
     def is_active(self, gap: torch.Tensor, first_gap: torch.Tensor, step_index: int, num_steps: int) -> torch.Tensor:
         """Which samples ``(B,)`` align at this step: ``R_k = D_k / D_K > tau`` and the step is
         among the first ``max_fraction`` of them (step 3 of the notation)."""
-        early = torch.tensor(step_index < self.active_steps(num_steps))
-        return (gap / first_gap.clamp(min=1e-12) > self.cfg.tau) & early
+        above = gap / first_gap.clamp(min=1e-12) > self.cfg.tau
+        return above if step_index < self.active_steps(num_steps) else torch.zeros_like(above)
 
     def weights(self, visibility: torch.Tensor) -> torch.Tensor:
         return (visibility >= self.cfg.min_visibility).to(visibility.dtype) * visibility  # (B, Q)
@@ -171,19 +172,19 @@ class DAT:
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device).expand_as(rot)
         return torch.where(active[:, None, None], rot, eye)
 
-    def rigid_start(self, x0: torch.Tensor, eps: torch.Tensor, rot: torch.Tensor, alpha_prod: torch.Tensor):
+    def rigid_start(self, x0: torch.Tensor, eps: torch.Tensor, rot: torch.Tensor, alpha_prod: float):
         """The rigid start: x̂_0 ``(B, P, 3)`` turned about the root by ``rot`` ``(B, 3, 3)``
         (:meth:`rotation`), with ε̂ rewritten for it (:meth:`rewrite_score`). Returns (x̂_0', ε')."""
         turned = x0 @ rot.transpose(-1, -2)  # (B, P, 3)
         return turned, self.rewrite_score(eps, turned - x0, alpha_prod)
 
     @staticmethod
-    def rewrite_score(eps: torch.Tensor, shift: torch.Tensor, alpha_prod: torch.Tensor) -> torch.Tensor:
+    def rewrite_score(eps: torch.Tensor, shift: torch.Tensor, alpha_prod: float) -> torch.Tensor:
         """ε' for x̂_0 moved by ``shift`` at the same h_k: ``ε' = ε - sqrt(ᾱ_k) / sqrt(1 - ᾱ_k) shift``,
         so that ``sqrt(ᾱ_k) x̂_0' + sqrt(1 - ᾱ_k) ε' = h_k`` still holds (the DDIM step then starts
         from the aligned x̂_0 without leaving the noise level of h_k)."""
-        a = alpha_prod.to(eps)
-        return eps - (a.sqrt() / (1 - a).sqrt()) * shift
+        a = float(alpha_prod)  # a Python float: nothing crosses to the samples' device
+        return eps - (math.sqrt(a) / math.sqrt(1 - a)) * shift
 
     def network_gradient(
         self,
@@ -231,7 +232,7 @@ class DAT:
         if self.differentiates(step_index, num_steps):
             grad_h = self.network_gradient(sample, x0, prior, weights, rot)
         x0, eps, sample = x0.detach(), eps.detach(), sample.detach()
-        alpha_prod = scheduler.alphas_cumprod[t]
+        alpha_prod = scheduler.alpha(t)
         if rot is not None:
             x0, eps = self.rigid_start(x0, eps, rot, alpha_prod)
         # 4. the alignment gradient regularises the score
@@ -244,7 +245,7 @@ class DAT:
         x0: torch.Tensor,
         eps: torch.Tensor,
         sample: torch.Tensor,
-        alpha_prod: torch.Tensor,
+        alpha_prod: float,
         gap: torch.Tensor,
         grad_x0: torch.Tensor,
         active: torch.Tensor,
@@ -255,8 +256,7 @@ class DAT:
         ``grad_h``: ∇_{h_k} D from autograd (``full``); ``None`` uses the closed form (``fast``).
         ``active`` ``(B,)``: which samples align at this step.
         """
-        a = alpha_prod.to(sample)
-        g = grad_x0 / a.sqrt() if grad_h is None else grad_h  # (B, P, 3) ∇_{h_k} D
+        g = grad_x0 / math.sqrt(float(alpha_prod)) if grad_h is None else grad_h  # (B, P, 3) ∇_{h_k} D
         # ε' = ε + c g moves x̂_0 by -c sqrt(1 - ᾱ)/sqrt(ᾱ) g; c is set so that, to first order,
         # the gap falls by λ D: the x̂_0 update is -λ D g / <∇_{x̂_0} D, g> (Polyak step).
         along = (grad_x0 * g).flatten(1).sum(1)  # (B,)

@@ -188,14 +188,18 @@ class HMDiff(nn.Module):
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        check: bool = True,
     ) -> SampleOutput:
         """Recover root-relative points for a batch of encoder inputs ``(B, C, S, S)``.
 
         ``prior_xyz`` ``(B, 24, 3)`` metres and ``prior_vis`` ``(B, 24)``: U for DAT (needed
         unless ``dat.mode == "off"``). ``hypotheses`` M: samples per input, averaged.
         ``noise`` ``(B*M, P, 3)``: the starting noise h_K (drawn from ``generator`` if None).
+        ``check=False`` skips :meth:`check_inputs` (a caller that checked them already, e.g. before
+        a CUDA graph capture, where reading a GPU value back is not allowed).
         """
-        self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
+        if check:
+            self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         b, m = proxy.shape[0], hypotheses
         tokens = self.encode(proxy, prior_xyz, prior_vis)  # (B, N, D) f_I (+ U): read once for the M samples
         if noise is None:
@@ -218,7 +222,7 @@ class HMDiff(nn.Module):
                 x0, eps = self.scheduler.to_x0_eps(self.denoiser(h, timestep, tokens), timestep, h)
             # 2. DAT edits (x̂_0, ε̂) towards the prior
             if aligner is None:
-                gaps.append(torch.full((b * m,), float("nan")))
+                gaps.append(torch.full((b * m,), float("nan"), device=x.device))
             else:
                 out = aligner.guide(self.scheduler, i, t, h, x0, eps, prior, weights, gaps[0] if gaps else None)
                 x0, eps = out.pred_original_sample, out.pred_epsilon

@@ -128,6 +128,10 @@ class DDIMScheduler:
         eps = a.sqrt() * model_output + (1 - a).sqrt() * sample
         return x0, eps
 
+    def alpha(self, t: int) -> float:
+        """ᾱ_t as a Python float (from the float64 table on the CPU)."""
+        return float(self.alphas_cumprod[int(t)])
+
     def previous_timestep(self, t: int) -> int:
         """The step after ``t`` in the current schedule (-1 past the last)."""
         steps = self.timesteps.tolist()
@@ -145,16 +149,18 @@ class DDIMScheduler:
     ) -> StepOutput:
         """One DDIM step from ``sample`` = x_t given (x̂_0, ε̂) (see :meth:`to_x0_eps`; guidance
         such as DAT edits them before this call)."""
+        # the coefficients are Python floats (float64 from the CPU table): no tensor crosses to the
+        # samples' device, so a step on a GPU never waits for the host (and a CUDA graph can hold it)
         prev_t = self.previous_timestep(t)
-        alpha_prod_t = self.alphas_cumprod[int(t)]
-        alpha_prod_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
+        alpha_prod_t = self.alpha(t)
+        alpha_prod_prev = self.alpha(prev_t) if prev_t >= 0 else float(self.final_alpha_cumprod)
         # formula (16): σ_t
         variance = (1 - alpha_prod_prev) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_prev)
-        std = eta * variance.clamp(min=0).sqrt()
+        std = eta * math.sqrt(max(variance, 0.0))
         # formula (12): direction pointing to x_t, then x_{t-1}
-        direction = (1 - alpha_prod_prev - std**2).clamp(min=0).sqrt().to(sample.dtype) * eps
-        prev = alpha_prod_prev.sqrt().to(sample.dtype) * x0 + direction
+        direction = math.sqrt(max(1 - alpha_prod_prev - std**2, 0.0)) * eps
+        prev = math.sqrt(alpha_prod_prev) * x0 + direction
         if eta > 0:
             noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=sample.device)
-            prev = prev + std.to(sample.dtype) * noise
+            prev = prev + std * noise
         return StepOutput(prev_sample=prev, pred_original_sample=x0, pred_epsilon=eps)

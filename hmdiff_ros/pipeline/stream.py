@@ -10,7 +10,8 @@ On 2 CPU cores the demo photo streams at 30.3 FPS overlapped against 18.0 one fr
 overlap gains nothing, the two stages then fight over them.
 Frames are prepared in order on that one thread (MediaPipe's video mode needs it) and every
 frame's result equals :meth:`Pipeline.run`'s on it. A frame whose preparation or model raises a
-``ValueError`` (a bad frame) gives that error in place of its result; the stream goes on.
+``ValueError`` (a bad frame) gives that error in place of its result; the stream goes on. If
+the source of the frames raises, the frame in flight is finished and given first.
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ def overlapped(pipe: Pipeline, frames: Iterable[Tuple]) -> Iterator[Tuple[object
     ``latency_s``: from the frame's arrival (taken from ``frames``) to its outcome. The prior
     of the next frame runs while the model runs on this one."""
     with model_threads(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="hmdiff-prior") as pool:
-        pending = None  # (tag, arrival, future of prepare)
-        for image, K, boxes, tag in frames:
+        pending, source = None, iter(frames)  # pending: (tag, arrival, future of prepare)
+        while True:
+            try:
+                image, K, boxes, tag = next(source)
+            except StopIteration:
+                break
+            except BaseException:  # the source failed (a corrupt file, Ctrl-C): the frame in flight first
+                if pending is not None:
+                    yield _finish(pipe, pending)
+                raise
             arrived = time.perf_counter()
             job = (tag, arrived, pool.submit(pipe.prepare, image, K, boxes))
             if pending is not None:

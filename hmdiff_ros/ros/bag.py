@@ -35,6 +35,7 @@ from typing import Dict
 import numpy as np
 
 from hmdiff_ros import defaults
+from hmdiff_ros.pipeline.stream import overlapped
 from hmdiff_ros.ros.bridge import choose_intrinsics, image_to_rgb
 from hmdiff_ros.ros.convert import (
     HRI_IDS_LIST,
@@ -272,33 +273,49 @@ def process_bag(
                     summary["topics"].append(HRI_TRACKED_TOPIC)
                 summary["types"] = sorted(defs)
                 info, stopped_by = None, None  # stopped_by: the signal that ended the loop early
+                read = 0  # images read for the pipeline (--max-frames)
                 bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
-                try:
+
+                def frames():
+                    """The images, with the messages around them copied through as they are read."""
+                    nonlocal info, stopped_by, read
                     for conn, stamp, raw in reader.messages():
                         if stop.signum is not None:
                             stopped_by = stop.signum
-                            break
+                            return
                         if conn.id in out_conns:
                             writer.write(out_conns[conn.id], stamp, raw)
                         if conn.id in info_ids:
                             info = reader.deserialize(raw, conn.msgtype)
                             continue
-                        if conn.id not in image_ids or (max_frames is not None and summary["frames"] >= max_frames):
+                        if conn.id not in image_ids or (max_frames is not None and read >= max_frames):
                             continue
                         bar.update(1)
                         try:
                             msg = reader.deserialize(raw, conn.msgtype)
                             rgb = image_to_rgb(msg)
                             K = _intrinsics(info, rgb, pipeline, summary)
-                            people = pipeline(rgb, K)
-                            if tracking is not None:
-                                stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                                people = tracking(people, stamp_s, K)
                         except ValueError as exc:
-                            summary["dropped"] += 1
-                            key = str(exc).split(";")[0].strip()[:200]  # the reason, without the list of choices
-                            summary["dropped_reasons"][key] = summary["dropped_reasons"].get(key, 0) + 1
+                            dropped(exc)
                             continue
+                        read += 1
+                        yield rgb, K, None, (stamp, msg, rgb, K)
+
+                def dropped(exc: ValueError) -> None:
+                    summary["dropped"] += 1
+                    key = str(exc).split(";")[0].strip()[:200]  # the reason, without the list of choices
+                    summary["dropped_reasons"][key] = summary["dropped_reasons"].get(key, 0) + 1
+
+                try:
+                    # the prior of the next image runs while the model finishes this one (the order kept)
+                    for (stamp, msg, rgb, K), outcome, _ in overlapped(pipeline, frames()):
+                        if isinstance(outcome, ValueError):
+                            dropped(outcome)
+                            continue
+                        people = outcome.people
+                        if tracking is not None:
+                            stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                            people = tracking(people, stamp_s, K)
                         out = frame_messages(f, msg.header, people, pipeline.topology, options, rgb, K)
                         written = [
                             (humans_c, out.humans, HUMAN_ARRAY),

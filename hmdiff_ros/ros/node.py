@@ -135,7 +135,9 @@ class HMDiffNode(LifecycleNode):
         self.updater.setHardwareID(f"hmdiff_{backend}")
         if backend != self.p("backend"):
             reasons = "; ".join(getattr(self.pipe.model, "fallback_reasons", [])) or "see above"
-            self.get_logger().warning(f"backend {self.p('backend')} asked for, {backend} runs: {reasons}")
+            # auto skipping what is not here is its job; another backend asked for and not run is a warning
+            say = self.get_logger().info if self.p("backend") == "auto" else self.get_logger().warning
+            say(f"backend {self.p('backend')} asked for, {backend} runs: {reasons}")
         self.get_logger().info(
             f"model ready (backend {backend}); images with QoS {self.p('image_qos')} "
             f"({IMAGE_QOS[self.p('image_qos')]}, depth 1), outputs reliable depth 5, in frame "

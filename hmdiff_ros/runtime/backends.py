@@ -9,9 +9,12 @@ pipeline runs on any of them unchanged.
   step counts run the encoder and denoiser graphs in the DDIM loop.
 - ``tensorrt``: native TensorRT 10 engines built from the same ONNX files
   (:mod:`hmdiff_ros.runtime.tensorrt_backend`), on CUDA torch tensors.
-- ``auto``: the fastest that works here: tensorrt (with a GPU), then onnxruntime (with an
-  export), then torch. A backend that cannot load (library missing, no GPU, no export)
-  falls back along tensorrt -> onnxruntime -> torch with one log line, never a crash.
+- ``auto`` (the default): the fastest that works here: tensorrt (with a GPU and engines), then,
+  with a GPU, torch on it with the sampler in CUDA graphs (:mod:`hmdiff_ros.runtime.cuda_graph`,
+  reported as ``torch``), then onnxruntime (on the export of the checkpoint made once in the
+  user's cache when ``engines`` holds none: :func:`export_folder`), then torch. A backend that
+  cannot load (library missing, no GPU, a broken export) falls back along that order with one
+  log line, never a crash.
 
 Every loaded model says what really runs: ``backend`` (``torch``, ``onnxruntime`` or
 ``tensorrt``), ``fallback_reasons`` (``"name: error"`` for each backend that was skipped on the
@@ -33,6 +36,7 @@ from torch import nn
 from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from hmdiff_ros.runtime.cuda_graph import load_torch_cuda
 from hmdiff_ros.runtime.export import MANIFEST, cached_export, check_export
 from hmdiff_ros.runtime.graph import GraphModel
 from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
@@ -141,6 +145,8 @@ def load_onnxruntime(
 def _load(name: str, checkpoint, engines, compile: bool, steps: Sequence[int]):
     if name == "tensorrt":
         return load_tensorrt(checkpoint, engines)
+    if name == "torch-cuda":  # auto on a machine with CUDA: PyTorch on the GPU, a CUDA graph per frame
+        return load_torch_cuda(checkpoint)
     if name == "onnxruntime":
         return load_onnxruntime(checkpoint, engines, steps)
     model, _ = load_checkpoint(checkpoint)
@@ -169,6 +175,8 @@ def load_model(
     if backend not in defaults.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {list(defaults.BACKENDS)}")
     order = FALLBACK_ORDER if backend == "auto" else FALLBACK_ORDER[FALLBACK_ORDER.index(backend) :]
+    if backend == "auto" and torch.cuda.is_available():  # a GPU: PyTorch there before the CPU's ONNX Runtime
+        order = ("tensorrt", "torch-cuda", *order[1:])
     reasons: List[str] = []
     for i, name in enumerate(order):
         try:

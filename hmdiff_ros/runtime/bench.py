@@ -5,7 +5,9 @@ Prints a list of ``{"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}`` rows, wi
 p50 of the model stage) and ``peak_mb`` (peak resident memory of the process so far, or GPU
 memory for CUDA backends). Inputs: fixed random proxies and priors (batch = people, each
 sampled ``hypotheses`` times, as the pipeline does), timed after warm-up, all backends in the
-same run.
+same run. With ``--device cuda``, the torch backend gives two rows: ``torch-cuda`` (eager) and
+``torch-cuda-graph`` (the sampler replayed from CUDA graphs, :mod:`hmdiff_ros.runtime.cuda_graph`;
+inputs from the CPU and results back to it, as the pipeline uses it).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.runtime.backends import CONCRETE_BACKENDS, load_model
+from hmdiff_ros.runtime.cuda_graph import TorchCudaModel
 
 log = logging.getLogger(__name__)
 REPORT_FILES = ("bench.md", "bench.png")
 
 
 def _peak_mb(backend: str) -> float:
-    if backend in ("tensorrt", "torch-cuda") and torch.cuda.is_available():
+    if backend in ("tensorrt", "torch-cuda", "torch-cuda-graph") and torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     try:
         import resource
@@ -104,19 +107,26 @@ def bench(
     prior = torch.randn(people, 24, 3, generator=g) * 0.3
     vis = torch.ones(people, 24)
     rows = []
+    runs = []  # (row name, model, device of its inputs)
     for backend in backends:
         model = load_model(backend, checkpoint, engines, fallback=False, steps=(steps,))
         dev = torch.device(device if backend == "torch" else "cpu")
         if backend == "torch":
             model = model.to(dev)
+        # the row names the backend that ran (fallback=False: the asked one, or an error above)
+        runs.append((model.backend if dev.type == "cpu" else f"{model.backend}-{dev.type}", model, dev))
+        if backend == "torch" and dev.type == "cuda":  # beside eager: the sampler in CUDA graphs
+            runs.append(("torch-cuda-graph", TorchCudaModel(model, dev), torch.device("cpu")))
+    for name, model, dev in runs:
         x, u, w = proxy.to(dev), prior.to(dev), vis.to(dev)
+        xe = proxy.to("cuda") if name.startswith("torch-cuda") else x  # the encoder where its weights are
         sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
         enc, total = [], []
         with torch.no_grad():
             for i in range(warmup + repeats):
                 sync()
                 t0 = time.perf_counter()
-                model.encoder(x)
+                model.encoder(xe)
                 sync()
                 t1 = time.perf_counter()
                 model.sample(
@@ -133,8 +143,6 @@ def bench(
                 if i >= warmup:
                     enc.append(t1 - t0)
                     total.append(t2 - t1)  # sample() runs the encoder too: the whole model
-        # the row names the backend that ran (fallback=False: the asked one, or an error above)
-        name = model.backend if dev.type == "cpu" else f"{model.backend}-{dev.type}"
         rows.append({"backend": name, "stage": "encoder", **_percentiles(enc)})
         model_row = {"backend": name, "stage": "model", **_percentiles(total)}
         model_row["fps"] = round(1000.0 / model_row["p50_ms"], 1)

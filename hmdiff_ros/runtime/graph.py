@@ -42,6 +42,7 @@ class GraphModel:
     """
 
     max_batch: int | None = None
+    autograd = False  # whether the model's own DDIM loop can differentiate through the denoiser (full DAT)
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class GraphModel:
         """:meth:`HMDiff.sample` on the graphs. With ``eta > 0`` on a device other than the
         CPU, the per-step noise is drawn there from a generator seeded from ``generator``:
         deterministic per seed, but not the CPU backends' numbers."""
-        if dat.mode == "full":
+        if dat.mode == "full" and not self.autograd:
             raise ValueError(f"dat mode 'full' needs PyTorch autograd; the {self.backend} backend runs 'fast' or 'off'")
         self.model.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         people, rows = proxy.shape[0], proxy.shape[0] * hypotheses

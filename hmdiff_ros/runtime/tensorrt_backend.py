@@ -225,6 +225,7 @@ def load_tensorrt(
 ) -> "CudaGraphModel":
     """The HMDiff interface on TensorRT engines (encoder, denoiser); the DDIM loop and fast
     DAT run in torch on the GPU."""
+    _trt()  # TensorRT and a GPU first: where they are missing, that is the reason, not the export
     folder = Path(engines)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     check_export(folder, ckpt)

@@ -1,0 +1,143 @@
+"""PyTorch on CUDA without launch overhead: the whole K-step sampler as one CUDA graph replay.
+
+Eager PyTorch launches a few hundred small kernels per frame (the encoder, K denoiser calls,
+DAT's closed form, the DDIM steps); on a GPU each launch costs more than its work, so a frame
+is bound by the launches, not by the GPU. :class:`GraphedSampler` captures
+:meth:`~hmdiff_ros.model.hmdiff.HMDiff.sample` (eta 0, DAT ``off`` or ``fast``) into a
+``torch.cuda.CUDAGraph`` once per batch bucket and replays it: inputs are copied into the
+graph's static buffers (the batch padded up to the bucket with copies of its first row, which
+are sampled and dropped), the replay runs every kernel, the output is copied out. Nothing in
+the sampler waits for the host: the scheduler's and DAT's coefficients are Python floats
+(:meth:`~hmdiff_ros.model.scheduler.DDIMScheduler.step`), the noise is an input.
+
+:func:`load_torch_cuda` gives the HMDiff interface on it (``backend`` ``"torch"``, the model on
+the GPU; :class:`~hmdiff_ros.runtime.graph.GraphModel` moves the inputs and draws the noise on
+the CPU as every backend does, so one seed gives the same result everywhere).
+
+This path has not run on a GPU yet (none was available where it was written): with
+``capture=False`` the same buffers, padding and bucketing run eagerly, on any device, and are
+tested on the CPU against the eager sampler.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Sequence, Tuple
+
+import torch
+
+from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.runtime.graph import GraphModel
+
+log = logging.getLogger(__name__)
+BUCKETS = (1, 2, 4, 8, 16)  # people per graph: a batch runs in the smallest bucket that holds it
+
+
+class GraphedSampler:
+    """``(proxy, noise, prior_xyz, prior_vis) -> points (B*M, P, 3)``, the interface of an
+    exported one-call sampler (:mod:`hmdiff_ros.runtime.graph`), on ``model`` (on ``device``)
+    for ``steps`` and ``dat``; one captured graph per (people bucket, hypotheses)."""
+
+    def __init__(
+        self,
+        model,
+        steps: int,
+        dat: DATConfig,
+        device: "str | torch.device" = "cuda",
+        buckets: Sequence[int] = BUCKETS,
+        capture: bool = True,
+    ) -> None:
+        if dat.mode == "full":
+            raise ValueError("dat mode 'full' needs autograd and cannot be captured; use 'fast' or 'off'")
+        self.model, self.steps, self.dat = model, steps, dat
+        self.device, self.buckets, self.capture = torch.device(device), tuple(sorted(buckets)), capture
+        self.graphs: Dict[Tuple[int, int], tuple] = {}  # (bucket, M) -> (graph, static inputs, static output)
+
+    def bucket(self, people: int) -> int:
+        """The smallest bucket that holds ``people`` (a batch beyond the largest is run in chunks
+        by the pipeline: :meth:`Pipeline.max_people_per_call`)."""
+        for size in self.buckets:
+            if people <= size:
+                return size
+        raise ValueError(f"{people} people exceed the largest CUDA graph bucket ({self.buckets[-1]})")
+
+    def _run(self, proxy, noise, prior_xyz, prior_vis) -> torch.Tensor:
+        m = noise.shape[0] // proxy.shape[0]
+        # the inputs were checked on the host (GraphModel.sample): a check here would wait for the GPU
+        out = self.model.sample(
+            proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, hypotheses=m, noise=noise, check=False
+        )
+        return out.hypotheses.flatten(0, 1)
+
+    def _make(self, bucket: int, m: int, like: Sequence[torch.Tensor]):
+        """Static inputs of the bucket's shapes, and their graph (or None, without capture)."""
+        shapes = [(bucket, *like[0].shape[1:]), (bucket * m, *like[1].shape[1:])]
+        shapes += [(bucket, *t.shape[1:]) for t in like[2:]]
+        static = [torch.zeros(s, dtype=torch.float32, device=self.device) for s in shapes]
+        static[3].fill_(1.0)  # visible joints: a warm-up on zeros must not divide by zero weights
+        if not self.capture:
+            return None, static, None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(2):  # warm-up on a side stream, as torch.cuda.graphs asks
+                self._run(*static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            output = self._run(*static)
+        log.info("captured the %d-step sampler in a CUDA graph for %d people x %d hypotheses", self.steps, bucket, m)
+        return graph, static, output
+
+    @torch.no_grad()
+    def __call__(self, proxy, noise, prior_xyz, prior_vis) -> torch.Tensor:
+        people, rows = proxy.shape[0], noise.shape[0]
+        m = rows // people
+        bucket = self.bucket(people)
+        inputs = (proxy, noise, prior_xyz, prior_vis)
+        if (bucket, m) not in self.graphs:
+            self.graphs[(bucket, m)] = self._make(bucket, m, inputs)
+        graph, static, output = self.graphs[(bucket, m)]
+        for buf, value in zip(static, inputs, strict=True):
+            value = value.to(device=self.device, dtype=torch.float32, non_blocking=True)
+            n = value.shape[0]
+            buf[:n].copy_(value)
+            if n < buf.shape[0]:  # padding: copies of the first row (a valid input), dropped after
+                buf[n:].copy_(value[:1].expand(buf.shape[0] - n, *value.shape[1:]))
+        if graph is None:
+            output = self._run(*static)
+        else:
+            graph.replay()
+        return output[:rows].clone()
+
+
+class TorchCudaModel(GraphModel):
+    """The HMDiff interface on the PyTorch model on a CUDA device: with ``cuda_graphs``, eta 0
+    and DAT ``off`` or ``fast`` (the defaults), a frame is one :class:`GraphedSampler` replay;
+    otherwise the eager sampler runs there (``full`` DAT too: this is PyTorch)."""
+
+    autograd = True  # the model itself runs the loop that the graphs do not hold: full DAT works
+
+    def __init__(self, model, device: "str | torch.device" = "cuda", cuda_graphs: bool = True) -> None:
+        super().__init__(model, "torch", device=device)
+        self.cuda_graphs = cuda_graphs
+
+    def sampler(self, steps: int, dat: DATConfig, eta: float):
+        if not self.cuda_graphs or eta != 0 or dat.mode == "full":
+            return None
+        key = (steps, dat)
+        if key not in self.samplers:
+            # captured on CUDA; elsewhere (tests on the CPU) the same buffers run eagerly
+            self.samplers[key] = GraphedSampler(self.model, steps, dat, self.device, capture=self.device.type == "cuda")
+        return self.samplers[key]
+
+
+def load_torch_cuda(checkpoint=None, cuda_graphs: bool = True) -> TorchCudaModel:
+    """The shipped (or ``checkpoint``'s) model on the GPU; a ``RuntimeError`` without CUDA."""
+    from hmdiff_ros.model.checkpoint import load_checkpoint
+
+    if not torch.cuda.is_available():
+        why = "built without CUDA" if torch.version.cuda is None else "no GPU found"
+        raise RuntimeError(f"CUDA is not available (torch {torch.__version__}, {why})")
+    model, _ = load_checkpoint(checkpoint)
+    return TorchCudaModel(model.to("cuda").eval(), "cuda", cuda_graphs)
