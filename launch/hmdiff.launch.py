@@ -1,7 +1,7 @@
 """Launch the hmdiff node (and optionally RViz) beside a running camera driver.
 
     ros2 launch hmdiff_ros hmdiff.launch.py image:=/camera/color/image_raw \
-        camera_info:=/camera/color/camera_info backend:=onnxruntime rviz:=true
+        camera_info:=/camera/color/camera_info rviz:=true
 """
 
 import os
@@ -24,7 +24,9 @@ def generate_launch_description():
             default_value="/detections",
             description="vision_msgs/Detection2DArray topic (with use_detections:=true)",
         ),
-        DeclareLaunchArgument("backend", default_value="torch", description="torch, onnxruntime, tensorrt or auto"),
+        DeclareLaunchArgument(
+            "backend", default_value="auto", description="auto (the fastest that loads), torch, onnxruntime or tensorrt"
+        ),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument(
             "params_file",

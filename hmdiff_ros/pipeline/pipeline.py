@@ -150,6 +150,8 @@ class Pipeline:
         t3 = time.perf_counter()
         results = []
         q = list(PRIOR_JOINT_INDICES)
+        # the full meshes of everyone in one up-sampling (root-relative; each placed below)
+        full = self.topology.upsample(points[:, : self.model.num_coarse]) if self.cfg.full_mesh else None
         for i, (person, o) in enumerate(people):
             coarse, joints = points[i, : self.model.num_coarse], points[i, self.model.num_coarse :]
             inside = in_image(o.prior_uv, (w, h))
@@ -177,7 +179,7 @@ class Pipeline:
                     visibility=vis,
                     joint_std=joint_std[i],
                     coarse_vertices=coarse + t,
-                    vertices=self.topology.upsample(coarse) + t if self.cfg.full_mesh else None,
+                    vertices=full[i] + t if full is not None else None,
                     translation=t,
                     prior_xyz=prior_xyz,
                 )
