@@ -127,14 +127,13 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
                 results.append(result)
         finally:
             pipe.prior.close()
-    pipe_cfg = cfg
     rows = [row for result in results for row in pipeline_rows(result)]
     if args.report:
         settings = {
             "image": args.image or "the demo photo",
-            "steps": pipe_cfg.steps,
-            "hypotheses": pipe_cfg.hypotheses,
-            "dat": pipe_cfg.dat.mode,
+            "steps": cfg.steps,
+            "hypotheses": cfg.hypotheses,
+            "dat": cfg.dat.mode,
         }
         write_pipeline_report(rows, args.report, settings, force=args.force)
     if args.json:
