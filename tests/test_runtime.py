@@ -136,6 +136,18 @@ def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeyp
         **manifest,
         "checkpoint_sha256": "0" * 64,
     }
+    # another version of the code that builds the graphs: its own export, the old one left alone
+    from hmdiff_ros.runtime import export as export_module
+
+    code = tmp_path / "code"
+    for name in export_module.GRAPH_CODE:
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(export_module.PACKAGE / name, code / name)
+    with open(code / "model" / "dat.py", "a") as fh:
+        fh.write("\n# a change\n")
+    monkeypatch.setattr(export_module, "PACKAGE", code)
+    other = cached_export()
+    assert other != folder and other.parent == folder.parent and (folder / MANIFEST).is_file()
 
 
 def test_pipeline_gives_the_same_people_on_both_backends(exported):

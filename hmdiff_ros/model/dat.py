@@ -152,7 +152,7 @@ class DAT:
         """Gap ``D`` ``(B,)`` (metres², Huber) and its gradient w.r.t. ``x0`` ``(B, P, 3)``,
         in closed form."""
         m = self.joint_map.to(x0)
-        f = torch.einsum("qp,bpd->bqd", m, x0) * self.data_scale  # (B, Q, 3) metres
+        f = torch.matmul(m, x0) * self.data_scale  # (B, Q, 3) metres (matmul: a MatMul in ONNX, not an Einsum)
         r = f - prior  # (B, Q, 3)
         dist = r.norm(dim=-1).clamp(min=1e-9)  # (B, Q)
         norm = weights.sum(1).clamp(min=1e-6)  # (B,)
@@ -160,14 +160,14 @@ class DAT:
         # d huber / d r = r (inside) or delta r / |r| (outside)
         dh = torch.where(dist <= self.cfg.huber_m, torch.ones_like(dist), self.cfg.huber_m / dist)
         grad_f = (weights * dh)[..., None] * r / norm[:, None, None]  # (B, Q, 3)
-        grad_x0 = torch.einsum("qp,bqd->bpd", m, grad_f) * self.data_scale  # (B, P, 3)
+        grad_x0 = torch.matmul(m.t(), grad_f) * self.data_scale  # (B, P, 3)
         return gap, grad_x0
 
     def rotation(self, x0: torch.Tensor, prior: torch.Tensor, weights: torch.Tensor, active: torch.Tensor):
         """Rotations ``(B, 3, 3)`` about the origin (the root) that best map f(x̂_0) onto the
         prior (weighted Kabsch); the identity for samples not ``active``."""
-        f = torch.einsum("qp,bpd->bqd", self.joint_map.to(x0), x0)  # (B, Q, 3), normalised units
-        h = torch.einsum("bq,bqi,bqj->bij", weights, f, prior / self.data_scale)
+        f = torch.matmul(self.joint_map.to(x0), x0)  # (B, Q, 3), normalised units
+        h = torch.matmul((weights[..., None] * f).transpose(1, 2), prior / self.data_scale)  # (B, 3, 3)
         rot = polar_rotation(h)
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device).expand_as(rot)
         return torch.where(active[:, None, None], rot, eye)

@@ -62,8 +62,8 @@ class Block(nn.Module):
         """``self.attn`` (its weights) written out: plain MatMul/Softmax, so the graph exports
         to ONNX and TensorRT the same with or without autograd (PyTorch's fused inference path
         has no ONNX form)."""
-        attn, d = self.attn, q.shape[-1]
-        heads = attn.num_heads
+        attn = self.attn
+        d, heads = attn.embed_dim, attn.num_heads  # ints, not sizes read from q: the weight slices fold into constants
         w, b = attn.in_proj_weight, attn.in_proj_bias
         split = lambda t: t.reshape(kv.shape[0], -1, heads, d // heads).transpose(1, 2)  # noqa: E731
         # q (B*M, T, D) against kv (B, N, D): the M query sets of an input read its kv together

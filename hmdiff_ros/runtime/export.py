@@ -363,6 +363,18 @@ def check_export(folder: "str | Path", checkpoint: "str | Path") -> Dict:
     return manifest
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+# the modules whose code becomes the exported graphs (part of the cached export's key)
+GRAPH_CODE = (
+    "model/hmdiff.py",
+    "model/encoder.py",
+    "model/denoiser.py",
+    "model/dat.py",
+    "model/scheduler.py",
+    "runtime/export.py",
+)
+
+
 def cache_root() -> Path:
     """Where :func:`cached_export` keeps its exports: ``$HMDIFF_CACHE/engines``
     (``HMDIFF_CACHE`` defaults to ``~/.cache/hmdiff_ros``)."""
@@ -377,8 +389,9 @@ def cached_export(
     """The folder of an ONNX export of ``checkpoint`` with samplers for ``steps`` (DAT ``dat``),
     made once in the user's cache (:func:`cache_root`) and used from there after.
 
-    The folder is keyed by the checkpoint's weights and config, the torch version and the
-    export format; before use the export is checked (:func:`check_export`: the checkpoint's
+    The folder is keyed by the checkpoint's weights and config, the torch version, the export
+    format and the source of the code that builds the graphs (:data:`GRAPH_CODE`: a new
+    version of the package makes its own export); before use the export is checked (:func:`check_export`: the checkpoint's
     hash and every file's), and one that is stale, truncated, foreign or lacks a sampler asked
     for is rebuilt, never used. Exports of one key are made one at a time (a file lock), so
     processes that start together (a launch file's nodes) make it once."""
@@ -386,6 +399,7 @@ def cached_export(
     key = hashlib.sha256(
         "\n".join(
             [file_sha256(ckpt / WEIGHTS), file_sha256(ckpt / CONFIG), torch.__version__, str(FORMAT), str(OPSET)]
+            + [file_sha256(PACKAGE / name) for name in GRAPH_CODE]
         ).encode()
     ).hexdigest()[:16]
     folder = cache_root() / key
