@@ -46,7 +46,7 @@ TORCH = "torch>=2.1,<=2.13.0"
 # mediapipe 0.10.14 is the last release that ships the BlazePose models inside its
 # wheel (nothing is downloaded at run time); it needs protobuf<5, hence onnx<1.20.
 MEDIAPIPE = ["mediapipe==0.10.14", "protobuf>=4.25.3,<5"]
-# ONNX Runtime runs the model by default (backend auto: about 1.5x PyTorch eager on 2 CPU cores),
+# ONNX Runtime runs the model by default (backend auto: about 1.6x PyTorch eager on 2 CPU cores),
 # on an export made once with torch.onnx, which needs onnx
 ONNX = ["onnx>=1.16,<1.20", "onnxruntime>=1.17"]
 # Anny builds training data and the topology asset; inference never needs it.
