@@ -221,3 +221,15 @@ def test_bench_rows(exported):
     assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in rows if r["stage"] == "model")
     with pytest.raises(ValueError, match="unknown backends"):
         bench(["tflite"])
+
+
+def test_a_cache_that_cannot_be_written_falls_back_with_the_reason(tmp_path, monkeypatch):
+    """A read-only home (a robot's image) or a cache path that is a file: PyTorch runs, and says why."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("HMDIFF_CACHE", str(blocker))
+    model = load_model("auto", engines=tmp_path / "none")
+    assert model.backend == "torch"
+    assert any(r.startswith("onnxruntime: ") and str(blocker) in r for r in model.fallback_reasons), (
+        model.fallback_reasons
+    )
