@@ -53,11 +53,16 @@ def overlapped(pipe: Pipeline, frames: Iterable[Tuple]) -> Iterator[Tuple[object
             yield _finish(pipe, pending)
 
 
+def model_thread_count() -> int:
+    """The model's threads while the prior runs beside it: half of the cores, at least one."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 @contextlib.contextmanager
 def model_threads():
-    """PyTorch on half of the cores (at least one) while the prior runs beside it."""
+    """PyTorch (and ONNX Runtime, which follows it) on :func:`model_thread_count` threads."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(model_thread_count())
     try:
         yield
     finally:

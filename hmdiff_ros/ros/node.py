@@ -14,7 +14,6 @@ in README (ROS 2) and :mod:`.params`. This file is the ROS plumbing around them.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import NamedTuple
@@ -33,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
 
 from hmdiff_ros.pipeline.pipeline import build_pipeline
+from hmdiff_ros.pipeline.stream import model_thread_count
 from hmdiff_ros.pipeline.tracking import Tracker
 from hmdiff_ros.ros import health
 from hmdiff_ros.ros.bridge import ImageReader, boxes_for_image, choose_intrinsics, detection_boxes
@@ -166,7 +166,7 @@ class HMDiffNode(LifecycleNode):
         # two stages on two threads: the prior of frame t+1 beside the model on frame t, the model
         # on half of the cores (the stages are looked up per frame: tests may replace them)
         self._threads_before = torch.get_num_threads()
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        torch.set_num_threads(model_thread_count())
         self._worker = NewestFrameWorker(
             lambda msg, received: self._prepare(msg, received),
             self.stats,
