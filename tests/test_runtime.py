@@ -3,7 +3,10 @@ naming (and TensorRT itself where it is installed with a GPU), the benchmark's r
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -233,3 +236,23 @@ def test_a_cache_that_cannot_be_written_falls_back_with_the_reason(tmp_path, mon
     assert any(r.startswith("onnxruntime: ") and str(blocker) in r for r in model.fallback_reasons), (
         model.fallback_reasons
     )
+
+
+def test_two_processes_starting_together_make_the_export_once(tmp_path):
+    """Two nodes of one launch file: one makes the cached export while the other waits for it."""
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+        "from hmdiff_ros.runtime.export import cached_export; print('folder', cached_export())"
+    )
+    env = {**os.environ, "HMDIFF_CACHE": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    folders = {line for out in outs for line in out.splitlines() if line.startswith("folder ")}
+    assert len(folders) == 1, outs
+    assert sum(out.count("making the ONNX export") for out in outs) == 1, outs
