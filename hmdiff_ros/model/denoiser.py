@@ -66,10 +66,11 @@ class Block(nn.Module):
         d, heads = attn.embed_dim, attn.num_heads  # ints, not sizes read from q: the weight slices fold into constants
         w, b = attn.in_proj_weight, attn.in_proj_bias
         split = lambda t: t.reshape(kv.shape[0], -1, heads, d // heads).transpose(1, 2)  # noqa: E731
-        # q (B*M, T, D) against kv (B, N, D): the M query sets of an input read its kv together
-        qh = split(nn.functional.linear(q, w[:d], b[:d]))  # (B, heads, M*T, d/heads)
-        kh = split(nn.functional.linear(kv, w[d : 2 * d], b[d : 2 * d]))
-        vh = split(nn.functional.linear(kv, w[2 * d :], b[2 * d :]))
+        if q is kv:  # self-attention: the three projections as one product
+            qh, kh, vh = (split(t) for t in nn.functional.linear(q, w, b).chunk(3, dim=-1))
+        else:  # q (B*M, T, D) against kv (B, N, D): the M query sets of an input read its kv together
+            qh = split(nn.functional.linear(q, w[:d], b[:d]))  # (B, heads, M*T, d/heads)
+            kh, vh = (split(t) for t in nn.functional.linear(kv, w[d:], b[d:]).chunk(2, dim=-1))
         weights = torch.softmax(qh @ kh.transpose(-1, -2) * (1.0 / math.sqrt(d // heads)), dim=-1)
         out = (weights @ vh).transpose(1, 2).reshape(q.shape[0], -1, d)
         return attn.out_proj(out)
