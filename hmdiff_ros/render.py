@@ -35,8 +35,8 @@ def render_mesh(
 
     Z-buffered (:func:`rasterize`, back faces culled, faces behind the camera dropped) and
     flat-shaded, within the mesh's box in the image; a box longer than ``max_side`` pixels is
-    rasterised at that size and scaled up smoothly (shading and coverage), which keeps a
-    full 27k-face body in a 1080x1920 frame at about 15 ms. ``mask``, if given (H, W uint8),
+    rasterised at that size and scaled up smoothly (shading and coverage), so the cost does
+    not grow with the image. ``mask``, if given (H, W uint8),
     receives the mesh silhouette (255).
     """
     out = image.copy()

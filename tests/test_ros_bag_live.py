@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -273,13 +272,9 @@ def live_ros2_run(frames):
         probe.close()
     finally:
         rclpy.shutdown()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        import test_ros_core as ros_core  # its interrupt (tests/ is on sys.path under pytest)
+
+        ros_core.interrupt(proc, timeout=30)
     assert proc.returncode == 0, "".join(lines)[-3000:]
     return got
 

@@ -64,6 +64,18 @@ def spin_until(executor, cond, seconds: float, each=None, rate_hz: float = 30.0)
     return bool(cond())
 
 
+def interrupt(proc, timeout: float = 60.0) -> None:
+    """Ctrl-C to ``proc``'s process group, as a terminal sends it; SIGKILL if it has not ended
+    within ``timeout`` seconds (the test then fails on its exit code)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def call(executor, client, request, seconds: float = 120.0):
     assert client.wait_for_service(timeout_sec=seconds), f"no service {client.srv_name}"
     future = client.call_async(request)
@@ -229,13 +241,7 @@ def test_launch_under_a_namespace_with_remaps_through_the_lifecycle_services(ros
     finally:
         executor.shutdown()
         probe.destroy_node()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        interrupt(proc)
     text = "".join(output)
     assert proc.returncode == 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -607,13 +613,7 @@ def test_the_ros2_cli_checks_in_the_readme_hold(ros):
         stop.set()
         feeder.join()
         probe.destroy_node()
-        if node.poll() is None:
-            os.killpg(node.pid, signal.SIGINT)
-        try:
-            node.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
+        interrupt(node)
         subprocess.run(["ros2", "daemon", "stop"], capture_output=True, timeout=60)
     assert node.returncode == 0, "".join(output)[-3000:]
 

@@ -1,19 +1,11 @@
 """The node's worker (ROS-free): newest frame wins in both stages, the counts stay whole."""
 
 import threading
-import time
+
+from ros_standin import wait_for  # noqa: E402 (tests/ is on sys.path under pytest)
 
 from hmdiff_ros.ros.health import FrameHealth
 from hmdiff_ros.ros.worker import NewestFrameWorker
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def whole(stats):

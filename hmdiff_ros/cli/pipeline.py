@@ -15,9 +15,6 @@ from hmdiff_ros.cli.common import (
     pipeline_config_from,
     report_failures,
 )
-from hmdiff_ros.defaults import BACKENDS
-
-CONCRETE_BACKENDS = tuple(b for b in BACKENDS if b != "auto")
 
 
 def add_parsers(sub) -> None:
@@ -94,6 +91,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
     from hmdiff_ros.pipeline.stream import stream_figures
+    from hmdiff_ros.runtime.backends import CONCRETE_BACKENDS
     from hmdiff_ros.runtime.bench import (
         bench_pipeline,
         check_report,

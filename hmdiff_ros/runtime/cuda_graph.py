@@ -27,6 +27,7 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.runtime.export import UnrolledSampler
 from hmdiff_ros.runtime.graph import GraphModel
 
 log = logging.getLogger(__name__)
@@ -47,27 +48,17 @@ class GraphedSampler:
         buckets: Sequence[int] = BUCKETS,
         capture: bool = True,
     ) -> None:
-        if dat.mode == "full":
-            raise ValueError("dat mode 'full' needs autograd and cannot be captured; use 'fast' or 'off'")
-        self.model, self.steps, self.dat = model, steps, dat
+        self.run = UnrolledSampler(model, steps, dat)  # the captured work, as the ONNX export holds it
         self.device, self.buckets, self.capture = torch.device(device), tuple(sorted(buckets)), capture
         self.graphs: Dict[Tuple[int, int], tuple] = {}  # (bucket, M) -> (graph, static inputs, static output)
 
     def bucket(self, people: int) -> int:
-        """The smallest bucket that holds ``people`` (a batch beyond the largest is run in chunks
-        by the pipeline: :meth:`Pipeline.max_people_per_call`)."""
+        """The smallest bucket that holds ``people`` (a ``ValueError`` beyond the largest: such
+        a batch runs eagerly, see :meth:`__call__`)."""
         for size in self.buckets:
             if people <= size:
                 return size
         raise ValueError(f"{people} people exceed the largest CUDA graph bucket ({self.buckets[-1]})")
-
-    def _run(self, proxy, noise, prior_xyz, prior_vis) -> torch.Tensor:
-        m = noise.shape[0] // proxy.shape[0]
-        # the inputs were checked on the host (GraphModel.sample): a check here would wait for the GPU
-        out = self.model.sample(
-            proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, hypotheses=m, noise=noise, check=False
-        )
-        return out.hypotheses.flatten(0, 1)
 
     def _make(self, bucket: int, m: int, like: Sequence[torch.Tensor]):
         """Static inputs of the bucket's shapes, and their graph (or None, without capture)."""
@@ -81,20 +72,24 @@ class GraphedSampler:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.no_grad():
             for _ in range(2):  # warm-up on a side stream, as torch.cuda.graphs asks
-                self._run(*static)
+                self.run(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.no_grad():
-            output = self._run(*static)
-        log.info("captured the %d-step sampler in a CUDA graph for %d people x %d hypotheses", self.steps, bucket, m)
+            output = self.run(*static)
+        log.info(
+            "captured the %d-step sampler in a CUDA graph for %d people x %d hypotheses", self.run.steps, bucket, m
+        )
         return graph, static, output
 
     @torch.no_grad()
     def __call__(self, proxy, noise, prior_xyz, prior_vis) -> torch.Tensor:
         people, rows = proxy.shape[0], noise.shape[0]
         m = rows // people
-        bucket = self.bucket(people)
         inputs = (proxy, noise, prior_xyz, prior_vis)
+        if people > self.buckets[-1]:  # a crowd beyond the largest graph: the same sampler, eagerly
+            return self.run(*(t.to(device=self.device, dtype=torch.float32) for t in inputs))
+        bucket = self.bucket(people)
         if (bucket, m) not in self.graphs:
             self.graphs[(bucket, m)] = self._make(bucket, m, inputs)
         graph, static, output = self.graphs[(bucket, m)]
@@ -105,7 +100,7 @@ class GraphedSampler:
             if n < buf.shape[0]:  # padding: copies of the first row (a valid input), dropped after
                 buf[n:].copy_(value[:1].expand(buf.shape[0] - n, *value.shape[1:]))
         if graph is None:
-            output = self._run(*static)
+            output = self.run(*static)
         else:
             graph.replay()
         return output[:rows].clone()

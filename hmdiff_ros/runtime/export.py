@@ -114,12 +114,17 @@ class UnrolledSampler(nn.Module):
     def __init__(self, model, steps: int, dat: DATConfig) -> None:
         super().__init__()
         if dat.mode == "full":
-            raise ValueError("dat mode 'full' needs autograd and cannot be exported; use 'fast' or 'off'")
+            raise ValueError(
+                "dat mode 'full' needs autograd and cannot be exported or captured in a CUDA graph; use 'fast' or 'off'"
+            )
         self.model, self.steps, self.dat = model, steps, dat
 
     def forward(self, proxy, noise, prior_xyz, prior_vis):
         m = noise.shape[0] // proxy.shape[0]  # traced from the sizes: any M at run time
-        out = self.model.sample(proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, hypotheses=m, noise=noise)
+        # the inputs are checked where the graph is called (GraphModel.sample), not inside it
+        out = self.model.sample(
+            proxy, prior_xyz, prior_vis, steps=self.steps, dat=self.dat, hypotheses=m, noise=noise, check=False
+        )
         return out.hypotheses.flatten(0, 1)
 
 
