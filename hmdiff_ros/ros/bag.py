@@ -276,15 +276,19 @@ def process_bag(
                 read = 0  # images read for the pipeline (--max-frames)
                 bar = tqdm(total=min(total, max_frames or total), desc="bag", unit="frame", disable=not progress)
 
+                copies = []  # input messages read since the last image given to the pipeline
+
                 def frames():
-                    """The images, with the messages around them copied through as they are read."""
-                    nonlocal info, stopped_by, read
+                    """The images; each carries the input messages read since the one before it,
+                    written with its result, so that the output never holds input beyond the
+                    frames that ended (the pipeline reads ahead of its results)."""
+                    nonlocal info, stopped_by, read, copies
                     for conn, stamp, raw in reader.messages():
                         if stop.signum is not None:
                             stopped_by = stop.signum
                             return
                         if conn.id in out_conns:
-                            writer.write(out_conns[conn.id], stamp, raw)
+                            copies.append((out_conns[conn.id], stamp, raw))
                         if conn.id in info_ids:
                             info = reader.deserialize(raw, conn.msgtype)
                             continue
@@ -299,7 +303,8 @@ def process_bag(
                             dropped(exc)
                             continue
                         read += 1
-                        yield rgb, K, None, (stamp, msg, rgb, K)
+                        frame, copies = (stamp, msg, rgb, K, copies), []
+                        yield rgb, K, None, frame
 
                 def dropped(exc: ValueError) -> None:
                     summary["dropped"] += 1
@@ -308,7 +313,9 @@ def process_bag(
 
                 try:
                     # the prior of the next image runs while the model finishes this one (the order kept)
-                    for (stamp, msg, rgb, K), outcome, _ in overlapped(pipeline, frames()):
+                    for (stamp, msg, rgb, K, before), outcome, _ in overlapped(pipeline, frames()):
+                        for connection, at, raw in before:  # the input up to this image, as it was
+                            writer.write(connection, at, raw)
                         if isinstance(outcome, ValueError):
                             dropped(outcome)
                             continue
@@ -330,6 +337,8 @@ def process_bag(
                             writer.write(connection, stamp, store.serialize_cdr(message, msgtype))
                         summary["frames"] += 1
                         summary["people"] += len(people)
+                    for connection, at, raw in copies:  # what followed the last image
+                        writer.write(connection, at, raw)
                 except KeyboardInterrupt:  # a second signal, or SIGINT where no handler could be installed
                     stopped_by = stop.signum or signal.SIGINT
                 except Exception as exc:  # a corrupt or truncated bag: keep what was written
