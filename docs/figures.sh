@@ -38,4 +38,11 @@ fi
 if [ -n "$real" ]; then
   hmdiff eval-real --data "$real" --json > "$out/eval_real.json"
 fi
+# the protocol (docs/model_card.md): selection sets (every choice) and test sets (none), 3 sampling
+# seeds, 95 % intervals; JSON and the markdown tables the model card and README quote
+protocol=(${study:+--study "$study"})
+hmdiff eval-protocol --sets selection "${protocol[@]}" --json --report "$out/protocol_selection.md" --force \
+  > "$out/protocol_selection.json"
+hmdiff eval-protocol --sets test "${protocol[@]}" ${real:+--real "$real"} --json --report "$out/protocol_test.md" --force \
+  > "$out/protocol_test.json"
 echo "figures written to $out/ and docs/images/demo_overlay.jpg"

@@ -13,6 +13,7 @@ DAT_MODE = "fast"
 DAT_TAU = 0.3  # DAT aligns while the relative gap exceeds tau
 DAT_TAU_RANGE = (0.0, 1.0)
 DAT_LAMBDA = 0.5  # DAT: fraction of the gap one aligned step removes
+DAT_MAX_FRACTION = 0.5  # DAT acts in this first fraction of the steps (at least one)
 DAT_LAMBDA_RANGE = (0.0, 2.0)
 HYPOTHESES = 4  # diffusion samples per person
 HYPOTHESES_RANGE = (1, 64)

@@ -49,7 +49,7 @@ def test_evaluate_study_sets_the_model_beside_the_prior(fake_study, tiny_model):
     rows = study_rows(study, 0.5)
     r = evaluate_study(tiny_model, study, steps=2, fit_fraction=0.5, batch_size=4)
     assert r["num_samples"] == len(rows) == 9
-    assert set(r) == {"num_samples", "mpjpe_mm", "pa_mpjpe_mm", "prior_mpjpe_mm", "prior_pa_mpjpe_mm"}
+    assert set(r) == {"num_samples", "mpjpe_mm", "pa_mpjpe_mm", "prior_mpjpe_mm", "prior_pa_mpjpe_mm", "strata"}
     # the prior's figure is U against the truth on the prior's joints, mid-hip aligned
     from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 
@@ -77,3 +77,25 @@ def tiny_model(topology):
         prior_tokens=True,
     )
     return HMDiff(cfg, topology).eval()
+
+
+def test_study_parts_are_disjoint_halves_of_the_held_out_part(fake_study):
+    _, study = fake_study
+    held, val, test = (set(study["index"][study_rows(study, 0.5, p)]) for p in ("held-out", "val", "test"))
+    assert val and test and not val & test and val | test == held
+    assert max(val) < min(test)  # cut by sample index: val first
+    with pytest.raises(ValueError, match="study part must be one of"):
+        study_rows(study, 0.5, "train")
+
+
+def test_study_strata_split_by_the_prior_error(fake_study, tiny_model):
+    from hmdiff_ros.model.study_eval import NEARLY_RIGHT_MM
+
+    _, study = fake_study
+    r = evaluate_study(tiny_model, study, steps=1, fit_fraction=0.0, batch_size=8, per_sample=True)
+    per, strata = r["per_sample"], r["strata"]
+    good = per["prior_pa_mpjpe_mm"] <= NEARLY_RIGHT_MM
+    assert sum(s["num_samples"] for s in strata.values()) == r["num_samples"] == len(good)
+    for name, sel in (("prior_nearly_right", good), ("prior_wrong", ~good)):
+        if sel.any():
+            assert strata[name]["pa_mpjpe_mm"] == pytest.approx(per["pa_mpjpe_mm"][sel].mean(), abs=0.01)

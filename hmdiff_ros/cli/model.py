@@ -11,6 +11,7 @@ from hmdiff_ros.cli.common import (
     HYPOTHESES,
     POSITIVE,
     STEPS,
+    UsageError,
     number,
     refuse_existing,
 )
@@ -62,10 +63,54 @@ def add_parsers(sub) -> None:
     p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
     p.add_argument("--limit", **number(int, 0), default=0, help="first held-out samples to use (0: all)")
     p.add_argument(
+        "--part",
+        choices=("held-out", "val", "test"),
+        default="held-out",
+        help="the held-out part, or its first half (val: the selection set) or second half (test: never chosen on)",
+    )
+    p.add_argument("--seed", **number(int, 0), default=0, help="seed of the sampling noise")
+    p.add_argument(
         "--lifter", default=None, help="lifter checkpoint for the learned yardstick (default: the shipped one, if any)"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_eval_study)
+
+    p = sub.add_parser(
+        "eval-protocol",
+        help="accuracy on the selection sets (every choice is made there) or the test sets (none is), "
+        "with 95%% intervals, the spread over sampling seeds and the yardsticks",
+    )
+    p.add_argument("--sets", choices=("selection", "test"), required=True, help="which sets (docs/model_card.md)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--study", default=None, help="prior study folder (its val or test part); left out without it")
+    p.add_argument("--real", default=None, help="eval-real data folder (test sets only); left out without it")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated sampling seeds")
+    p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE, help="DAT gradient mode")
+    p.add_argument("--tau", **number(float, *defaults.DAT_TAU_RANGE), default=defaults.DAT_TAU, help="DAT threshold")
+    p.add_argument(
+        "--lambda",
+        dest="dat_lambda",
+        **number(float, *defaults.DAT_LAMBDA_RANGE),
+        default=defaults.DAT_LAMBDA,
+        help="DAT gradient step (0: the rigid start only)",
+    )
+    p.add_argument(
+        "--max-fraction",
+        **number(float, 0, 1),
+        default=defaults.DAT_MAX_FRACTION,
+        help="DAT acts in this first fraction of the steps (at least one)",
+    )
+    p.add_argument("--no-rigid", action="store_true", help="DAT without its rigid start (the gradient step only)")
+    p.add_argument("--hypotheses", **HYPOTHESES, default=defaults.HYPOTHESES, help="samples per input, averaged")
+    p.add_argument("--limit", **number(int, 0), default=0, help="first samples of each synthetic/study set (0: all)")
+    p.add_argument(
+        "--lifter", default=None, help="lifter checkpoint for the learned yardstick (default: the shipped one, if any)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (default: a markdown table)")
+    p.add_argument("--report", default=None, help="also write the markdown table to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --report file")
+    p.set_defaults(func=_cmd_eval_protocol)
 
     p = sub.add_parser("ablate", help="DAT off/fast/full x DDIM steps and a tau/lambda sweep -> markdown + PNG")
     p.add_argument("--checkpoint", default=None)
@@ -195,6 +240,8 @@ def _cmd_eval_study(args: argparse.Namespace) -> int:
         hypotheses=args.hypotheses,
         lifter=lifter,
         limit=args.limit or None,
+        part=args.part,
+        seed=args.seed,
     )
     if args.json:
         print(json.dumps(r))
@@ -206,6 +253,49 @@ def _cmd_eval_study(args: argparse.Namespace) -> int:
     )
     if lifter is not None:
         print(f"lifter, same samples: MPJPE {r['lifter_mpjpe_mm']:.1f} mm, PA-MPJPE {r['lifter_pa_mpjpe_mm']:.1f} mm")
+    return 0
+
+
+def _cmd_eval_protocol(args: argparse.Namespace) -> int:
+    from hmdiff_ros.model.checkpoint import load_checkpoint
+    from hmdiff_ros.model.dat import DATConfig
+    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
+    from hmdiff_ros.pipeline.protocol import protocol_table, run_protocol
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if args.real is not None and args.sets != "test":
+        raise UsageError("--real is a test set: use it with --sets test")
+    if args.report:
+        refuse_existing([Path(args.report)], "--report", args.force)
+    model = load_checkpoint(args.checkpoint)[0]
+    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    r = run_protocol(
+        model,
+        args.sets,
+        study=args.study,
+        real=args.real,
+        seeds=seeds,
+        steps=args.steps,
+        dat=DATConfig(
+            mode=args.dat,
+            tau=args.tau,
+            scale=args.dat_lambda,
+            max_fraction=args.max_fraction,
+            rigid=not args.no_rigid,
+        ),
+        hypotheses=args.hypotheses,
+        lifter=lifter,
+        checkpoint=args.checkpoint,
+        limit=args.limit or None,
+    )
+    table = protocol_table(r)
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(table + "\n")
+    print(json.dumps(r) if args.json else table)
     return 0
 
 

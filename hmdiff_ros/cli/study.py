@@ -40,6 +40,12 @@ def add_parsers(data) -> None:
     p.add_argument(
         "--sheet", default=None, help="also write a PNG contact sheet of the first 12 samples as MediaPipe saw them"
     )
+    p.add_argument(
+        "--held-out-only",
+        action="store_true",
+        help="make only the chunks of the held-out part (the last 20 %%: what eval-study reads); "
+        "the same command without it makes the rest later",
+    )
     p.set_defaults(func=_cmd_data_prior_study)
     p = data.add_parser(
         "prior-study-report",
@@ -113,7 +119,14 @@ def _cmd_data_prior_study(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     still = {"static_image_mode": True}  # as the pipeline runs MediaPipe on single frames (default thresholds)
     summary = run_prior_study(
-        args.out, cfg, MediaPipePrior, still, workers=workers, force=args.force, progress=progress
+        args.out,
+        cfg,
+        MediaPipePrior,
+        still,
+        workers=workers,
+        force=args.force,
+        progress=progress,
+        held_out_only=args.held_out_only,
     )
     summary["wall_s"] = round(time.perf_counter() - start, 1)
     if args.sheet is not None:

@@ -72,6 +72,7 @@ from hmdiff_ros.observation import in_image, in_rect
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
+HELD_OUT_FROM = 0.8  # the samples from this fraction of the study on (by index) are held out
 STUDY_SPAWN_KEY = (TEST_WORD, 2)  # the study's stream: apart from training and held-out streams
 CHUNK = 32  # samples per chunk file (and per engine call)
 P = len(PRIOR_JOINT_INDICES)
@@ -400,8 +401,11 @@ def run_prior_study(
     workers: int = 1,
     force: bool = False,
     progress: str = "none",
+    held_out_only: bool = False,
 ) -> Dict:
-    """Make the chunks of study ``cfg`` in folder ``out`` that are not there yet.
+    """Make the chunks of study ``cfg`` in folder ``out`` that are not there yet
+    (``held_out_only``: only those holding held-out samples, index >= ``HELD_OUT_FROM`` x num;
+    the same run without it later makes the rest).
 
     ``prior(**prior_kwargs)`` builds the pose prior (one per worker process; it must be
     picklable by reference, e.g. a class, and offer ``detect(rgb_image) -> PriorPerson | None``
@@ -465,13 +469,14 @@ def run_prior_study(
             path.unlink()
         if not old.exists():
             _write_json(old, meta)
-        todo = [c for c in range(cfg.num_chunks) if not chunk_path(out, c).is_file()]
-        done = cfg.num_chunks - len(todo)
+        first = held_out_chunk(cfg.num, cfg.chunk) if held_out_only else 0
+        todo = [c for c in range(first, cfg.num_chunks) if not chunk_path(out, c).is_file()]
+        done = cfg.num_chunks - first - len(todo)
         stats = _make(out, cfg, todo, prior, prior_kwargs, workers, progress)
-        if len(stats) == len(todo):
+        if len(stats) == len(todo) and first == 0:
             _write_json(old, {**read_study_meta(out), "complete": True})
         detected = []
-        for c in range(cfg.num_chunks):  # the whole study's rate (npz members load one at a time)
+        for c in range(first, cfg.num_chunks):  # the study's rate (npz members load one at a time)
             with np.load(chunk_path(out, c)) as data:
                 detected.append(data["mp_detected"])
     made = sum(s["num"] for s in stats)
@@ -551,10 +556,16 @@ def _make(
 _UNREADABLE = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def load_prior_study(folder: "str | Path", partial: bool = False) -> Dict[str, np.ndarray]:
+def held_out_chunk(num: int, chunk: int) -> int:
+    """The first chunk that holds a held-out sample (index >= ``HELD_OUT_FROM`` x ``num``)."""
+    return int(round(HELD_OUT_FROM * num)) // chunk
+
+
+def load_prior_study(folder: "str | Path", partial: bool = False, held_out_only: bool = False) -> Dict[str, np.ndarray]:
     """The arrays of the study in ``folder`` (see the module docstring), chunks in order, so
     row ``i`` is sample ``index[i]``. A study still missing chunks is refused unless
-    ``partial`` (then the chunks there are read)."""
+    ``partial`` (then the chunks there are read); ``held_out_only``: only the chunks of the
+    held-out part must be there (``hmdiff data prior-study --held-out-only``), and only they are read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"prior study '{folder}' does not exist; make one with 'hmdiff data prior-study'")
@@ -563,7 +574,8 @@ def load_prior_study(folder: "str | Path", partial: bool = False) -> Dict[str, n
             f"'{folder}' is not a prior study (no {META_FILE}); make one with 'hmdiff data prior-study'"
         )
     meta = read_study_meta(folder)
-    paths = [chunk_path(folder, c) for c in range(int(meta["num_chunks"]))]
+    first = held_out_chunk(int(meta["num"]), int(meta["chunk"])) if held_out_only else 0
+    paths = [chunk_path(folder, c) for c in range(first, int(meta["num_chunks"]))]
     missing = [p.name for p in paths if not p.is_file()]
     if missing and not partial:
         raise ValueError(

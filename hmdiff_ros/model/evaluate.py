@@ -68,11 +68,13 @@ def evaluate(
     model=None,
     yardsticks: bool = False,
     seed: int = 0,
+    per_sample: bool = False,
 ) -> Dict:
     """``{"mpjpe_mm", "pa_mpjpe_mm", "mpvpe_mm", "pa_mpvpe_mm", "num_samples"}`` (joints:
     our 25; vertices: the coarse mesh; root-relative, camera frame); ``yardsticks``: also the
     prior's figures and the model's on the prior's joints (see the module docstring);
-    ``seed``: of the sampling noise."""
+    ``seed``: of the sampling noise; ``per_sample``: also ``"per_sample"``, each figure's
+    per-sample errors (arrays, for intervals)."""
     if model is None:
         model, _ = load_checkpoint(checkpoint)
     reader = SplitReader(data if data is not None else default_test_split())
@@ -87,6 +89,7 @@ def evaluate(
         hypotheses=hypotheses,
         yardsticks=yardsticks,
         seed=seed,
+        per_sample=per_sample,
     )
 
 
@@ -100,10 +103,20 @@ def prior_errors_mm(prior_xyz: np.ndarray, joints_rel: np.ndarray) -> Dict[str, 
 
 @torch.no_grad()
 def evaluate_batches(
-    model: HMDiff, batches, steps: int, dat: DATConfig, hypotheses: int = 1, seed: int = 0, yardsticks: bool = False
+    model: HMDiff,
+    batches,
+    steps: int,
+    dat: DATConfig,
+    hypotheses: int = 1,
+    seed: int = 0,
+    yardsticks: bool = False,
+    per_sample: bool = False,
+    lifter=None,
 ) -> Dict:
     """Metrics (mm) over engine-style batches (numpy, with ``proxy``); ``yardsticks``: also
-    the prior's and the model's on the prior's joints (see the module docstring)."""
+    the prior's and the model's on the prior's joints (see the module docstring);
+    ``lifter``: also its ``lifter_mpjpe_mm`` and ``lifter_pa_mpjpe_mm`` (our 25 joints);
+    ``per_sample``: also ``"per_sample"``, each figure's per-sample errors."""
     gen = torch.Generator().manual_seed(seed)
     errs: Dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "mpvpe_mm": [], "pa_mpvpe_mm": []}
     q = list(PRIOR_JOINT_INDICES)
@@ -130,8 +143,15 @@ def evaluate_batches(
                 errs.setdefault(k, []).append(v)
             errs.setdefault("mpjpe_mm_on_prior_joints", []).append(mpjpe_mm(joints[:, q], gj[:, q]))
             errs.setdefault("pa_mpjpe_mm_on_prior_joints", []).append(pa_mpjpe_mm(joints[:, q], gj[:, q]))
-    out = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
-    out["num_samples"] = int(sum(len(v) for v in errs["mpjpe_mm"]))
+        if lifter is not None:
+            lj = np.asarray(lifter.predict(b["uv"], b["vis"], b["prior_xyz"]), np.float64)
+            errs.setdefault("lifter_mpjpe_mm", []).append(mpjpe_mm(lj, gj))
+            errs.setdefault("lifter_pa_mpjpe_mm", []).append(pa_mpjpe_mm(lj, gj))
+    per = {k: np.concatenate(v) for k, v in errs.items()}
+    out = {k: round(float(v.mean()), 2) for k, v in per.items()}
+    out["num_samples"] = int(len(per["mpjpe_mm"]))
+    if per_sample:
+        out["per_sample"] = per
     return out
 
 

@@ -9,7 +9,9 @@ validation data (a simulated prior) and real frames (``hmdiff eval-real``, the f
 
 Samples: those MediaPipe detected among the study's held-out part, the samples after the
 first ``fit_fraction`` by index (the part the fitted prior simulator,
-``hmdiff data fit-prior``, was not fitted on). Metrics on the prior's 24 joints, as
+``hmdiff data fit-prior``, was not fitted on). The held-out part is cut in two by index
+(:data:`PARTS`): ``val``, its first half, is a selection set (every choice of a model or a
+setting is made there); ``test``, its second half, is a test set no choice is made on. Metrics on the prior's 24 joints, as
 ``docs/prior_study.md`` measures the prior: MPJPE after aligning the mid-hip points, and
 PA-MPJPE (similarity Procrustes), in mm.
 """
@@ -25,20 +27,33 @@ import torch
 from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 from hmdiff_ros.camera import apply_affine, crop_affine
-from hmdiff_ros.data.prior_study import load_prior_study
+from hmdiff_ros.data.prior_study import HELD_OUT_FROM, load_prior_study
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.metrics import pa_mpjpe_mm
 from hmdiff_ros.observation import ProxyConfig, make_proxy
 
-FIT_FRACTION = 0.8  # 'hmdiff data fit-prior --train-fraction' default: the rest is held out
+FIT_FRACTION = HELD_OUT_FROM  # 'hmdiff data fit-prior --train-fraction' default: the rest is held out
 HIPS = [PRIOR_JOINT_NAMES.index("left_hip"), PRIOR_JOINT_NAMES.index("right_hip")]
+PARTS = ("held-out", "val", "test")
+# MediaPipe "nearly right" on a sample: PA-MPJPE at most this (on real frames its mean is 82-105 mm)
+NEARLY_RIGHT_MM = 80.0  # the held-out part; its first half (selection); its second half (test)
 
 
-def study_rows(study: Dict[str, np.ndarray], fit_fraction: float = FIT_FRACTION) -> np.ndarray:
-    """Indices into ``study`` of the held-out samples MediaPipe detected, in sample order."""
-    order = np.argsort(study["index"], kind="stable")
-    held = order[int(round(fit_fraction * len(order))) :]
-    return held[study["mp_detected"][held]]
+def study_rows(study: Dict[str, np.ndarray], fit_fraction: float = FIT_FRACTION, part: str = "held-out") -> np.ndarray:
+    """Indices into ``study`` of the samples of ``part`` (:data:`PARTS`) that MediaPipe
+    detected, in sample order. Parts are cut by sample index (``index`` runs 0 .. num - 1; a
+    study made with ``--held-out-only`` holds the held-out chunks only, and its last index
+    still gives ``num``)."""
+    if part not in PARTS:
+        raise ValueError(f"study part must be one of {', '.join(PARTS)}, got {part!r}")
+    index = np.asarray(study["index"])
+    num = int(index.max()) + 1 if len(index) else 0
+    start = int(round(fit_fraction * num))
+    middle = start + (num - start) // 2
+    lo, hi = {"held-out": (start, num), "val": (start, middle), "test": (middle, num)}[part]
+    order = np.argsort(index, kind="stable")
+    keep = order[(index[order] >= lo) & (index[order] < hi)]
+    return keep[np.asarray(study["mp_detected"])[keep]]
 
 
 def study_batch(study: Dict[str, np.ndarray], rows: np.ndarray, crop_size: int) -> Dict[str, np.ndarray]:
@@ -90,17 +105,23 @@ def evaluate_study(
     limit: int | None = None,
     fit_fraction: float = FIT_FRACTION,
     batch_size: int = 64,
+    part: str = "held-out",
+    seed: int = 0,
+    per_sample: bool = False,
 ) -> Dict:
     """``{"num_samples", "mpjpe_mm", "pa_mpjpe_mm", "prior_mpjpe_mm", "prior_pa_mpjpe_mm"}``
-    (plus ``lifter_*`` with ``lifter``) on the study's held-out detected samples (``limit``:
-    the first of them); see the module docstring."""
+    (plus ``lifter_*`` with ``lifter``) on the detected samples of the study's ``part``
+    (:data:`PARTS`; ``limit``: the first of them), sampled with ``seed``; see the module
+    docstring. ``"strata"``: the same figures where MediaPipe is nearly right (its PA-MPJPE
+    at most :data:`NEARLY_RIGHT_MM`) and where it is not; ``per_sample``: also
+    ``"per_sample"``, each figure's per-sample errors."""
     if not isinstance(study, dict):
-        study = load_prior_study(study)
-    rows = study_rows(study, fit_fraction)[:limit]
+        study = load_prior_study(study, held_out_only=True)
+    rows = study_rows(study, fit_fraction, part)[:limit]
     if len(rows) == 0:
-        raise ValueError("the prior study has no held-out sample that MediaPipe detected")
+        raise ValueError(f"the prior study has no {part} sample that MediaPipe detected")
     q = list(PRIOR_JOINT_INDICES)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     errs: Dict[str, list] = {}
     for start in range(0, len(rows), batch_size):
         b = study_batch(study, rows[start : start + batch_size], model.cfg.encoder.input_size)
@@ -120,5 +141,14 @@ def evaluate_study(
         for name, pred in found.items():
             for k, v in _errors(np.asarray(pred, np.float64), gt).items():
                 errs.setdefault(f"{name}{'mpjpe_mm' if k == 'mpjpe' else 'pa_mpjpe_mm'}", []).append(v)
-    result = {k: round(float(np.concatenate(v).mean()), 2) for k, v in errs.items()}
-    return {"num_samples": int(len(rows)), **result}
+    per = {k: np.concatenate(v) for k, v in errs.items()}
+    result = {"num_samples": int(len(rows)), **{k: round(float(v.mean()), 2) for k, v in per.items()}}
+    good = per["prior_pa_mpjpe_mm"] <= NEARLY_RIGHT_MM
+    result["strata"] = {
+        name: {"num_samples": int(sel.sum()), **{k: round(float(v[sel].mean()), 2) for k, v in per.items()}}
+        for name, sel in (("prior_nearly_right", good), ("prior_wrong", ~good))
+        if sel.any()
+    }
+    if per_sample:
+        result["per_sample"] = per
+    return result

@@ -355,6 +355,7 @@ def evaluate_real(
     progress: bool = True,
     force: bool = False,
     lifter=None,
+    per_sample: bool = False,
 ) -> Dict:
     """The ``hmdiff eval-real`` figures (see the module docstring), the prior's beside them
     (``prior_mpjpe_mm``, ``prior_pa_mpjpe_mm``, ``prior_pck_at_0.1``), and a per-dataset
@@ -371,7 +372,10 @@ def evaluate_real(
     read is skipped with a warning: the result lists it under ``skipped`` (and each
     ``per_dataset`` row counts the frames or people it lost under ``skipped``); when nothing
     could be read, or ``root`` holds nothing usable, it is a ``ValueError`` saying what is
-    wrong."""
+    wrong.
+
+    ``per_sample``: also ``"per_sample"``: each 3D figure per frame and, per 2D person,
+    ``hits``, ``prior_hits`` and ``joints`` (arrays, for intervals)."""
     from tqdm import tqdm
 
     root = Path(root)
@@ -434,6 +438,7 @@ def evaluate_real(
         if out is not None:
             _write_jpg(out / f"{ds}_{path.stem}.jpg", overlay(image, [person], K, pipe.topology.full_faces))
     hits, prior_hits, total = 0, 0, 0
+    per_person: Dict[str, list] = {"hits": [], "prior_hits": [], "joints": []}
     cache: Dict[Path, np.ndarray] = {}
     drawn: Dict[Path, list] = {}
     for ds, path, box, joints in tqdm(items_2d, desc="2D people", disable=not progress):
@@ -455,6 +460,8 @@ def evaluate_real(
         else:
             drawn.setdefault(path, []).append((person, K))
             ok, prior_ok = _pck_hits(person.joints_uv, joints, thr), _pck_hits(person.prior_uv, joints, thr)
+        for k, v in (("hits", ok), ("prior_hits", prior_ok), ("joints", len(joints))):
+            per_person[k].append(v)
         row["hits"] += ok
         row["prior_hits"] += prior_ok
         row["joints"] += len(joints)
@@ -478,7 +485,7 @@ def evaluate_real(
         else:
             row["pck_at_0.1"] = round(row["hits"] / max(row["joints"], 1), 3) if row["people"] else None
             row["prior_pck_at_0.1"] = round(row["prior_hits"] / max(row["joints"], 1), 3) if row["people"] else None
-    return {
+    result = {
         "pck_at_0.1": round(hits / total, 3) if total else None,
         "prior_pck_at_0.1": round(prior_hits / total, 3) if total else None,
         "mpjpe_mm": _mean(all_3d["mpjpe_mm"]),
@@ -493,3 +500,9 @@ def evaluate_real(
         "per_dataset": per,
         "skipped": [str(p) for p in skipped],  # images that could not be read (each logged as a warning)
     }
+    if per_sample:
+        result["per_sample"] = {
+            **{k: np.asarray(v, np.float64) for k, v in all_3d.items()},
+            **{f"pck_{k}": np.asarray(v, np.float64) for k, v in per_person.items()},
+        }
+    return result
