@@ -148,3 +148,65 @@ def test_bad_engine_config_is_rejected():
         SyntheticDataset(SyntheticConfig(), 0)
     with pytest.raises(ValueError, match="bank size"):
         BankConfig(size=0)
+
+
+def test_chain_prior_turns_bones_and_collapses_depth(engine):
+    """The chain simulation's errors are structured: bones keep their lengths (it turns them),
+    a turned bone moves everything below it, and the depth extent shrinks by the drawn factor."""
+    from dataclasses import replace
+
+    from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES
+    from hmdiff_ros.data.observe import CHAIN_PARENTS, PriorNoiseConfig, chain_errors
+
+    b = engine.generate(np.random.default_rng(0), 64, proxy=False)
+    rel = b["joints_rel"].astype(np.float64)
+    q = list(PRIOR_JOINT_INDICES)
+    adult = np.full(len(rel), PriorNoiseConfig.adult_height_m)  # scale pull 1: no drift
+    exact = PriorNoiseConfig(scale_std=0.0, chain_bone_rad=(0.0, 0.0), chain_global_rad=(0.0, 0.0), chain_depth=(1, 1))
+    still = chain_errors(np.random.default_rng(1), rel, adult, exact)
+    assert np.abs(still - rel[:, q]).max() < 0.06  # only the 1 cm jitter
+    turned = chain_errors(np.random.default_rng(1), rel, adult, replace(exact, chain_bone_rad=(0.3, 0.3)))
+    pos = {j: q.index(JOINT_INDEX[j]) for j in JOINT_INDEX if JOINT_INDEX[j] in q}
+    for child, parent in CHAIN_PARENTS.items():
+        true_len = np.linalg.norm(rel[:, JOINT_INDEX[child]] - rel[:, JOINT_INDEX[parent]], axis=-1)
+        got_len = np.linalg.norm(turned[:, pos[child]] - turned[:, pos[parent]], axis=-1)
+        assert np.abs(got_len - true_len).max() < 0.06, child
+    err = np.linalg.norm(turned - rel[:, q], axis=-1)
+    assert err[:, pos["left_wrist"]].mean() > err[:, pos["left_elbow"]].mean() > err[:, pos["left_shoulder"]].mean()
+    flat = chain_errors(np.random.default_rng(1), rel, adult, replace(exact, chain_depth=(0.5, 0.5)))
+    depth = lambda p: p[..., 2].max(1) - p[..., 2].min(1)  # noqa: E731
+    np.testing.assert_allclose(np.median(depth(flat) / depth(rel[:, q])), 0.5, atol=0.05)
+
+
+def test_graded_prior_spans_every_quality(engine):
+    """The graded stream scales each person's prior errors by a quality q: from nearly right
+    (q near 0: U within millimetres of the truth) to the simulators' full errors."""
+    from dataclasses import replace
+
+    from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES
+    from hmdiff_ros.data.observe import PriorNoiseConfig, simulate_prior
+
+    b = engine.generate(np.random.default_rng(0), 256, proxy=False)
+    cfg = replace(PriorNoiseConfig(kind="graded"), graded_full=0.0)
+    joints = b["joints"].astype(np.float64)
+    uv = joints[..., :2] / joints[..., 2:] * 500 + 320  # any projection: the keypoints' truth
+    box = np.concatenate([uv.min(1), uv.max(1)], axis=1)
+    out = simulate_prior(
+        np.random.default_rng(2),
+        joints,
+        uv,
+        np.tile([640, 480], (len(joints), 1)),
+        box,
+        np.full((len(joints), 4), np.nan),
+        np.full(len(joints), 1.7),
+        cfg,
+        rotation=b["rotation"].astype(np.float64),
+    )
+    q = list(PRIOR_JOINT_INDICES)
+    rel = joints[:, q] - joints[:, JOINT_INDEX["pelvis"], None]
+    err3 = np.linalg.norm(out["prior_xyz"] - rel, axis=-1).mean(1)
+    err2 = np.linalg.norm(out["prior_uv"] - uv[:, q], axis=-1).mean(1)
+    quality = out["quality"]
+    assert quality.min() < 0.05 and quality.max() > 0.95
+    assert err3[quality < 0.05].max() < 0.02  # nearly right: within 2 cm
+    assert np.corrcoef(quality, err3)[0, 1] > 0.5 and np.corrcoef(quality, err2)[0, 1] > 0.5

@@ -42,7 +42,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.camera import apply_affine, project
 from hmdiff_ros.data.observe import PRIOR_KINDS, PriorNoiseConfig, face_parts, render_observation, simulate_prior
-from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, ROBOT_FAMILY_WEIGHTS, PoseSampler
+from hmdiff_ros.data.poses import DEFAULT_FAMILY_WEIGHTS, MOCAP_FAMILY_WEIGHTS, ROBOT_FAMILY_WEIGHTS, PoseSampler
 from hmdiff_ros.data.posing import FastPoser
 from hmdiff_ros.data.scene import SceneConfig, sample_occluders, sample_scenes
 from hmdiff_ros.data.shapes import ROLES, TEST_WORD, BankConfig, ShapeBank, load_or_build_shape_bank
@@ -69,14 +69,16 @@ class SyntheticConfig:
             raise ValueError("full=True needs a full-resolution shape bank (bank.full=True)")
 
 
-FAMILY_SETS = {"default": DEFAULT_FAMILY_WEIGHTS, "robot": ROBOT_FAMILY_WEIGHTS}  # pose-family weights by name
+# pose-family weights by name ("mocap": the robot set with 30 % retargeted motion capture)
+FAMILY_SETS = {"default": DEFAULT_FAMILY_WEIGHTS, "robot": ROBOT_FAMILY_WEIGHTS, "mocap": MOCAP_FAMILY_WEIGHTS}
 
 
 def stream_config(prior: str = "hand", families: str = "default", crop_size: int = ProxyConfig.crop_size):
     """The ``SyntheticConfig`` of a training stream named by its options, as ``hmdiff train``
     and ``hmdiff train-lifter`` take them: ``prior`` the prior simulator (``"hand"``, or
     ``"fitted"`` to MediaPipe in the prior study), ``families`` the pose-family weights
-    (``"default"``, or ``"robot"``: :data:`~hmdiff_ros.data.poses.ROBOT_FAMILY_WEIGHTS`)."""
+    (``"default"``, ``"robot"``: :data:`~hmdiff_ros.data.poses.ROBOT_FAMILY_WEIGHTS`, or
+    ``"mocap"``: :data:`~hmdiff_ros.data.poses.MOCAP_FAMILY_WEIGHTS`)."""
     if prior not in PRIOR_KINDS:
         raise ValueError(f"prior simulator must be one of {', '.join(PRIOR_KINDS)}, got {prior!r}")
     if families not in FAMILY_SETS:
@@ -112,7 +114,7 @@ class SyntheticEngine:
         ``proxy=False`` leaves the encoder input to be built later with ``make_proxy``."""
         batch = self._generate(rng, num)
         # the fitted prior misses about half the people (as MediaPipe does): more rounds
-        for _ in range(MAX_RESAMPLE if self.cfg.prior.kind == "hand" else MAX_FITTED_RESAMPLE):
+        for _ in range(MAX_RESAMPLE if self.cfg.prior.kind in ("hand", "chain") else MAX_FITTED_RESAMPLE):
             seen = (batch["vis"] >= self.cfg.proxy.min_visibility).sum(1) >= MIN_PRIOR_JOINTS
             if seen.all():
                 break

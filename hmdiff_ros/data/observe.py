@@ -24,7 +24,33 @@ from hmdiff_ros.data.prior_model import simulate_fitted_prior
 from hmdiff_ros.observation import ProxyConfig, in_image, in_rect
 
 PELVIS = JOINT_INDEX["pelvis"]
-PRIOR_KINDS = ("hand", "fitted", "mixed")
+PRIOR_KINDS = ("hand", "fitted", "mixed", "chain", "graded")
+# the parent of each prior joint in the chain simulation (our joint names; pelvis is the root)
+CHAIN_PARENTS = {
+    "spine": "pelvis",
+    "neck": "spine",
+    "nose": "neck",
+    "left_eye": "nose",
+    "right_eye": "nose",
+    "left_ear": "nose",
+    "right_ear": "nose",
+    "left_shoulder": "neck",
+    "right_shoulder": "neck",
+    "left_elbow": "left_shoulder",
+    "right_elbow": "right_shoulder",
+    "left_wrist": "left_elbow",
+    "right_wrist": "right_elbow",
+    "left_hip": "pelvis",
+    "right_hip": "pelvis",
+    "left_knee": "left_hip",
+    "right_knee": "right_hip",
+    "left_ankle": "left_knee",
+    "right_ankle": "right_knee",
+    "left_heel": "left_ankle",
+    "right_heel": "right_ankle",
+    "left_big_toe": "left_ankle",
+    "right_big_toe": "right_ankle",
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +68,17 @@ class PriorNoiseConfig:
     mask_blur: tuple = (0.3, 1.2)  # Gaussian blur std of the mask, crop pixels
     # "hand": the settings above; "fitted": keypoints, visibilities, 3D, detection failures and
     # swaps drawn from a fit to MediaPipe's errors (hmdiff_ros.data.prior_model; the box and
-    # mask settings above still apply); "mixed": each person from one of the two, at random
+    # mask settings above still apply); "mixed": each person from one of the two, at random;
+    # "chain": the hand-set keypoints with 3D errors made along the kinematic chain (each bone
+    # turned, the body turned, depth collapsed: MediaPipe's errors are structured, not per
+    # joint); "graded": each person from hand, fitted or chain at random, its errors then
+    # scaled by a quality q (q = 1 for half the people, uniform in [0, 1] for the rest), so
+    # that the stream holds priors of every quality, from nearly right to MediaPipe-wrong
     kind: str = "hand"
+    chain_bone_rad: tuple = (0.1, 0.55)  # per-sample std of each bone's turn (radians)
+    chain_global_rad: tuple = (0.0, 0.6)  # per-sample std of the whole body's turn
+    chain_depth: tuple = (0.35, 0.85)  # depth extent kept (MediaPipe on renders: 0.59 on average)
+    graded_full: float = 0.5  # share of "graded" people with their simulator's full errors (q = 1)
 
     def __post_init__(self) -> None:
         if self.kind not in PRIOR_KINDS:
@@ -83,17 +118,18 @@ def simulate_prior(
         raise ValueError(f"the {cfg.kind} prior simulation needs the body rotations")
     if cfg.kind == "fitted":
         return simulate_fitted_prior(rng, joints_cam, uv, image_size, person_box, occluders, heights, rotation)
+    args = (joints_cam, uv, image_size, person_box, occluders, heights, rotation)
     if cfg.kind == "mixed":  # each person from the hand-set or the fitted simulation, at random
-        args = (joints_cam, uv, image_size, person_box, occluders, heights, rotation)
-        fitted = rng.random(len(joints_cam)) < 0.5
-        out = {}
-        for kind, rows in (("hand", ~fitted), ("fitted", fitted)):
-            part = simulate_prior(rng, *[a[rows] for a in args[:-1]], replace(cfg, kind=kind), rotation=args[-1][rows])
-            for key in ("prior_uv", "prior_vis", "prior_xyz", "swapped"):
-                if key not in out:
-                    out[key] = np.zeros((len(joints_cam),) + part[key].shape[1:], part[key].dtype)
-                out[key][rows] = part[key]
-        return out
+        return _per_person(rng, args, cfg, ("hand", "fitted"))
+    if cfg.kind == "graded":
+        out = _per_person(rng, args, cfg, ("hand", "fitted", "chain"))
+        return _graded(rng, out, joints_cam, uv, cfg.graded_full)
+    if cfg.kind == "chain":
+        out = simulate_prior(rng, *args[:-1], replace(cfg, kind="hand"), rotation=rotation)
+        xyz = chain_errors(rng, joints_cam - joints_cam[:, PELVIS, None], heights, cfg)
+        swapped = out["swapped"]
+        xyz[swapped] = xyz[swapped][:, list(PRIOR_FLIP_PERMUTATION)]
+        return {**out, "prior_xyz": xyz}
     n = len(joints_cam)
     idx = list(PRIOR_JOINT_INDICES)
     xyz, pix = joints_cam[:, idx], uv[:, idx]  # (N, 24, .)
@@ -120,6 +156,73 @@ def simulate_prior(
     for arr in (prior_uv, vis, prior_xyz):
         arr[swapped] = arr[swapped][:, perm]
     return {"prior_uv": prior_uv, "prior_vis": vis, "prior_xyz": prior_xyz, "swapped": swapped}
+
+
+def _per_person(rng: np.random.Generator, args: tuple, cfg: PriorNoiseConfig, kinds: tuple) -> Dict[str, np.ndarray]:
+    """Each person's prior from one of ``kinds``, drawn at random."""
+    n = len(args[0])
+    pick = rng.integers(len(kinds), size=n)
+    out: Dict[str, np.ndarray] = {}
+    for k, kind in enumerate(kinds):
+        rows = pick == k
+        part = simulate_prior(rng, *[a[rows] for a in args[:-1]], replace(cfg, kind=kind), rotation=args[-1][rows])
+        for key in ("prior_uv", "prior_vis", "prior_xyz", "swapped"):
+            if key not in out:
+                out[key] = np.zeros((n,) + part[key].shape[1:], part[key].dtype)
+            out[key][rows] = part[key]
+    return out
+
+
+def _graded(
+    rng: np.random.Generator, out: Dict[str, np.ndarray], joints_cam: np.ndarray, uv: np.ndarray, full: float
+) -> Dict[str, np.ndarray]:
+    """``out``'s keypoint and 3D errors scaled by a per-person quality q: U = truth + q (U -
+    truth), the same for the keypoints (q = 1 with probability ``full``, else uniform in [0, 1])."""
+    n = len(joints_cam)
+    q = np.where(rng.random(n) < full, 1.0, rng.random(n))[:, None, None]
+    idx = list(PRIOR_JOINT_INDICES)
+    rel = joints_cam[:, idx] - joints_cam[:, PELVIS, None]
+    return {
+        **out,
+        "prior_xyz": rel + q * (out["prior_xyz"] - rel),
+        "prior_uv": uv[:, idx] + q * (out["prior_uv"] - uv[:, idx]),
+        "quality": q[:, 0, 0],
+    }
+
+
+def _axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(..., 3, 3)`` of unit ``axis`` ``(..., 3)`` by ``angle`` ``(...)`` (Rodrigues)."""
+    k = np.zeros(axis.shape[:-1] + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    k = k - np.swapaxes(k, -1, -2)
+    a = angle[..., None, None]
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
+
+
+def _random_turns(rng: np.random.Generator, shape: tuple, std: np.ndarray) -> np.ndarray:
+    axis = rng.standard_normal(shape + (3,))
+    axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+    return _axis_angle(axis, std * rng.standard_normal(shape))
+
+
+def chain_errors(rng: np.random.Generator, rel: np.ndarray, heights: np.ndarray, cfg: PriorNoiseConfig) -> np.ndarray:
+    """3D prior joints ``(N, 24, 3)`` from root-relative true joints ``rel`` ``(N, 25, 3)`` with
+    errors along the kinematic chain: each bone of :data:`CHAIN_PARENTS` turned at random (a
+    turned bone moves everything below it), the whole body turned, the depth extent collapsed
+    and the scale pulled towards an adult's, as the hand-set simulation does."""
+    n = len(rel)
+    bone_std = rng.uniform(*cfg.chain_bone_rad, size=(n, 1))
+    turns = _random_turns(rng, (n, len(CHAIN_PARENTS)), np.broadcast_to(bone_std, (n, len(CHAIN_PARENTS))))
+    out = rel.copy()
+    for b, (child, parent) in enumerate(CHAIN_PARENTS.items()):  # parents come before their children
+        c, p = JOINT_INDEX[child], JOINT_INDEX[parent]
+        out[:, c] = out[:, p] + np.einsum("nij,nj->ni", turns[:, b], rel[:, c] - rel[:, p])
+    whole = _random_turns(rng, (n,), rng.uniform(*cfg.chain_global_rad, size=n))
+    out = np.einsum("nij,npj->npi", whole, out)
+    out[..., 2] *= rng.uniform(*cfg.chain_depth, size=(n, 1))
+    scale = (cfg.adult_height_m / heights) ** cfg.scale_pull * (1 + cfg.scale_std * rng.standard_normal(n))
+    out = out * scale[:, None, None] + 0.01 * rng.standard_normal(out.shape)
+    return out[:, list(PRIOR_JOINT_INDICES)]
 
 
 # Body parts for silhouette rasterisation, by Anny bone-name prefix (first match wins).
