@@ -653,3 +653,22 @@ def test_a_prior_token_model_fine_tunes_from_one_without_on_the_fitted_stream(tm
         TrainConfig(prior="mediapipe")
     with pytest.raises(ValueError, match="another model configuration"):  # tokens cannot be dropped
         train(replace(base, out=str(tmp_path / "x"), init=str(tmp_path / "tuned")), progress=False)
+
+
+def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
+    proxy, prior, vis = _inputs(4, seed=3)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+
+    def run(tau, max_fraction=1.0):
+        cfg = DATConfig(mode="fast", tau=tau, max_fraction=max_fraction)
+        return tiny.sample(proxy, prior, vis, steps=2, dat=cfg, generator=gen()).points
+
+    aligner = DAT(DATConfig(tau=0.5, max_fraction=1.0), tiny.dat_map, tiny.cfg.data_scale)
+    gap = torch.tensor([1.0, 2.0])
+    assert aligner.is_active(gap, gap, 0, 2).all()  # the first step is the reference: always aligned
+    assert aligner.is_active(torch.tensor([0.4, 1.2]), gap, 1, 2).tolist() == [False, True]  # R = 0.4, 0.6
+    assert not DAT(DATConfig(max_fraction=0.5), tiny.dat_map, 1.0).is_active(gap, gap, 1, 2).any()
+    # at 2 steps tau decides whether the second step aligns: 0 aligns every sample, 1 only a grown gap
+    assert not torch.allclose(run(0.0), run(1.0))
+    # with half of the steps aligned only the first step aligns, whatever tau
+    torch.testing.assert_close(run(0.0, 0.5), run(1.0, 0.5))

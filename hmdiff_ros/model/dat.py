@@ -6,8 +6,10 @@ de-normalisation) and U the prior's root-relative joints with visibilities w:
 1. f(x̂_0): our estimate of the prior's joints, the mean of the joints regressed from the
    coarse vertices and the joint points themselves (so the alignment reaches both);
 2. the gap ``D_k = sum_i w_i huber(|u_i - f(x̂_0)_i|) / sum_i w_i`` (robust to a wrong joint);
-3. activation: align while ``R_k = D_k / D_K > tau`` (D_K: the gap at the first step) and k is
-   among the first ``max_fraction`` of the steps;
+3. activation: the first step aligns (its gap is D_K, the reference); a later step k among
+   the first ``max_fraction`` of the steps aligns while ``R_k = D_k / D_K > tau``, so that
+   ``tau`` acts from 2 steps on (before, the first step's gap was compared with itself and,
+   at 2 steps with half of them aligned, ``tau`` changed nothing);
 4. the alignment gradient g = ∇_{h_k} D_k regularises the score:
    ``ε' = ε + c g``, with c chosen so that, to first order, x̂_0 moves to cut the gap by a
    fraction ``scale`` (λ); then x̂_0 is recomputed from ε' and the DDIM step proceeds.
@@ -49,7 +51,7 @@ MIN_COSINE = 0.2  # bound on the alignment step when its direction barely reduce
 class DATConfig:
     mode: str = defaults.DAT_MODE  # "off", "fast" (closed form) or "full" (autograd through the denoiser)
     tau: float = defaults.DAT_TAU  # align while the relative gap R_k = D_k / D_K exceeds tau
-    max_fraction: float = 0.5  # ... and only in this first fraction of the steps (at least one)
+    max_fraction: float = defaults.DAT_MAX_FRACTION  # ... and only in this first fraction of the steps (at least one)
     scale: float = defaults.DAT_LAMBDA  # λ: fraction of the gap one aligned step removes (first order)
     huber_m: float = 0.05  # Huber threshold on the joint distance, metres
     min_visibility: float = 0.5  # prior joints below contribute nothing
@@ -140,10 +142,16 @@ class DAT:
         return self.cfg.mode == "full" and num_steps > 1 and step_index < self.active_steps(num_steps)
 
     def is_active(self, gap: torch.Tensor, first_gap: torch.Tensor, step_index: int, num_steps: int) -> torch.Tensor:
-        """Which samples ``(B,)`` align at this step: ``R_k = D_k / D_K > tau`` and the step is
-        among the first ``max_fraction`` of them (step 3 of the notation)."""
-        above = gap / first_gap.clamp(min=1e-12) > self.cfg.tau
-        return above if step_index < self.active_steps(num_steps) else torch.zeros_like(above)
+        """Which samples ``(B,)`` align at this step (step 3 of the notation). The first step
+        always aligns: its gap is D_K, the reference. A later step among the first
+        ``max_fraction`` of them aligns where ``R_k = D_k / D_K > tau``: where the network's
+        own x̂_0 has kept more than ``tau`` of the first step's gap to U (it does not follow the
+        alignment of the steps before); ``tau`` 1 aligns a later step only where the gap grew."""
+        if step_index >= self.active_steps(num_steps):
+            return torch.zeros_like(gap, dtype=torch.bool)
+        if step_index == 0:
+            return torch.ones_like(gap, dtype=torch.bool)
+        return gap / first_gap.clamp(min=1e-12) > self.cfg.tau
 
     def weights(self, visibility: torch.Tensor) -> torch.Tensor:
         return (visibility >= self.cfg.min_visibility).to(visibility.dtype) * visibility  # (B, Q)
