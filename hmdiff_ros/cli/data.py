@@ -60,15 +60,30 @@ def add_parsers(sub) -> None:
         "--prior",
         choices=PRIOR_KINDS,
         default="hand",
-        help="prior simulator: hand-set (default), fitted to MediaPipe in the prior study, or mixed (each person one of the two)",
+        help="prior simulator: hand-set (default), fitted to MediaPipe in the prior study, mixed (each person one of "
+        "the two), chain (3D errors along the kinematic chain) or graded (any of the three, errors scaled from "
+        "nearly right to full; docs/data.md)",
     )
     p.add_argument(
         "--families",
-        choices=("default", "robot"),
+        choices=("default", "robot", "mocap"),
         default="default",
-        help="pose-family weights: default, or robot (adds picking up, kneeling, floor sitting, desk reaching)",
+        help="pose-family weights: default, robot (adds picking up, kneeling, floor sitting, desk reaching), "
+        "or mocap (robot with 30%% retargeted motion capture)",
     )
     p.set_defaults(func=_cmd_data_make)
+    p = data.add_parser(
+        "mocap", help="retarget BVH motion capture (the CMU library's iClone re-export) to Anny poses (.npz)"
+    )
+    p.add_argument("--bvh", required=True, help="folder of .bvh files (searched recursively)")
+    p.add_argument("--out", default=None, help="output .npz (default: the packaged asset the mocap family draws)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out (the packaged asset too)")
+    p.add_argument("--fps", **number(float, 0.1, 120), default=6.0, help="frames kept per second of capture")
+    p.add_argument(
+        "--max-angle", **number(float, 0.1, 180), default=10.0, help="drop frames fitted worse than this (degrees)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_data_mocap)
     p = data.add_parser("bench", help="samples/second of the data engine at the training resolution")
     p.add_argument("--batch", **POSITIVE, default=256)
     p.add_argument("--batches", **POSITIVE, default=12, help="timed batches (after warm-up)")
@@ -150,6 +165,46 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
     engine = SyntheticEngine(replace(stream_config(args.prior, args.families), bank=bank, full=args.full))
     out = write_split(engine, args.out, args.num, args.seed, args.split, batch=args.batch, force=args.force)
     print(json.dumps({"out": str(out), "split": args.split, "num": args.num, "seed": args.seed}))
+    return 0
+
+
+def _cmd_data_mocap(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hmdiff_ros.data.engine import SyntheticConfig
+    from hmdiff_ros.data.mocap import retarget_clips, save_poses
+    from hmdiff_ros.data.poses import MOCAP_POSES
+    from hmdiff_ros.data.posing import FastPoser
+    from hmdiff_ros.data.shapes import load_or_build_shape_bank
+
+    out = Path(args.out) if args.out else MOCAP_POSES
+    refuse_existing([out], "--out", args.force)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out '{out}' must end in .npz")
+    root = Path(args.bvh)
+    if not root.is_dir():
+        raise ValueError(f"--bvh '{root}' is not a folder of .bvh files")
+    paths = sorted(root.rglob("*.bvh"))
+    if not paths:
+        raise ValueError(f"--bvh '{root}' holds no .bvh files")
+    bank = load_or_build_shape_bank(SyntheticConfig().bank)
+    result = retarget_clips(paths, FastPoser(bank), list(bank.bone_labels), args.fps, args.max_angle)
+    result["clips"] = np.asarray([str(p.relative_to(root)) for p in paths])
+    save_poses(out, result)
+    summary = {
+        "out": str(out),
+        "clips": len(paths),
+        "poses": int(len(result["pose"])),
+        "dropped": int(result["dropped"]),
+        "worst_deg_p50_p90": [round(float(v), 2) for v in np.percentile(result["worst_deg"], [50, 90])],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['poses']} poses from {summary['clips']} clips ({summary['dropped']} frames dropped: fitted worse "
+            f"than {args.max_angle} degrees) -> {out}"
+        )
     return 0
 
 

@@ -147,13 +147,16 @@ def _add_stream_options(p) -> None:
         "--prior",
         choices=PRIOR_KINDS,
         default=None,
-        help="prior simulator of the training stream: hand-set, fitted to MediaPipe, or mixed (each person one of the two; default: the config's)",
+        help="prior simulator of the training stream: hand-set, fitted to MediaPipe, mixed (each person one of the "
+        "two), chain (3D errors along the kinematic chain) or graded (any of the three, errors scaled from nearly "
+        "right to full; docs/data.md); default: the config's",
     )
     p.add_argument(
         "--families",
         choices=tuple(FAMILY_SETS),
         default=None,
-        help="pose-family weights: default, or robot (adds picking up, kneeling, floor sitting, desk reaching)",
+        help="pose-family weights: default, robot (adds picking up, kneeling, floor sitting, desk reaching) or "
+        "mocap (robot with 30%% retargeted CMU motion capture)",
     )
 
 

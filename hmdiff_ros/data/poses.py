@@ -22,6 +22,7 @@ in batches and studies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -263,11 +264,15 @@ FAMILIES: Dict[str, Family] = {
         lead_elbow=(0, 60),
         other_elbow=(40, 120),
     ),
+    # real motion capture (the CMU library, retargeted: hmdiff_ros.data.mocap); its ranges are
+    # unused: a pose is a captured frame, mirrored at random, plus the noise every family gets
+    "mocap": Family(),
 }
 FAMILY_NAMES: Tuple[str, ...] = tuple(FAMILIES)
+MOCAP = "mocap"
 # The stream the shipped checkpoint was trained on: the families added after the first ten
 # have weight 0, so it draws exactly what it drew before them (tests/test_pose_families.py).
-DEFAULT_FAMILY_WEIGHTS: Tuple[float, ...] = (0.18, 0.15, 0.1, 0.08, 0.12, 0.08, 0.08, 0.08, 0.07, 0.06, 0, 0, 0, 0)
+DEFAULT_FAMILY_WEIGHTS: Tuple[float, ...] = (0.18, 0.15, 0.1, 0.08, 0.12, 0.08, 0.08, 0.08, 0.07, 0.06, 0, 0, 0, 0, 0)
 # Poses a robot sees: about a quarter of the samples near the floor or at a desk
 # (SyntheticConfig(family_weights=ROBOT_FAMILY_WEIGHTS)).
 ROBOT_FAMILY_WEIGHTS: Tuple[float, ...] = tuple(
@@ -286,8 +291,13 @@ ROBOT_FAMILY_WEIGHTS: Tuple[float, ...] = tuple(
         "kneeling": 0.06,
         "floor_sitting": 0.06,
         "desk_reaching": 0.07,
+        "mocap": 0.0,
     }[name]
     for name in FAMILIES
+)
+# The robot-view families with real motion capture as 30 % of the samples
+MOCAP_FAMILY_WEIGHTS: Tuple[float, ...] = tuple(
+    0.3 if name == MOCAP else 0.7 * w for name, w in zip(FAMILIES, ROBOT_FAMILY_WEIGHTS, strict=True)
 )
 NOISE_DEG = 4.0  # Gaussian noise added to every bone before clipping
 
@@ -332,6 +342,37 @@ def _table(labels: Sequence[str], spec_l: Spec, spec_r: Spec, mid: Spec, default
     return out
 
 
+def _mirror_label(label: str) -> str:
+    """The bone on the other side: 'upperarm01.L' -> 'upperarm01.R'; midline bones are their own."""
+    name, dot, side = label.partition(".")
+    return f"{name}.{'R' if side == 'L' else 'L'}" if side in ("L", "R") else label
+
+
+def mirror_poses(pose: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """Poses ``(N, 103, 3)`` mirrored left to right: each bone takes its mirror bone's
+    rotation (``mirror``: the index of each bone's mirror) with the y and z axis components
+    negated (a reflection of x)."""
+    out = pose[:, mirror].copy()
+    out[..., 1:] *= -1
+    return out
+
+
+MOCAP_POSES = Path(__file__).parent / "assets" / "mocap_poses.npz"
+
+
+def load_mocap_poses(labels: Sequence[str], path: "str | Path" = MOCAP_POSES) -> np.ndarray:
+    """The retargeted motion-capture poses (``hmdiff data mocap``) as ``(N, 103, 3)`` over
+    ``labels`` (Anny's bones but the root); bones the retargeting does not set stay at rest."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"motion-capture poses '{path}' not found; make them with 'hmdiff data mocap'")
+    with np.load(path, allow_pickle=False) as data:
+        fitted, bones = data["pose"].astype(np.float64), [str(b) for b in data["fit_bones"]]
+    pose = np.zeros((len(fitted), len(labels), 3))
+    pose[:, [list(labels).index(b) for b in bones]] = fitted
+    return pose
+
+
 class PoseSampler:
     """Samples ``(B, 103, 3)`` poses from activity families, clipped to joint limits.
 
@@ -367,6 +408,11 @@ class PoseSampler:
             axis = np.cross(forearm, [0.0, 0.0, 1.0])  # positive rotation swings the forearm forward
             self.elbow_axes[side] = axis / np.linalg.norm(axis)
         self.fingers = np.array([_base(lab)[0] == "finger" for lab in labels])
+        self.mocap = None  # captured poses (N, 103, 3), loaded when the mocap family is drawn
+        if self.weights[FAMILY_NAMES.index(MOCAP)] > 0:
+            self.mocap = load_mocap_poses(labels)
+        mirror = [labels.index(_mirror_label(lab)) for lab in labels]
+        self.mirror = np.asarray(mirror)
 
     def sample(
         self, rng: np.random.Generator, num: int, family_weights: Sequence[float] | None = None
@@ -403,4 +449,14 @@ class PoseSampler:
             ranges = np.where(is_lead[:, None], elbow_lead, elbow_other)
             flex = np.clip(rng.uniform(ranges[:, 0], ranges[:, 1]), *np.deg2rad(ELBOW_FLEX_DEG))
             pose[:, self.elbows[side]] += flex[:, None] * self.elbow_axes[side]
+        captured = family == FAMILY_NAMES.index(MOCAP)
+        if captured.any():  # a captured frame (mirrored for half: lead_right) plus the noise
+            if self.mocap is None:
+                self.mocap = load_mocap_poses(self.labels)
+            frames = self.mocap[rng.integers(len(self.mocap), size=int(captured.sum()))]
+            flip = lead_right[captured]
+            frames[flip] = mirror_poses(frames[flip], self.mirror)
+            frames += rng.normal(scale=self.noise, size=frames.shape)
+            frames[:, self.fingers] = finger_curl[captured]
+            pose[captured] = frames
         return pose.astype(np.float32), family, tilt.astype(np.float32)
