@@ -20,21 +20,11 @@ trap 'rm -rf "$tmp"' EXIT
 hmdiff demo --out "$tmp/demo" > /dev/null
 cp "$tmp/demo/astronaut_eileen_collins_overlay.jpg" docs/images/demo_overlay.jpg
 
-# the synthetic held-out test split (made on first use); 2 steps are the default
-for dat in off fast full; do
-  hmdiff eval --steps 2 --dat "$dat" --json > "$out/eval_steps2_$dat.json"
-done
-for steps in 2 4; do
-  hmdiff eval --steps "$steps" --dat fast --hypotheses 4 --json > "$out/eval_steps${steps}_fast_hyp4.json"
-done
 # timings: run on an otherwise idle machine
 hmdiff export --out "$tmp/engines" --steps 2 > /dev/null
-hmdiff bench --backend torch,onnxruntime --engines "$tmp/engines" --steps 2 --dat fast --json > "$out/bench_steps2_fast.json"
+hmdiff bench --backend torch,onnxruntime --engines "$tmp/engines" --steps 2 --json > "$out/bench_steps2.json"
 hmdiff bench --backend torch --steps 2 --dat full --json > "$out/bench_torch_steps2_full.json"
 hmdiff bench-pipeline --json > "$out/bench_pipeline.json"
-if [ -n "$study" ]; then
-  hmdiff eval-study --study "$study" --steps 2 --dat fast --hypotheses 4 --json > "$out/eval_study_steps2_fast_hyp4.json"
-fi
 if [ -n "$real" ]; then
   hmdiff eval-real --data "$real" --json > "$out/eval_real.json"
 fi

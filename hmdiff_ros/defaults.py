@@ -9,7 +9,7 @@ from __future__ import annotations
 STEPS = 2  # DDIM steps (chosen on the validation split and the prior study: docs/model_card.md)
 STEPS_RANGE = (1, 50)
 DAT_MODES = ("off", "fast", "full")
-DAT_MODE = "fast"
+DAT_MODE = "off"
 DAT_TAU = 0.3  # DAT aligns while the relative gap exceeds tau
 DAT_TAU_RANGE = (0.0, 1.0)
 DAT_LAMBDA = 0.5  # DAT: fraction of the gap one aligned step removes

@@ -14,6 +14,7 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'hmdiff_ros[onnx]')")
 
+from hmdiff_ros import defaults  # noqa: E402
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint  # noqa: E402
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
 from hmdiff_ros.runtime import export as export_module  # noqa: E402
@@ -22,6 +23,7 @@ from hmdiff_ros.runtime.export import MANIFEST, check_export, export_onnx, file_
 from hmdiff_ros.runtime.tensorrt_backend import CudaGraphModel, TensorRTModule  # noqa: E402
 
 EXPORTED = {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx", MANIFEST}
+EXPORTED_BY_DEFAULT = {"encoder.onnx", "denoiser.onnx", f"sampler_k2_{defaults.DAT_MODE}.onnx", MANIFEST}
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +190,14 @@ def test_forced_export_replaces_only_its_own_files(exported, tmp_path, monkeypat
 
     monkeypatch.setattr(export_module, "export_graph", fail)  # a failed export leaves the folder as it was
     with pytest.raises(RuntimeError, match="exporter failed"):
-        export_onnx(out=out, steps=(2,), force=True)
+        export_onnx(out=out, steps=(2,), dat="fast", force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with pytest.raises(RuntimeError):
         export_onnx(out=tmp_path / "new", steps=(2,))
     assert not (tmp_path / "new").exists()
     monkeypatch.undo()
 
-    manifest = export_onnx(out=out, steps=(2,), force=True)
+    manifest = export_onnx(out=out, steps=(2,), dat="fast", force=True)
     assert {p.name for p in out.iterdir()} == EXPORTED | {"notes.txt"} and (out / "notes.txt").read_text() == "mine"
     assert manifest["files"]["encoder.onnx"]["sha256"] == file_sha256(out / "encoder.onnx")
     assert load_model("onnxruntime", engines=out).backend == "onnxruntime"
@@ -206,7 +208,7 @@ def test_a_folder_with_only_a_readme_counts_as_empty(tmp_path):
     out.mkdir()
     (out / "README.md").write_text("what goes here")
     export_onnx(out=out, steps=(2,))
-    assert {p.name for p in out.iterdir()} == EXPORTED | {"README.md"}
+    assert {p.name for p in out.iterdir()} == EXPORTED_BY_DEFAULT | {"README.md"}
 
 
 # --- the TensorRT runner's logic, on the CPU --------------------------------------------------

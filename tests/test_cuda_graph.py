@@ -49,10 +49,10 @@ def test_the_model_on_a_device_samples_as_the_cpu_model(model):
     on_device.samplers = {}
     proxy, _, prior, vis = _inputs(model, 2, 3)
     for dat, eta in (
-        (DATConfig(), 0.0),
+        (DATConfig(mode="fast"), 0.0),
         (DATConfig(mode="off"), 0.0),
         (DATConfig(mode="full"), 0.0),
-        (DATConfig(), 0.5),
+        (DATConfig(mode="fast"), 0.5),
     ):
         got = on_device.sample(
             proxy, prior, vis, steps=2, dat=dat, hypotheses=3, eta=eta, generator=torch.Generator().manual_seed(7)

@@ -209,4 +209,5 @@ def test_graded_prior_spans_every_quality(engine):
     quality = out["quality"]
     assert quality.min() < 0.05 and quality.max() > 0.95
     assert err3[quality < 0.05].max() < 0.02  # nearly right: within 2 cm
-    assert np.corrcoef(quality, err3)[0, 1] > 0.5 and np.corrcoef(quality, err2)[0, 1] > 0.5
+    low, high = quality < 0.2, quality > 0.8  # errors grow with q (medians: the fitted 2D has heavy tails)
+    assert np.median(err3[low]) < 0.3 * np.median(err3[high]) and np.median(err2[low]) < 0.3 * np.median(err2[high])

@@ -163,7 +163,7 @@ def test_ablate_reports_the_lifter_beside_the_prior_and_hmdiff(tmp_path, engine,
     yard = json.loads((tmp_path / "a" / "ablation.json").read_text())["yardsticks"]
     assert set(yard) == {"prior", "lifter", "hmdiff"}
     assert yard["lifter"]["num_samples"] == yard["hmdiff"]["num_samples"] == yard["prior"]["num_samples"] == 4
-    assert yard["hmdiff"]["steps"] == defaults.STEPS and yard["hmdiff"]["dat"] == "fast"
+    assert yard["hmdiff"]["steps"] == defaults.STEPS and yard["hmdiff"]["dat"] == defaults.DAT_MODE
     assert yard["lifter"]["pa_mpjpe_mm"] <= yard["lifter"]["mpjpe_mm"] + 1e-6
     text = (tmp_path / "a" / "ablation.md").read_text()
     assert "## Yardsticks" in text and "| lifter (MLP; 4 training samples)" in text and "simulated prior" in text

@@ -208,7 +208,7 @@ def test_bad_sampling_inputs_raise_clear_errors(tiny):
     with pytest.raises(ValueError, match="NaN"):
         tiny.sample(bad, prior, vis)
     with pytest.raises(ValueError, match="DAT needs the prior"):
-        tiny.sample(proxy)
+        tiny.sample(proxy, dat=DATConfig(mode="fast"))
     with pytest.raises(ValueError, match="hypotheses"):
         tiny.sample(proxy, prior, vis, hypotheses=0)
 
@@ -663,11 +663,11 @@ def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
         cfg = DATConfig(mode="fast", tau=tau, max_fraction=max_fraction)
         return tiny.sample(proxy, prior, vis, steps=2, dat=cfg, generator=gen()).points
 
-    aligner = DAT(DATConfig(tau=0.5, max_fraction=1.0), tiny.dat_map, tiny.cfg.data_scale)
+    aligner = DAT(DATConfig(mode="fast", tau=0.5, max_fraction=1.0), tiny.dat_map, tiny.cfg.data_scale)
     gap = torch.tensor([1.0, 2.0])
     assert aligner.is_active(gap, gap, 0, 2).all()  # the first step is the reference: always aligned
     assert aligner.is_active(torch.tensor([0.4, 1.2]), gap, 1, 2).tolist() == [False, True]  # R = 0.4, 0.6
-    assert not DAT(DATConfig(max_fraction=0.5), tiny.dat_map, 1.0).is_active(gap, gap, 1, 2).any()
+    assert not DAT(DATConfig(mode="fast", max_fraction=0.5), tiny.dat_map, 1.0).is_active(gap, gap, 1, 2).any()
     # at 2 steps tau decides whether the second step aligns: 0 aligns every sample, 1 only a grown gap
     assert not torch.allclose(run(0.0), run(1.0))
     # with half of the steps aligned only the first step aligns, whatever tau

@@ -212,7 +212,7 @@ def test_node_on_ros2_publishes_humans_for_an_image():
     rclpy.init()
     try:
         node = HMDiffNode(parameter_overrides=[Parameter("autostart", value=False), Parameter("hypotheses", value=2)])
-        assert node.p("ddim_steps") == defaults.STEPS and node.p("dat_mode") == "fast"
+        assert node.p("ddim_steps") == defaults.STEPS and node.p("dat_mode") == defaults.DAT_MODE
         assert not node.set_parameters([Parameter("dat_mode", value="sideways")])[0].successful
         ok = TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == ok and node.trigger_activate() == ok

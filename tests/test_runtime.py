@@ -107,13 +107,16 @@ def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, c
 
 
 def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeypatch, caplog):
+    from hmdiff_ros import defaults
     from hmdiff_ros.runtime.export import cache_root, cached_export
+
+    SAMPLER_K2 = f"sampler_k2_{defaults.DAT_MODE}.onnx"  # the default DAT mode's sampler
 
     monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
         folder = cached_export()
     assert folder.parent == cache_root() == tmp_path / "cache" / "engines"
-    assert "none made yet" in caplog.text and (folder / "sampler_k2_fast.onnx").is_file()
+    assert "none made yet" in caplog.text and (folder / SAMPLER_K2).is_file()
     stamp = (folder / MANIFEST).stat().st_mtime_ns
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
@@ -121,15 +124,17 @@ def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeyp
     assert "making the ONNX export" not in caplog.text and (folder / MANIFEST).stat().st_mtime_ns == stamp
     # another step count: made beside the samplers it had
     cached_export(steps=(1,))
-    assert {"sampler_k1_fast.onnx", "sampler_k2_fast.onnx"} <= set(json.loads((folder / MANIFEST).read_text())["files"])
+    assert {f"sampler_k1_{defaults.DAT_MODE}.onnx", SAMPLER_K2} <= set(
+        json.loads((folder / MANIFEST).read_text())["files"]
+    )
     # a truncated graph, or an export of another checkpoint under this key: rebuilt, never used
-    data = (folder / "sampler_k2_fast.onnx").read_bytes()
-    (folder / "sampler_k2_fast.onnx").write_bytes(data[: len(data) // 2])
+    data = (folder / SAMPLER_K2).read_bytes()
+    (folder / SAMPLER_K2).write_bytes(data[: len(data) // 2])
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
         model = load_model("onnxruntime", engines=None)
     assert model.backend == "onnxruntime" and "truncated or corrupt" in caplog.text
-    assert (folder / "sampler_k2_fast.onnx").read_bytes() != data[: len(data) // 2]
+    assert (folder / SAMPLER_K2).read_bytes() != data[: len(data) // 2]
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).write_text(json.dumps({**manifest, "checkpoint_sha256": "0" * 64}))
     caplog.clear()
