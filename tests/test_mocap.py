@@ -108,3 +108,17 @@ def mirror_poses_of(pose, mirror):
     from hmdiff_ros.data.poses import mirror_poses
 
     return mirror_poses(pose, mirror)
+
+
+def test_mocap_command_refuses_bad_inputs_before_any_work(tmp_path, capsys):
+    from hmdiff_ros.cli import main
+
+    assert main(["data", "mocap", "--bvh", str(tmp_path / "none"), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "--bvh" in capsys.readouterr().err
+    assert main(["data", "mocap", "--bvh", str(tmp_path), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "holds no .bvh files" in capsys.readouterr().err
+    assert main(["data", "mocap", "--bvh", str(tmp_path), "--out", str(tmp_path / "p.txt")]) == 2
+    assert "must end in .npz" in capsys.readouterr().err
+    (tmp_path / "p.npz").write_bytes(b"mine")
+    assert main(["data", "mocap", "--bvh", str(tmp_path), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "already exists" in capsys.readouterr().err and (tmp_path / "p.npz").read_bytes() == b"mine"

@@ -65,3 +65,10 @@ def test_eval_protocol_command_reports_every_figure_with_its_interval(capsys, tm
     assert f"{figures['pa_mpjpe_mm']['mean']:.1f} [{lo:.1f}, {hi:.1f}]" in table
     assert main(["eval-protocol", "--sets", "selection", "--real", str(tmp_path), "--report", str(tmp_path / "x")]) == 2
     assert "--real is a test set" in capsys.readouterr().err
+
+
+def test_eval_protocol_refuses_bad_seeds(capsys):
+    from hmdiff_ros.cli import main
+
+    assert main(["eval-protocol", "--sets", "selection", "--seeds", "0,x"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
