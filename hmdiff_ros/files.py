@@ -45,3 +45,19 @@ def made_folder(path: "str | Path") -> Iterator[Path]:
         yield path
     finally:
         remove_empty(made)
+
+
+def write_npz(path: "str | Path", arrays) -> None:
+    """Write the ``.npz`` ``path`` (compressed) whole or not at all: a temporary file beside it,
+    then a rename."""
+    import os
+
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -88,6 +88,14 @@ def refuse_existing(paths, option: str, force: bool) -> None:
             raise UsageError(f"{option}: '{path}' already exists; use --force to replace it or choose another {option}")
 
 
+def lifter_from(args: argparse.Namespace):
+    """The learned yardstick: the lifter at ``--lifter``, else the shipped one when there is
+    one, else None."""
+    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
+
+    return load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+
+
 def report_failures(records) -> int:
     failed = [r for r in records if r["error"]]
     if failed:

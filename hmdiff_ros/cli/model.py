@@ -12,6 +12,7 @@ from hmdiff_ros.cli.common import (
     POSITIVE,
     STEPS,
     UsageError,
+    lifter_from,
     number,
     refuse_existing,
 )
@@ -195,10 +196,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.store import SplitReader
     from hmdiff_ros.model.evaluate import default_test_split, evaluate
-    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, evaluate_lifter, load_lifter
+    from hmdiff_ros.model.lifter import evaluate_lifter
 
-    # the learned yardstick: the shipped lifter when there is one, a given one always
-    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    lifter = lifter_from(args)
     result = evaluate(
         args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses, yardsticks=True
     )
@@ -230,11 +230,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_eval_study(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
     from hmdiff_ros.model.study_eval import evaluate_study
 
     model = load_checkpoint(args.checkpoint)[0]
-    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    lifter = lifter_from(args)
     r = evaluate_study(
         model,
         args.study,
@@ -262,7 +261,6 @@ def _cmd_eval_study(args: argparse.Namespace) -> int:
 def _cmd_eval_protocol(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
     from hmdiff_ros.pipeline.protocol import protocol_table, run_protocol
 
     try:
@@ -274,7 +272,7 @@ def _cmd_eval_protocol(args: argparse.Namespace) -> int:
     if args.report:
         refuse_existing([Path(args.report)], "--report", args.force)
     model = load_checkpoint(args.checkpoint)[0]
-    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    lifter = lifter_from(args)
     r = run_protocol(
         model,
         args.sets,

@@ -12,6 +12,7 @@ from hmdiff_ros.cli.common import (
     POSITIVE,
     UsageError,
     add_pipeline_args,
+    lifter_from,
     pipeline_config_from,
     report_failures,
 )
@@ -180,12 +181,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.lifter import DEFAULT_LIFTER, load_lifter
     from hmdiff_ros.pipeline.eval_real import evaluate_real
     from hmdiff_ros.pipeline.pipeline import build_pipeline
 
-    # the learned yardstick: the shipped lifter when there is one, a given one always
-    lifter = load_lifter(args.lifter)[0] if args.lifter or (DEFAULT_LIFTER / "config.json").is_file() else None
+    lifter = lifter_from(args)
     pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
     try:
         result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json, force=args.force, lifter=lifter)

@@ -14,7 +14,6 @@ Sources and licences: ``docs/data.md`` ("Motion capture").
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -23,7 +22,7 @@ import torch
 
 from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.data.bvh import BVH, CC_BASE_JOINTS
-from hmdiff_ros.files import made_folder
+from hmdiff_ros.files import made_folder, write_npz
 
 # Anny bones whose rotations the fit sets (all others stay at rest)
 FIT_BONES: Tuple[str, ...] = (
@@ -157,12 +156,7 @@ def save_poses(path: "str | Path", result: Dict[str, np.ndarray]) -> None:
     """Write :func:`retarget_clips`'s ``result`` to ``path`` (.npz), whole or not at all."""
     path = Path(path)
     with made_folder(path.parent):
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        try:
-            np.savez_compressed(tmp, **result)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_npz(path, result)
 
 
 def clip_frames(bvh: BVH, fps: float, skip_first: bool = True) -> List[int]:

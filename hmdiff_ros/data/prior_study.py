@@ -67,7 +67,7 @@ from hmdiff_ros.data.people_render import BACKGROUNDS, PeopleRenderConfig, Peopl
 from hmdiff_ros.data.poses import FAMILY_NAMES
 from hmdiff_ros.data.shapes import TEST_BANK, TEST_WORD, load_or_build_shape_bank
 from hmdiff_ros.errors import one_line
-from hmdiff_ros.files import made_folder
+from hmdiff_ros.files import made_folder, write_npz
 from hmdiff_ros.observation import in_image, in_rect
 
 FORMAT_VERSION = 1
@@ -259,13 +259,8 @@ def _to_crop(mask: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_chunk(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, then a rename."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``path`` whole or not at all (:func:`~hmdiff_ros.files.write_npz`)."""
+    write_npz(path, arrays)
 
 
 def _worker_main(cfg: StudyConfig, prior: Callable, prior_kwargs: Dict, out: Path, tasks, results) -> None:
