@@ -134,6 +134,18 @@ def test_the_priors_figures_stand_beside_the_models(real_root):
     assert result["per_dataset"]["coco"]["prior_hits"] == 10
 
 
+def test_per_sample_figures_add_up_to_the_totals(real_root):
+    """eval-protocol's intervals resample these: per 3D frame, and per 2D person its hits and joints."""
+    root, gt3d, kp = real_root
+    result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False, per_sample=True)
+    per = result["per_sample"]
+    assert per["mpjpe_mm"].mean() == pytest.approx(result["mpjpe_mm"], abs=0.05)
+    assert per["prior_mpjpe_mm"].mean() == pytest.approx(result["prior_mpjpe_mm"], abs=0.05)
+    assert per["pck_hits"].tolist() == [11, 0] and per["pck_prior_hits"].tolist() == [10, 0]
+    assert per["pck_hits"].sum() / per["pck_joints"].sum() == pytest.approx(result["pck_at_0.1"], abs=1e-3)
+    assert "per_sample" not in evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
+
+
 def test_a_joint_the_prior_has_no_keypoint_for_counts_as_wrong_for_the_prior(real_root):
     root, gt3d, kp = real_root
     (root / "mpii").mkdir()

@@ -666,6 +666,8 @@ def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
     aligner = DAT(DATConfig(mode="fast", tau=0.5, max_fraction=1.0), tiny.dat_map, tiny.cfg.data_scale)
     gap = torch.tensor([1.0, 2.0])
     assert aligner.is_active(gap, gap, 0, 2).all()  # the first step is the reference: always aligned
+    strict = DAT(DATConfig(mode="fast", tau=1.0, max_fraction=1.0), tiny.dat_map, 1.0)
+    assert strict.is_active(gap, gap, 0, 2).all()  # ... at tau 1 too (its gap was compared with itself: 1 > 1)
     assert aligner.is_active(torch.tensor([0.4, 1.2]), gap, 1, 2).tolist() == [False, True]  # R = 0.4, 0.6
     assert not DAT(DATConfig(mode="fast", max_fraction=0.5), tiny.dat_map, 1.0).is_active(gap, gap, 1, 2).any()
     # at 2 steps tau decides whether the second step aligns: 0 aligns every sample, 1 only a grown gap
