@@ -7,9 +7,10 @@ de-normalisation) and U the prior's root-relative joints with visibilities w:
    coarse vertices and the joint points themselves (so the alignment reaches both);
 2. the gap ``D_k = sum_i w_i huber(|u_i - f(x̂_0)_i|) / sum_i w_i`` (robust to a wrong joint);
 3. activation: the first step aligns (its gap is D_K, the reference); a later step k among
-   the first ``max_fraction`` of the steps aligns while ``R_k = D_k / D_K > tau``, so that
-   ``tau`` acts from 2 steps on (before, the first step's gap was compared with itself and,
-   at 2 steps with half of them aligned, ``tau`` changed nothing);
+   the first ``max_fraction`` of the steps aligns while ``R_k = D_k / D_K > tau``. ``tau``
+   therefore acts at 2 steps when ``max_fraction`` reaches the second step (1.0); at the
+   default 0.5 only the first step aligns and ``tau`` changes nothing (before, the first
+   step's gap was compared with itself, so ``tau`` 1 switched even the first step off);
 4. the alignment gradient g = ∇_{h_k} D_k regularises the score:
    ``ε' = ε + c g``, with c chosen so that, to first order, x̂_0 moves to cut the gap by a
    fraction ``scale`` (λ); then x̂_0 is recomputed from ε' and the DDIM step proceeds.
