@@ -655,6 +655,67 @@ def test_a_prior_token_model_fine_tunes_from_one_without_on_the_fitted_stream(tm
         train(replace(base, out=str(tmp_path / "x"), init=str(tmp_path / "tuned")), progress=False)
 
 
+def test_heatmap_keypoints_read_the_proxy_keypoints_back():
+    from hmdiff_ros.model.encoder import heatmap_keypoints
+    from hmdiff_ros.observation import ProxyConfig, make_proxy
+
+    cfg = ProxyConfig()
+    s = cfg.crop_size
+    g = np.random.default_rng(0)
+    uv = g.uniform(6, s - 7, (3, 24, 2)).astype(np.float32)  # sub-pixel, inside the crop
+    vis = np.ones((3, 24), np.float32)
+    vis[0, 5] = 0.2  # below the cut: no heatmap
+    uv[1, 7] = np.nan  # not finite: no heatmap
+    uv[2, 9] = (-40.0, 20.0)  # far outside the crop
+    proxy = make_proxy(uv, vis, np.zeros((3, s, s)), np.ones((3, s, s)), cfg)
+    got = heatmap_keypoints(torch.as_tensor(proxy[:, :24])).numpy()
+    want = uv / s - 0.5
+    on = np.ones((3, 24), bool)
+    on[0, 5] = on[1, 7] = on[2, 9] = False
+    assert np.abs(got[on] - want[on]).max() * s < 1e-3  # crop pixels
+    assert (got[~on] == 0).all()
+    # cut by the crop's edge: pulled inwards, never outside the crop
+    edge = heatmap_keypoints(torch.as_tensor(make_proxy(
+        np.array([[[0.5, 30.0]] * 24], np.float32), np.ones((1, 24), np.float32), np.zeros((1, s, s)),
+        np.ones((1, s, s)), cfg)[:, :24]))
+    assert -0.5 < edge[0, 0, 0].item() < 0.5 / s - 0.5 + 1.0 / s
+
+
+def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_without(topology, tmp_path):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from hmdiff_ros.model.train import TrainConfig, _load_init
+
+    with pytest.raises(ValueError, match="needs prior_tokens"):
+        replace(TINY, prior_keypoints=True)
+    torch.manual_seed(0)
+    model = HMDiff(replace(TINY, prior_tokens=True, prior_keypoints=True), topology).eval()
+    proxy, prior, vis = _inputs(2)
+    moved = proxy.clone()
+    moved[:, 3] = proxy[:, 3].roll(2, dims=-1)  # one keypoint's heatmap two pixels to the right
+    n = TINY.encoder.input_size**2 // 64
+    with torch.no_grad():
+        a, b = model.encode(proxy, prior, vis), model.encode(moved, prior, vis)
+    assert (a[:, n + 3] - b[:, n + 3]).abs().max() > 1e-4, "keypoint 3's token must read its heatmap"
+    torch.testing.assert_close(a[:, n + 4 :], b[:, n + 4 :])  # the other prior tokens do not
+    assert HMDiffConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "prior_keypoints"}) == TINY
+    # grown from a prior-token checkpoint without keypoints: starts as that checkpoint
+    base = HMDiff(replace(TINY, prior_tokens=True), topology).eval()
+    save_checkpoint(tmp_path / "base", base, {})
+    _load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
+    off = DATConfig(mode="off")
+    torch.testing.assert_close(
+        model.sample(proxy, prior, vis, dat=off, noise=noise).points,
+        base.sample(proxy, prior, vis, dat=off, noise=noise).points,
+    )
+    with pytest.raises(ValueError, match="another model configuration"):  # keypoints cannot be dropped
+        save_checkpoint(tmp_path / "grown", model, {})
+        _load_init(TrainConfig(init=str(tmp_path / "grown"), model=base.cfg), base)
+    assert load_checkpoint(tmp_path / "grown")[0].cfg.prior_keypoints
+
+
 def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
     proxy, prior, vis = _inputs(4, seed=3)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731

@@ -21,7 +21,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.model.dat import DAT, DATConfig
 from hmdiff_ros.model.denoiser import Denoiser, DenoiserConfig
-from hmdiff_ros.model.encoder import EncoderConfig, ImageEncoder, PriorTokens
+from hmdiff_ros.model.encoder import EncoderConfig, ImageEncoder, PriorTokens, heatmap_keypoints
 from hmdiff_ros.model.scheduler import DDIMScheduler, SchedulerConfig
 
 
@@ -33,6 +33,13 @@ class HMDiffConfig:
     data_scale: float = 0.5  # metres per normalised unit: bodies span about +-2 units
     topology: str = "anny"  # the topology asset the points follow
     prior_tokens: bool = False  # the denoiser also reads U and its visibilities, as one token per prior joint
+    prior_keypoints: bool = False  # the prior tokens also read each keypoint's 2D, off its heatmap (needs prior_tokens)
+
+    def __post_init__(self) -> None:
+        if self.prior_keypoints and not self.prior_tokens:
+            raise ValueError("prior_keypoints needs prior_tokens: the keypoints are read into the prior tokens")
+        if self.prior_keypoints and self.encoder.kind != "proxy":
+            raise ValueError("prior_keypoints needs the proxy encoder: the keypoints are read off its heatmaps")
 
     @classmethod
     def from_dict(cls, d: Dict) -> "HMDiffConfig":
@@ -43,6 +50,7 @@ class HMDiffConfig:
             data_scale=d["data_scale"],
             topology=d["topology"],
             prior_tokens=bool(d.get("prior_tokens", False)),  # checkpoints before it had none
+            prior_keypoints=bool(d.get("prior_keypoints", False)),
         )
 
     def to_dict(self) -> Dict:
@@ -106,7 +114,9 @@ class HMDiff(nn.Module):
         joint_groups = cfg.denoiser.vertex_groups + np.arange(topology.num_joints)  # one token per joint
         self.encoder = ImageEncoder(cfg.encoder)
         self.prior_encoder = (
-            PriorTokens(cfg.encoder.width, len(PRIOR_JOINT_INDICES), cfg.data_scale) if cfg.prior_tokens else None
+            PriorTokens(cfg.encoder.width, len(PRIOR_JOINT_INDICES), cfg.data_scale, keypoints=cfg.prior_keypoints)
+            if cfg.prior_tokens
+            else None
         )
         self.denoiser = Denoiser(cfg.denoiser, torch.as_tensor(np.concatenate([groups, joint_groups])))
         self.scheduler = DDIMScheduler(cfg.scheduler)
@@ -135,13 +145,15 @@ class HMDiff(nn.Module):
     ) -> torch.Tensor:
         """What the denoiser's cross-attention reads ``(B, N, D)``: the image tokens f_I, then,
         with ``cfg.prior_tokens``, one token per prior joint (U ``(B, 24, 3)`` metres and its
-        visibilities ``(B, 24)``, both needed then)."""
+        visibilities ``(B, 24)``, both needed then; with ``cfg.prior_keypoints`` they also read
+        the keypoints' 2D off the proxy's heatmaps)."""
         tokens = self.encoder(proxy)
         if self.prior_encoder is None:
             return tokens
         if prior_xyz is None or prior_vis is None:
             raise ValueError("this model reads the prior: pass prior_xyz (B, 24, 3) and prior_vis (B, 24)")
-        return torch.cat([tokens, self.prior_encoder(prior_xyz.to(tokens), prior_vis.to(tokens))], dim=1)
+        uv = heatmap_keypoints(proxy[:, : len(PRIOR_JOINT_INDICES)]) if self.cfg.prior_keypoints else None
+        return torch.cat([tokens, self.prior_encoder(prior_xyz.to(tokens), prior_vis.to(tokens), uv)], dim=1)
 
     def check_inputs(
         self,

@@ -463,12 +463,21 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> int:
         ) from None
     except ValueError as exc:
         raise ValueError(f"--init {exc}") from None
-    # a model that adds prior tokens may start from one without them: its prior encoder starts fresh
-    if {**base.cfg.to_dict(), "prior_tokens": model.cfg.prior_tokens} != model.cfg.to_dict() or (
-        base.cfg.prior_tokens and not model.cfg.prior_tokens
+    # a model that adds prior tokens may start from one without them: its prior encoder starts
+    # fresh; one that adds the keypoints to its prior tokens starts as the checkpoint (the new
+    # inputs' weights zero)
+    grown = {"prior_tokens": model.cfg.prior_tokens, "prior_keypoints": model.cfg.prior_keypoints}
+    if (
+        {**base.cfg.to_dict(), **grown} != model.cfg.to_dict()
+        or (base.cfg.prior_tokens and not model.cfg.prior_tokens)
+        or (base.cfg.prior_keypoints and not model.cfg.prior_keypoints)
     ):
         raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
-    missing, _ = model.load_state_dict(base.state_dict(), strict=False)
+    state = base.state_dict()
+    first = "prior_encoder.proj.0.weight"  # (D, inputs): the keypoints are its last two columns
+    if first in state and state[first].shape != model.state_dict()[first].shape:
+        state[first] = torch.cat([state[first], state[first].new_zeros(state[first].shape[0], 2)], dim=1)
+    missing, _ = model.load_state_dict(state, strict=False)
     if any(not k.startswith("prior_encoder.") for k in missing):  # cannot happen with equal configs
         raise ValueError(f"--init checkpoint '{cfg.init}' lacks weights of this model: {missing[:3]}")
     log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
