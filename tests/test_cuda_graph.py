@@ -1,12 +1,31 @@
-"""The CUDA-graph sampler's buffers, buckets and padding, run eagerly on the CPU (``capture=False``:
-the same code without the capture), against the eager sampler; the capture itself needs a GPU."""
+"""The CUDA-graph path without a GPU.
+
+- What is captured is safe to capture: the sampler runs on PyTorch's ``meta`` device under a
+  dispatch mode that records every host read and every copy from the CPU to the model's device
+  (either breaks a capture: "operation not permitted when stream is capturing"), for every
+  bucket, step count and DAT mode that ``auto`` captures; a parametrised fault restores the
+  scheduler that copied its table to the device every step, and the check catches it.
+- The buffers, buckets and padding, with the capture stood in by one that keeps the same
+  contract (static inputs in, a static output refilled by ``replay``), against the eager sampler.
+- A capture that fails: at load, ``auto`` falls back with the reason and every frame runs; for
+  a later bucket, that bucket runs eagerly, said once.
+"""
+
+import logging
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
+from hmdiff_ros import defaults
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.runtime.cuda_graph import GraphedSampler, TorchCudaModel, load_torch_cuda
+from hmdiff_ros.model.scheduler import DDIMScheduler
+from hmdiff_ros.runtime import backends, cuda_graph
+from hmdiff_ros.runtime.cuda_graph import BUCKETS, EAGER, GraphedSampler, TorchCudaModel, load_torch_cuda
 
 MM = 1000.0
 
@@ -69,3 +88,139 @@ def test_without_cuda_the_gpu_path_says_why():
         pytest.skip("CUDA is available here")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         load_torch_cuda()
+
+
+class HostTraffic(TorchDispatchMode):
+    """Records the ops that a CUDA graph capture does not allow, with the model on ``device``:
+    reading a value of a tensor there back to the host (``.item()``, ``float()``, ``nonzero``,
+    branching on a tensor) and copying a CPU tensor there."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+    COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
+
+    def __init__(self, device: str = "meta") -> None:
+        super().__init__()
+        self.device, self.found = device, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        where = {t.device.type for t in tensors}
+        if func in self.READS and self.device in where:
+            self.found.append(f"host read {func}")
+        if func in self.COPIES:
+            target = kwargs.get("device")
+            to_device = (target is not None and torch.device(target).type == self.device) or self.device in where
+            if to_device and "cpu" in where:
+                self.found.append(f"host copy {func} of {[tuple(t.shape) for t in tensors if t.device.type == 'cpu']}")
+        return func(*args, **kwargs)
+
+
+def _alpha_copied_every_step(self, t, like):
+    """The scheduler's ᾱ lookup before the sampler could be captured: the float64 table on the
+    CPU copied to the samples' device at every call."""
+    a = self.alphas_cumprod.to(like.device)[t]
+    return a.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+@pytest.fixture(scope="module")
+def meta_model():
+    return load_checkpoint()[0].to("meta").eval()
+
+
+@pytest.mark.parametrize("fault", [None, "table copied every step"])
+def test_the_captured_sampler_neither_reads_from_nor_copies_from_the_host(meta_model, fault, monkeypatch):
+    if fault:
+        monkeypatch.setattr(DDIMScheduler, "_alpha", _alpha_copied_every_step)
+    enc = meta_model.cfg.encoder
+    like = (
+        torch.zeros(1, enc.in_channels, enc.input_size, enc.input_size),
+        torch.zeros(4, meta_model.num_points, 3),
+        torch.zeros(1, 24, 3),
+        torch.ones(1, 24),
+    )
+    captured = 0
+    for mode in defaults.EXPORT_DAT_MODES:  # what TorchCudaModel captures: eta 0, DAT off or fast
+        for steps in (1, defaults.STEPS, 4):
+            sampler = GraphedSampler(meta_model, steps, DATConfig(mode=mode), device="meta", capture=False)
+            for bucket in BUCKETS:
+                for m in sorted({1, defaults.HYPOTHESES}):
+                    _, static, _ = sampler._make(bucket, m, like)  # the buffers a capture reads
+                    with torch.no_grad(), HostTraffic("meta") as traffic:
+                        out = sampler.run(*static)  # exactly what _capture records
+                    assert out.shape == (bucket * m, meta_model.num_points, 3) and out.device.type == "meta"
+                    if fault:
+                        assert any("host copy" in f and "(1000,)" in f for f in traffic.found), traffic.found
+                        assert sum("host copy" in f for f in traffic.found) >= steps  # one per step at least
+                    else:
+                        assert traffic.found == [], (mode, steps, bucket, m, traffic.found)
+                    captured += 1
+    assert captured == len(defaults.EXPORT_DAT_MODES) * 3 * len(BUCKETS) * len({1, defaults.HYPOTHESES})
+
+
+def _stand_in_capture(fail_buckets=()):
+    """A capture with the real one's contract, on any device: the output is made from the static
+    inputs once, ``replay`` recomputes it in place from whatever the buffers hold then; buckets in
+    ``fail_buckets`` fail as CUDA does when something in the region is not allowed."""
+
+    def capture(self, static):
+        if static[0].shape[0] in fail_buckets:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        output = self.run(*static)
+        return SimpleNamespace(replay=lambda: output.copy_(self.run(*static))), output
+
+    return capture
+
+
+def test_replayed_graphs_read_their_buffers_and_give_the_eager_samples(model, monkeypatch):
+    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture())
+    sampler = GraphedSampler(model, 2, DATConfig(mode="fast"), device="cpu", buckets=(1, 4), capture=True)
+    for people, m in ((1, 4), (3, 2), (1, 4), (2, 2), (4, 2)):  # (1, 4) again: replayed on new inputs
+        proxy, noise, prior, vis = _inputs(model, people, m, seed=10 + people + m)
+        got = sampler(proxy, noise, prior, vis)
+        want = model.sample(
+            proxy, prior, vis, steps=2, dat=DATConfig(mode="fast"), hypotheses=m, noise=noise
+        ).hypotheses.flatten(0, 1)
+        assert (got - want).abs().max() * MM < 0.1, (people, m)
+    assert sorted(sampler.graphs) == [(1, 4), (4, 2)]
+    assert all(entry[0] is not None for entry in sampler.graphs.values())  # captured, not eager
+
+
+def test_a_bucket_whose_capture_fails_runs_eagerly_and_says_so_once(model, monkeypatch, caplog):
+    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture(fail_buckets=(4,)))
+    sampler = GraphedSampler(model, 2, DATConfig(mode="off"), device="cpu", buckets=(1, 4), capture=True)
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.runtime.cuda_graph"):
+        for _ in range(3):
+            proxy, noise, prior, vis = _inputs(model, 3, 2, seed=3)
+            got = sampler(proxy, noise, prior, vis)
+            want = model.sample(proxy, prior, vis, steps=2, dat=DATConfig(mode="off"), hypotheses=2, noise=noise)
+            assert (got - want.hypotheses.flatten(0, 1)).abs().max() * MM < 0.1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "4 people x 2 hypotheses" in warnings[0] and "run eagerly" in warnings[0]
+    assert "operation not permitted when stream is capturing" in warnings[0]
+    assert sampler.graphs[(4, 2)] is EAGER
+
+
+def test_auto_falls_back_with_the_reason_when_the_capture_fails_at_load(monkeypatch, tmp_path):
+    """A GPU where capture fails: loading fails, auto takes the next backend and says why, and
+    every frame is sampled."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "load_torch_cuda", partial(load_torch_cuda, device="cpu"))
+    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture(fail_buckets=(1,)))
+    monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
+    loaded = backends.load_model("auto", engines=tmp_path / "no_engines")
+    assert loaded.backend != "torch" or not isinstance(loaded, TorchCudaModel)
+    assert not isinstance(loaded, TorchCudaModel)
+    reasons = [r for r in loaded.fallback_reasons if r.startswith("torch-cuda:")]
+    assert len(reasons) == 1 and "capture" in reasons[0] and "1 people x 4 hypotheses" in reasons[0], reasons
+    assert "operation not permitted when stream is capturing" in reasons[0]
+    proxy, _, prior, vis = _inputs(loaded, 2, 1)
+    for seed in range(3):
+        out = loaded.sample(proxy, prior, vis, hypotheses=defaults.HYPOTHESES, generator=torch.Generator().manual_seed(seed))
+        assert torch.isfinite(out.points).all()
+    # the same load where the capture works: the GPU path itself, its default graph made at load
+    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture())
+    loaded = backends.load_model("auto", engines=tmp_path / "no_engines")
+    assert isinstance(loaded, TorchCudaModel) and loaded.backend == "torch"
+    (sampler,) = loaded.samplers.values()
+    assert list(sampler.graphs) == [(1, defaults.HYPOTHESES)] and sampler.graphs[(1, defaults.HYPOTHESES)][0] is not None

@@ -231,7 +231,8 @@ class HMDiff(nn.Module):
             with torch.enable_grad() if track else contextlib.nullcontext():
                 h = x.detach().requires_grad_(track)  # (B*M, P, 3) h_k
                 timestep = torch.full((b * m,), t, dtype=torch.long, device=x.device)
-                x0, eps = self.scheduler.to_x0_eps(self.denoiser(h, timestep, tokens), timestep, h)
+                # t as an int: the scheduler's coefficients are Python floats, no table crosses to the device
+                x0, eps = self.scheduler.to_x0_eps(self.denoiser(h, timestep, tokens), t, h)
             # 2. DAT edits (x̂_0, ε̂) towards the prior
             if aligner is None:
                 gaps.append(torch.full((b * m,), float("nan"), device=x.device))

@@ -66,7 +66,9 @@ class DDIMScheduler:
             betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(k)], dtype=torch.float64)
         self.betas = betas
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # ᾱ_t, (K,)
-        self.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)  # ᾱ beyond the last step
+        self.final_alpha_cumprod = 1.0  # ᾱ beyond the last step
+        self._alphas = self.alphas_cumprod.tolist()  # ᾱ_t as Python floats, for the sampling loop
+        self._tables = {}  # device -> ᾱ table there (training reads it per sample)
         self.timesteps = torch.arange(k - 1, -1, -1)
         self.num_inference_steps = k
 
@@ -85,16 +87,22 @@ class DDIMScheduler:
         self.timesteps = torch.as_tensor(steps[:num_inference_steps].astype(np.int64))
         self.num_inference_steps = num_inference_steps
 
-    def _alpha(self, t: "int | torch.Tensor", like: torch.Tensor) -> torch.Tensor:
-        """ᾱ_t in ``like``'s dtype, shaped to broadcast over it: ``(B, 1, ...)`` for steps
-        ``t`` ``(B,)``, ``(1, 1, ...)`` for one step (an int or a 0-d tensor)."""
-        a = self.alphas_cumprod.to(like.device)[t]
-        return a.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    def _alpha(self, t: "int | torch.Tensor", like: torch.Tensor) -> "float | torch.Tensor":
+        """ᾱ_t for ``like``: a Python float for one step given as an int (a sampling loop: nothing
+        crosses to ``like``'s device, so the loop can be held in a CUDA graph); for steps ``t``
+        ``(B,)`` (training) or a 0-d tensor, a tensor in ``like``'s dtype shaped to broadcast over
+        it, ``(B, 1, ...)``, from the table on ``like``'s device (copied there once)."""
+        if isinstance(t, (int, np.integer)):
+            return self.alpha(t)
+        table = self._tables.get(like.device)
+        if table is None:
+            table = self._tables[like.device] = self.alphas_cumprod.to(like.device)
+        return table[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` for per-sample steps ``t`` ``(B,)``."""
         a = self._alpha(t, x0)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        return a**0.5 * x0 + (1 - a) ** 0.5 * noise
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the network should output for ``prediction_type``."""
@@ -103,34 +111,35 @@ class DDIMScheduler:
         if self.config.prediction_type == "sample":
             return x0
         a = self._alpha(t, x0)
-        return a.sqrt() * noise - (1 - a).sqrt() * x0
+        return a**0.5 * noise - (1 - a) ** 0.5 * x0
 
     def x0_from_eps(self, eps: torch.Tensor, t: "int | torch.Tensor", sample: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t): the clean sample that ``eps`` implies at
         ``sample`` = x_t."""
         a = self._alpha(t, sample)
-        return (sample - (1 - a).sqrt() * eps) / a.sqrt()
+        return (sample - (1 - a) ** 0.5 * eps) / a**0.5
 
     def eps_from_x0(self, x0: torch.Tensor, t: "int | torch.Tensor", sample: torch.Tensor) -> torch.Tensor:
         """ε̂ = (x_t - sqrt(ᾱ_t) x̂_0) / sqrt(1 - ᾱ_t): the noise that ``x0`` implies at ``sample`` = x_t
         (guidance that moves x̂_0 rewrites ε̂ with it, so that the pair stays on the same x_t)."""
         a = self._alpha(t, sample)
-        return (sample - a.sqrt() * x0) / (1 - a).sqrt()
+        return (sample - a**0.5 * x0) / (1 - a) ** 0.5
 
-    def to_x0_eps(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor):
-        """(x̂_0, ε̂) from the network output at steps ``t`` (``(B,)`` or a scalar)."""
+    def to_x0_eps(self, model_output: torch.Tensor, t: "int | torch.Tensor", sample: torch.Tensor):
+        """(x̂_0, ε̂) from the network output at steps ``t`` (``(B,)``, or one step as an int:
+        see :meth:`_alpha`)."""
         if self.config.prediction_type == "epsilon":
             return self.x0_from_eps(model_output, t, sample), model_output
         if self.config.prediction_type == "sample":
             return model_output, self.eps_from_x0(model_output, t, sample)
         a = self._alpha(t, sample)  # v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0
-        x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output
-        eps = a.sqrt() * model_output + (1 - a).sqrt() * sample
+        x0 = a**0.5 * sample - (1 - a) ** 0.5 * model_output
+        eps = a**0.5 * model_output + (1 - a) ** 0.5 * sample
         return x0, eps
 
     def alpha(self, t: int) -> float:
-        """ᾱ_t as a Python float (from the float64 table on the CPU)."""
-        return float(self.alphas_cumprod[int(t)])
+        """ᾱ_t as a Python float (the float64 table's value)."""
+        return self._alphas[int(t)]
 
     def previous_timestep(self, t: int) -> int:
         """The step after ``t`` in the current schedule (-1 past the last)."""
@@ -153,7 +162,7 @@ class DDIMScheduler:
         # samples' device, so a step on a GPU never waits for the host (and a CUDA graph can hold it)
         prev_t = self.previous_timestep(t)
         alpha_prod_t = self.alpha(t)
-        alpha_prod_prev = self.alpha(prev_t) if prev_t >= 0 else float(self.final_alpha_cumprod)
+        alpha_prod_prev = self.alpha(prev_t) if prev_t >= 0 else self.final_alpha_cumprod
         # formula (16): σ_t
         variance = (1 - alpha_prod_prev) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_prev)
         std = eta * math.sqrt(max(variance, 0.0))

@@ -14,9 +14,14 @@ the sampler waits for the host: the scheduler's and DAT's coefficients are Pytho
 the GPU; :class:`~hmdiff_ros.runtime.graph.GraphModel` moves the inputs and draws the noise on
 the CPU as every backend does, so one seed gives the same result everywhere).
 
-This path has not run on a GPU yet (none was available where it was written): with
-``capture=False`` the same buffers, padding and bucketing run eagerly, on any device, and are
-tested on the CPU against the eager sampler.
+Capture is made safe by construction and checked without a GPU: the sampler holds no host
+read and no host-to-device copy (tests/test_cuda_graph.py runs the captured work on PyTorch's
+``meta`` device under a dispatch mode that fails on either, for every bucket and DAT mode
+captured). :func:`load_torch_cuda` captures the one-person graph while loading, so a GPU where
+capture fails makes ``auto`` fall back with the reason; a later bucket whose capture fails
+runs eagerly, said once in the log.
+
+This path has not run on a GPU yet (none was available where it was written).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 
+from hmdiff_ros import defaults
+from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.runtime.export import UnrolledSampler
 from hmdiff_ros.runtime.graph import GraphModel
 
 log = logging.getLogger(__name__)
 BUCKETS = (1, 2, 4, 8, 16)  # people per graph: a batch runs in the smallest bucket that holds it
+EAGER = "eager"  # GraphedSampler.graphs' entry for a bucket whose capture failed
 
 
 class GraphedSampler:
@@ -61,37 +69,61 @@ class GraphedSampler:
         raise ValueError(f"{people} people exceed the largest CUDA graph bucket ({self.buckets[-1]})")
 
     def _make(self, bucket: int, m: int, like: Sequence[torch.Tensor]):
-        """Static inputs of the bucket's shapes, and their graph (or None, without capture)."""
+        """Static inputs of the bucket's shapes, and their graph and output (None, None without
+        capture). A capture that fails raises a ``RuntimeError`` naming the bucket."""
         shapes = [(bucket, *like[0].shape[1:]), (bucket * m, *like[1].shape[1:])]
         shapes += [(bucket, *t.shape[1:]) for t in like[2:]]
         static = [torch.zeros(s, dtype=torch.float32, device=self.device) for s in shapes]
         static[3].fill_(1.0)  # visible joints: a warm-up on zeros must not divide by zero weights
         if not self.capture:
             return None, static, None
+        try:
+            graph, output = self._capture(static)
+        except Exception as exc:  # CUDA's errors are RuntimeErrors; anything else is as fatal to the graph
+            raise RuntimeError(
+                f"CUDA graph capture of the {self.run.steps}-step sampler for {bucket} people x {m} hypotheses "
+                f"failed: {one_line(exc)}"
+            ) from None
+        log.info(
+            "captured the %d-step sampler in a CUDA graph for %d people x %d hypotheses", self.run.steps, bucket, m
+        )
+        return graph, static, output
+
+    def _capture(self, static: Sequence[torch.Tensor]):
+        """``(graph, output)``: the sampler on ``static`` captured (after a warm-up on a side
+        stream, as ``torch.cuda.graphs`` asks); ``graph.replay()`` refills ``output``."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(2):  # warm-up on a side stream, as torch.cuda.graphs asks
+            for _ in range(2):
                 self.run(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.no_grad():
             output = self.run(*static)
-        log.info(
-            "captured the %d-step sampler in a CUDA graph for %d people x %d hypotheses", self.run.steps, bucket, m
-        )
-        return graph, static, output
+        return graph, output
+
+    def prepare(self, people: int, hypotheses: int, like: Sequence[torch.Tensor]) -> None:
+        """Capture the graph of ``people``'s bucket for ``hypotheses`` now (``like``: inputs of
+        the sampler's shapes, any batch); a ``RuntimeError`` when it fails."""
+        key = (self.bucket(people), hypotheses)
+        if key not in self.graphs:
+            self.graphs[key] = self._make(*key, like)
 
     @torch.no_grad()
     def __call__(self, proxy, noise, prior_xyz, prior_vis) -> torch.Tensor:
         people, rows = proxy.shape[0], noise.shape[0]
         m = rows // people
         inputs = (proxy, noise, prior_xyz, prior_vis)
-        if people > self.buckets[-1]:  # a crowd beyond the largest graph: the same sampler, eagerly
+        bucket = self.bucket(people) if people <= self.buckets[-1] else None
+        if bucket is not None and (bucket, m) not in self.graphs:
+            try:
+                self.graphs[(bucket, m)] = self._make(bucket, m, inputs)
+            except RuntimeError as exc:  # said once: the bucket runs eagerly from now on
+                log.warning("%s; %d people x %d hypotheses run eagerly", one_line(exc), bucket, m)
+                self.graphs[(bucket, m)] = EAGER
+        if bucket is None or self.graphs[(bucket, m)] is EAGER:  # a crowd beyond the largest graph, or no graph
             return self.run(*(t.to(device=self.device, dtype=torch.float32) for t in inputs))
-        bucket = self.bucket(people)
-        if (bucket, m) not in self.graphs:
-            self.graphs[(bucket, m)] = self._make(bucket, m, inputs)
         graph, static, output = self.graphs[(bucket, m)]
         for buf, value in zip(static, inputs, strict=True):
             value = value.to(device=self.device, dtype=torch.float32, non_blocking=True)
@@ -113,26 +145,52 @@ class TorchCudaModel(GraphModel):
 
     autograd = True  # the model itself runs the loop that the graphs do not hold: full DAT works
 
-    def __init__(self, model, device: "str | torch.device" = "cuda", cuda_graphs: bool = True) -> None:
+    def __init__(
+        self,
+        model,
+        device: "str | torch.device" = "cuda",
+        cuda_graphs: bool = True,
+        capture: "bool | None" = None,
+    ) -> None:
         super().__init__(model, "torch", device=device)
         self.cuda_graphs = cuda_graphs
+        # captured on CUDA; elsewhere (tests on the CPU) the same buffers run eagerly
+        self.capture = self.device.type == "cuda" if capture is None else capture
 
     def sampler(self, steps: int, dat: DATConfig, eta: float):
         if not self.cuda_graphs or eta != 0 or dat.mode == "full":
             return None
         key = (steps, dat)
         if key not in self.samplers:
-            # captured on CUDA; elsewhere (tests on the CPU) the same buffers run eagerly
-            self.samplers[key] = GraphedSampler(self.model, steps, dat, self.device, capture=self.device.type == "cuda")
+            self.samplers[key] = GraphedSampler(self.model, steps, dat, self.device, capture=self.capture)
         return self.samplers[key]
 
+    def capture_default(
+        self, steps: int = defaults.STEPS, dat: DATConfig = DATConfig(), hypotheses: int = defaults.HYPOTHESES
+    ) -> None:
+        """Capture the one-person graph of the default settings now: a ``RuntimeError`` when it
+        fails, so that loading fails and ``auto`` falls back with the reason."""
+        enc, n = self.model.cfg.encoder, self.model.num_points
+        like = (
+            torch.zeros(1, enc.in_channels, enc.input_size, enc.input_size),
+            torch.zeros(hypotheses, n, 3),
+            torch.zeros(1, 24, 3),
+            torch.ones(1, 24),
+        )
+        self.sampler(steps, dat, 0.0).prepare(1, hypotheses, like)
 
-def load_torch_cuda(checkpoint=None, cuda_graphs: bool = True) -> TorchCudaModel:
-    """The shipped (or ``checkpoint``'s) model on the GPU; a ``RuntimeError`` without CUDA."""
+
+def load_torch_cuda(checkpoint=None, cuda_graphs: bool = True, device: str = "cuda") -> TorchCudaModel:
+    """The shipped (or ``checkpoint``'s) model on the GPU, its default graph captured
+    (:meth:`TorchCudaModel.capture_default`); a ``RuntimeError`` without CUDA or when the capture
+    fails. ``device``: where the model goes (the CPU in tests, with a capture stood in)."""
     from hmdiff_ros.model.checkpoint import load_checkpoint
 
     if not torch.cuda.is_available():
         why = "built without CUDA" if torch.version.cuda is None else "no GPU found"
         raise RuntimeError(f"CUDA is not available (torch {torch.__version__}, {why})")
     model, _ = load_checkpoint(checkpoint)
-    return TorchCudaModel(model.to("cuda").eval(), "cuda", cuda_graphs)
+    on_device = TorchCudaModel(model.to(device).eval(), device, cuda_graphs, capture=cuda_graphs)
+    if cuda_graphs:
+        on_device.capture_default()
+    return on_device
