@@ -716,6 +716,45 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     assert load_checkpoint(tmp_path / "grown")[0].cfg.prior_keypoints
 
 
+def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(topology, tmp_path):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from hmdiff_ros.model.train import TrainConfig, _load_init
+
+    with pytest.raises(ValueError, match="prior_residual needs"):
+        replace(TINY, prior_residual=True)  # no prior tokens
+    with pytest.raises(ValueError, match="prior_residual needs"):
+        replace(TINY, prior_tokens=True, prior_residual=True, scheduler=SchedulerConfig(prediction_type="epsilon"))
+    torch.manual_seed(0)
+    base = HMDiff(replace(TINY, prior_tokens=True, prior_keypoints=True), topology).eval()
+    save_checkpoint(tmp_path / "base", base, {})
+    model = HMDiff(replace(base.cfg, prior_residual=True), topology).eval()
+    _load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    proxy, prior, vis = _inputs(2)
+    vis[1, 6] = 0.1  # an off joint: U there is not read
+    noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
+    off = DATConfig(mode="off")
+    a = model.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points
+    torch.testing.assert_close(a, base.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points)  # starts as base
+    with torch.no_grad():  # x̂_0 gains mean + W U: one step from the noisiest level ends on x̂_0
+        model.prior_base.mean.fill_(0.1)
+        model.prior_base.weight[:, 2] = 1.0  # every point moves with prior joint 2
+    moved = prior.clone()
+    moved[:, 2] += torch.tensor([0.05, 0.0, 0.0])
+    moved[1, 6] += 3.0  # off: no effect
+    b = model.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points
+    c = model.sample(proxy, moved, vis, steps=1, dat=off, noise=noise).points
+    scale = model.cfg.data_scale
+    torch.testing.assert_close(b - a, (0.1 * scale + prior[:, None, 2, :]).expand_as(a), atol=1e-5, rtol=0)
+    # moving U changes the tokens too; the base's share is exactly the joint's move
+    base_only = model.prior_offset(moved, vis) - model.prior_offset(prior, vis)
+    torch.testing.assert_close(base_only * scale, torch.tensor([0.05, 0.0, 0.0]).expand_as(base_only), atol=1e-6, rtol=0)
+    assert (c - b).abs().max() > 0
+    save_checkpoint(tmp_path / "res", model, {})
+    assert load_checkpoint(tmp_path / "res")[0].cfg.prior_residual
+
+
 def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
     proxy, prior, vis = _inputs(4, seed=3)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731

@@ -34,10 +34,13 @@ class HMDiffConfig:
     topology: str = "anny"  # the topology asset the points follow
     prior_tokens: bool = False  # the denoiser also reads U and its visibilities, as one token per prior joint
     prior_keypoints: bool = False  # the prior tokens also read each keypoint's 2D, off its heatmap (needs prior_tokens)
+    prior_residual: bool = False  # x̂_0 = the denoiser's output + a linear read of U (PriorBase): a correction to U
 
     def __post_init__(self) -> None:
         if self.prior_keypoints and not self.prior_tokens:
             raise ValueError("prior_keypoints needs prior_tokens: the keypoints are read into the prior tokens")
+        if self.prior_residual and (not self.prior_tokens or self.scheduler.prediction_type != "sample"):
+            raise ValueError("prior_residual needs prior_tokens and prediction_type 'sample' (it adds to x̂_0)")
         if self.prior_keypoints and self.encoder.kind != "proxy":
             raise ValueError("prior_keypoints needs the proxy encoder: the keypoints are read off its heatmaps")
 
@@ -51,6 +54,7 @@ class HMDiffConfig:
             topology=d["topology"],
             prior_tokens=bool(d.get("prior_tokens", False)),  # checkpoints before it had none
             prior_keypoints=bool(d.get("prior_keypoints", False)),
+            prior_residual=bool(d.get("prior_residual", False)),
         )
 
     def to_dict(self) -> Dict:
@@ -103,6 +107,27 @@ def vertex_groups(coarse_rest: np.ndarray, num_groups: int, iters: int = 20) -> 
     return np.argmin(((pts[:, None] - c[None]) ** 2).sum(-1), axis=1)
 
 
+class PriorBase(nn.Module):
+    """The points U alone implies, ``(B, P, 3)`` normalised: a learned mean plus a learned linear
+    map of U's joints (``mean + W U``, each coordinate alike; joints that are off read as zero,
+    as in :class:`~hmdiff_ros.model.encoder.PriorTokens`). With ``HMDiffConfig.prior_residual``
+    the denoiser predicts x̂_0 minus this: a correction to what the prior says, which is zero
+    work where the prior is right (a lifter reads U the same way). Both start at zero, so a
+    checkpoint without it fine-tunes into one with it from its own outputs."""
+
+    def __init__(self, num_points: int, num_joints: int, data_scale: float, min_visibility: float = 0.5) -> None:
+        super().__init__()
+        self.data_scale, self.min_visibility = data_scale, min_visibility
+        self.mean = nn.Parameter(torch.zeros(num_points, 3))
+        self.weight = nn.Parameter(torch.zeros(num_points, num_joints))
+
+    def forward(self, prior_xyz: torch.Tensor, prior_vis: torch.Tensor) -> torch.Tensor:
+        vis = torch.nan_to_num(prior_vis, nan=0.0)
+        on = (vis >= self.min_visibility) & torch.isfinite(prior_xyz).all(-1)  # (B, Q)
+        xyz = torch.where(on[..., None], torch.nan_to_num(prior_xyz) / self.data_scale, torch.zeros_like(prior_xyz))
+        return self.mean + torch.matmul(self.weight, xyz)  # (B, P, 3)
+
+
 class HMDiff(nn.Module):
     def __init__(self, cfg: HMDiffConfig = HMDiffConfig(), topology: Topology | None = None) -> None:
         super().__init__()
@@ -119,6 +144,11 @@ class HMDiff(nn.Module):
             else None
         )
         self.denoiser = Denoiser(cfg.denoiser, torch.as_tensor(np.concatenate([groups, joint_groups])))
+        self.prior_base = (
+            PriorBase(self.num_coarse + self.num_joints, len(PRIOR_JOINT_INDICES), cfg.data_scale)
+            if cfg.prior_residual
+            else None
+        )
         self.scheduler = DDIMScheduler(cfg.scheduler)
         # f for DAT: prior joints from the points, half from the coarse regressor, half the joint points.
         q = list(PRIOR_JOINT_INDICES)
@@ -136,9 +166,21 @@ class HMDiff(nn.Module):
         """(coarse vertices, joints) from points ``(..., P, 3)``."""
         return points[..., : self.num_coarse, :], points[..., self.num_coarse :, :]
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """The denoiser on normalised points (training calls this); ``image_tokens``: :meth:`encode`'s."""
-        return self.denoiser(sample, timestep, image_tokens)
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, image_tokens: torch.Tensor, base: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The network's output on normalised points (training calls this): the denoiser on
+        ``image_tokens`` (:meth:`encode`'s) plus ``base`` (:meth:`prior_offset`'s, with
+        ``cfg.prior_residual``)."""
+        out = self.denoiser(sample, timestep, image_tokens)
+        return out if base is None else out + base
+
+    def prior_offset(self, prior_xyz: torch.Tensor | None, prior_vis: torch.Tensor | None) -> torch.Tensor | None:
+        """What x̂_0 adds to the denoiser's output ``(B, P, 3)`` normalised (:class:`PriorBase`),
+        or None without ``cfg.prior_residual``."""
+        if self.prior_base is None:
+            return None
+        return self.prior_base(prior_xyz, prior_vis)
 
     def encode(
         self, proxy: torch.Tensor, prior_xyz: torch.Tensor | None = None, prior_vis: torch.Tensor | None = None
@@ -214,6 +256,8 @@ class HMDiff(nn.Module):
             self.check_inputs(proxy, prior_xyz, prior_vis, dat, hypotheses, noise)
         b, m = proxy.shape[0], hypotheses
         tokens = self.encode(proxy, prior_xyz, prior_vis)  # (B, N, D) f_I (+ U): read once for the M samples
+        base = self.prior_offset(prior_xyz, prior_vis)  # (B, P, 3) or None: x̂_0 is a correction to it
+        base = None if base is None else rows(base.to(tokens), m)
         if noise is None:
             noise = torch.randn(
                 (b * m, self.num_points, 3), generator=generator, dtype=tokens.dtype, device=tokens.device
@@ -232,7 +276,7 @@ class HMDiff(nn.Module):
                 h = x.detach().requires_grad_(track)  # (B*M, P, 3) h_k
                 timestep = torch.full((b * m,), t, dtype=torch.long, device=x.device)
                 # t as an int: the scheduler's coefficients are Python floats, no table crosses to the device
-                x0, eps = self.scheduler.to_x0_eps(self.denoiser(h, timestep, tokens), t, h)
+                x0, eps = self.scheduler.to_x0_eps(self(h, timestep, tokens, base), t, h)
             # 2. DAT edits (x̂_0, ε̂) towards the prior
             if aligner is None:
                 gaps.append(torch.full((b * m,), float("nan"), device=x.device))

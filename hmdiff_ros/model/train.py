@@ -310,7 +310,8 @@ def losses(model: HMDiff, batch: Dict[str, torch.Tensor], proxy: torch.Tensor, c
     noise = torch.randn_like(x0)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), device=x0.device)
     xt = sched.add_noise(x0, noise, t)
-    out = model(xt, t, model.encode(proxy, batch["prior_xyz"].float(), batch["vis"].float()))
+    prior_xyz, prior_vis = batch["prior_xyz"].float(), batch["vis"].float()
+    out = model(xt, t, model.encode(proxy, prior_xyz, prior_vis), model.prior_offset(prior_xyz, prior_vis))
     pred = sched.to_x0_eps(out, t, xt)[0] * model.cfg.data_scale  # x̂_0, metres
     gt = x0 * model.cfg.data_scale
     terms = {"diffusion": torch.nn.functional.mse_loss(out, sched.target(x0, noise, t))}
@@ -464,13 +465,11 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> int:
     except ValueError as exc:
         raise ValueError(f"--init {exc}") from None
     # a model that adds prior tokens may start from one without them: its prior encoder starts
-    # fresh; one that adds the keypoints to its prior tokens starts as the checkpoint (the new
-    # inputs' weights zero)
-    grown = {"prior_tokens": model.cfg.prior_tokens, "prior_keypoints": model.cfg.prior_keypoints}
-    if (
-        {**base.cfg.to_dict(), **grown} != model.cfg.to_dict()
-        or (base.cfg.prior_tokens and not model.cfg.prior_tokens)
-        or (base.cfg.prior_keypoints and not model.cfg.prior_keypoints)
+    # fresh; one that adds the keypoints to its prior tokens, or the prior residual, starts as the
+    # checkpoint (the new weights zero)
+    grown = {k: getattr(model.cfg, k) for k in ("prior_tokens", "prior_keypoints", "prior_residual")}
+    if {**base.cfg.to_dict(), **grown} != model.cfg.to_dict() or any(
+        getattr(base.cfg, k) and not v for k, v in grown.items()
     ):
         raise ValueError(f"--init checkpoint '{cfg.init}' has another model configuration than this run")
     state = base.state_dict()
@@ -478,7 +477,7 @@ def _load_init(cfg: TrainConfig, model: HMDiff) -> int:
     if first in state and state[first].shape != model.state_dict()[first].shape:
         state[first] = torch.cat([state[first], state[first].new_zeros(state[first].shape[0], 2)], dim=1)
     missing, _ = model.load_state_dict(state, strict=False)
-    if any(not k.startswith("prior_encoder.") for k in missing):  # cannot happen with equal configs
+    if any(not k.startswith(("prior_encoder.", "prior_base.")) for k in missing):  # cannot happen with equal configs
         raise ValueError(f"--init checkpoint '{cfg.init}' lacks weights of this model: {missing[:3]}")
     log.info("starting from the weights of %s (step %s)", cfg.init, meta.get("step"))
     return trained_samples(meta) or 0
