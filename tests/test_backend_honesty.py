@@ -7,7 +7,6 @@ import json
 import logging
 import shutil
 import sys
-import types
 
 import pytest
 import torch
@@ -20,7 +19,15 @@ from hmdiff_ros.model.dat import DATConfig  # noqa: E402
 from hmdiff_ros.runtime import export as export_module  # noqa: E402
 from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
 from hmdiff_ros.runtime.export import MANIFEST, check_export, export_onnx, file_sha256  # noqa: E402
-from hmdiff_ros.runtime.tensorrt_backend import CudaGraphModel, TensorRTModule  # noqa: E402
+from hmdiff_ros.runtime.tensorrt_backend import (  # noqa: E402
+    CudaGraphModel,
+    TensorRTModule,
+    build_engine,
+    build_engines,
+    input_axes,
+)
+
+import trt_standin  # noqa: E402  (tests/ is on the path, as ros_standin)
 
 EXPORTED = {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx", MANIFEST}
 EXPORTED_BY_DEFAULT = {"encoder.onnx", "denoiser.onnx", f"sampler_k2_{defaults.DAT_MODE}.onnx", MANIFEST}
@@ -238,87 +245,76 @@ def test_tensorrt_wrapper_refuses_a_batch_beyond_its_engines(torch_model):
     assert wrapped.sample(proxy[:2], prior[:2], vis[:2], steps=1, hypotheses=2).points.shape[0] == 2
 
 
-class _Dims(tuple):
-    pass
-
-
-def _fake_tensorrt(profile):
-    """A stand-in for the parts of the TensorRT 10 API that TensorRTModule uses."""
-    trt = types.ModuleType("tensorrt")
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    class Context:
-        def __init__(self):
-            self.shapes, self.addresses = {}, {}
-
-        def set_input_shape(self, name, shape):
-            low, _, high = profile[name]
-            ok = len(shape) == len(low) and all(lo <= s <= hi for lo, s, hi in zip(low, shape, high, strict=True))
-            if ok:
-                self.shapes[name] = tuple(shape)
-            return ok
-
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
-
-    class Engine:
-        num_io_tensors = len(profile) + 1
-
-        def get_tensor_name(self, i):
-            return [*profile, "output"][i]
-
-        def get_tensor_mode(self, name):
-            return trt.TensorIOMode.INPUT if name in profile else trt.TensorIOMode.OUTPUT
-
-        def get_tensor_shape(self, name):
-            return _Dims((-1, *profile[name][0][1:]))
-
-        def get_tensor_profile_shape(self, name, index):
-            assert index == 0
-            return [_Dims(s) for s in profile[name]]
-
-        def create_execution_context(self):
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return Engine() if data == b"engine" else None
-
-    trt.Logger, trt.Runtime = Logger, Runtime
+def _standin(monkeypatch):
+    trt = trt_standin.make()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA Stand-in GPU")
     return trt
 
 
-def test_tensorrt_module_reports_its_batch_range_and_refuses_shapes_outside_it(tmp_path, monkeypatch):
-    profile = {
-        "sample": ((1, 625, 3), (4, 625, 3), (16, 625, 3)),
-        "timestep": ((1,), (4,), (16,)),
-        "image_tokens": ((1, 64, 128), (4, 64, 128), (12, 64, 128)),
-    }
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(profile))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+def test_engines_are_built_with_one_range_per_named_axis_and_take_people_and_rows_apart(exported, tmp_path, monkeypatch):
+    trt = _standin(monkeypatch)
+    folder = tmp_path / "engines"
+    shutil.copytree(exported, folder)
+    paths = build_engines(folder, max_people=16, hypotheses=4)
+    assert [p.name.split("_")[0] for p in paths] == ["encoder", "denoiser"]
+    (_, profile, flags), (axes, den_profile, _) = trt.builds[0], trt.builds[1]
+    assert axes == {"sample": "rows", "timestep": "rows", "image_tokens": "people"} and "FP16" in flags
+    shapes = den_profile[0].shapes  # what build_engine itself asked for
+    assert shapes["sample"][0][0] == 1 and [s[0] for s in shapes["sample"]] == [1, 4, 64]
+    assert [s[0] for s in shapes["image_tokens"]] == [1, 1, 16] and [s[0] for s in shapes["timestep"]] == [1, 4, 64]
+    sidecar = json.loads(paths[1].with_suffix(".json").read_text())
+    assert sidecar["profile"]["image_tokens"][2][0] == 16 and sidecar["precision"] == "fp16"
+    den = TensorRTModule(paths[1], input_axes(folder / "denoiser.onnx"))
+    enc = TensorRTModule(paths[0], input_axes(folder / "encoder.onnx"))
+    assert (den.max_batch, den.max_people, enc.max_batch, enc.max_people) == (64, 16, None, 16)
+    tokens = shapes["image_tokens"][0][1:]
+    for people, m in ((1, 4), (3, 4), (16, 4), (2, 8)):  # a frame: rows for the points, people for the tokens
+        ctx = den.context = den.engine.create_execution_context()
+        den._bind_input("sample", torch.zeros(people * m, 625, 3))
+        den._bind_input("timestep", torch.zeros(people * m, dtype=torch.long))
+        den._bind_input("image_tokens", torch.zeros(people, *tokens))
+        assert ctx.shapes["sample"][0] == people * m and ctx.shapes["image_tokens"][0] == people
+    with pytest.raises(ValueError, match=r"input 'sample' of shape \(65, 625, 3\) is outside the engine's profile"):
+        den._bind_input("sample", torch.zeros(65, 625, 3))
+    wrapped = CudaGraphModel(load_checkpoint()[0], max_batch=den.max_batch, device="cpu", max_people=enc.max_people)
+    proxy, prior, vis = _inputs(wrapped, b=17)
+    with pytest.raises(ValueError, match=r"17 people exceed the largest the TensorRT engines take \(16\)"):
+        wrapped.sample(proxy, prior, vis, steps=1, hypotheses=1)
+
+
+def test_the_standin_tensorrt_catches_one_axis_name_for_people_and_rows(tmp_path, monkeypatch):
+    """The export before format 3 named both axes ``batch``: TensorRT takes that as one size,
+    so a frame with 3 people and 4 hypotheses (12 rows) cannot be bound; build_engine now
+    refuses such an export by name."""
+    trt = _standin(monkeypatch)
+    monkeypatch.setattr(export_module, "PEOPLE", "batch")
+    monkeypatch.setattr(export_module, "ROWS", "batch")
+    old = tmp_path / "old"
+    export_onnx(out=old, steps=(2,), dat="off")
+    axes = input_axes(old / "denoiser.onnx")
+    assert set(axes.values()) == {"batch"}
+    with pytest.raises(ValueError, match="first axis named 'batch'.*older than format 3"):
+        build_engine(old / "denoiser.onnx", tmp_path / "out")
+    # the profile the builder made before (every input 1 / 4 / 16 on its first axis) builds ...
+    builder = trt.Builder(None)
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, None).parse((old / "denoiser.onnx").read_bytes())
+    config, profile = builder.create_builder_config(), builder.create_optimization_profile()
+    for t in network.inputs:
+        rest = tuple(t.shape)[1:]
+        profile.set_shape(t.name, (1, *rest), (4, *rest), (16, *rest))
+    config.add_optimization_profile(profile)
+    (tmp_path / "old.engine").write_bytes(builder.build_serialized_network(network, config))
+    module = TensorRTModule(tmp_path / "old.engine")
+    module._bind_input("sample", torch.zeros(12, 625, 3))
+    module._bind_input("timestep", torch.zeros(12, dtype=torch.long))
+    with pytest.raises(ValueError, match="input 'image_tokens' of shape \\(3,"):  # ... and fails the first frame
+        module._bind_input("image_tokens", torch.zeros(3, *network.inputs[2].shape[1:]))
+    # and ranges that differ on one named axis do not build, as TensorRT refuses them
+    profile.set_shape("timestep", (1,), (4,), (8,))
+    assert builder.build_serialized_network(network, config) is None
     (tmp_path / "bad.engine").write_bytes(b"junk")
     with pytest.raises(RuntimeError, match="is not a TensorRT engine"):
         TensorRTModule(tmp_path / "bad.engine")
-    (tmp_path / "denoiser.engine").write_bytes(b"engine")
-    module = TensorRTModule(tmp_path / "denoiser.engine")
-    assert module.inputs == ["sample", "timestep", "image_tokens"] and module.outputs == ["output"]
-    assert module.max_batch == 12  # the smallest of the inputs' largest batches
-    assert module.profile("sample") == ((1, 625, 3), (16, 625, 3))
-    module._bind_input("sample", torch.zeros(16, 625, 3))
-    assert module.context.shapes["sample"] == (16, 625, 3)
-    with pytest.raises(
-        ValueError,
-        match=r"input 'sample' of shape \(20, 625, 3\) is outside the engine's profile "
-        r"\(1, 625, 3\) \.\. \(16, 625, 3\)",
-    ):
-        module._bind_input("sample", torch.zeros(20, 625, 3))
-    assert "sample" in module.context.addresses and module.context.shapes["sample"] == (16, 625, 3)

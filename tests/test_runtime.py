@@ -53,7 +53,31 @@ def test_manifest_records_the_export(exported):
     for name, info in manifest["files"].items():
         assert info["sha256"] == file_sha256(out / name)
     assert manifest["files"]["sampler_k2_fast.onnx"]["steps"] == 2
-    assert manifest["files"]["denoiser.onnx"]["inputs"]["sample"] == ["batch", 625, 3]
+    assert manifest["files"]["denoiser.onnx"]["inputs"]["sample"] == ["rows", 625, 3]
+
+
+def test_every_exported_axis_is_named_for_what_the_runtime_feeds_it(exported):
+    """People and hypothesis rows apart (TensorRT takes equal names for equal sizes): the ONNX
+    files' own dim_params, the manifest, and the sizes the runtime feeds at 3 people x 4
+    hypotheses."""
+    import onnx
+
+    out, manifest = exported
+    people, rows = 3, 12
+    fed = {"proxy": people, "prior_xyz": people, "prior_vis": people, "image_tokens": people}
+    fed.update(noise=rows, points=rows, sample=rows, timestep=rows, output=rows)
+    want = {people: "people", rows: "rows"}
+    for name, info in manifest["files"].items():
+        graph = onnx.load(str(out / name)).graph
+        weights = {w.name for w in graph.initializer}
+        values = [v for v in (*graph.input, *graph.output) if v.name not in weights]
+        assert {v.name for v in values} == {*info["inputs"], *info["outputs"]}, name
+        for v in values:
+            dim = v.type.tensor_type.shape.dim[0].dim_param
+            recorded = {**info["inputs"], **info["outputs"]}[v.name][0]
+            assert dim == recorded == want[fed[v.name]], (name, v.name, dim, recorded)
+        encoder_tokens = manifest["files"]["encoder.onnx"]["outputs"]["image_tokens"]
+    assert encoder_tokens[1] == 64  # the encoder's own tokens (the prior tokens are added after it)
 
 
 def test_onnxruntime_matches_pytorch(exported, torch_model):
@@ -78,6 +102,27 @@ def test_onnxruntime_matches_pytorch(exported, torch_model):
     assert out2.hypotheses.shape == (3, 3, 625, 3) and (out2.joint_std > 0).all()
     with pytest.raises(ValueError, match="needs PyTorch autograd"):
         ort_model.sample(proxy, prior, vis, steps=2, dat=DATConfig(mode="full"))
+
+
+def test_onnxruntime_matches_pytorch_for_any_people_and_hypotheses(exported, torch_model):
+    out, _ = exported
+    ort_model = load_onnxruntime(engines=out)
+    dat = DATConfig(mode="fast")
+    for people in (1, 3, 16):
+        for m in (1, 2, 4, 8):
+            proxy, _, prior, vis = _inputs(torch_model, b=people, seed=people * 10 + m)
+            noise = torch.randn(people * m, torch_model.num_points, 3, generator=torch.Generator().manual_seed(m))
+            ref = torch_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=m, noise=noise).hypotheses
+            got = ort_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=m, noise=noise).hypotheses
+            assert ort_model.sampler(2, dat, 0.0) is not None  # the one-call sampler ran
+            assert (got - ref).abs().max() * MM < 0.1, (people, m)
+    # the DDIM loop over encoder.onnx and denoiser.onnx (no one-call sampler for 3 steps): rows and people apart
+    proxy, _, prior, vis = _inputs(torch_model, b=3, seed=1)
+    noise = torch.randn(12, torch_model.num_points, 3, generator=torch.Generator().manual_seed(2))
+    assert ort_model.sampler(3, dat, 0.0) is None
+    ref = torch_model.sample(proxy, prior, vis, steps=3, dat=dat, hypotheses=4, noise=noise).hypotheses
+    got = ort_model.sample(proxy, prior, vis, steps=3, dat=dat, hypotheses=4, noise=noise).hypotheses
+    assert (got - ref).abs().max() * MM < 0.1
 
 
 def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, caplog, monkeypatch):

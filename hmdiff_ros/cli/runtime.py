@@ -54,8 +54,18 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("build-engine", help="build TensorRT engines from the ONNX export, on this GPU")
     p.add_argument("--engines", default=defaults.ENGINES, help="folder written by 'hmdiff export'")
     p.add_argument("--fp32", action="store_true", help="no FP16 even where the GPU has it")
+    p.add_argument("--max-people", **number(int, 1, defaults.MAX_BATCH), default=16, help="largest people per call")
     p.add_argument(
-        "--max-batch", **number(int, 1, defaults.MAX_BATCH), default=16, help="largest batch (people x hypotheses)"
+        "--hypotheses",
+        **number(int, *defaults.HYPOTHESES_RANGE),
+        default=defaults.HYPOTHESES,
+        help="hypotheses per person the engines are tuned for (the profile's optimum)",
+    )
+    p.add_argument(
+        "--max-batch",
+        **number(int, 1, defaults.MAX_BATCH * defaults.HYPOTHESES_RANGE[1]),
+        default=None,
+        help="largest rows per call, people x hypotheses (default: max-people x hypotheses)",
     )
     p.set_defaults(func=_cmd_build_engine)
 
@@ -123,6 +133,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.tensorrt_backend import build_engines
 
-    paths = build_engines(args.engines, fp16=not args.fp32, max_batch=args.max_batch)
+    paths = build_engines(args.engines, not args.fp32, args.max_people, args.hypotheses, args.max_batch)
     print(json.dumps({"engines": [str(p) for p in paths]}))
     return 0

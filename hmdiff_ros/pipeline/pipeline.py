@@ -193,15 +193,16 @@ class Pipeline:
         return min(defaults.MAX_BATCH, getattr(self.model, "max_batch", None) or defaults.MAX_BATCH)
 
     def max_people_per_call(self) -> int:
-        """People sampled in one model call: :meth:`batch_limit` divided by the hypotheses.
-        Raises when one person's hypotheses alone exceed the limit."""
+        """People sampled in one model call: :meth:`batch_limit` divided by the hypotheses, and
+        at most the model's own ``max_people`` (a TensorRT engine's profile). Raises when one
+        person's hypotheses alone exceed the limit."""
         limit = self.batch_limit()
         if self.cfg.hypotheses > limit:
             raise ValueError(
                 f"hypotheses {self.cfg.hypotheses} exceed the {getattr(self.model, 'backend', 'model')} backend's "
                 f"largest batch of {limit} (people x hypotheses); use at most {limit} hypotheses"
             )
-        return limit // self.cfg.hypotheses
+        return min(limit // self.cfg.hypotheses, getattr(self.model, "max_people", None) or limit)
 
     def _sample(self, proxy: np.ndarray, prior_xyz: np.ndarray, prior_vis: np.ndarray):
         """Points ``(B, P, 3)`` and joint spreads ``(B, J)`` (float64), in chunks of people."""

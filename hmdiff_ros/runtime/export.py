@@ -2,20 +2,25 @@
 
 Files written to the output folder (``engines/`` by default):
 
-- ``encoder.onnx``: ``proxy`` ``(B, 26, S, S)`` -> ``image_tokens`` ``(B, N, D)``;
-- ``denoiser.onnx``: ``sample`` ``(B, P, 3)``, ``timestep`` ``(B,)`` int64, ``image_tokens``
-  -> ``output`` ``(B, P, 3)`` (the scheduler's prediction type);
+Two dynamic axes, named apart in every graph and in the manifest: ``people`` (B, one row per
+person) and ``rows`` (B*M, one per hypothesis, each person's M next to each other). TensorRT's
+ONNX parser takes equal names for equal sizes, so no input of one kind may carry the other's
+name (:data:`PEOPLE`, :data:`ROWS`).
+
+- ``encoder.onnx``: ``proxy`` ``(people, 26, S, S)`` -> ``image_tokens`` ``(people, N, D)``;
+- ``denoiser.onnx``: ``sample`` ``(rows, P, 3)``, ``timestep`` ``(rows,)`` int64,
+  ``image_tokens`` ``(people, N', D)`` (each person's tokens read by its M rows) -> ``output``
+  ``(rows, P, 3)`` (the scheduler's prediction type);
 - ``sampler_k{K}_{dat}.onnx`` for each requested K: the whole DDIM loop with DAT (``off`` or
   ``fast``, the exportable mode, with the rigid start) unrolled into one graph: per person
-  (``batch``, B) ``proxy``, ``prior_xyz`` ``(B, 24, 3)`` and ``prior_vis`` ``(B, 24)``, per
-  hypothesis (``rows``, B*M, each person's M next to each other) ``noise`` ``(B*M, P, 3)`` ->
-  ``points`` ``(B*M, P, 3)`` metres, root-relative. One call does a frame; the encoder runs
-  once per person;
+  ``proxy``, ``prior_xyz`` ``(people, 24, 3)`` and ``prior_vis`` ``(people, 24)``, per
+  hypothesis ``noise`` ``(rows, P, 3)`` -> ``points`` ``(rows, P, 3)`` metres, root-relative.
+  One call does a frame; the encoder runs once per person;
 - ``manifest.json``: the export format, opset, the exporting torch version, input/output names
   and shapes, the checkpoint's hash, the schedule and DAT settings of every sampler, and each
   file's hash.
 
-The batch axes are dynamic everywhere. :func:`cached_export` keeps one export per checkpoint
+Only the ``people`` and ``rows`` axes are dynamic. :func:`cached_export` keeps one export per checkpoint
 in the user's cache, made on first use, so that the ONNX Runtime backend needs no manual step.
 """
 
@@ -48,8 +53,10 @@ from hmdiff_ros.model.dat import DATConfig
 log = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "manifest.json"
-# 2: the samplers take the proxy and the prior per person and the noise per hypothesis (1: all per row)
-FORMAT = 2
+# 3: per-person and per-hypothesis axes named apart (people, rows); 2: one name (batch) for both,
+# which TensorRT reads as one size; 1: the samplers took every input per row
+FORMAT = 3
+PEOPLE, ROWS = "people", "rows"  # the dynamic first axes: one per person, one per hypothesis
 MIN_OPSET = 13  # the oldest opset the graphs are exported and tested with (the command line's lower bound)
 FALLBACK_MAX_OPSET = 17  # the newest opset when torch does not say (that of torch 2.1's TorchScript exporter)
 
@@ -137,13 +144,14 @@ def export_graph(
     opset: int,
     axes: "Dict[str, str] | None" = None,
 ) -> None:
-    """``module(*args)`` to ONNX at ``path`` with a dynamic first axis, named ``batch`` unless
-    ``axes`` names it otherwise for an input or output; a failure is one line."""
+    """``module(*args)`` to ONNX at ``path`` with a dynamic first axis, named :data:`PEOPLE`
+    unless ``axes`` names it otherwise (:data:`ROWS`) for an input or output; a failure is one
+    line."""
     kwargs = dict(
         input_names=list(inputs),
         output_names=list(outputs),
         opset_version=opset,
-        dynamic_axes={n: {0: (axes or {}).get(n, "batch")} for n in (*inputs, *outputs)},
+        dynamic_axes={n: {0: (axes or {}).get(n, PEOPLE)} for n in (*inputs, *outputs)},
         do_constant_folding=True,
     )
     params = inspect.signature(torch.onnx.export).parameters
@@ -242,34 +250,35 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     enc = model.cfg.encoder
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(2, enc.in_channels, enc.input_size, enc.input_size, generator=g)
-    noise = torch.randn(2, model.num_points, 3, generator=g)
     rows = torch.randn(6, model.num_points, 3, generator=g)  # the samplers' noise: 3 hypotheses per person
     prior, vis = torch.randn(2, 24, 3, generator=g) * 0.3, torch.ones(2, 24)
     with torch.no_grad():
+        image = model.encoder(proxy)  # the encoder's output: image tokens
         tokens = model.encode(proxy, prior, vis)  # what the denoiser reads: image tokens (+ prior tokens)
     files: Dict[str, Dict] = {}
 
     export_graph(model.encoder, (proxy,), out / "encoder.onnx", ["proxy"], ["image_tokens"], opset)
     files["encoder.onnx"] = {
-        "inputs": {"proxy": ["batch", enc.in_channels, enc.input_size, enc.input_size]},
-        "outputs": {"image_tokens": ["batch", tokens.shape[1], tokens.shape[2]]},
+        "inputs": {"proxy": [PEOPLE, enc.in_channels, enc.input_size, enc.input_size]},
+        "outputs": {"image_tokens": [PEOPLE, image.shape[1], image.shape[2]]},
     }
-    timestep = torch.tensor([999, 250])
+    timestep = torch.tensor([999, 250, 250, 999, 999, 250])  # rows: 3 per person, as the samplers' noise
     export_graph(
         model.denoiser,
-        (noise, timestep, tokens),
+        (rows, timestep, tokens),
         out / "denoiser.onnx",
         ["sample", "timestep", "image_tokens"],
         ["output"],
         opset,
+        axes={"sample": ROWS, "timestep": ROWS, "output": ROWS},
     )
     files["denoiser.onnx"] = {
         "inputs": {
-            "sample": ["batch", model.num_points, 3],
-            "timestep": ["batch"],
-            "image_tokens": ["batch", tokens.shape[1], tokens.shape[2]],
+            "sample": [ROWS, model.num_points, 3],
+            "timestep": [ROWS],
+            "image_tokens": [PEOPLE, tokens.shape[1], tokens.shape[2]],
         },
-        "outputs": {"output": ["batch", model.num_points, 3]},
+        "outputs": {"output": [ROWS, model.num_points, 3]},
     }
     dat_cfg = replace(DATConfig(), mode=dat)
     for k in sorted({int(k) for k in steps}):
@@ -281,18 +290,18 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
             ["proxy", "noise", "prior_xyz", "prior_vis"],
             ["points"],
             opset,
-            axes={"noise": "rows", "points": "rows"},
+            axes={"noise": ROWS, "points": ROWS},
         )
         files[name] = {
             "steps": k,
             "dat": asdict(dat_cfg),
             "inputs": {
-                "proxy": ["batch", enc.in_channels, enc.input_size, enc.input_size],
-                "noise": ["rows", model.num_points, 3],
-                "prior_xyz": ["batch", 24, 3],
-                "prior_vis": ["batch", 24],
+                "proxy": [PEOPLE, enc.in_channels, enc.input_size, enc.input_size],
+                "noise": [ROWS, model.num_points, 3],
+                "prior_xyz": [PEOPLE, 24, 3],
+                "prior_vis": [PEOPLE, 24],
             },
-            "outputs": {"points": ["rows", model.num_points, 3]},
+            "outputs": {"points": [ROWS, model.num_points, 3]},
         }
     for name in files:
         files[name]["sha256"] = file_sha256(out / name)

@@ -38,10 +38,12 @@ class GraphModel:
     name reported as ``backend``; ``samplers``: ``(steps, dat mode)`` -> a one-call sampler;
     ``exported_dat``: dat mode -> the other DAT settings the samplers of that mode were
     exported with; ``device``: where the graphs take their inputs (``cpu``, or ``cuda``).
-    ``max_batch``: the largest people x hypotheses batch in one call (``None``: any).
+    ``max_batch``: the largest people x hypotheses batch in one call, ``max_people`` the
+    largest people (``None``: any).
     """
 
     max_batch: int | None = None
+    max_people: int | None = None
     autograd = False  # whether the model's own DDIM loop can differentiate through the denoiser (full DAT)
 
     def __init__(

@@ -8,10 +8,19 @@ built from and for::
 with a JSON sidecar recording the same. :func:`find_engine` returns the engine that matches
 the ONNX file, this GPU and this TensorRT; an engine built for anything else is reported
 (and rebuilt when asked), never silently used. A timing cache (``timing.cache``) beside the
-engines makes rebuilds fast. Dynamic batch profiles: 1 .. ``max_batch`` (optimum ``opt_batch``).
-Engines run on CUDA torch tensors (no pycuda needed when torch has CUDA). The loaded model's
-``max_batch`` is the engines' largest batch (people x hypotheses); a larger one is refused
-with the engine's profile range.
+engines makes rebuilds fast.
+
+Profiles follow the export's two dynamic axes (:data:`~hmdiff_ros.runtime.export.PEOPLE` and
+:data:`~hmdiff_ros.runtime.export.ROWS`, read from each ONNX input's ``dim_param``):
+``people`` 1 .. ``max_people`` (optimum 1), ``rows`` 1 .. ``max_batch`` (people x hypotheses,
+optimum ``hypotheses``); TensorRT takes inputs whose axes share a name for one size, so each
+name gets one range (:func:`profile_shapes`). Engines run on CUDA torch tensors (no pycuda
+needed when torch has CUDA). The loaded model's ``max_batch`` is the engines' largest rows
+and ``max_people`` their largest people; more is refused with the engine's profile range.
+
+This path is written against the TensorRT 10 API and has not run: TensorRT cannot be
+installed where the package is built and tested. Tests run its logic against a stand-in
+``tensorrt`` module that keeps TensorRT's rules on named axes.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from torch import nn
 
 from hmdiff_ros import defaults
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from hmdiff_ros.runtime.export import check_export, file_sha256, read_manifest
+from hmdiff_ros.runtime.export import PEOPLE, ROWS, check_export, file_sha256, read_manifest
 from hmdiff_ros.runtime.graph import GraphModel
 
 log = logging.getLogger(__name__)
@@ -65,15 +74,62 @@ def _trt():
     return trt
 
 
+def input_axes(onnx_path: "str | Path") -> Dict[str, str]:
+    """``{input name: name of its first axis}`` of an ONNX file's graph inputs (its
+    ``dim_param``; the size as text where the axis is fixed)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {w.name for w in graph.initializer}
+    axes = {}
+    for value in graph.input:
+        if value.name not in weights:
+            dim = value.type.tensor_type.shape.dim[0]
+            axes[value.name] = dim.dim_param or str(dim.dim_value)
+    return axes
+
+
+def profile_shapes(
+    axes: Dict[str, str],
+    shapes: Dict[str, Tuple[int, ...]],
+    max_people: int = 16,
+    hypotheses: int = defaults.HYPOTHESES,
+    max_batch: int | None = None,
+) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+    """``{input: (min, opt, max) shape}`` of one optimisation profile: the first axis by its
+    name (``axes``, :func:`input_axes`), ``people`` 1 / 1 / ``max_people``, ``rows`` 1 /
+    ``hypotheses`` / ``max_batch`` (default ``max_people`` x ``hypotheses``); the other axes
+    as in ``shapes`` (the network's, first axis dynamic). Inputs that share an axis name get
+    the same range, as TensorRT requires; an axis of another name is refused."""
+    if max_people < 1 or hypotheses < 1:
+        raise ValueError(f"max_people and hypotheses must be >= 1, got {max_people} and {hypotheses}")
+    max_rows = max_people * hypotheses if max_batch is None else max_batch
+    if max_rows < hypotheses:
+        raise ValueError(f"max_batch ({max_rows}) must be at least the hypotheses ({hypotheses})")
+    ranges = {PEOPLE: (1, 1, max_people), ROWS: (1, hypotheses, max_rows)}
+    out = {}
+    for name, axis in axes.items():
+        if axis not in ranges:
+            raise ValueError(
+                f"input '{name}' has a first axis named {axis!r}; the export names them {PEOPLE!r} or {ROWS!r} "
+                "(an export older than format 3: run 'hmdiff export --force')"
+            )
+        rest = tuple(shapes[name])[1:]
+        out[name] = tuple((n, *rest) for n in ranges[axis])
+    return out
+
+
 def build_engine(
     onnx_path: "str | Path",
     out: "str | Path",
     fp16: bool = True,
-    max_batch: int = 16,
-    opt_batch: int = 4,
+    max_people: int = 16,
+    hypotheses: int = defaults.HYPOTHESES,
+    max_batch: int | None = None,
     workspace_gb: float = 1.0,
 ) -> Path:
-    """Build a serialized engine from ``onnx_path`` into ``out``; returns its path."""
+    """Build a serialized engine from ``onnx_path`` into ``out`` (profile:
+    :func:`profile_shapes`); returns its path."""
     trt = _trt()
     onnx_path, out = Path(onnx_path), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,11 +148,13 @@ def build_engine(
     cache_file = out / "timing.cache"
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    shapes = profile_shapes(
+        input_axes(onnx_path), {t.name: tuple(t.shape) for t in inputs}, max_people, hypotheses, max_batch
+    )
     profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        rest = tuple(tensor.shape)[1:]
-        profile.set_shape(tensor.name, (1, *rest), (opt_batch, *rest), (max_batch, *rest))
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -114,7 +172,7 @@ def build_engine(
                 "gpu": gpu,
                 "tensorrt": trt.__version__,
                 "precision": precision,
-                "batch": [1, opt_batch, max_batch],
+                "profile": {name: [list(s) for s in ranges] for name, ranges in shapes.items()},
             },
             indent=1,
         )
@@ -124,23 +182,33 @@ def build_engine(
     return path
 
 
-def build_engines(folder: "str | Path" = defaults.ENGINES, fp16: bool = True, max_batch: int = 16) -> List[Path]:
+def build_engines(
+    folder: "str | Path" = defaults.ENGINES,
+    fp16: bool = True,
+    max_people: int = 16,
+    hypotheses: int = defaults.HYPOTHESES,
+    max_batch: int | None = None,
+) -> List[Path]:
     """Engines for the encoder and the denoiser of the export in ``folder``."""
     folder = Path(folder)
     read_manifest(folder)
-    return [build_engine(folder / f"{g}.onnx", folder, fp16=fp16, max_batch=max_batch) for g in GRAPHS]
+    return [
+        build_engine(folder / f"{g}.onnx", folder, fp16, max_people, hypotheses, max_batch) for g in GRAPHS
+    ]
 
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64}
 
 
 class TensorRTModule(nn.Module):
-    """A deserialized engine as a module over CUDA torch tensors (inputs in engine order)."""
+    """A deserialized engine as a module over CUDA torch tensors (inputs in engine order).
+    ``axes``: each input's first-axis name (:func:`input_axes` of the ONNX file it was built
+    from), for :attr:`max_people` and :attr:`max_batch`; without it every input counts as rows."""
 
-    def __init__(self, path: "str | Path") -> None:
+    def __init__(self, path: "str | Path", axes: Dict[str, str] | None = None) -> None:
         super().__init__()
         trt = _trt()
-        self.path = Path(path)
+        self.path, self.axes = Path(path), dict(axes or {})
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
@@ -162,10 +230,19 @@ class TensorRTModule(nn.Module):
         low, _, high = self.engine.get_tensor_profile_shape(name, 0)  # (min, opt, max)
         return tuple(low), tuple(high)
 
+    def _largest(self, axis: str) -> int | None:
+        sizes = [self.profile(n)[1][0] for n in self.inputs if self.axes.get(n, ROWS) == axis]
+        return min(sizes) if sizes else None
+
     @property
-    def max_batch(self) -> int:
-        """The largest batch every input takes."""
-        return min(self.profile(n)[1][0] for n in self.inputs)
+    def max_batch(self) -> int | None:
+        """The largest rows (people x hypotheses) every per-row input takes (None: no such input)."""
+        return self._largest(ROWS)
+
+    @property
+    def max_people(self) -> int | None:
+        """The largest people every per-person input takes (None: no such input)."""
+        return self._largest(PEOPLE)
 
     def _bind_input(self, name: str, t: torch.Tensor) -> None:
         shape = tuple(t.shape)
@@ -173,8 +250,8 @@ class TensorRTModule(nn.Module):
             low, high = self.profile(name)
             raise ValueError(
                 f"TensorRT engine '{self.path}': input '{name}' of shape {shape} is outside the engine's "
-                f"profile {low} .. {high} (batch = people x hypotheses; rebuild with "
-                "'hmdiff build-engine --max-batch N' for more)"
+                f"profile {low} .. {high} (rebuild with 'hmdiff build-engine --max-people N --max-batch M' "
+                "for more; M = people x hypotheses)"
             )
         self.context.set_tensor_address(name, t.data_ptr())
 
@@ -232,22 +309,34 @@ def load_tensorrt(
     paths = engines_for(folder, build=build)
     model, _ = load_checkpoint(ckpt)
     model = model.to("cuda")
-    model.encoder = TensorRTModule(paths["encoder"])
-    model.denoiser = TensorRTModule(paths["denoiser"])
-    return CudaGraphModel(model, max_batch=min(model.encoder.max_batch, model.denoiser.max_batch))
+    model.encoder = TensorRTModule(paths["encoder"], input_axes(folder / "encoder.onnx"))
+    model.denoiser = TensorRTModule(paths["denoiser"], input_axes(folder / "denoiser.onnx"))
+    people = [n for n in (model.encoder.max_people, model.denoiser.max_people) if n is not None]
+    return CudaGraphModel(model, max_batch=model.denoiser.max_batch, max_people=min(people) if people else None)
 
 
 class CudaGraphModel(GraphModel):
     """The HMDiff interface around a model whose graphs run on ``device`` (the TensorRT
     engines on CUDA): inputs move there, the torch DDIM loop and DAT run there, outputs come
     back to the CPU (:class:`~hmdiff_ros.runtime.graph.GraphModel`, with no one-call samplers).
-    ``max_batch``: the largest B*M the engines take (``None``: any)."""
+    ``max_batch``: the largest B*M the engines take, ``max_people`` the largest B (``None``: any)."""
 
-    def __init__(self, model, max_batch: int | None = None, device: "str | torch.device" = "cuda") -> None:
+    def __init__(
+        self,
+        model,
+        max_batch: int | None = None,
+        device: "str | torch.device" = "cuda",
+        max_people: int | None = None,
+    ) -> None:
         super().__init__(model, "tensorrt", device=device)
-        self.max_batch = max_batch
+        self.max_batch, self.max_people = max_batch, max_people
 
     def check_batch(self, people: int, hypotheses: int) -> None:
+        if self.max_people is not None and people > self.max_people:
+            raise ValueError(
+                f"{people} people exceed the largest the TensorRT engines take ({self.max_people}); "
+                f"rebuild with 'hmdiff build-engine --max-people {people}'"
+            )
         batch = people * hypotheses
         if self.max_batch is not None and batch > self.max_batch:
             raise ValueError(
