@@ -13,6 +13,8 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'hmdiff_ros[onnx]')")
 
+import trt_standin  # noqa: E402  (tests/ is on the path, as ros_standin)
+
 from hmdiff_ros import defaults  # noqa: E402
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint  # noqa: E402
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
@@ -26,8 +28,6 @@ from hmdiff_ros.runtime.tensorrt_backend import (  # noqa: E402
     build_engines,
     input_axes,
 )
-
-import trt_standin  # noqa: E402  (tests/ is on the path, as ros_standin)
 
 EXPORTED = {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx", MANIFEST}
 EXPORTED_BY_DEFAULT = {"encoder.onnx", "denoiser.onnx", f"sampler_k2_{defaults.DAT_MODE}.onnx", MANIFEST}
@@ -253,14 +253,17 @@ def _standin(monkeypatch):
     return trt
 
 
-def test_engines_are_built_with_one_range_per_named_axis_and_take_people_and_rows_apart(exported, tmp_path, monkeypatch):
+def test_engines_are_built_with_one_range_per_named_axis_and_take_people_and_rows_apart(
+    exported, tmp_path, monkeypatch
+):
     trt = _standin(monkeypatch)
     folder = tmp_path / "engines"
     shutil.copytree(exported, folder)
     paths = build_engines(folder, max_people=16, hypotheses=4)
     assert [p.name.split("_")[0] for p in paths] == ["encoder", "denoiser"]
-    (_, profile, flags), (axes, den_profile, _) = trt.builds[0], trt.builds[1]
-    assert axes == {"sample": "rows", "timestep": "rows", "image_tokens": "people"} and "FP16" in flags
+    (enc_axes, _, flags), (axes, den_profile, _) = trt.builds[0], trt.builds[1]
+    assert enc_axes == {"proxy": "people"} and "FP16" in flags
+    assert axes == {"sample": "rows", "timestep": "rows", "image_tokens": "people"}
     shapes = den_profile[0].shapes  # what build_engine itself asked for
     assert shapes["sample"][0][0] == 1 and [s[0] for s in shapes["sample"]] == [1, 4, 64]
     assert [s[0] for s in shapes["image_tokens"]] == [1, 1, 16] and [s[0] for s in shapes["timestep"]] == [1, 4, 64]

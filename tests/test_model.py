@@ -675,9 +675,17 @@ def test_heatmap_keypoints_read_the_proxy_keypoints_back():
     assert np.abs(got[on] - want[on]).max() * s < 1e-3  # crop pixels
     assert (got[~on] == 0).all()
     # cut by the crop's edge: pulled inwards, never outside the crop
-    edge = heatmap_keypoints(torch.as_tensor(make_proxy(
-        np.array([[[0.5, 30.0]] * 24], np.float32), np.ones((1, 24), np.float32), np.zeros((1, s, s)),
-        np.ones((1, s, s)), cfg)[:, :24]))
+    edge = heatmap_keypoints(
+        torch.as_tensor(
+            make_proxy(
+                np.array([[[0.5, 30.0]] * 24], np.float32),
+                np.ones((1, 24), np.float32),
+                np.zeros((1, s, s)),
+                np.ones((1, s, s)),
+                cfg,
+            )[:, :24]
+        )
+    )
     assert -0.5 < edge[0, 0, 0].item() < 0.5 / s - 0.5 + 1.0 / s
 
 
@@ -685,7 +693,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     from dataclasses import replace
 
     from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
-    from hmdiff_ros.model.train import TrainConfig, _load_init
+    from hmdiff_ros.model.train import TrainConfig, load_init
 
     with pytest.raises(ValueError, match="needs prior_tokens"):
         replace(TINY, prior_keypoints=True)
@@ -703,7 +711,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     # grown from a prior-token checkpoint without keypoints: starts as that checkpoint
     base = HMDiff(replace(TINY, prior_tokens=True), topology).eval()
     save_checkpoint(tmp_path / "base", base, {})
-    _load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
     noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
     off = DATConfig(mode="off")
     torch.testing.assert_close(
@@ -712,7 +720,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     )
     with pytest.raises(ValueError, match="another model configuration"):  # keypoints cannot be dropped
         save_checkpoint(tmp_path / "grown", model, {})
-        _load_init(TrainConfig(init=str(tmp_path / "grown"), model=base.cfg), base)
+        load_init(TrainConfig(init=str(tmp_path / "grown"), model=base.cfg), base)
     assert load_checkpoint(tmp_path / "grown")[0].cfg.prior_keypoints
 
 
@@ -720,7 +728,7 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     from dataclasses import replace
 
     from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
-    from hmdiff_ros.model.train import TrainConfig, _load_init
+    from hmdiff_ros.model.train import TrainConfig, load_init
 
     with pytest.raises(ValueError, match="prior_residual needs"):
         replace(TINY, prior_residual=True)  # no prior tokens
@@ -730,13 +738,15 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     base = HMDiff(replace(TINY, prior_tokens=True, prior_keypoints=True), topology).eval()
     save_checkpoint(tmp_path / "base", base, {})
     model = HMDiff(replace(base.cfg, prior_residual=True), topology).eval()
-    _load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
     proxy, prior, vis = _inputs(2)
     vis[1, 6] = 0.1  # an off joint: U there is not read
     noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
     off = DATConfig(mode="off")
     a = model.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points
-    torch.testing.assert_close(a, base.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points)  # starts as base
+    torch.testing.assert_close(
+        a, base.sample(proxy, prior, vis, steps=1, dat=off, noise=noise).points
+    )  # starts as base
     with torch.no_grad():  # x̂_0 gains mean + W U: one step from the noisiest level ends on x̂_0
         model.prior_base.mean.fill_(0.1)
         model.prior_base.weight[:, 2] = 1.0  # every point moves with prior joint 2
@@ -749,7 +759,9 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     torch.testing.assert_close(b - a, (0.1 * scale + prior[:, None, 2, :]).expand_as(a), atol=1e-5, rtol=0)
     # moving U changes the tokens too; the base's share is exactly the joint's move
     base_only = model.prior_offset(moved, vis) - model.prior_offset(prior, vis)
-    torch.testing.assert_close(base_only * scale, torch.tensor([0.05, 0.0, 0.0]).expand_as(base_only), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        base_only * scale, torch.tensor([0.05, 0.0, 0.0]).expand_as(base_only), atol=1e-6, rtol=0
+    )
     assert (c - b).abs().max() > 0
     save_checkpoint(tmp_path / "res", model, {})
     assert load_checkpoint(tmp_path / "res")[0].cfg.prior_residual

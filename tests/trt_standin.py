@@ -70,8 +70,11 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
                 shape = [-1 if d.dim_param else d.dim_value for d in dims]
                 self.network.inputs.append(Tensor(value.name, shape, dims[0].dim_param or None))
             self.network.outputs = [
-                Tensor(v.name, [-1 if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim],
-                       v.type.tensor_type.shape.dim[0].dim_param or None)
+                Tensor(
+                    v.name,
+                    [-1 if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim],
+                    v.type.tensor_type.shape.dim[0].dim_param or None,
+                )
                 for v in graph.output
             ]
             return True
@@ -165,7 +168,7 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
         def set_input_shape(self, name, shape):
             low, _, high = self.engine.profile[name]
             shape = tuple(shape)
-            if len(shape) != len(low) or not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high)):
+            if len(shape) != len(low) or not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high, strict=True)):
                 return False
             axis = self.engine.axes[name]
             for other, size in self.shapes.items():

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from hmdiff_ros import defaults
+from hmdiff_ros.cli import gpu_check
 from hmdiff_ros.cli.common import (
     POSITIVE,
     STEPS,
@@ -68,6 +69,8 @@ def add_parsers(sub) -> None:
         help="largest rows per call, people x hypotheses (default: max-people x hypotheses)",
     )
     p.set_defaults(func=_cmd_build_engine)
+
+    gpu_check.add_parser(sub)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

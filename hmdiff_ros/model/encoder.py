@@ -122,9 +122,7 @@ class PriorTokens(nn.Module):
         self.joint_embed = nn.Parameter(torch.zeros(1, num_joints, width))
         nn.init.normal_(self.joint_embed, std=0.02)
 
-    def forward(
-        self, prior_xyz: torch.Tensor, prior_vis: torch.Tensor, uv: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, prior_xyz: torch.Tensor, prior_vis: torch.Tensor, uv: torch.Tensor | None = None) -> torch.Tensor:
         """``uv`` ``(B, Q, 2)``: :func:`heatmap_keypoints` (needed with ``keypoints``)."""
         vis = torch.nan_to_num(prior_vis, nan=0.0).clamp(0, 1)
         on = (vis >= self.min_visibility) & torch.isfinite(prior_xyz).all(-1)  # (B, Q)

@@ -450,7 +450,7 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
-def _load_init(cfg: TrainConfig, model: HMDiff) -> int:
+def load_init(cfg: TrainConfig, model: HMDiff) -> int:
     """The weights of the ``--init`` checkpoint into ``model``; errors name ``--init``.
     Returns the training samples behind them (0 when its config does not say)."""
     from hmdiff_ros.model.checkpoint import CONFIG as CONFIG_FILE
@@ -658,7 +658,7 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
             log.warning("--init %s is ignored: the run in %s is resumed from step %d", cfg.init, out, start)
         log.info("resuming %s from step %d", out, start)
     elif cfg.init:
-        init_samples = _load_init(cfg, model)
+        init_samples = load_init(cfg, model)
     ema = copy.deepcopy(model).eval()
     if start and (out / "model.safetensors").is_file():
         from safetensors import SafetensorError

@@ -27,9 +27,11 @@ This path has not run on a GPU yet (none was available where it was written).
 from __future__ import annotations
 
 import logging
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
@@ -136,6 +138,73 @@ class GraphedSampler:
         else:
             graph.replay()
         return output[:rows].clone()
+
+
+class HostTraffic(TorchDispatchMode):
+    """Records, while active, the ops that a CUDA graph capture does not allow with the model on
+    ``device``: a value of a tensor there read back to the host (``.item()``, ``float()``,
+    ``nonzero``, a branch on a tensor) and a CPU tensor copied there ("operation not permitted
+    when stream is capturing"). Run the work on the ``meta`` device to check it without a GPU."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+    COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
+
+    def __init__(self, device: str = "meta") -> None:
+        super().__init__()
+        self.device, self.found = device, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        where = {t.device.type for t in tensors}
+        if func in self.READS and self.device in where:
+            self.found.append(f"host read {func}")
+        if func in self.COPIES:
+            target = kwargs.get("device")
+            to_device = (target is not None and torch.device(target).type == self.device) or self.device in where
+            if to_device and "cpu" in where:
+                shapes = [tuple(t.shape) for t in tensors if t.device.type == "cpu"]
+                self.found.append(f"host copy {func} of {shapes}")
+        return func(*args, **kwargs)
+
+
+def capture_safety(
+    model,
+    steps: Sequence[int] = (1, defaults.STEPS, 4),
+    modes: Sequence[str] = defaults.EXPORT_DAT_MODES,
+    buckets: Sequence[int] = BUCKETS,
+    hypotheses: Sequence[int] = (1, defaults.HYPOTHESES),
+) -> Dict[Tuple[str, int, int, int], List[str]]:
+    """What the captured work of each (DAT mode, steps, bucket, hypotheses) does that a capture
+    does not allow (:class:`HostTraffic`), run on the ``meta`` device: no GPU, no data, only
+    the ops. ``model``: an HMDiff (moved to ``meta`` here, on a copy's parameters)."""
+    import copy
+
+    meta = copy.deepcopy(model).to("meta").eval() if next(model.parameters()).device.type != "meta" else model
+    enc = meta.cfg.encoder
+    like = (
+        torch.zeros(1, enc.in_channels, enc.input_size, enc.input_size),
+        torch.zeros(1, meta.num_points, 3),
+        torch.zeros(1, 24, 3),
+        torch.ones(1, 24),
+    )
+    found = {}
+    for mode in modes:
+        for k in steps:
+            sampler = GraphedSampler(meta, k, DATConfig(mode=mode), device="meta", capture=False)
+            for bucket in buckets:
+                for m in sorted(set(hypotheses)):
+                    _, static, _ = sampler._make(bucket, m, like)  # the buffers a capture reads
+                    with torch.no_grad(), HostTraffic("meta") as traffic:
+                        try:
+                            out = sampler.run(*static)  # exactly what _capture records
+                        except RuntimeError as exc:  # a host read of a meta tensor raises after it is recorded
+                            traffic.found.append(f"raised {one_line(exc)}")
+                            out = None
+                    if out is not None and tuple(out.shape) != (bucket * m, meta.num_points, 3):
+                        traffic.found.append(f"output shape {tuple(out.shape)}")
+                    found[(mode, k, bucket, m)] = traffic.found
+    return found
 
 
 class TorchCudaModel(GraphModel):

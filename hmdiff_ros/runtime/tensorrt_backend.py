@@ -192,9 +192,7 @@ def build_engines(
     """Engines for the encoder and the denoiser of the export in ``folder``."""
     folder = Path(folder)
     read_manifest(folder)
-    return [
-        build_engine(folder / f"{g}.onnx", folder, fp16, max_people, hypotheses, max_batch) for g in GRAPHS
-    ]
+    return [build_engine(folder / f"{g}.onnx", folder, fp16, max_people, hypotheses, max_batch) for g in GRAPHS]
 
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64}
