@@ -767,6 +767,43 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     assert load_checkpoint(tmp_path / "res")[0].cfg.prior_residual
 
 
+def test_focus_steps_train_that_share_of_a_batch_at_the_few_step_samplers_timesteps(tiny, monkeypatch):
+    from dataclasses import replace
+
+    from hmdiff_ros.model.train import FOCUS_STEPS, TrainConfig, focus_timesteps, losses
+
+    sched = tiny.scheduler
+    visited = set(focus_timesteps(sched).tolist())
+    for k in FOCUS_STEPS:
+        sched.set_timesteps(k)
+        assert set(sched.timesteps.tolist()) <= visited
+    drawn = []
+    add_noise = type(sched).add_noise
+    monkeypatch.setattr(type(sched), "add_noise", lambda self, x0, n, t: drawn.append(t) or add_noise(self, x0, n, t))
+    n = 256
+    batch = {
+        "coarse_rel": torch.zeros(n, tiny.num_coarse, 3),
+        "joints_rel": torch.zeros(n, tiny.num_joints, 3),
+        "prior_xyz": torch.zeros(n, 24, 3),
+        "vis": torch.ones(n, 24),
+    }
+    proxy = _inputs(n)[0]
+    cfg = TrainConfig(model=TINY)
+    torch.manual_seed(0)
+    for focus in (1.0, 0.0, 0.5):
+        with torch.no_grad():
+            losses(tiny, batch, proxy, replace(cfg, focus_steps=focus), torch.tensor([[0, 1]]))
+        share = np.isin(drawn[-1].numpy(), sorted(visited)).mean()
+        if focus == 1.0:
+            assert share == 1.0
+        elif focus == 0.0:
+            assert share < 0.2  # uniform over 100 steps: the visited few by chance
+        else:
+            assert 0.3 < share < 0.8
+    with pytest.raises(ValueError, match="focus_steps must be in \\[0, 1\\]"):
+        TrainConfig(focus_steps=1.5)
+
+
 def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
     proxy, prior, vis = _inputs(4, seed=3)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731

@@ -70,6 +70,7 @@ FIELD_CHECKS = {
     "grad_clip": (_FLOAT, lambda v: v > 0, "> 0"),
     "loss_x0": (_FLOAT, lambda v: v >= 0, ">= 0"),
     "loss_edge": (_FLOAT, lambda v: v >= 0, ">= 0"),
+    "focus_steps": (_FLOAT, lambda v: 0 <= v <= 1, "in [0, 1]"),
     "workers": (_INT, lambda v: v >= 0, ">= 0"),
     "seed": (_INT, lambda v: v >= 0, ">= 0"),
     "val_every": (_INT, lambda v: v >= 1, ">= 1"),
@@ -186,6 +187,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss_x0: float = 1.0  # weight of the L1 on x̂_0 (metres)
     loss_edge: float = 1.0  # weight of the L1 on coarse edge lengths (metres)
+    # fraction of each batch trained at the steps a few-step sampler visits (FOCUS_STEPS' timesteps)
+    # instead of a uniform step: the capacity goes where sampling reads the network
+    focus_steps: float = 0.0
     workers: int = 1  # data-loader processes, at most MAX_WORKERS
     seed: int = 0
     val_every: int = 1000
@@ -304,11 +308,30 @@ def points_of(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([batch["coarse_rel"], batch["joints_rel"]], dim=1).float()
 
 
+FOCUS_STEPS = (1, 2, 3, 4)  # the DDIM step counts whose timesteps ``focus_steps`` trains at
+
+
+def focus_timesteps(sched) -> torch.Tensor:
+    """Every timestep the DDIM sampler visits at :data:`FOCUS_STEPS` steps (trailing spacing)."""
+    from hmdiff_ros.model.scheduler import DDIMScheduler
+
+    probe = DDIMScheduler(sched.config)
+    visited = set()
+    for k in FOCUS_STEPS:
+        probe.set_timesteps(k)
+        visited.update(probe.timesteps.tolist())
+    return torch.tensor(sorted(visited))
+
+
 def losses(model: HMDiff, batch: Dict[str, torch.Tensor], proxy: torch.Tensor, cfg: TrainConfig, edges: torch.Tensor):
     sched = model.scheduler
     x0 = points_of(batch) / model.cfg.data_scale  # (B, P, 3) normalised
     noise = torch.randn_like(x0)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), device=x0.device)
+    if cfg.focus_steps > 0:  # a share of the batch at the few-step samplers' own steps
+        visited = focus_timesteps(sched).to(x0.device)
+        pick = visited[torch.randint(0, len(visited), (len(x0),), device=x0.device)]
+        t = torch.where(torch.rand(len(x0), device=x0.device) < cfg.focus_steps, pick, t)
     xt = sched.add_noise(x0, noise, t)
     prior_xyz, prior_vis = batch["prior_xyz"].float(), batch["vis"].float()
     out = model(xt, t, model.encode(proxy, prior_xyz, prior_vis), model.prior_offset(prior_xyz, prior_vis))
