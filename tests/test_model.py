@@ -1,5 +1,6 @@
 """HMDiff model: scheduler maths, DAT, sampling, checkpoints, training and evaluation."""
 
+import dataclasses
 import json
 import math
 
@@ -823,3 +824,53 @@ def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
     assert not torch.allclose(run(0.0), run(1.0))
     # with half of the steps aligned only the first step aligns, whatever tau
     torch.testing.assert_close(run(0.0, 0.5), run(1.0, 0.5))
+
+
+def test_mix_study_puts_the_studys_people_in_the_last_rows_of_a_batch():
+    from hmdiff_ros.data.prior_study import TRAINING_KEYS
+    from hmdiff_ros.model.train import mix_study
+
+    n, m = 8, 5
+    shapes = {"uv": (24, 2), "vis": (24,), "prior_xyz": (24, 3), "mask": (4, 4), "valid": (4, 4)}
+    shapes.update(coarse_rel=(600, 3), joints_rel=(25, 3))
+    batch = {k: torch.zeros((n, *s)) for k, s in shapes.items()}
+    batch["K"] = torch.zeros(n, 3, 3)  # a key training does not read
+    pool = {
+        k: np.arange(1, m + 1, dtype=np.float64).reshape(m, *[1] * len(s)) * np.ones((m, *s)) for k, s in shapes.items()
+    }
+    out = mix_study(batch, pool, 3, np.random.default_rng(0))
+    assert set(out) == set(TRAINING_KEYS)
+    for k in TRAINING_KEYS:
+        assert out[k].shape == batch[k].shape and out[k].dtype == torch.float32
+        assert (out[k][:5] == 0).all() and (out[k][5:] >= 1).all()
+    picked = out["uv"][5:, 0, 0]
+    assert all((out[k][5:].flatten(1) == picked[:, None]).all() for k in TRAINING_KEYS)  # whole samples
+    again = mix_study(batch, pool, 3, np.random.default_rng(0))
+    assert all(torch.equal(out[k], again[k]) for k in TRAINING_KEYS)  # the draw follows the generator
+    assert (mix_study(batch, pool, 0, np.random.default_rng(0))["uv"] == 0).all()
+
+
+def test_a_study_fraction_needs_a_study_and_training_refuses_a_held_out_study(tmp_path, capsys):
+    pytest.importorskip("anny", reason="the Anny body model is not installed")
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    from hmdiff_ros.cli import main
+    from hmdiff_ros.model.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="study_fraction 0.25 needs study"):
+        TrainConfig(study_fraction=0.25)
+    with pytest.raises(ValueError, match=r"study_fraction.*in \[0, 1\)"):
+        TrainConfig(study="x", study_fraction=1.0)
+    study = ["data", "prior-study", "--num", "8", "--chunk", "8", "--workers", "1", "--json"]
+    assert main([*study, "--bodies", "train", "--out", str(tmp_path / "train")]) == 0
+    assert main([*study, "--out", str(tmp_path / "test")]) == 0
+    capsys.readouterr()
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), steps=2, batch_size=4, workers=0, val_every=2, val_samples=4, model=TINY
+    )
+    with pytest.raises(ValueError, match="held-out bodies"):
+        train(dataclasses.replace(cfg, study=str(tmp_path / "test"), study_fraction=0.5), progress=False)
+    assert not (tmp_path / "run").exists()
+    metrics = train(dataclasses.replace(cfg, study=str(tmp_path / "train"), study_fraction=0.5), progress=False)
+    assert metrics["step"] == 2 and math.isfinite(metrics["loss"])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert saved["study_fraction"] == 0.5 and saved["study"] == str(tmp_path / "train")

@@ -250,3 +250,47 @@ def test_force_replaces_a_study_and_bad_folders_are_named(tmp_path, capsys, stud
         StudyConfig(num=4, chunk=0)
     with pytest.raises(ValueError, match="full=True"):
         StudyConfig(num=4, engine=replace(StudyConfig(num=1).engine, full=False))
+
+
+def test_a_study_of_training_bodies_is_training_data_apart_from_the_held_out_study(tmp_path, capsys, study_needs):
+    from hmdiff_ros.cli import main
+    from hmdiff_ros.data.prior_study import (
+        STUDY_SPAWN_KEY,
+        TRAIN_STUDY_SPAWN_KEY,
+        TRAINING_KEYS,
+        load_prior_study,
+        read_study_meta,
+        study_training_set,
+    )
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    assert main([*ARGS, "--bodies", "train", "--out", str(train), "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(test), "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    meta_train, meta_test = read_study_meta(train), read_study_meta(test)
+    assert meta_train["bodies"]["role"] == "train" and meta_test["bodies"]["role"] == "test"
+    assert meta_train["bodies"]["phenotypes_sha1"] != meta_test["bodies"]["phenotypes_sha1"]
+    assert meta_train["stream"]["spawn_key"] == list(TRAIN_STUDY_SPAWN_KEY) != list(STUDY_SPAWN_KEY)
+    a, b = load_prior_study(train), load_prior_study(test)
+    assert not np.allclose(a["joints_rel"], b["joints_rel"])  # other bodies, poses and cameras
+    # the coarse mesh is recorded, root-relative like the joints, in the same frame
+    assert a["coarse_rel"].shape == (8, 600, 3)
+    assert np.abs(a["coarse_rel"].mean(1) - a["joints_rel"].mean(1)).max() < 0.3
+
+    # one folder, one kind: a test-bodies study there is another study
+    assert main([*ARGS, "--out", str(train), "--workers", "1"]) == 2
+    assert "holds another prior study" in capsys.readouterr().err
+    assert main([*ARGS, "--bodies", "train", "--held-out-only", "--out", str(tmp_path / "x")]) == 2
+    assert "has no held-out part" in capsys.readouterr().err
+
+    # training reads the detected people of a training-bodies study, never the held-out study
+    with pytest.raises(ValueError, match="held-out bodies.*--bodies train"):
+        study_training_set(test, 64)
+    det = a["mp_detected"]
+    if det.any():
+        pool = study_training_set(train, 64)
+        assert set(pool) == set(TRAINING_KEYS) and all(len(v) == det.sum() for v in pool.values())
+        np.testing.assert_array_equal(pool["prior_xyz"], a["mp_xyz"][det])
+        np.testing.assert_array_equal(pool["coarse_rel"], a["coarse_rel"][det])
+        assert pool["mask"].dtype == np.float32 and 0 <= pool["mask"].min() and pool["mask"].max() <= 1

@@ -39,6 +39,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--warmup-steps", **number(int, 0), default=None)
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--seed", **number(int, 0), default=None, help="seed of the training stream")
+    p.add_argument(
+        "--study",
+        default=None,
+        help="a prior study of training bodies (hmdiff data prior-study --bodies train): MediaPipe's own outputs "
+        "to train on beside the stream",
+    )
+    p.add_argument(
+        "--study-fraction",
+        **number(float, 0, 1),
+        default=None,
+        help="share of each batch drawn from --study (default 0: none)",
+    )
     _add_stream_options(p)
     p.set_defaults(func=_cmd_train)
 
@@ -180,6 +192,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "prior": args.prior,
             "families": args.families,
+            "study": args.study,
+            "study_fraction": args.study_fraction,
             "force": args.force or None,
         }.items()
         if v is not None

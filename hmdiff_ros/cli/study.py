@@ -41,6 +41,13 @@ def add_parsers(data) -> None:
         "--sheet", default=None, help="also write a PNG contact sheet of the first 12 samples as MediaPipe saw them"
     )
     p.add_argument(
+        "--bodies",
+        choices=("test", "train"),
+        default="test",
+        help="test: held-out bodies (the selection and test sets; default); train: training bodies and a stream "
+        "of their own, training data for 'hmdiff train --study'",
+    )
+    p.add_argument(
         "--held-out-only",
         action="store_true",
         help="make only the chunks of the held-out part (the last 20 %%: what eval-study reads); "
@@ -113,7 +120,11 @@ def _cmd_data_prior_study(args: argparse.Namespace) -> int:
 
     if args.sheet is not None and not args.sheet.lower().endswith(".png"):
         raise ValueError(f"--sheet '{args.sheet}' must end in .png")
-    cfg = StudyConfig(num=args.num, seed=args.seed, chunk=args.chunk or CHUNK)
+    cfg = StudyConfig.of_bodies(args.bodies, num=args.num, seed=args.seed, chunk=args.chunk or CHUNK)
+    if args.held_out_only and cfg.bodies == "train":
+        raise ValueError(
+            "--held-out-only is for a study of held-out bodies; a study of training bodies has no held-out part"
+        )
     workers = args.workers or os.cpu_count() or 1
     progress = "none" if args.json else "bar" if sys.stderr.isatty() else "lines"
     start = time.perf_counter()

@@ -12,6 +12,12 @@ spawn key) nor held-out stream (``(TEST_WORD, 1)``) has; bodies come from the he
 bank. A chunk's samples depend only on (seed, chunk index, chunk size, configuration), never
 on the number of workers.
 
+A study of **training bodies** (``bodies="train"``, ``--bodies train``) is training data: MediaPipe's
+own outputs on renders, for ``hmdiff train --study``. Its bodies come from a training bank
+(:data:`TRAIN_STUDY_BANK`: training phenotypes, never the held-out ones) and its stream from
+``TRAIN_STUDY_SPAWN_KEY``, so it shares neither bodies nor poses and cameras with the held-out
+study, whose val and test parts select and test the model.
+
 On disk (folder ``out``): ``meta.json`` (what was asked: num, seed, chunk size, engine and
 render configuration, the prior's settings) and ``chunk_00000.npz``, ... Every file is written
 to a temporary name and renamed into place, so a run stopped at any point leaves only whole
@@ -19,7 +25,8 @@ chunks; running the same command again skips them (:func:`run_prior_study`). Arr
 sample (``N`` samples; P = 24 prior joints; J = 25 joints; S = crop size):
 
 - ground truth: ``index`` (N,) sample number; ``joints``/``joints_rel`` (N, J, 3) camera frame /
-  pelvis-relative, metres; ``gt_uv`` (N, P, 2) the prior joints projected, image pixels;
+  pelvis-relative, metres; ``coarse_rel`` (N, 600, 3) the coarse mesh, pelvis-relative (the
+  training target; studies made before it was recorded lack it); ``gt_uv`` (N, P, 2) the prior joints projected, image pixels;
   ``gt_in_image`` (N, P); ``joints_outside`` (N,) how many of the P joints lie outside the
   image; ``gt_occluded`` (N, P) behind the occluder; ``gt_surface_depth`` (N, P) the rendered
   body's depth at each joint's pixel (inf: background there, NaN: outside the image; a joint
@@ -61,11 +68,11 @@ import numpy as np
 
 import hmdiff_ros
 from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES, SKELETON_EDGES
-from hmdiff_ros.camera import crop_affine, project
+from hmdiff_ros.camera import apply_affine, crop_affine, project
 from hmdiff_ros.data.engine import SyntheticConfig, SyntheticEngine
 from hmdiff_ros.data.people_render import BACKGROUNDS, PeopleRenderConfig, PeopleRenderer, background_counts
 from hmdiff_ros.data.poses import FAMILY_NAMES
-from hmdiff_ros.data.shapes import TEST_BANK, TEST_WORD, load_or_build_shape_bank
+from hmdiff_ros.data.shapes import TEST_BANK, TEST_WORD, BankConfig, load_or_build_shape_bank
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.files import made_folder, write_npz
 from hmdiff_ros.observation import in_image, in_rect
@@ -74,12 +81,16 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 HELD_OUT_FROM = 0.8  # the samples from this fraction of the study on (by index) are held out
 STUDY_SPAWN_KEY = (TEST_WORD, 2)  # the study's stream: apart from training and held-out streams
+TRAIN_STUDY_SPAWN_KEY = (TEST_WORD, 3)  # a study of training bodies: apart from the held-out study's too
+BODIES = ("test", "train")  # the held-out study (selection and test sets), or training data
+TRAIN_STUDY_BANK = BankConfig(size=512, role="train", full=True)  # training phenotypes, full meshes
 CHUNK = 32  # samples per chunk file (and per engine call)
 P = len(PRIOR_JOINT_INDICES)
 
 
-def _study_engine() -> SyntheticConfig:
-    return SyntheticConfig(bank=replace(TEST_BANK, full=True), full=True)
+def _study_engine(bodies: str = "test") -> SyntheticConfig:
+    bank = TRAIN_STUDY_BANK if bodies == "train" else replace(TEST_BANK, full=True)
+    return SyntheticConfig(bank=bank, full=True)
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,21 @@ class StudyConfig:
     chunk: int = CHUNK  # samples per chunk; part of what the samples are
     engine: SyntheticConfig = field(default_factory=_study_engine)  # held-out bodies, full meshes
     render: PeopleRenderConfig = field(default_factory=PeopleRenderConfig)
+
+    @classmethod
+    def of_bodies(cls, bodies: str, **kwargs) -> "StudyConfig":
+        """A study of held-out (``"test"``) or training (``"train"``) bodies."""
+        if bodies not in BODIES:
+            raise ValueError(f"--bodies must be one of {', '.join(BODIES)}, got {bodies!r}")
+        return cls(engine=_study_engine(bodies), **kwargs)
+
+    @property
+    def bodies(self) -> str:
+        return self.engine.bank.role
+
+    @property
+    def spawn_key(self) -> tuple:
+        return TRAIN_STUDY_SPAWN_KEY if self.bodies == "train" else STUDY_SPAWN_KEY
 
     def __post_init__(self) -> None:
         if isinstance(self.num, bool) or not isinstance(self.num, int) or self.num < 1:
@@ -108,9 +134,9 @@ class StudyConfig:
         return min(self.chunk, self.num - index * self.chunk)
 
 
-def chunk_rngs(seed: int, index: int) -> tuple:
+def chunk_rngs(seed: int, index: int, spawn_key: tuple = STUDY_SPAWN_KEY) -> tuple:
     """The generators of chunk ``index``: one for the engine, one for the rendering."""
-    seq = np.random.SeedSequence([seed, index], spawn_key=STUDY_SPAWN_KEY)
+    seq = np.random.SeedSequence([seed, index], spawn_key=spawn_key)
     return tuple(np.random.default_rng(s) for s in seq.spawn(2))
 
 
@@ -164,7 +190,7 @@ class StudyWorker:
         """The arrays of chunk ``index`` (see the module docstring); the rendered RGB images
         are appended to ``images`` when given."""
         cfg = self.cfg
-        gen, ren = chunk_rngs(cfg.seed, index)
+        gen, ren = chunk_rngs(cfg.seed, index, cfg.spawn_key)
         n = cfg.chunk_size(index)
         start = time.perf_counter()
         b = self.engine.generate(gen, n, proxy=False)
@@ -179,6 +205,7 @@ class StudyWorker:
             "index": index * cfg.chunk + np.arange(n, dtype=np.int64),
             "joints": b["joints"],
             "joints_rel": b["joints_rel"],
+            "coarse_rel": b["coarse_rel"].astype(np.float32),
             "gt_uv": gt_uv.astype(np.float32),
             "gt_in_image": inside,
             "joints_outside": (~inside).sum(1).astype(np.int16),
@@ -430,7 +457,7 @@ def run_prior_study(
         "seed": cfg.seed,
         "chunk": cfg.chunk,
         "num_chunks": cfg.num_chunks,
-        "stream": {"seed": cfg.seed, "spawn_key": list(STUDY_SPAWN_KEY)},
+        "stream": {"seed": cfg.seed, "spawn_key": list(cfg.spawn_key)},
         "bodies": {"role": cfg.engine.bank.role, "size": bank.size, "phenotypes_sha1": bank.phenotypes_sha1()},
         "engine": asdict(cfg.engine),
         "render": asdict(cfg.render),
@@ -594,6 +621,62 @@ def load_prior_study(folder: "str | Path", partial: bool = False, held_out_only:
     if not parts:
         raise ValueError(f"prior study '{folder}' holds no chunks yet; run 'hmdiff data prior-study' to make them")
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def observed(study: Dict[str, np.ndarray], rows: np.ndarray, crop_size: int) -> Dict[str, np.ndarray]:
+    """MediaPipe's observation of samples ``rows``, as the data engine gives its simulated
+    prior's: ``uv`` (N, P, 2) crop pixels, ``vis`` (N, P) (0 where none), ``prior_xyz`` (N, P, 3)
+    U, ``mask`` (N, S, S) uint8 0..255 and ``valid`` (N, S, S) float32, the crop pixels inside
+    the image; cropped by each sample's ``box`` as the engine crops."""
+    box = study["box"][rows].astype(np.float64)  # (N, 3) cx, cy, side
+    size = study["image_size"][rows].astype(np.float64)  # (N, 2) width, height
+    affine = crop_affine(box, crop_size)
+    uv = apply_affine(affine, study["mp_uv"][rows].astype(np.float64)).astype(np.float32)
+    # the crop pixels that fall inside the image: (crop - offset) / scale is the image pixel
+    grid = np.arange(crop_size, dtype=np.float64)
+    scale, offset = affine[:, 0, 0], affine[:, :, 2]
+
+    def inside(axis: int) -> np.ndarray:  # (N, S): crop pixels along ``axis`` within the image
+        image = (grid[None] - offset[:, axis, None]) / scale[:, None]
+        return (image >= 0) & (image <= size[:, axis, None] - 1)
+
+    valid = (inside(1)[:, :, None] & inside(0)[:, None, :]).astype(np.float32)  # (N, S, S) rows are v
+    return {
+        "uv": uv,
+        "vis": np.nan_to_num(study["mp_vis"][rows].astype(np.float32)),
+        "prior_xyz": study["mp_xyz"][rows].astype(np.float32),
+        "mask": study["mp_mask"][rows],
+        "valid": valid,
+    }
+
+
+TRAINING_KEYS = ("uv", "vis", "prior_xyz", "mask", "valid", "coarse_rel", "joints_rel")
+
+
+def study_training_set(folder: "str | Path", crop_size: int) -> Dict[str, np.ndarray]:
+    """The samples of a study of training bodies (``hmdiff data prior-study --bodies train``)
+    that MediaPipe detected, as training data: :data:`TRAINING_KEYS`, MediaPipe's observation
+    (:func:`observed`; ``mask`` as float 0..1, as the engine gives it) with the ground truth.
+    A study of held-out bodies is refused: its bodies, poses and cameras are those of the
+    selection and test sets."""
+    meta = read_study_meta(folder)
+    role = meta.get("bodies", {}).get("role")
+    if role != "train":
+        raise ValueError(
+            f"prior study '{folder}' is of held-out bodies (bodies: {role}), the selection and test sets; "
+            "training needs a study of training bodies: hmdiff data prior-study --bodies train"
+        )
+    study = load_prior_study(folder)
+    if "coarse_rel" not in study:
+        raise ValueError(f"prior study '{folder}' lacks the coarse mesh (coarse_rel); make it again with this version")
+    rows = np.flatnonzero(study["mp_detected"])
+    if len(rows) == 0:
+        raise ValueError(f"prior study '{folder}': MediaPipe detected no one; nothing to train on")
+    out = observed(study, rows, crop_size)
+    out["mask"] = out["mask"].astype(np.float32) / 255.0
+    out["coarse_rel"] = study["coarse_rel"][rows].astype(np.float32)
+    out["joints_rel"] = study["joints_rel"][rows].astype(np.float32)
+    return out
 
 
 # -- a look at the images -----------------------------------------------------------------

@@ -26,8 +26,7 @@ import torch
 
 from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
-from hmdiff_ros.camera import apply_affine, crop_affine
-from hmdiff_ros.data.prior_study import HELD_OUT_FROM, load_prior_study
+from hmdiff_ros.data.prior_study import HELD_OUT_FROM, load_prior_study, observed
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.metrics import pa_mpjpe_mm
 from hmdiff_ros.observation import ProxyConfig, make_proxy
@@ -60,31 +59,10 @@ def study_batch(study: Dict[str, np.ndarray], rows: np.ndarray, crop_size: int) 
     """An engine-style batch of MediaPipe's observations of samples ``rows``: ``uv`` (crop
     pixels), ``vis``, ``prior_xyz`` (U), ``mask`` (its mask), ``valid``, ``joints_rel`` and
     ``proxy``."""
-    box = study["box"][rows].astype(np.float64)  # (N, 3) cx, cy, side
-    size = study["image_size"][rows].astype(np.float64)  # (N, 2) width, height
-    affine = crop_affine(box, crop_size)
-    uv = apply_affine(affine, study["mp_uv"][rows].astype(np.float64)).astype(np.float32)
-    # the crop pixels that fall inside the image: (crop - offset) / scale is the image pixel
-    grid = np.arange(crop_size, dtype=np.float64)
-    scale, offset = affine[:, 0, 0], affine[:, :, 2]
-
-    def inside(axis: int) -> np.ndarray:  # (N, S): crop pixels along ``axis`` within the image
-        image = (grid[None] - offset[:, axis, None]) / scale[:, None]
-        return (image >= 0) & (image <= size[:, axis, None] - 1)
-
-    valid = (inside(1)[:, :, None] & inside(0)[:, None, :]).astype(np.float32)  # (N, S, S) rows are v
-    vis = np.nan_to_num(study["mp_vis"][rows].astype(np.float32))
-    mask = study["mp_mask"][rows]
-    cfg = ProxyConfig(crop_size=crop_size)
-    return {
-        "uv": uv,
-        "vis": vis,
-        "prior_xyz": study["mp_xyz"][rows].astype(np.float32),
-        "mask": mask,
-        "valid": valid,
-        "joints_rel": study["joints_rel"][rows].astype(np.float32),
-        "proxy": make_proxy(uv, vis, mask, valid, cfg),
-    }
+    b = observed(study, rows, crop_size)
+    b["joints_rel"] = study["joints_rel"][rows].astype(np.float32)
+    b["proxy"] = make_proxy(b["uv"], b["vis"], b["mask"], b["valid"], ProxyConfig(crop_size=crop_size))
+    return b
 
 
 def _errors(pred: np.ndarray, gt: np.ndarray) -> Dict[str, np.ndarray]:

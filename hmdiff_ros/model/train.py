@@ -41,6 +41,7 @@ from hmdiff_ros.data.engine import (
     stream_config,
 )
 from hmdiff_ros.data.observe import PRIOR_KINDS
+from hmdiff_ros.data.prior_study import TRAINING_KEYS, study_training_set
 from hmdiff_ros.errors import interrupt_signal, one_line
 from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
@@ -81,6 +82,8 @@ FIELD_CHECKS = {
     "prior": (_STR, lambda v: v in PRIOR_KINDS, f"one of {', '.join(map(repr, PRIOR_KINDS))}"),
     "families": (_STR, lambda v: v in FAMILY_SETS, f"one of {', '.join(map(repr, FAMILY_SETS))}"),
     "force": (_BOOL, lambda v: True, "true or false"),
+    "study": (_STR, lambda v: True, "a prior-study folder of training bodies, or empty"),
+    "study_fraction": (_FLOAT, lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 # PyYAML reads YAML 1.1, where an exponent without a dot (``lr: 1e-3``) is a string
 _YAML_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -200,6 +203,11 @@ class TrainConfig:
     prior: str = "hand"  # the prior simulator of the stream: "hand" or "fitted" (to MediaPipe, the prior study)
     families: str = "default"  # the pose-family weights: "default" or "robot" (ROBOT_FAMILY_WEIGHTS)
     force: bool = False  # start afresh in an ``out`` that holds anything but a resumable run of this model
+    # MediaPipe's own outputs on renders of training bodies (``hmdiff data prior-study --bodies
+    # train``): this share of each batch is drawn from the study's detected samples in place of
+    # the stream's, so that the model learns from the real prior's errors as well as simulated ones
+    study: str = ""
+    study_fraction: float = 0.0
     model: HMDiffConfig = field(default_factory=HMDiffConfig)
 
     def __post_init__(self) -> None:
@@ -207,13 +215,18 @@ class TrainConfig:
         ``init`` may also be paths; ints given for float fields become floats."""
         for name, (kind, test, expected) in FIELD_CHECKS.items():
             value = getattr(self, name)
-            if name in ("out", "init") and isinstance(value, PurePath):
+            if name in ("out", "init", "study") and isinstance(value, PurePath):
                 value = str(value)
             object.__setattr__(self, name, _check_value(name, value, kind, test, expected))
         if self.workers > MAX_WORKERS:
             raise ValueError(
                 f"workers must be at most {MAX_WORKERS} (data-loader processes; more only add memory and "
                 f"start-up time), got {self.workers}"
+            )
+        if self.study_fraction > 0 and not self.study.strip():
+            raise ValueError(
+                f"study_fraction {self.study_fraction} needs study: a prior study of training bodies "
+                "(hmdiff data prior-study --bodies train)"
             )
         if not isinstance(self.model, HMDiffConfig):
             raise ValueError(f"model must be an HMDiffConfig, got {type(self.model).__name__}")
@@ -306,6 +319,21 @@ def load_train_config(path: "str | Path | None", overrides: Dict | None = None) 
 def points_of(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Ground-truth points ``(B, P, 3)``: coarse vertices then joints, root-relative, metres."""
     return torch.cat([batch["coarse_rel"], batch["joints_rel"]], dim=1).float()
+
+
+def mix_study(batch: Dict[str, torch.Tensor], pool: Dict[str, np.ndarray], count: int, rng) -> Dict[str, torch.Tensor]:
+    """``batch`` with its last ``count`` samples replaced by samples drawn (with ``rng``) from
+    ``pool`` (:func:`~hmdiff_ros.data.prior_study.study_training_set`), for the keys training
+    reads (:data:`~hmdiff_ros.data.prior_study.TRAINING_KEYS`); other keys are dropped."""
+    size = len(batch["uv"])
+    count = min(count, size)
+    pick = rng.integers(0, len(pool["uv"]), count)
+    out = {}
+    for k in TRAINING_KEYS:
+        ours = batch[k]
+        theirs = torch.as_tensor(pool[k][pick]).to(ours.device, ours.dtype)
+        out[k] = torch.cat([ours[: size - count], theirs])
+    return out
 
 
 FOCUS_STEPS = (1, 2, 3, 4)  # the DDIM step counts whose timesteps ``focus_steps`` trains at
@@ -709,6 +737,17 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
         for i in range((cfg.val_samples + 255) // 256)
         if lead
     ]
+    pool, study_count = None, round(cfg.study_fraction * cfg.batch_size)
+    if study_count > 0:
+        pool = study_training_set(cfg.study, cfg.model.encoder.input_size)
+        if lead:
+            log.info(
+                "%d of each batch of %d from the prior study %s (%d people MediaPipe detected)",
+                study_count,
+                cfg.batch_size,
+                cfg.study,
+                len(pool["uv"]),
+            )
     stream = SyntheticDataset(data_cfg, cfg.batch_size, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
     stream.skip = start  # steps already taken
     loader = torch.utils.data.DataLoader(
@@ -763,6 +802,8 @@ def _train(cfg: TrainConfig, progress: bool, ranks: Ranks, device: torch.device)
             if step >= cfg.steps:
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if pool is not None:  # the draw depends on the step only, so a resumed run draws the same
+                batch = mix_study(batch, pool, study_count, np.random.default_rng([cfg.seed, ranks.rank, step]))
             proxy = make_proxy(batch["uv"], batch["vis"], batch["mask"], batch["valid"], data_cfg.proxy)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
