@@ -250,6 +250,7 @@ def _standin(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA Stand-in GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))
     return trt
 
 
@@ -261,6 +262,7 @@ def test_engines_are_built_with_one_range_per_named_axis_and_take_people_and_row
     shutil.copytree(exported, folder)
     paths = build_engines(folder, max_people=16, hypotheses=4)
     assert [p.name.split("_")[0] for p in paths] == ["encoder", "denoiser"]
+    assert all("_nvidia-stand-in-gpu-sm89_" in p.name for p in paths)  # cached by GPU and compute capability
     (enc_axes, _, flags), (axes, den_profile, _) = trt.builds[0], trt.builds[1]
     assert enc_axes == {"proxy": "people"} and "FP16" in flags
     assert axes == {"sample": "rows", "timestep": "rows", "image_tokens": "people"}

@@ -235,6 +235,10 @@ def test_engine_names_and_matching(tmp_path):
     (tmp_path / name).write_bytes(b"x")
     found, _ = find_engine(tmp_path, "denoiser", sha, "NVIDIA Orin", "10.3.0", "fp16")
     assert found == tmp_path / name
+    # the same GPU name with another compute capability is another GPU
+    (tmp_path / engine_name("denoiser", sha, "NVIDIA Orin sm87", "10.3.0", "fp16")).write_bytes(b"x")
+    found, others = find_engine(tmp_path, "denoiser", sha, "NVIDIA Orin sm72", "10.3.0", "fp16")
+    assert found is None and "denoiser_abababababab_nvidia-orin-sm87_trt10.3.0_fp16.engine" in others
 
 
 def test_tensorrt_engines_match_onnxruntime(exported, torch_model):

@@ -3,7 +3,7 @@
 Engines are specific to a GPU model and a TensorRT version, so each is named by what it was
 built from and for::
 
-    <graph>_<first 12 hex of the ONNX sha256>_<gpu>_trt<version>_<precision>.engine
+    <graph>_<first 12 hex of the ONNX sha256>_<gpu>-sm<compute capability>_trt<version>_<precision>.engine
 
 with a JSON sidecar recording the same. :func:`find_engine` returns the engine that matches
 the ONNX file, this GPU and this TensorRT; an engine built for anything else is reported
@@ -46,6 +46,13 @@ GRAPHS = ("encoder", "denoiser")
 def gpu_tag(name: str) -> str:
     """A file-name-safe GPU name: ``NVIDIA GeForce RTX 4090`` -> ``nvidia-geforce-rtx-4090``."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def this_gpu() -> str:
+    """This GPU's name and compute capability, e.g. ``NVIDIA H100 80GB HBM3 sm90``: engines are
+    cached by both (one name may come in several capabilities, e.g. Orin modules)."""
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} sm{major}{minor}"
 
 
 def engine_name(graph: str, onnx_sha256: str, gpu: str, trt_version: str, precision: str) -> str:
@@ -161,7 +168,7 @@ def build_engine(
         raise RuntimeError(f"TensorRT failed to build an engine from '{onnx_path}'")
     cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
     sha = file_sha256(onnx_path)
-    gpu = torch.cuda.get_device_name()
+    gpu = this_gpu()
     path = out / engine_name(onnx_path.stem, sha, gpu, trt.__version__, precision)
     path.write_bytes(bytes(serialized))
     path.with_suffix(".json").write_text(
@@ -274,7 +281,7 @@ class TensorRTModule(nn.Module):
 def engines_for(folder: Path, build: bool = True, fp16: bool = True) -> Dict[str, Path]:
     """The matching engine of each graph, built when missing (``build``) or refused."""
     trt = _trt()
-    gpu, out = torch.cuda.get_device_name(), {}
+    gpu, out = this_gpu(), {}
     precisions: Tuple[str, ...] = ("fp16", "fp32") if fp16 else ("fp32",)
     for g in GRAPHS:
         sha = file_sha256(folder / f"{g}.onnx")
