@@ -836,7 +836,8 @@ def test_mix_study_puts_the_studys_people_in_the_last_rows_of_a_batch():
     batch = {k: torch.zeros((n, *s)) for k, s in shapes.items()}
     batch["K"] = torch.zeros(n, 3, 3)  # a key training does not read
     pool = {
-        k: np.arange(1, m + 1, dtype=np.float64).reshape(m, *[1] * len(s)) * np.ones((m, *s)) for k, s in shapes.items()
+        k: np.arange(1, m + 1, dtype=np.float32).reshape(m, *[1] * len(s)) * np.ones((m, *s), np.float32)
+        for k, s in shapes.items()
     }
     out = mix_study(batch, pool, 3, np.random.default_rng(0))
     assert set(out) == set(TRAINING_KEYS)
@@ -850,7 +851,7 @@ def test_mix_study_puts_the_studys_people_in_the_last_rows_of_a_batch():
     assert (mix_study(batch, pool, 0, np.random.default_rng(0))["uv"] == 0).all()
 
 
-def test_a_study_fraction_needs_a_study_and_training_refuses_a_held_out_study(tmp_path, capsys):
+def test_a_study_fraction_needs_a_study_and_training_refuses_a_held_out_study(tmp_path, capsys, monkeypatch):
     pytest.importorskip("anny", reason="the Anny body model is not installed")
     pytest.importorskip("mediapipe", reason="mediapipe is not installed")
     from hmdiff_ros.cli import main
@@ -870,7 +871,18 @@ def test_a_study_fraction_needs_a_study_and_training_refuses_a_held_out_study(tm
     with pytest.raises(ValueError, match="held-out bodies"):
         train(dataclasses.replace(cfg, study=str(tmp_path / "test"), study_fraction=0.5), progress=False)
     assert not (tmp_path / "run").exists()
+    import hmdiff_ros.model.train as training
+
+    mixed = []
+    real_mix = training.mix_study
+
+    def counted(batch, pool, count, rng):
+        mixed.append(count)
+        return real_mix(batch, pool, count, rng)
+
+    monkeypatch.setattr(training, "mix_study", counted)
     metrics = train(dataclasses.replace(cfg, study=str(tmp_path / "train"), study_fraction=0.5), progress=False)
     assert metrics["step"] == 2 and math.isfinite(metrics["loss"])
+    assert mixed == [2, 2]  # half of each batch of 4, every step
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["study_fraction"] == 0.5 and saved["study"] == str(tmp_path / "train")

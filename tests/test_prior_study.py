@@ -288,9 +288,28 @@ def test_a_study_of_training_bodies_is_training_data_apart_from_the_held_out_stu
     with pytest.raises(ValueError, match="held-out bodies.*--bodies train"):
         study_training_set(test, 64)
     det = a["mp_detected"]
-    if det.any():
-        pool = study_training_set(train, 64)
-        assert set(pool) == set(TRAINING_KEYS) and all(len(v) == det.sum() for v in pool.values())
-        np.testing.assert_array_equal(pool["prior_xyz"], a["mp_xyz"][det])
-        np.testing.assert_array_equal(pool["coarse_rel"], a["coarse_rel"][det])
-        assert pool["mask"].dtype == np.float32 and 0 <= pool["mask"].min() and pool["mask"].max() <= 1
+    assert det.any()  # the seeded study: MediaPipe finds some of its 8 people
+    pool = study_training_set(train, 64)
+    assert set(pool) == set(TRAINING_KEYS) and all(len(v) == det.sum() for v in pool.values())
+    np.testing.assert_array_equal(pool["prior_xyz"], a["mp_xyz"][det])
+    np.testing.assert_array_equal(pool["coarse_rel"], a["coarse_rel"][det])
+    np.testing.assert_array_equal(pool["mask"], a["mp_mask"][det])  # 0..255, as recorded
+
+    # mixed into a batch of the training stream, each key keeps the stream's type and meaning:
+    # the silhouette MediaPipe saw reaches the proxy as it does in evaluation (a float 0..1 mask
+    # cast to the stream's uint8 would leave at most 1/255 of it)
+
+    from hmdiff_ros.data.engine import SyntheticDataset, stream_config
+    from hmdiff_ros.model.train import mix_study
+    from hmdiff_ros.observation import ProxyConfig, make_proxy
+
+    batch = next(iter(SyntheticDataset(stream_config(), 4, seed=0)))
+    mixed = mix_study(batch, pool, 2, np.random.default_rng(0))
+    assert all(mixed[k].dtype == batch[k].dtype for k in TRAINING_KEYS)
+    proxy = make_proxy(mixed["uv"], mixed["vis"], mixed["mask"], mixed["valid"], ProxyConfig())
+    drawn = mixed["prior_xyz"][2:].numpy()
+    rows = [int(np.flatnonzero((pool["prior_xyz"] == d).all((1, 2)))[0]) for d in drawn]
+    np.testing.assert_allclose(proxy[2:, -2].numpy(), pool["mask"][rows] / 255.0, atol=1e-6)
+    assert proxy[2:, -2].max() > 0.5
+    with pytest.raises(ValueError, match="study sample 'mask' is torch.float64, the stream's is torch.uint8"):
+        mix_study(batch, {**pool, "mask": pool["mask"] / 255.0}, 2, np.random.default_rng(0))

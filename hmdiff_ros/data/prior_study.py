@@ -656,7 +656,8 @@ TRAINING_KEYS = ("uv", "vis", "prior_xyz", "mask", "valid", "coarse_rel", "joint
 def study_training_set(folder: "str | Path", crop_size: int) -> Dict[str, np.ndarray]:
     """The samples of a study of training bodies (``hmdiff data prior-study --bodies train``)
     that MediaPipe detected, as training data: :data:`TRAINING_KEYS`, MediaPipe's observation
-    (:func:`observed`; ``mask`` as float 0..1, as the engine gives it) with the ground truth.
+    (:func:`observed`) with the ground truth, in the form the training stream gives its
+    batches (:func:`~hmdiff_ros.data.engine.compact`: ``mask`` uint8 0..255, ``valid`` bool).
     A study of held-out bodies is refused: its bodies, poses and cameras are those of the
     selection and test sets."""
     meta = read_study_meta(folder)
@@ -673,7 +674,7 @@ def study_training_set(folder: "str | Path", crop_size: int) -> Dict[str, np.nda
     if len(rows) == 0:
         raise ValueError(f"prior study '{folder}': MediaPipe detected no one; nothing to train on")
     out = observed(study, rows, crop_size)
-    out["mask"] = out["mask"].astype(np.float32) / 255.0
+    out["valid"] = out["valid"] > 0.5
     out["coarse_rel"] = study["coarse_rel"][rows].astype(np.float32)
     out["joints_rel"] = study["joints_rel"][rows].astype(np.float32)
     return out

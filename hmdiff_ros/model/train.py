@@ -324,15 +324,18 @@ def points_of(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
 def mix_study(batch: Dict[str, torch.Tensor], pool: Dict[str, np.ndarray], count: int, rng) -> Dict[str, torch.Tensor]:
     """``batch`` with its last ``count`` samples replaced by samples drawn (with ``rng``) from
     ``pool`` (:func:`~hmdiff_ros.data.prior_study.study_training_set`), for the keys training
-    reads (:data:`~hmdiff_ros.data.prior_study.TRAINING_KEYS`); other keys are dropped."""
+    reads (:data:`~hmdiff_ros.data.prior_study.TRAINING_KEYS`); other keys are dropped. The
+    pool must hold each key in the batch's own type (a uint8 mask is 0..255, a float one 0..1:
+    a cast between them would change what the model sees), else ``ValueError``."""
     size = len(batch["uv"])
     count = min(count, size)
     pick = rng.integers(0, len(pool["uv"]), count)
     out = {}
     for k in TRAINING_KEYS:
-        ours = batch[k]
-        theirs = torch.as_tensor(pool[k][pick]).to(ours.device, ours.dtype)
-        out[k] = torch.cat([ours[: size - count], theirs])
+        ours, theirs = batch[k], torch.as_tensor(pool[k][pick])
+        if theirs.dtype != ours.dtype:
+            raise ValueError(f"study sample '{k}' is {theirs.dtype}, the stream's is {ours.dtype}: expected the same")
+        out[k] = torch.cat([ours[: size - count], theirs.to(ours.device)])
     return out
 
 
