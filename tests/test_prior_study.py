@@ -313,3 +313,10 @@ def test_a_study_of_training_bodies_is_training_data_apart_from_the_held_out_stu
     assert proxy[2:, -2].max() > 0.5
     with pytest.raises(ValueError, match="study sample 'mask' is torch.float64, the stream's is torch.uint8"):
         mix_study(batch, {**pool, "mask": pool["mask"] / 255.0}, 2, np.random.default_rng(0))
+
+    # a study made before the coarse mesh was recorded: named, not a KeyError
+    with np.load(train / "chunk_00000.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "coarse_rel"}
+    np.savez(train / "chunk_00000.npz", **arrays)
+    with pytest.raises(ValueError, match=r"lacks the coarse mesh \(coarse_rel\)"):
+        study_training_set(train, 64)

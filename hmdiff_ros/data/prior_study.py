@@ -585,7 +585,7 @@ def held_out_chunk(num: int, chunk: int) -> int:
 
 def load_prior_study(folder: "str | Path", partial: bool = False, held_out_only: bool = False) -> Dict[str, np.ndarray]:
     """The arrays of the study in ``folder`` (see the module docstring), chunks in order, so
-    row ``i`` is sample ``index[i]``. A study still missing chunks is refused unless
+    row ``i`` is sample ``index[i]`` (an array that not every chunk holds is left out). A study still missing chunks is refused unless
     ``partial`` (then the chunks there are read); ``held_out_only``: only the chunks of the
     held-out part must be there (``hmdiff data prior-study --held-out-only``), and only they are read."""
     folder = Path(folder)
@@ -605,6 +605,7 @@ def load_prior_study(folder: "str | Path", partial: bool = False, held_out_only:
             "run the same 'hmdiff data prior-study' command again to finish it"
         )
     parts: Dict[str, list] = {}
+    read = 0
     for path in paths:
         if not path.is_file():
             continue
@@ -618,9 +619,12 @@ def load_prior_study(folder: "str | Path", partial: bool = False, held_out_only:
             ) from None
         for k, v in arrays.items():
             parts.setdefault(k, []).append(v)
+        read += 1
     if not parts:
         raise ValueError(f"prior study '{folder}' holds no chunks yet; run 'hmdiff data prior-study' to make them")
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    # an array that only some chunks hold (recorded since the others were made) is left out, so
+    # that row i of every array is the same sample
+    return {k: np.concatenate(v) for k, v in parts.items() if len(v) == read}
 
 
 def observed(study: Dict[str, np.ndarray], rows: np.ndarray, crop_size: int) -> Dict[str, np.ndarray]:
