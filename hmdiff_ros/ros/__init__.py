@@ -9,10 +9,13 @@ def node_main(args=None) -> None:
     """Entry point of ``hmdiff_node``: a clear message where ROS 2 is not sourced."""
     import signal
 
-    # Ctrl-C while torch, MediaPipe and rclpy load is noted and acted on once they have: a
-    # KeyboardInterrupt raised inside a C++ extension's import aborts the process
+    # Ctrl-C is a request to stop, never an exception: a KeyboardInterrupt raised inside the
+    # import of a C++ extension (torch, MediaPipe, rclpy; some load while the node configures)
+    # leaves the process half-made or kills it. Once rclpy.init has run, rclpy's handler sits in
+    # front of this one and shuts the context down, which ends a transition or spinning; before
+    # that, the flag is checked (main's ``stop_requested``)
     stop = []
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     try:
         from hmdiff_ros.ros.node import main
     except ImportError as exc:
@@ -20,8 +23,6 @@ def node_main(args=None) -> None:
             f"hmdiff_node needs ROS 2 (rclpy) and the built hmdiff_msgs package: {exc}. "
             "Source your ROS 2 setup and the workspace (see README, ROS 2)."
         ) from None
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if stop:
         raise SystemExit(0)  # a requested stop
-    main(args)
+    main(args, stop_requested=lambda: bool(stop))

@@ -295,10 +295,14 @@ class HMDiffNode(LifecycleNode):
         return stat
 
 
-def main(args=None) -> None:
+def main(args=None, stop_requested=lambda: False) -> None:
+    """Run the node until shut down. ``stop_requested``: a SIGINT that came before rclpy.init
+    installed its handler (the entry point's own handler noted it); the node then stops at once."""
     rclpy.init(args=args)
     node = None
     try:
+        if stop_requested():
+            return
         node = HMDiffNode()
         if node.p("autostart"):
             # a failed transition is logged and the node stays up, unconfigured, for a lifecycle manager
