@@ -20,7 +20,7 @@ from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, loa
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
 from hmdiff_ros.runtime import export as export_module  # noqa: E402
 from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
-from hmdiff_ros.runtime.export import MANIFEST, check_export, export_onnx, file_sha256  # noqa: E402
+from hmdiff_ros.runtime.export import MANIFEST, SEAL, check_export, export_onnx, file_sha256, manifest_seal  # noqa: E402
 from hmdiff_ros.runtime.tensorrt_backend import (  # noqa: E402
     CudaGraphModel,
     TensorRTModule,
@@ -155,6 +155,7 @@ def test_a_corrupt_onnx_file_is_named_and_falls_back_to_torch(exported, tmp_path
     # a file that matches its manifest but that ONNX Runtime cannot parse: its own error, named
     manifest = json.loads((broken / MANIFEST).read_text())
     manifest["files"]["denoiser.onnx"]["sha256"] = file_sha256(broken / "denoiser.onnx")
+    manifest[SEAL] = manifest_seal(manifest)  # as if exported so
     (broken / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"denoiser.onnx' could not be loaded by ONNX Runtime \(InvalidProtobuf"):
         load_onnxruntime(engines=broken)

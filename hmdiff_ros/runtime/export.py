@@ -17,8 +17,13 @@ name (:data:`PEOPLE`, :data:`ROWS`).
   hypothesis ``noise`` ``(rows, P, 3)`` -> ``points`` ``(rows, P, 3)`` metres, root-relative.
   One call does a frame; the encoder runs once per person;
 - ``manifest.json``: the export format, opset, the exporting torch version, input/output names
-  and shapes, the checkpoint's hash, the schedule and DAT settings of every sampler, and each
-  file's hash.
+  and shapes, the checkpoint's hash, its model config, the hash of the code that builds the
+  graphs, the schedule and DAT settings of every sampler, each file's hash, and a seal (the
+  hash of all of that): a manifest edited by hand is refused, never trusted.
+
+An export is used only for what it was made from (:func:`check_export`): the same weights, the
+same model config (scheduler included), the same graph code, every file it lists present and
+unchanged. A mismatch is refused with the reason; the backends then fall back and say why.
 
 Only the ``people`` and ``rows`` axes are dynamic. :func:`cached_export` keeps one export per checkpoint
 in the user's cache, made on first use, so that the ONNX Runtime backend needs no manual step.
@@ -53,9 +58,11 @@ from hmdiff_ros.model.dat import DATConfig
 log = logging.getLogger(__name__)
 OPSET = 17
 MANIFEST = "manifest.json"
+# 4: the manifest sealed, with the model config and the graph code's hash (both checked);
 # 3: per-person and per-hypothesis axes named apart (people, rows); 2: one name (batch) for both,
 # which TensorRT reads as one size; 1: the samplers took every input per row
-FORMAT = 3
+FORMAT = 4
+SEAL = "manifest_sha256"  # the manifest's hash of its own other fields
 PEOPLE, ROWS = "people", "rows"  # the dynamic first axes: one per person, one per hypothesis
 MIN_OPSET = 13  # the oldest opset the graphs are exported and tested with (the command line's lower bound)
 FALLBACK_MAX_OPSET = 17  # the newest opset when torch does not say (that of torch 2.1's TorchScript exporter)
@@ -230,23 +237,50 @@ def export_onnx(
     out = Path(out)
     _check_out(out, force)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    model, _ = load_checkpoint(ckpt)
-    with made_folder(out):  # a failed export into a new folder leaves nothing behind
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
-        try:
-            manifest = _export_all(model, ckpt, tmp, steps, dat, opset)
-            (out / MANIFEST).unlink(missing_ok=True)  # a half-replaced export is never taken for a whole one
-            for name in manifest["files"]:
-                os.replace(tmp / name, out / name)
-            os.replace(tmp / MANIFEST, out / MANIFEST)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    samplers = [(int(k), replace(DATConfig(), mode=dat)) for k in sorted({int(k) for k in steps})]
+    manifest = _write_export(ckpt, out, samplers, opset)
     log.info("exported %d ONNX files to %s", len(manifest["files"]), out)
     return manifest
 
 
-def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, opset: int) -> Dict:
-    """Every graph and the manifest into ``out``; returns the manifest."""
+def _write_export(
+    ckpt: Path,
+    out: Path,
+    samplers: Sequence["tuple[int, DATConfig]"],
+    opset: int,
+    keep: "Dict[str, Dict] | None" = None,
+    make: "Sequence[str] | None" = None,
+) -> Dict:
+    """Export the graphs named in ``make`` (default: the encoder, the denoiser and one sampler
+    per ``(steps, dat)`` of ``samplers``) into ``out`` and write the manifest listing them with
+    ``keep`` (records of files already in ``out``, left as they are). The new files replace
+    those of the same names once all are written, the manifest last, after the old one is
+    removed: a half-replaced export is never taken for a whole one."""
+    model, _ = load_checkpoint(ckpt)
+    specs = _graph_specs(model, samplers)
+    make = list(specs) if make is None else list(make)
+    with made_folder(out):  # a failed export into a new folder leaves nothing behind
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            files = dict(keep or {})
+            for name in make:
+                module, args, inputs, outputs, axes, record = specs[name]
+                export_graph(module, args, tmp / name, inputs, outputs, opset, axes=axes)
+                files[name] = {**record, "sha256": file_sha256(tmp / name)}
+            manifest = _manifest(model, ckpt, opset, files)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            (out / MANIFEST).unlink(missing_ok=True)
+            for name in make:
+                os.replace(tmp / name, out / name)
+            os.replace(tmp / MANIFEST, out / MANIFEST)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _graph_specs(model, samplers: Sequence["tuple[int, DATConfig]"]) -> Dict[str, tuple]:
+    """What each file of an export is made from: name -> ``(module, example inputs, input
+    names, output names, axis names, manifest record)``."""
     enc = model.cfg.encoder
     g = torch.Generator().manual_seed(0)
     proxy = torch.rand(2, enc.in_channels, enc.input_size, enc.input_size, generator=g)
@@ -255,56 +289,55 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
     with torch.no_grad():
         image = model.encoder(proxy)  # the encoder's output: image tokens
         tokens = model.encode(proxy, prior, vis)  # what the denoiser reads: image tokens (+ prior tokens)
-    files: Dict[str, Dict] = {}
-
-    export_graph(model.encoder, (proxy,), out / "encoder.onnx", ["proxy"], ["image_tokens"], opset)
-    files["encoder.onnx"] = {
-        "inputs": {"proxy": [PEOPLE, enc.in_channels, enc.input_size, enc.input_size]},
-        "outputs": {"image_tokens": [PEOPLE, image.shape[1], image.shape[2]]},
+    proxy_shape = [PEOPLE, enc.in_channels, enc.input_size, enc.input_size]
+    specs: Dict[str, tuple] = {
+        "encoder.onnx": (
+            model.encoder,
+            (proxy,),
+            ["proxy"],
+            ["image_tokens"],
+            None,
+            {"inputs": {"proxy": proxy_shape}, "outputs": {"image_tokens": [PEOPLE, image.shape[1], image.shape[2]]}},
+        ),
+        "denoiser.onnx": (
+            model.denoiser,
+            (rows, torch.tensor([999, 250, 250, 999, 999, 250]), tokens),  # rows: 3 per person, as the noise
+            ["sample", "timestep", "image_tokens"],
+            ["output"],
+            {"sample": ROWS, "timestep": ROWS, "output": ROWS},
+            {
+                "inputs": {
+                    "sample": [ROWS, model.num_points, 3],
+                    "timestep": [ROWS],
+                    "image_tokens": [PEOPLE, tokens.shape[1], tokens.shape[2]],
+                },
+                "outputs": {"output": [ROWS, model.num_points, 3]},
+            },
+        ),
     }
-    timestep = torch.tensor([999, 250, 250, 999, 999, 250])  # rows: 3 per person, as the samplers' noise
-    export_graph(
-        model.denoiser,
-        (rows, timestep, tokens),
-        out / "denoiser.onnx",
-        ["sample", "timestep", "image_tokens"],
-        ["output"],
-        opset,
-        axes={"sample": ROWS, "timestep": ROWS, "output": ROWS},
-    )
-    files["denoiser.onnx"] = {
-        "inputs": {
-            "sample": [ROWS, model.num_points, 3],
-            "timestep": [ROWS],
-            "image_tokens": [PEOPLE, tokens.shape[1], tokens.shape[2]],
-        },
-        "outputs": {"output": [ROWS, model.num_points, 3]},
-    }
-    dat_cfg = replace(DATConfig(), mode=dat)
-    for k in sorted({int(k) for k in steps}):
-        name = sampler_file(k, dat)
-        export_graph(
+    for k, dat_cfg in samplers:
+        specs[sampler_file(k, dat_cfg.mode)] = (
             UnrolledSampler(model, k, dat_cfg).eval(),
             (proxy, rows, prior, vis),
-            out / name,
             ["proxy", "noise", "prior_xyz", "prior_vis"],
             ["points"],
-            opset,
-            axes={"noise": ROWS, "points": ROWS},
-        )
-        files[name] = {
-            "steps": k,
-            "dat": asdict(dat_cfg),
-            "inputs": {
-                "proxy": [PEOPLE, enc.in_channels, enc.input_size, enc.input_size],
-                "noise": [ROWS, model.num_points, 3],
-                "prior_xyz": [PEOPLE, 24, 3],
-                "prior_vis": [PEOPLE, 24],
+            {"noise": ROWS, "points": ROWS},
+            {
+                "steps": k,
+                "dat": asdict(dat_cfg),
+                "inputs": {
+                    "proxy": proxy_shape,
+                    "noise": [ROWS, model.num_points, 3],
+                    "prior_xyz": [PEOPLE, 24, 3],
+                    "prior_vis": [PEOPLE, 24],
+                },
+                "outputs": {"points": [ROWS, model.num_points, 3]},
             },
-            "outputs": {"points": [ROWS, model.num_points, 3]},
-        }
-    for name in files:
-        files[name]["sha256"] = file_sha256(out / name)
+        )
+    return specs
+
+
+def _manifest(model, ckpt: Path, opset: int, files: Dict[str, Dict]) -> Dict:
     manifest = {
         "format": FORMAT,
         "opset": opset,
@@ -313,12 +346,20 @@ def _export_all(model, ckpt: Path, out: Path, steps: Sequence[int], dat: str, op
         "checkpoint_sha256": file_sha256(ckpt / WEIGHTS),
         "config_sha256": file_sha256(ckpt / CONFIG),
         "model": model.cfg.to_dict(),
+        "graph_code_sha256": graph_code_sha256(),
         "num_points": model.num_points,
         "num_coarse": model.num_coarse,
         "files": files,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest[SEAL] = manifest_seal(manifest)
     return manifest
+
+
+def manifest_seal(manifest: Dict) -> str:
+    """The SHA-256 of every field of ``manifest`` but the seal itself (keys sorted): any edit
+    of a field changes it."""
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def sampler_file(steps: int, dat: str) -> str:
@@ -326,9 +367,10 @@ def sampler_file(steps: int, dat: str) -> str:
 
 
 def read_manifest(folder: "str | Path") -> Dict:
-    """The export manifest of ``folder``; one-line errors name the file at fault:
-    ``FileNotFoundError`` when the manifest or a graph is missing, ``ValueError`` when the
-    manifest is truncated or corrupt."""
+    """The export manifest of ``folder``, read but not yet trusted (:func:`trusted_manifest`);
+    one-line errors name the file at fault: ``FileNotFoundError`` when there is no manifest,
+    ``ValueError`` when it is truncated, corrupt, of another format or lists no encoder or
+    denoiser."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -351,34 +393,103 @@ def read_manifest(folder: "str | Path") -> Dict:
             f"{FORMAT} (its samplers' inputs changed); run 'hmdiff export --out {folder} --force'"
         )
     for name in ("encoder.onnx", "denoiser.onnx"):
-        if name not in files or not (folder / name).is_file():
-            raise FileNotFoundError(f"'{folder / name}' is missing; run 'hmdiff export --out {folder} --force'")
+        if name not in files:
+            raise ValueError(f"export manifest '{path}' lists no {name}; run 'hmdiff export --out {folder} --force'")
     return manifest
 
 
 def check_export(folder: "str | Path", checkpoint: "str | Path") -> Dict:
-    """The manifest of the export in ``folder`` after checking that it was made from
-    ``checkpoint`` and that every ONNX file present still has the SHA-256 recorded at export
-    (a truncated or changed file is refused by name)."""
+    """The manifest of the export in ``folder`` after checking that it is whole and was made
+    for ``checkpoint`` by this code (:func:`trusted_manifest`), and that every file it lists
+    is there with the SHA-256 recorded at export (:func:`damaged_files`). Each refusal is one
+    line with the reason: ``FileNotFoundError`` for a missing file, else ``ValueError``."""
     folder, checkpoint = Path(folder), Path(checkpoint)
-    manifest = read_manifest(folder)
-    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
-        raise ValueError(
-            f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; "
+    manifest = trusted_manifest(folder, checkpoint)
+    for name, why in damaged_files(folder, manifest).items():
+        error = FileNotFoundError if why == "missing" else ValueError
+        raise error(
+            f"ONNX file '{folder / name}' is {why}: the manifest lists it with its SHA-256; "
             f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
         )
-    for name, info in manifest["files"].items():
-        path = folder / name
-        if path.is_file() and info.get("sha256") != file_sha256(path):
-            raise ValueError(
-                f"ONNX file '{path}' is truncated or corrupt (its SHA-256 differs from the one in {MANIFEST}); "
-                f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
-            )
     return manifest
 
 
+def trusted_manifest(folder: Path, checkpoint: Path) -> Dict:
+    """The manifest of ``folder`` (:func:`read_manifest`) if it is sealed as written and
+    describes what running ``checkpoint`` with this code gives: the same weights, the same
+    model config (``config.json``'s ``model``: the scheduler, the topology, ...; its training
+    notes do not count) and the same graph code (:data:`GRAPH_CODE`). Else a one-line
+    ``ValueError`` with the reason."""
+    manifest = read_manifest(folder)
+    again = f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
+    if manifest.get(SEAL) != manifest_seal(manifest):
+        raise ValueError(
+            f"export manifest '{folder / MANIFEST}' was edited after export (its {SEAL} does not match its "
+            f"fields), so it cannot say what its graphs compute; {again}"
+        )
+    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
+        raise ValueError(f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; {again}")
+    differ = _config_differences(manifest.get("model"), model_config(checkpoint))
+    if differ:
+        raise ValueError(
+            f"the ONNX export in '{folder}' was made for another model config than '{checkpoint / CONFIG}' "
+            f"(same weights; {differ}): its graphs would compute something else; {again}"
+        )
+    if manifest.get("graph_code_sha256") != graph_code_sha256():
+        raise ValueError(
+            f"the ONNX export in '{folder}' was made by another version of the code that builds the graphs "
+            f"(hmdiff_ros {', '.join(GRAPH_CODE)}); {again}"
+        )
+    return manifest
+
+
+def damaged_files(folder: Path, manifest: Dict) -> Dict[str, str]:
+    """Each file the manifest lists that is ``missing`` or ``truncated or corrupt`` (its
+    SHA-256 differs: truncated, corrupt or replaced), with those words."""
+    bad = {}
+    for name, info in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            bad[name] = "missing"
+        elif info.get("sha256") != file_sha256(path):
+            bad[name] = "truncated or corrupt (changed since export)"
+    return bad
+
+
+def model_config(checkpoint: Path) -> Dict:
+    """The model config of ``checkpoint`` as :meth:`HMDiffConfig.to_dict` writes it (what an
+    export records), without loading the weights; one-line errors name the file."""
+    from hmdiff_ros.model.hmdiff import HMDiffConfig
+
+    path = Path(checkpoint) / CONFIG
+    try:
+        return HMDiffConfig.from_dict(json.loads(path.read_text())["model"]).to_dict()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint config '{path}' not found") from None
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"checkpoint config '{path}' is not a model config ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
+
+
+def _config_differences(exported, current: Dict, limit: int = 3) -> str:
+    """The settings in which two model configs differ, as ``'a.b: x in the export, y in the
+    checkpoint'`` (at most ``limit``); empty when they agree."""
+    out: list = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b:
+            out.append(f"{path or 'model'}: {a!r} in the export, {b!r} in the checkpoint")
+
+    walk(exported, current, "")
+    return "; ".join(out[:limit]) + (f"; and {len(out) - limit} more" if len(out) > limit else "")
+
+
 PACKAGE = Path(__file__).resolve().parents[1]
-# the modules whose code becomes the exported graphs (part of the cached export's key)
+# the modules whose code becomes the exported graphs (recorded in every export, part of the cached export's key)
 GRAPH_CODE = (
     "model/hmdiff.py",
     "model/encoder.py",
@@ -387,6 +498,11 @@ GRAPH_CODE = (
     "model/scheduler.py",
     "runtime/export.py",
 )
+
+
+def graph_code_sha256() -> str:
+    """One hash of the sources of :data:`GRAPH_CODE`."""
+    return hashlib.sha256("\n".join(file_sha256(PACKAGE / name) for name in GRAPH_CODE).encode()).hexdigest()
 
 
 def cache_root() -> Path:
@@ -405,35 +521,73 @@ def cached_export(
 
     The folder is keyed by the checkpoint's weights and config, the torch version, the export
     format and the source of the code that builds the graphs (:data:`GRAPH_CODE`: a new
-    version of the package makes its own export); before use the export is checked (:func:`check_export`: the checkpoint's
-    hash and every file's), and one that is stale, truncated, foreign or lacks a sampler asked
-    for is rebuilt, never used. Exports of one key are made one at a time (a file lock), so
-    processes that start together (a launch file's nodes) make it once."""
+    version of the package makes its own export). Before use it is checked as every export
+    is (:func:`check_export`): one whose manifest is not to be trusted is made again; a file
+    that is missing or changed, or a sampler asked for and not there, is made alone, beside
+    the files that are sound. A cache that cannot be written (a read-only image) is used if
+    its export is whole, else refused with the reason. Exports of one key are made one at a
+    time (a file lock), so processes that start together (a launch file's nodes) make it once."""
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     key = hashlib.sha256(
         "\n".join(
             [file_sha256(ckpt / WEIGHTS), file_sha256(ckpt / CONFIG), torch.__version__, str(FORMAT), str(OPSET)]
-            + [file_sha256(PACKAGE / name) for name in GRAPH_CODE]
+            + [graph_code_sha256()]
         ).encode()
     ).hexdigest()[:16]
     folder = cache_root() / key
     wanted = sorted({int(k) for k in steps})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.with_suffix(".lock")):
+    with contextlib.ExitStack() as stack:
         try:
-            manifest = check_export(folder, ckpt)
-            have = {int(i["steps"]) for i in manifest["files"].values() if "steps" in i and i["dat"]["mode"] == dat}
-            if set(wanted) <= have:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_locked(folder.with_suffix(".lock")))
+        except OSError as exc:  # a read-only cache: usable as it is, if whole
+            keep, make, samplers, why = _cache_plan(folder, ckpt, wanted, dat)
+            if not make:
+                log.info("using the export cache %s without a lock (%s)", folder, one_line(exc))
                 return folder
-            why = f"no sampler for steps {sorted(set(wanted) - have)} with DAT {dat}"
-            wanted = sorted(set(wanted) | have)  # keep the samplers it had
-        except FileNotFoundError:
-            why = "none made yet"
-        except ValueError as exc:
-            why = one_line(exc)
-        log.info("making the ONNX export of %s in %s (%s; once, about 10 s)", ckpt, folder, why)
-        export_onnx(ckpt, folder, steps=wanted, dat=dat, force=True)
+            raise OSError(
+                f"the export cache '{folder}' cannot be written ({one_line(exc)}) and its export cannot be used "
+                f"as it is ({why}); set HMDIFF_CACHE to a writable folder, or pass --engines with an export"
+            ) from None
+        keep, make, samplers, why = _cache_plan(folder, ckpt, wanted, dat)
+        if not make:
+            return folder
+        if folder.exists() and not folder.is_dir():  # the cache's own entry, not a user's file
+            folder.unlink()
+        if keep:
+            log.info("repairing the ONNX export of %s in %s: making %s (%s)", ckpt, folder, ", ".join(make), why)
+        else:
+            log.info("making the ONNX export of %s in %s (%s; once, about 10 s)", ckpt, folder, why)
+        _write_export(ckpt, folder, samplers, OPSET, keep=keep, make=make)
     return folder
+
+
+def _cache_plan(folder: Path, ckpt: Path, wanted: Sequence[int], dat: str):
+    """What the cache entry ``folder`` needs to serve samplers for ``wanted`` steps with DAT
+    ``dat``: ``(keep, make, samplers, why)``: the records of the sound files to keep, the
+    names of the files to make (none: use it as it is), the ``(steps, DATConfig)`` of every
+    sampler the export lists then, and the reason in words."""
+    new = [(k, replace(DATConfig(), mode=dat)) for k in wanted]
+    everything = ["encoder.onnx", "denoiser.onnx", *(sampler_file(k, dat) for k in wanted)]
+    if folder.exists() and not folder.is_dir():
+        return {}, everything, new, f"'{folder}' is a file, not an export folder"
+    try:
+        manifest = trusted_manifest(folder, ckpt)
+    except FileNotFoundError:
+        return {}, everything, new, "none made yet"
+    except ValueError as exc:
+        return {}, everything, new, one_line(exc)
+    files = manifest["files"]
+    damaged = damaged_files(folder, manifest)
+    samplers = [(int(i["steps"]), DATConfig(**i["dat"])) for i in files.values() if "steps" in i]
+    lacking = [k for k in wanted if sampler_file(k, dat) not in files]
+    samplers += [(k, replace(DATConfig(), mode=dat)) for k in lacking]
+    make = [*damaged, *(sampler_file(k, dat) for k in lacking)]
+    why = "; ".join(
+        [f"{name} {what}" for name, what in damaged.items()]
+        + ([f"no sampler for steps {lacking} with DAT {dat}"] if lacking else [])
+    )
+    return {n: i for n, i in files.items() if n not in make}, make, samplers, why
 
 
 @contextlib.contextmanager

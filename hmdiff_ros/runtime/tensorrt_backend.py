@@ -36,7 +36,7 @@ from torch import nn
 
 from hmdiff_ros import defaults
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from hmdiff_ros.runtime.export import PEOPLE, ROWS, check_export, file_sha256, read_manifest
+from hmdiff_ros.runtime.export import PEOPLE, ROWS, check_export, damaged_files, file_sha256, read_manifest
 from hmdiff_ros.runtime.graph import GraphModel
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,12 @@ def build_engines(
 ) -> List[Path]:
     """Engines for the encoder and the denoiser of the export in ``folder``."""
     folder = Path(folder)
-    read_manifest(folder)
+    manifest = read_manifest(folder)
+    for name, why in damaged_files(folder, manifest).items():
+        if name in {f"{g}.onnx" for g in GRAPHS}:
+            raise (FileNotFoundError if why == "missing" else ValueError)(
+                f"ONNX file '{folder / name}' is {why}; run 'hmdiff export --out {folder} --force'"
+            )
     return [build_engine(folder / f"{g}.onnx", folder, fp16, max_people, hypotheses, max_batch) for g in GRAPHS]
 
 
