@@ -47,7 +47,49 @@ USER_ERRORS = (ValueError, OSError, ImportError)
 
 def main(argv: List[str] | None = None) -> int:
     """Exit codes: 0 all done, 1 some inputs failed (listed at the end), 2 a usage or
-    configuration error, 130 interrupted. Errors are one line; ``--debug`` adds the traceback."""
+    configuration error, 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM), start-up
+    included. Errors are one line; ``--debug`` adds the traceback."""
+    # first of all: a signal while the parser's imports load torch (seconds) unwinds as one line
+    previous = terminate_as_interrupt()
+    name = ["hmdiff " + " ".join(_subcommand(sys.argv[1:] if argv is None else argv))]
+    try:
+        return _main(argv, name)
+    except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
+        signum = interrupt_signal(exc)
+        print(f"{name[0].strip()}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        if argv is None:  # the program itself, not a call from Python code
+            _exit_now(128 + signum)
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` at once, output flushed. CPython kills itself with SIGINT at exit
+    (status -2) once a KeyboardInterrupt has passed through code an extension ran with
+    ``PyRun_*`` (torch's import does), even when the interrupt was handled: seen as exit -2
+    instead of 143 after a SIGTERM during start-up. Exiting here keeps the status the message
+    gives; the commands have closed their files while the interrupt unwound."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _subcommand(argv: List[str]) -> List[str]:
+    """The sub-command words of ``argv`` (before its first option or argument of another kind),
+    for messages given before the parser has run."""
+    words = []
+    for word in argv[:2]:
+        if word.startswith("-") or not word.replace("-", "").isalpha():
+            break
+        words.append(word)
+    return words[:1] if words[:1] not in (["data"], ["assets"]) else words
+
+
+def _main(argv: List[str] | None, name: List[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -62,8 +104,7 @@ def main(argv: List[str] | None = None) -> int:
     from hmdiff_ros.quiet import quiet_third_party
 
     quiet_third_party(verbose=True if args.verbose else None)  # None: HMDIFF_VERBOSE decides
-    previous = terminate_as_interrupt()
-    name = " ".join(
+    name[0] = "hmdiff " + " ".join(
         filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)])
     )
     try:
@@ -72,27 +113,20 @@ def main(argv: List[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
-        signum = interrupt_signal(exc)
-        print(f"hmdiff {name}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
     except USER_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"hmdiff {name}: error: {one_line(exc, 600)}", file=sys.stderr)
+        print(f"{name[0]}: error: {one_line(exc, 600)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, not the user's doing: still one line unless --debug
         if args.debug:
             traceback.print_exc()
         print(
-            f"hmdiff {name}: internal error: {type(exc).__name__}: {one_line(exc, 600)} "
+            f"{name[0]}: internal error: {type(exc).__name__}: {one_line(exc, 600)} "
             f"(rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def terminate_as_interrupt():

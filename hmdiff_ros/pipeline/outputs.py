@@ -8,17 +8,21 @@ clobbers a file it did not write.
   (``.hmdiff_outputs.json``). A later run replaces only those; it refuses to overwrite any
   other existing file (unless ``force``), removes the files it wrote earlier for the same
   input that this run no longer writes (a person fewer: no stale ``_person1.obj``), and
-  never reads them back as inputs.
+  never reads them back as inputs. Runs into one folder at once each record their own
+  outputs: the manifest is read again and merged under a lock on the folder.
+- :meth:`OutputFolder.staged` writes files under temporary names and puts them in place only
+  when all are complete: an interrupted or failed re-run never destroys an earlier result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence, Set
+from typing import Dict, Iterator, List, Sequence, Set
 
 from hmdiff_ros.files import existing_ancestor, missing_folders, remove_empty
 
@@ -101,17 +105,41 @@ class OutputFolder:
         why = _folder_error(self.path)
         if why:
             raise ValueError(f"--out '{self.path}' {why}")
-        self.manifest: Dict[str, List[str]] = {}
-        file = self.path / MANIFEST
-        if file.is_file():
-            try:
-                data = json.loads(file.read_text())
-                self.manifest = {str(k): _names(v) for k, v in data["outputs"].items()}
-            except (ValueError, KeyError, TypeError, AttributeError, OSError):
-                log.warning("%s is not readable: files from earlier runs count as the user's own", file)
+        self.manifest: Dict[str, List[str]] = self._read(warn=True)
+        self.mine: Dict[str, List[str]] = {}  # this run's entries (merged into what others wrote)
         self.written: Set[str] = set()  # names written by this run
         self.made: List[Path] = []  # folders this run made, deepest first
         self.set_inputs(inputs)
+
+    def _read(self, warn: bool = False) -> Dict[str, List[str]]:
+        """The manifest on disk ({} when there is none or it is unreadable)."""
+        file = self.path / MANIFEST
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text())
+            return {str(k): _names(v) for k, v in data["outputs"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
+            if warn:
+                log.warning("%s is not readable: files from earlier runs count as the user's own", file)
+            return {}
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the folder while the block runs (where ``fcntl`` exists), so that
+        runs into one folder at once read and write the manifest one after the other."""
+        try:
+            import fcntl
+
+            fd = os.open(self.path, os.O_RDONLY)
+        except (ImportError, OSError):  # pragma: no cover - Windows, or a folder that cannot be opened
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def set_inputs(self, inputs: Sequence[str]) -> None:
         """This run's inputs: never overwritten, not even with ``force``."""
@@ -133,6 +161,10 @@ class OutputFolder:
         ours = not path.is_symlink() and (
             any(name in names for names in self.manifest.values()) or name in self.written
         )
+        if (path.exists() or path.is_symlink()) and not ours and not path.is_symlink():
+            # another run into this folder may have written it since this one started
+            self.manifest = {**self._read(), **self.mine}
+            ours = any(name in names for names in self.manifest.values())
         if (path.exists() or path.is_symlink()) and not ours:
             if not self.force:
                 what = "a symbolic link" if path.is_symlink() else "which hmdiff did not write"
@@ -147,17 +179,40 @@ class OutputFolder:
                 raise ValueError(f"--out '{self.path}': cannot make the folder ({exc.strerror or exc})") from None
         return path
 
+    def previous(self, source: str) -> List[str]:
+        """The files recorded for ``source`` (by an earlier run, or this one)."""
+        return list(self.manifest.get(_key(source), []))
+
     def commit(self, source: str, names: Sequence[str]) -> None:
-        """Record that ``names`` are ``source``'s outputs now; remove its older ones not rewritten."""
+        """Record that ``names`` are ``source``'s outputs now; remove its older ones not rewritten.
+        The manifest is read again and merged under the folder's lock: what other runs recorded
+        meanwhile stays."""
         key = _key(source)
         self.written.update(names)
-        for old in self.manifest.get(key, []):
-            if old not in names and old not in self.written:
-                (self.path / old).unlink(missing_ok=True)
-        self.manifest[key] = sorted(set(names))
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps({"outputs": self.manifest}, indent=1, sort_keys=True) + "\n")
-        tmp.replace(self.path / MANIFEST)
+        with self._locked():
+            self.manifest = {**self._read(), **self.mine}
+            for old in self.manifest.get(key, []):
+                if old not in names and old not in self.written:
+                    (self.path / old).unlink(missing_ok=True)
+            self.manifest[key] = self.mine[key] = sorted(set(names))
+            tmp = self.path / f"{MANIFEST}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({"outputs": self.manifest}, indent=1, sort_keys=True) + "\n")
+            tmp.replace(self.path / MANIFEST)
+
+    @contextlib.contextmanager
+    def staged(self, paths: Sequence[Path]) -> Iterator[List[Path]]:
+        """Temporary paths beside ``paths`` (claimed already) to write within the block; when it
+        ends without an error they replace ``paths``, else they are removed and ``paths`` (an
+        earlier run's result) stay as they were. The temporary names keep the suffix (OpenCV
+        picks the format from it) and are hidden (``.name.<pid>.part.ext``)."""
+        temps = [p.with_name(f".{p.stem}.{os.getpid()}.part{p.suffix}") for p in paths]
+        try:
+            yield temps
+            for tmp, path in zip(temps, paths, strict=True):
+                os.replace(tmp, path)
+        finally:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Remove the folders this run made if they hold nothing."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,20 +104,21 @@ def process_image(
         "error": None,
     }
     try:
-        ok, jpeg = cv2.imencode(".jpg", overlay(image, people, K, faces))
-        if not ok:
-            raise ValueError(f"{path}: OpenCV could not encode the overlay")
-        paths[0].write_bytes(jpeg.tobytes())
-        for i, p in enumerate(people):
-            write_obj(
-                paths[1 + i],
-                p.vertices if p.vertices is not None else p.coarse_vertices,
-                faces if p.vertices is not None else pipe.topology.coarse_faces,
-            )
-        dump_json(paths[-1], record)
-    except OSError as exc:  # disk full, no permission: no half-written results are left
-        for written in paths:
-            written.unlink(missing_ok=True)
+        # written beside, then put in place together: an interrupted or failed re-run leaves the
+        # earlier result as it was and no half-written file
+        with out.staged(paths) as temps:
+            ok, jpeg = cv2.imencode(".jpg", overlay(image, people, K, faces))
+            if not ok:
+                raise ValueError(f"{path}: OpenCV could not encode the overlay")
+            temps[0].write_bytes(jpeg.tobytes())
+            for i, p in enumerate(people):
+                write_obj(
+                    temps[1 + i],
+                    p.vertices if p.vertices is not None else p.coarse_vertices,
+                    faces if p.vertices is not None else pipe.topology.coarse_faces,
+                )
+            dump_json(temps[-1], record)
+    except OSError as exc:  # disk full, no permission
         raise ValueError(f"{path}: cannot write '{exc.filename or out.path}' ({exc.strerror or exc})") from None
     out.commit(path, names)
     return record
@@ -149,9 +151,14 @@ def process_video(
 
 
 def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frames, progress, tracker, emit):
+    """The frames into temporary files that become ``<stem>_overlay.mp4`` and ``<stem>.jsonl``
+    when the video is done. A run that stops early (Ctrl-C, SIGTERM, an error) keeps what it
+    wrote as ``<stem>_overlay.partial.mp4`` and ``<stem>.partial.jsonl`` and leaves an
+    earlier complete result of the input as it was."""
     from tqdm import tqdm
 
-    source, records, writer, log_file, names = video.source, [], None, None, []
+    source, records, writer, log_file, temps = video.source, [], None, None, []
+    done = False
     total = min(video.length or max_frames or 0, max_frames or video.length or 0) or None
     try:
         frames = (
@@ -172,13 +179,13 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
                 people = tracker(people, stamp, K)
             frame = overlay(image, people, K, pipe.topology.full_faces)
             if writer is None:  # files are made at the first frame: a video that never opens leaves none
-                names = [f"{stem}_overlay.mp4", f"{stem}.jsonl"]
-                paths = [out.claim(n) for n in names]
-                writer = cv2.VideoWriter(str(paths[0]), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, frame.shape[1::-1])
+                paths = [out.claim(n) for n in (f"{stem}_overlay.mp4", f"{stem}.jsonl")]
+                temps = [p.with_name(f".{p.stem}.{os.getpid()}.part{p.suffix}") for p in paths]
+                writer = cv2.VideoWriter(str(temps[0]), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, frame.shape[1::-1])
                 if not writer.isOpened():
                     writer = None
                     raise ValueError(f"{source}: cannot write the overlay video '{paths[0]}'")
-                log_file = paths[1].open("w")
+                log_file = temps[1].open("w")
             writer.write(frame)
             record["people"] = [person_json(p, k) for k, p in enumerate(people)]
             log_file.write(json.dumps(record) + "\n")
@@ -190,12 +197,45 @@ def _process_video(pipe, video: _Video, out: OutputFolder, stem, hfov, max_frame
         if len(records) > 1:
             fps = (len(records) - 1) / (time.perf_counter() - first)
             log.info("%s: %d frames, %.1f FPS (overlay video and JSON lines written)", source, len(records), fps)
+        done = True
     finally:
         if writer is not None:
             writer.release()
             log_file.close()
-            out.commit(source, names)
+            _keep_video(out, source, stem, temps, len(records), done)
     return records
+
+
+def _keep_video(out: OutputFolder, source: str, stem: str, temps: List[Path], frames: int, done: bool) -> None:
+    """Put a video's temporary files (overlay, JSON lines) in place: as ``<stem>_overlay.mp4``
+    and ``<stem>.jsonl`` when the video is ``done``, else (a run stopped early) as
+    ``<stem>_overlay.partial.mp4`` and ``<stem>.partial.jsonl``, recorded beside the input's
+    earlier files, which stay. Never raises: it runs while an interrupt unwinds."""
+    try:
+        before = out.previous(source)
+        names = [f"{stem}_overlay.mp4", f"{stem}.jsonl"]
+        partial = [f"{stem}_overlay.partial.mp4", f"{stem}.partial.jsonl"]
+        final = names if done else partial
+        paths = [out.claim(n) for n in final]
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+        # done: the input's files are these (an earlier partial result goes); stopped early:
+        # these are added to what it had
+        out.commit(source, names if done else sorted({*before, *partial}))
+        if not done:
+            kept = all(n in before for n in names)
+            log.warning(
+                "%s: stopped after %d frames; they are in %s (marked partial)%s",
+                source,
+                frames,
+                " and ".join(str(p) for p in paths),
+                "; the earlier complete result is kept as it was" if kept else "",
+            )
+    except (OSError, ValueError) as exc:
+        log.warning("%s: the frames written could not be kept (%s)", source, one_line(exc))
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def _named(source: str, exc: Exception) -> str:
