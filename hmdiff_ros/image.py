@@ -44,13 +44,19 @@ def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """``image`` itself if it is an RGB uint8 ``(H, W, 3)`` array of at least
-    :data:`MIN_SIDE` pixels a side, else an :class:`ImageError` saying what was given."""
+    """``image`` itself if it is an RGB uint8 ``(H, W, 3)`` array of :data:`MIN_SIDE` to
+    :data:`MAX_SIDE` pixels a side, else an :class:`ImageError` saying what was given. The
+    pipeline and the pose prior check their ``image`` argument with it before they allocate
+    anything (a 20000x20000 frame would take gigabytes on its way through)."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
         raise ImageError(f"{name} must be an RGB uint8 array of shape (H, W, 3), got {desc}")
     if min(image.shape[:2]) < MIN_SIDE:
         raise ImageError(
             f"{name} is too small ({image.shape[1]}x{image.shape[0]} pixels; need at least {MIN_SIDE}x{MIN_SIDE})"
+        )
+    if max(image.shape[:2]) > MAX_SIDE:
+        raise ImageError(
+            f"{name} is too large ({image.shape[1]}x{image.shape[0]} pixels; at most {MAX_SIDE} on a side)"
         )
     return image

@@ -12,6 +12,7 @@ from hmdiff_ros import defaults
 from hmdiff_ros.cli.common import (
     POSITIVE,
     add_pipeline_args,
+    check_model_paths,
     pipeline_config_from,
 )
 
@@ -63,9 +64,24 @@ def add_parsers(sub) -> None:
 def _cmd_bag(args: argparse.Namespace) -> int:
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.tracking import Tracker, TrackerConfig
-    from hmdiff_ros.ros.bag import process_bag
+    from hmdiff_ros.ros.bag import check_bag, process_bag
 
-    pipe = build_pipeline(pipeline_config_from(args), args.checkpoint, video=True)  # a bag is one stream
+    # every input is checked before the model loads (seconds): a bad bag or option is named at once
+    cfg = pipeline_config_from(args)
+    check_model_paths(args)
+    check_bag(
+        args.input,
+        args.output,
+        image_topic=args.image_topic,
+        camera_info_topic=args.camera_info_topic,
+        distro=args.distro,
+        storage=args.storage,
+        namespace=args.namespace,
+        tf_prefix=args.tf_prefix,
+        max_frames=args.max_frames,
+        force=args.force,
+    )
+    pipe = build_pipeline(cfg, args.checkpoint, video=True)  # a bag is one stream
     try:
         summary = process_bag(
             args.input,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hmdiff_ros import defaults
 
@@ -86,6 +87,24 @@ def refuse_existing(paths, option: str, force: bool) -> None:
             raise UsageError(f"{option}: '{path}' is a folder; expected a file path")
         if path.exists() and not force:
             raise UsageError(f"{option}: '{path}' already exists; use --force to replace it or choose another {option}")
+
+
+def check_model_paths(args: argparse.Namespace) -> None:
+    """Before any model loads (seconds): ``--checkpoint`` and ``--lifter``, where given, are
+    folders holding a checkpoint's files (the loaders name what is wrong inside them)."""
+    from hmdiff_ros.model.checkpoint import CONFIG, WEIGHTS
+
+    for option in ("--checkpoint", "--lifter"):
+        value = getattr(args, option[2:], None)
+        if value is None:
+            continue
+        folder, holds = Path(value), f"a checkpoint folder holds {WEIGHTS} and {CONFIG}"
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{option} '{folder}' is a file; expected a checkpoint folder ({holds})")
+        missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).is_file()]
+        if missing:
+            why = f"lacks {' and '.join(missing)}" if folder.is_dir() else "does not exist"
+            raise FileNotFoundError(f"{option} '{folder}' not found or incomplete: it {why} ({holds})")
 
 
 def lifter_from(args: argparse.Namespace):

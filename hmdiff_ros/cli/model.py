@@ -12,6 +12,7 @@ from hmdiff_ros.cli.common import (
     POSITIVE,
     STEPS,
     UsageError,
+    check_model_paths,
     lifter_from,
     number,
     refuse_existing,
@@ -212,13 +213,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.evaluate import default_test_split, evaluate
     from hmdiff_ros.model.lifter import evaluate_lifter
 
+    check_model_paths(args)
+    # the data is read and checked before any model loads: a bad split is named in a second
+    split = SplitReader(args.data if args.data is not None else default_test_split())
     lifter = lifter_from(args)
     result = evaluate(
-        args.checkpoint, args.data, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses, yardsticks=True
+        args.checkpoint, split, steps=args.steps, dat=args.dat, hypotheses=args.hypotheses, yardsticks=True
     )
     result["lifter_mpjpe_mm"] = result["lifter_pa_mpjpe_mm"] = None
     if lifter is not None:  # the same samples, our 25 joints, root-relative like the model's figures
-        split = SplitReader(args.data if args.data is not None else default_test_split())
         lifted = evaluate_lifter(lifter, split.batches(64))
         result.update(lifter_mpjpe_mm=lifted["mpjpe_mm"], lifter_pa_mpjpe_mm=lifted["pa_mpjpe_mm"])
     if args.json:

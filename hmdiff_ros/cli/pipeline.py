@@ -12,6 +12,7 @@ from hmdiff_ros.cli.common import (
     POSITIVE,
     UsageError,
     add_pipeline_args,
+    check_model_paths,
     lifter_from,
     pipeline_config_from,
     report_failures,
@@ -88,6 +89,7 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from hmdiff_ros.image import MAX_SIDE
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
@@ -108,7 +110,14 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--compare: unknown backends {unknown}; choose from {', '.join(CONCRETE_BACKENDS)}")
     image = read_image(args.image or DEMO_IMAGE)
+    widest = max(args.people) * image.shape[1]  # N people: the image N times side by side
+    if widest > MAX_SIDE:
+        raise UsageError(
+            f"--people {max(args.people)}: the image '{args.image or DEMO_IMAGE}' repeated side by side is {widest} "
+            f"pixels wide, more than the pipeline takes ({MAX_SIDE}); use fewer --people or a smaller --image"
+        )
     cfg = pipeline_config_from(args)
+    check_model_paths(args)  # the last check before the models load (seconds)
     results, ran = [], []
     for backend in [cfg.backend, *compare]:
         if backend in ran:
@@ -181,13 +190,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.eval_real import evaluate_real
+    from hmdiff_ros.pipeline.eval_real import check_out, evaluate_real, read_real
     from hmdiff_ros.pipeline.pipeline import build_pipeline
 
+    # every input is checked before the models load (seconds): a bad file or option is named at once
+    cfg = pipeline_config_from(args)
+    check_model_paths(args)
+    if args.out is not None:
+        check_out(args.out, args.force)
+    data = read_real(args.data)
     lifter = lifter_from(args)
-    pipe = build_pipeline(pipeline_config_from(args), args.checkpoint)
+    pipe = build_pipeline(cfg, args.checkpoint)
     try:
-        result = evaluate_real(pipe, args.data, out=args.out, progress=not args.json, force=args.force, lifter=lifter)
+        result = evaluate_real(pipe, data, out=args.out, progress=not args.json, force=args.force, lifter=lifter)
     finally:
         pipe.prior.close()
     if args.json:

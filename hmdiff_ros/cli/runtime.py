@@ -17,7 +17,12 @@ from hmdiff_ros.cli.common import (
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="per-stage model latency per backend (p50/p90/p99)")
-    p.add_argument("--backend", default=defaults.BACKEND, help="comma-separated: torch, onnxruntime, tensorrt")
+    p.add_argument(
+        "--backend",
+        default=defaults.BACKEND,
+        help="comma-separated: torch, onnxruntime, tensorrt, auto (the default: the backend the pipeline loads "
+        "here; its rows name the one that ran)",
+    )
     p.add_argument("--engines", default=defaults.ENGINES, help="folder of the ONNX export / TensorRT engines")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the torch backend runs")
     p.add_argument("--report", default=None, help="also write bench.md and bench.png (model p50 per backend) here")
@@ -32,6 +37,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE)
     p.add_argument("--repeats", **POSITIVE, default=50)
+    p.add_argument("--warmup", **number(int, 0), default=5, help="untimed calls before the timed ones")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_bench)
@@ -85,6 +91,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dat=args.dat,
         hypotheses=args.hypotheses,
         repeats=args.repeats,
+        warmup=args.warmup,
         checkpoint=args.checkpoint,
         engines=args.engines,
         device=args.device,

@@ -23,6 +23,7 @@ from typing import Dict, Iterator
 import numpy as np
 
 import hmdiff_ros
+from hmdiff_ros.body.joints import NUM_JOINTS, PRIOR_JOINT_NAMES
 from hmdiff_ros.data.engine import SyntheticEngine, batch_rng, compact, stream_spawn_key
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.observation import ProxyConfig, make_proxy
@@ -103,6 +104,8 @@ def write_split(
 
 # the arrays the reader and ``hmdiff eval`` use (a split holds more); all share the sample axis
 REQUIRED_ARRAYS = ("uv", "vis", "mask", "valid", "prior_xyz", "coarse", "coarse_rel", "joints_rel")
+# the required arrays of real numbers: every value finite (other arrays may hold NaN, e.g. 'occluder')
+FINITE_ARRAYS = ("uv", "vis", "prior_xyz", "coarse", "coarse_rel", "joints_rel")
 
 
 class SplitReader:
@@ -171,7 +174,40 @@ class SplitReader:
                 raise ValueError(f"'{path}': array '{name}' has {rows} where 'coarse' has {num} samples; {hint}")
         if num == 0:
             raise ValueError(f"'{path}' holds no samples; {hint}")
+        self._check_fields(path, arrays, hint)
         return arrays
+
+    def _check_fields(self, path: Path, arrays: Dict[str, np.ndarray], hint: str) -> None:
+        """The required arrays have their shapes and only finite numbers, checked when the split
+        is read: a NaN would otherwise surface deep in the metrics as numpy's "SVD did not
+        converge", naming nothing. Errors name the file, the array and the first bad sample."""
+        n, s, p = len(arrays["coarse"]), self.proxy_cfg.crop_size, len(PRIOR_JOINT_NAMES)
+        v = arrays["coarse"].shape[1] if arrays["coarse"].ndim == 3 else "V"
+        shapes = {
+            "uv": (n, p, 2),
+            "vis": (n, p),
+            "mask": (n, s, s),
+            "valid": (n, s, s),
+            "prior_xyz": (n, p, 3),
+            "coarse": (n, v, 3),
+            "coarse_rel": (n, v, 3),
+            "joints_rel": (n, NUM_JOINTS, 3),
+        }
+        for name, shape in shapes.items():
+            a = arrays[name]
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"'{path}': array '{name}' holds {a.dtype}, expected numbers; {hint}")
+            if a.shape != shape:
+                want = f"({', '.join(str(k) for k in shape)})"
+                raise ValueError(f"'{path}': array '{name}' has shape {a.shape}, expected {want}; {hint}")
+        for name in FINITE_ARRAYS:
+            bad = ~np.isfinite(arrays[name]).reshape(n, -1)
+            rows = np.flatnonzero(bad.any(1))
+            if len(rows):
+                i = int(rows[0])
+                what = "NaN" if np.isnan(arrays[name][i]).any() else "inf"
+                more = f" (and {len(rows) - 1} more samples)" if len(rows) > 1 else ""
+                raise ValueError(f"'{path}': sample {i} has {what} in '{name}'{more}; expected finite numbers; {hint}")
 
     def __len__(self) -> int:
         return len(self.arrays["coarse"])

@@ -59,7 +59,7 @@ def default_test_split() -> Path:
 
 def evaluate(
     checkpoint: "str | Path | None" = None,
-    data: "str | Path | None" = None,
+    data: "str | Path | SplitReader | None" = None,
     steps: int = defaults.STEPS,
     dat: str = "fast",
     hypotheses: int = 1,
@@ -74,10 +74,11 @@ def evaluate(
     our 25; vertices: the coarse mesh; root-relative, camera frame); ``yardsticks``: also the
     prior's figures and the model's on the prior's joints (see the module docstring);
     ``seed``: of the sampling noise; ``per_sample``: also ``"per_sample"``, each figure's
-    per-sample errors (arrays, for intervals)."""
+    per-sample errors (arrays, for intervals). ``data``: a split folder or one already read;
+    it is read (and checked) before the model loads."""
+    reader = data if isinstance(data, SplitReader) else SplitReader(data if data is not None else default_test_split())
     if model is None:
         model, _ = load_checkpoint(checkpoint)
-    reader = SplitReader(data if data is not None else default_test_split())
     _check_fit(reader, model)
     cfg = dat_config if dat_config is not None else DATConfig(mode=dat)
     torch.manual_seed(seed)

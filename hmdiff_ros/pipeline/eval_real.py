@@ -32,6 +32,7 @@ import json
 import logging
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -103,6 +104,27 @@ _READ_ERRORS = (
 )
 
 
+class BadValue(ValueError):
+    """A value of the real data that was read but cannot be scored (NaN, inf, a scale or focal
+    length that is not positive): the message names the file, the frame or person and the field."""
+
+
+def _check_values(path: Path, what: str, fields: Dict[str, object], positive: Tuple[str, ...] = ()) -> None:
+    """A :class:`BadValue` unless every number of ``fields`` is finite (and those named in
+    ``positive`` > 0). Checked as the data is read: a NaN left for the metrics fails there as
+    numpy's "SVD did not converge" (the Procrustes fit), naming nothing, after the model ran."""
+    for field, value in fields.items():
+        a = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(a).all():
+            kind = "NaN" if np.isnan(a).any() else "inf"
+            raise BadValue(
+                f"eval-real file '{path}' ({what}): {field} holds {kind}; expected finite numbers "
+                "(layout: docs/eval_real.md)"
+            )
+        if field in positive and not (a > 0).all():
+            raise BadValue(f"eval-real file '{path}' ({what}): {field} must be > 0, got {a.ravel().tolist()}")
+
+
 def _bad_file(path: Path, exc: BaseException, expected: str, what: str = "") -> ValueError:
     why = one_line(exc, 200)
     return ValueError(
@@ -162,8 +184,20 @@ def _frames_3d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
             try:
                 subject, cam_id = name.split("/")[0], name.split("/")[-1].split(".")[1].split("_")[0]
                 cam = cams[(subject, cam_id)]
+                S = d["S"][i, list(H36M_LIMBS), :3]
+                _check_values(
+                    npz, f"frame {i} {name!r}", {"S": S, "center": d["center"][i], "scale": d["scale"][i]}, ("scale",)
+                )
+                _check_values(
+                    h36m / "cameras.pkl",
+                    f"camera {subject} {cam_id} of frame {i}",
+                    {"f": cam["f"], "c": cam["c"]},
+                    ("f",),
+                )
                 box = _square(d["center"][i], d["scale"][i])
-                items.append(("h36m", h36m / name, _K(cam["f"], cam["c"]), box, d["S"][i, list(H36M_LIMBS), :3]))
+                items.append(("h36m", h36m / name, _K(cam["f"], cam["c"]), box, S))
+            except BadValue:
+                raise
             except _READ_ERRORS as exc:
                 raise _bad_file(
                     npz,
@@ -188,9 +222,15 @@ def _frames_3d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
             try:
                 key = name.split("_")[0] if split == "test" else "_".join(name.split("_")[:3])
                 cam = cams[key]
-                box = _square(d["center"][i], d["scale"][i])
                 S = d["S"][i, list(MPI_INF_3DHP_LIMBS), :3]
+                _check_values(
+                    npz, f"frame {i} {name!r}", {"S": S, "center": d["center"][i], "scale": d["scale"][i]}, ("scale",)
+                )
+                _check_values(mpi / cam_file, f"camera {key} of frame {i}", {"f": cam["f"], "c": cam["c"]}, ("f",))
+                box = _square(d["center"][i], d["scale"][i])
                 items.append(("mpi_inf_3dhp", mpi / name, _K(cam["f"], cam["c"]), box, S))
+            except BadValue:
+                raise
             except _READ_ERRORS as exc:
                 raise _bad_file(
                     npz,
@@ -235,9 +275,12 @@ def _people_2d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
             annotations = list(data["annotations"])
             for i, a in enumerate(annotations):
                 kp = np.asarray(a.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
+                what = f"annotation {i}, image_id {a.get('image_id')!r}"
+                _check_values(ann, what, {"keypoints": kp})
                 if len(kp) != 17 or not (kp[:, 2] > 0).any() or "bbox" not in a:
                     no_keypoints += 1
                     continue
+                _check_values(ann, what, {"bbox": a["bbox"]})
                 x, y, w, h = (float(v) for v in a["bbox"])
                 if not w > 1 or not h > 1:
                     empty_box += 1
@@ -247,6 +290,8 @@ def _people_2d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
                 joints = {n: kp[k, :2] for k, n in table.items() if kp[k, 2] > 0}
                 image = folder / str(images[a["image_id"]]["file_name"])
                 items.append((name, image, np.array([x, y, x + w, y + h]), joints))
+        except BadValue:
+            raise
         except _READ_ERRORS as exc:
             raise _bad_file(ann, exc, _COCO_LAYOUT) from None
         if no_keypoints + empty_box == len(annotations):
@@ -261,11 +306,15 @@ def _people_2d(root: Path, notes: List[str]) -> List[Tuple[str, Path, np.ndarray
     if mpii.is_file():
         records = _json(mpii)
         try:
-            for rec in records:
+            for i, rec in enumerate(records):
                 kp = np.asarray(rec["joints"], dtype=np.float64).reshape(16, 2) - 1.0  # MATLAB 1-based
                 vis = np.asarray(rec["joints_vis"], dtype=np.float64).reshape(16)
+                fields = {"joints": kp, "joints_vis": vis, "center": rec["center"], "scale": rec["scale"]}
+                _check_values(mpii, f"record {i} {rec.get('image')!r}", fields, ("scale",))
                 joints = {n: kp[k] for k, n in MPII.items() if vis[k] > 0}
                 items.append(("mpii", root / "mpii" / str(rec["image"]), _square(rec["center"], rec["scale"]), joints))
+        except BadValue:
+            raise
         except _READ_ERRORS as exc:
             raise _bad_file(
                 mpii, exc, "a JSON list of records with image, joints (16, 2), joints_vis, center, scale"
@@ -325,7 +374,10 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 1) if len(values) else None
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_out(out: "str | Path", force: bool = False) -> None:
+    """The overlay folder ``out`` can be written: new, or empty unless ``force`` (a ``ValueError``
+    naming ``--out`` otherwise)."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out '{out}' is an existing file; expected a folder for the overlay images")
     if out.is_dir() and not force and any(out.iterdir()):
@@ -348,9 +400,48 @@ def _write_jpg(path: Path, image_bgr: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class RealData:
+    """The frames and people of a real evaluation folder, read and checked by :func:`read_real`."""
+
+    root: Path
+    frames_3d: list  # (dataset, image, K, box, limb joints (12, 3)) per 3D frame, as frames_3d yields
+    people_2d: list  # (dataset, image, box, {joint name: (u, v)}) per person, as people_2d yields
+
+
+def _check_root(root: "str | Path") -> Path:
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"eval-real data folder '{root}' is a file; expected a folder (layout: docs/eval_real.md)")
+    if not root.is_dir():
+        raise ValueError(f"eval-real data folder '{root}' does not exist")
+    return root
+
+
+def read_real(root: "str | Path") -> RealData:
+    """Every annotation of ``root`` read and checked (layout, NaN and inf, boxes and cameras)
+    before any model work: ``hmdiff eval-real`` reads its data before it loads the model, so a
+    bad file is named in a second. A ``ValueError`` (``FileNotFoundError`` for a missing camera
+    file) names the file, the frame or person and the field; a dataset folder that gives
+    nothing is a warning, or the error when nothing at all is usable."""
+    root = _check_root(root)
+    notes: List[str] = []
+    items_3d, items_2d = _frames_3d(root, notes), _people_2d(root, notes)
+    if not items_3d and not items_2d:
+        if notes:
+            raise ValueError(f"'{root}' holds no usable real evaluation data: {'; '.join(notes)}")
+        raise ValueError(
+            f"'{root}' holds no known real evaluation data (expected h36m/, mpi_inf_3dhp/, coco/, mpii/, "
+            "ochuman/ or posetrack18/ as in the fixtures' README)"
+        )
+    for note in notes:
+        log.warning("eval-real: %s: left out", note)
+    return RealData(root, items_3d, items_2d)
+
+
 def evaluate_real(
     pipe,
-    root: "str | Path",
+    root: "str | Path | RealData",
     out: "str | Path | None" = None,
     progress: bool = True,
     force: bool = False,
@@ -375,28 +466,18 @@ def evaluate_real(
     wrong.
 
     ``per_sample``: also ``"per_sample"``: each 3D figure per frame and, per 2D person,
-    ``hits``, ``prior_hits`` and ``joints`` (arrays, for intervals)."""
+    ``hits``, ``prior_hits`` and ``joints`` (arrays, for intervals).
+
+    ``root``: the folder, or what :func:`read_real` read from it."""
     from tqdm import tqdm
 
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"eval-real data folder '{root}' is a file; expected a folder (layout: docs/eval_real.md)")
-    if not root.is_dir():
-        raise ValueError(f"eval-real data folder '{root}' does not exist")
+    if not isinstance(root, RealData):
+        _check_root(root)  # the folder, then --out, then what the folder holds
     out = Path(out) if out is not None else None
     if out is not None:
-        _check_out(out, force)
-    notes: List[str] = []
-    items_3d, items_2d = _frames_3d(root, notes), _people_2d(root, notes)
-    if not items_3d and not items_2d:
-        if notes:
-            raise ValueError(f"'{root}' holds no usable real evaluation data: {'; '.join(notes)}")
-        raise ValueError(
-            f"'{root}' holds no known real evaluation data (expected h36m/, mpi_inf_3dhp/, coco/, mpii/, "
-            "ochuman/ or posetrack18/ as in the fixtures' README)"
-        )
-    for note in notes:
-        log.warning("eval-real: %s: left out", note)
+        check_out(out, force)
+    data = root if isinstance(root, RealData) else read_real(root)
+    root, items_3d, items_2d = data.root, data.frames_3d, data.people_2d
     per: Dict[str, Dict] = {}
     skipped: Dict[Path, str] = {}  # image -> why it could not be read
 

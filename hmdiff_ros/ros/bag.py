@@ -54,6 +54,7 @@ IMAGE_TYPES = (IMAGE, "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+STORAGES = ("mcap", "sqlite3")  # the output's storage plugins
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 PARTIAL_KEY = "hmdiff.partial"  # custom_data of the output: "true" when the run stopped early
 # what a rosbag2 folder holds (sqlite journals and a metadata file being replaced included)
@@ -156,6 +157,69 @@ class _StopOnSignal:
         self._previous = {}
 
 
+def _check_options(src: Path, dst: Path, storage: str, namespace: str, tf_prefix: str, max_frames, force: bool) -> bool:
+    """The options and paths of :func:`process_bag`, checked before anything is read; True when
+    an existing ``dst`` is to be replaced."""
+    from hmdiff_ros.ros.params import namespace_error, parameter_error
+
+    bad = parameter_error("tf_prefix", tf_prefix, {})
+    bad = f"--tf-prefix: {bad}" if bad else namespace_error(namespace)
+    if bad:
+        raise ValueError(bad)
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"--max-frames must be an integer >= 1, got {max_frames!r}")
+    if not src.exists():
+        raise ValueError(f"input bag '{src}' does not exist")
+    replace = _check_paths(src, dst, force)
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {list(STORAGES)}, got {storage!r}")
+    return replace
+
+
+def _open(src: Path, store):
+    from rosbags.highlevel import AnyReader
+
+    try:
+        reader = AnyReader([src], default_typestore=store)
+        reader.open()
+    except Exception as exc:  # rosbags raises its own error types for unreadable bags
+        raise ValueError(f"cannot read bag '{src}': {exc}") from None
+    return reader
+
+
+def _topics(connections, src: Path, image_topic: str | None, camera_info_topic: str | None):
+    """``(image topic, camera info topic or None)`` of the bag: the ones given, or its only ones."""
+    image_topic = _pick(connections, IMAGE_TYPES, image_topic, "image")
+    if image_topic is None:
+        raise ValueError(f"no image topic in '{src}' (looked for {list(IMAGE_TYPES)})")
+    return image_topic, _pick(connections, (CAMERA_INFO,), camera_info_topic, "camera info")
+
+
+def check_bag(
+    src: "str | Path",
+    dst: "str | Path",
+    image_topic: str | None = None,
+    camera_info_topic: str | None = None,
+    distro: str = "humble",
+    storage: str = "mcap",
+    namespace: str = "/hmdiff",
+    tf_prefix: str = defaults.TF_PREFIX,
+    max_frames: int | None = None,
+    force: bool = False,
+) -> None:
+    """What :func:`process_bag` checks before its first frame, without a pipeline: the options,
+    the paths, that ``src`` opens as a bag and has the topics. ``hmdiff bag`` calls it before
+    it loads the model (seconds), so a bad input is named at once; the errors are
+    :func:`process_bag`'s."""
+    src, dst = Path(src), Path(dst)
+    _check_options(src, dst, storage, namespace, tf_prefix, max_frames, force)
+    reader = _open(src, typestore_for(distro))
+    try:
+        _topics(reader.connections, src, image_topic, camera_info_topic)
+    finally:
+        reader.close()
+
+
 def process_bag(
     src: "str | Path",
     dst: "str | Path",
@@ -186,33 +250,16 @@ def process_bag(
     used, by reason), ``backend`` (the one that ran), ``image_topic``, ``camera_info_topic``,
     ``topics`` (written) and ``types`` (our message definitions stored in the bag).
     """
-    from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
-    from hmdiff_ros.ros.params import namespace_error, parameter_error
-
     src, dst = Path(src), Path(dst)
-    bad = parameter_error("tf_prefix", tf_prefix, {})
-    bad = f"--tf-prefix: {bad}" if bad else namespace_error(namespace)
-    if bad:
-        raise ValueError(bad)
     options = FrameOptions(vertices=True, mesh=mesh, tf=tf, tf_prefix=tf_prefix, hri=hri)
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
-        raise ValueError(f"--max-frames must be an integer >= 1, got {max_frames!r}")
-    if not src.exists():
-        raise ValueError(f"input bag '{src}' does not exist")
-    replace = _check_paths(src, dst, force)
+    replace = _check_options(src, dst, storage, namespace, tf_prefix, max_frames, force)
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise ValueError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
     store = typestore_for(distro)
     f = MessageFactory.for_rosbags(store)
-    try:
-        reader = AnyReader([src], default_typestore=store)
-        reader.open()
-    except Exception as exc:  # rosbags raises its own error types for unreadable bags
-        raise ValueError(f"cannot read bag '{src}': {exc}") from None
+    reader = _open(src, store)
     summary: Dict = {
         "out": str(dst),
         "frames": 0,
@@ -230,10 +277,7 @@ def process_bag(
         "backend": getattr(getattr(pipeline, "model", None), "backend", "torch"),
     }
     try:
-        image_topic = _pick(reader.connections, IMAGE_TYPES, image_topic, "image")
-        if image_topic is None:
-            raise ValueError(f"no image topic in '{src}' (looked for {list(IMAGE_TYPES)})")
-        info_topic = _pick(reader.connections, (CAMERA_INFO,), camera_info_topic, "camera info")
+        image_topic, info_topic = _topics(reader.connections, src, image_topic, camera_info_topic)
         image_conns = [c for c in reader.connections if c.topic == image_topic and c.msgtype in IMAGE_TYPES]
         image_ids = {c.id for c in image_conns}
         info_ids = {c.id for c in reader.connections if c.topic == info_topic and c.msgtype == CAMERA_INFO}

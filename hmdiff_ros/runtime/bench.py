@@ -7,7 +7,10 @@ memory for CUDA backends). Inputs: fixed random proxies and priors (batch = peop
 sampled ``hypotheses`` times, as the pipeline does), timed after warm-up, all backends in the
 same run. With ``--device cuda``, the torch backend gives two rows: ``torch-cuda`` (eager) and
 ``torch-cuda-graph`` (the sampler replayed from CUDA graphs, :mod:`hmdiff_ros.runtime.cuda_graph`;
-inputs from the CPU and results back to it, as the pipeline uses it).
+inputs from the CPU and results back to it, as the pipeline uses it). ``auto`` (the default)
+runs the backend :func:`~hmdiff_ros.runtime.backends.load_model` picks here, as the pipeline
+does, and its rows name that backend (``torch-cuda-graph`` for PyTorch in CUDA graphs), never
+``auto``; a named backend never falls back.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hmdiff_ros import defaults
 from hmdiff_ros.files import made_folder
 from hmdiff_ros.model.checkpoint import load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
-from hmdiff_ros.runtime.backends import CONCRETE_BACKENDS, load_model
+from hmdiff_ros.runtime.backends import load_model
 from hmdiff_ros.runtime.cuda_graph import TorchCudaModel
 
 log = logging.getLogger(__name__)
@@ -54,10 +57,10 @@ def _backend_list(backends: "Sequence[str] | str") -> List[str]:
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     names = list(backends)
     if not names:
-        raise ValueError(f"--backend: no backend given; choose from {', '.join(CONCRETE_BACKENDS)}")
-    unknown = [b for b in names if b not in CONCRETE_BACKENDS]
+        raise ValueError(f"--backend: no backend given; choose from {', '.join(defaults.BACKENDS)}")
+    unknown = [b for b in names if b not in defaults.BACKENDS]
     if unknown:
-        raise ValueError(f"--backend: unknown backends {unknown}; available: {list(CONCRETE_BACKENDS)}")
+        raise ValueError(f"--backend: unknown backends {unknown}; available: {list(defaults.BACKENDS)}")
     unique = list(dict.fromkeys(names))
     if len(unique) < len(names):
         log.warning(
@@ -91,7 +94,9 @@ def bench(
     """``device``: where the torch backend runs (``cpu`` or ``cuda``); tensorrt always runs on
     the GPU and onnxruntime on its best execution provider. ``backends``: names, each run once
     in the order given (a repeated one is run once, with a warning); a string is split at
-    commas. Everything is checked before anything is loaded."""
+    commas. ``auto``: the backend the pipeline loads here (see the module docstring), named
+    in its rows by what ran; run once when a named backend is the same. Everything is checked
+    before anything is loaded."""
     backends = _backend_list(backends)
     check_device(device)
     if people < 1 or steps < 1 or repeats < 1 or hypotheses < 1 or warmup < 0:
@@ -109,12 +114,23 @@ def bench(
     rows = []
     runs = []  # (row name, model, device of its inputs)
     for backend in backends:
+        if backend == "auto":
+            name, model = _auto(checkpoint, engines, steps, dat)
+            if name in [r[0] for r in runs]:
+                log.warning("--backend auto loads %s here, which is listed too: it is run once", name)
+                continue
+            runs.append((name, model, torch.device("cpu")))
+            continue
         model = load_model(backend, checkpoint, engines, fallback=False, steps=(steps,))
         dev = torch.device(device if backend == "torch" else "cpu")
         if backend == "torch":
             model = model.to(dev)
         # the row names the backend that ran (fallback=False: the asked one, or an error above)
-        runs.append((model.backend if dev.type == "cpu" else f"{model.backend}-{dev.type}", model, dev))
+        name = model.backend if dev.type == "cpu" else f"{model.backend}-{dev.type}"
+        if name in [r[0] for r in runs]:  # 'auto' before it loaded the same
+            log.warning("--backend lists %s, which auto loaded before it: it is run once", backend)
+            continue
+        runs.append((name, model, dev))
         if backend == "torch" and dev.type == "cuda":  # beside eager: the sampler in CUDA graphs
             runs.append(("torch-cuda-graph", TorchCudaModel(model, dev), torch.device("cpu")))
     for name, model, dev in runs:
@@ -149,6 +165,20 @@ def bench(
         model_row["peak_mb"] = _peak_mb(name)
         rows.append(model_row)
     return rows
+
+
+def _auto(checkpoint, engines, steps: int, dat: str):
+    """``(row name, model)`` of ``--backend auto``: what :func:`load_model` picks here, as the
+    pipeline loads it (PyTorch for full DAT, which only it runs), named by what ran: the
+    concrete backend, ``torch-cuda-graph`` for PyTorch in CUDA graphs on the GPU."""
+    model = load_model("torch" if dat == "full" else "auto", checkpoint, engines, steps=(steps,))
+    name = "torch-cuda-graph" if isinstance(model, TorchCudaModel) else model.backend
+    log.info(
+        "--backend auto: %s runs%s",
+        name,
+        f" ({'; '.join(model.fallback_reasons)})" if getattr(model, "fallback_reasons", None) else "",
+    )
+    return name, model
 
 
 PIPELINE_STAGES = ("prior", "proxy", "encoder", "sampling", "dat", "model", "geometry", "total")
