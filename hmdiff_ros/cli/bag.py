@@ -57,6 +57,16 @@ def add_parsers(sub) -> None:
         metavar="NAME:=VALUE",
         help="a node parameter, as after ros2 run's -p (repeatable; e.g. backend:=onnxruntime)",
     )
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="a soak: the camera stops, changes resolution and CameraInfo, restarts, sends frames out of order "
+        "and in bursts, in cycles for --minutes; per phase and a pass/fail verdict (exit code 1 on fail)",
+    )
+    p.add_argument("--minutes", type=float, default=60.0, help="with --faults: length of the run (whole cycles)")
+    p.add_argument(
+        "--save", default=None, metavar="PATH.json", help="with --faults: write the JSON there and a .md beside it"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_cmd_bench_node)
 
@@ -139,6 +149,13 @@ def _cmd_bench_node(args: argparse.Namespace) -> int:
             f"--fps must be in (0, 240], --seconds in (0, 3600] and --max-side >= 0, got "
             f"{args.fps:g}, {args.seconds:g}, {args.max_side}"
         )
+    if args.faults and (not (2 <= args.minutes <= 600) or args.fps > 80):
+        raise ValueError(
+            f"with --faults, --minutes must be in [2, 600] and --fps at most 80 (its burst is 3x), got "
+            f"{args.minutes:g} and {args.fps:g}"
+        )
+    if (args.minutes != 60.0 or args.save) and not args.faults:
+        raise ValueError("--minutes and --save go with --faults (--seconds sets the length without faults)")
     params = {}
     for item in args.param:
         name, sep, value = item.partition(":=")
@@ -148,7 +165,27 @@ def _cmd_bench_node(args: argparse.Namespace) -> int:
     from hmdiff_ros.ros.load import format_load, run_load
 
     log = (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    if args.faults:
+        return _soak(args, params, log)
     result = run_load(args.source, args.fps, args.seconds, params, args.max_side, log)
     figures = result.figures()
     print(json.dumps(figures) if args.json else format_load(figures))
     return 0 if figures["node_exit_code"] == 0 else 1
+
+
+def _soak(args: argparse.Namespace, params: dict, log) -> int:
+    from pathlib import Path
+
+    from hmdiff_ros.ros.load import format_soak, run_soak, soak_markdown
+
+    figures = run_soak(args.source, args.fps, args.minutes, params, log=log).figures()
+    print(json.dumps(figures) if args.json else format_soak(figures))
+    if args.save:
+        path = Path(args.save)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=1) + "\n")
+        command = f"hmdiff bench-node --faults --source {args.source} --fps {args.fps:g} --minutes {args.minutes:g}"
+        command += "".join(f" --param {item}" for item in args.param) + f" --save {args.save}"
+        path.with_suffix(".md").write_text(soak_markdown(figures, command))
+        log(f"written: {path} and {path.with_suffix('.md')}")
+    return 0 if figures["verdict"]["passed"] else 1
