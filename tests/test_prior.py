@@ -111,3 +111,23 @@ def test_video_mode_follows_the_person_and_keeps_boxes_separate():
     finally:
         still.close()
         video.close()
+
+
+def test_video_mode_follows_a_change_of_image_size():
+    """MediaPipe's video graph smooths the mask against the last frame's and fails on a new
+    size, then on every later frame (a camera switching 640x480 -> 1280x720, a bag of two
+    streams): a new size starts a new stream of the prior."""
+    from hmdiff_ros.pipeline.io import read_image
+    from hmdiff_ros.pipeline.run import DEMO_IMAGE
+
+    img = read_image(DEMO_IMAGE)
+    sizes = [(480, 640), (480, 640), (720, 1280), (720, 1280), (480, 640)]
+    frames = [cv2.resize(img, (w, h)) for h, w in sizes]  # the person stretched to each frame
+    video = MediaPipePrior(static_image_mode=False)
+    try:
+        found = [video.detect(f) for f in frames]
+        assert all(p is not None and p.mask.shape == f.shape[:2] for p, f in zip(found, frames, strict=True))
+        for p, (h, w) in zip(found, sizes, strict=True):  # keypoints in each frame's own pixels
+            assert 0 < p.uv[:, 0].mean() < w and 0 < p.uv[:, 1].mean() < h
+    finally:
+        video.close()  # never raises, even for a graph that failed

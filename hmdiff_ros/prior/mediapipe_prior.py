@@ -11,6 +11,8 @@ MediaPipe's start-up lines (TFLite, absl, protobuf) are kept off stderr: see
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, mediapipe_to_joints_matrix
@@ -19,6 +21,7 @@ from hmdiff_ros.observation import BOX_EXPAND, PriorPerson
 from hmdiff_ros.quiet import quiet_third_party, third_party_output
 
 quiet_third_party()  # before mediapipe is imported; keeps an earlier explicit choice
+log = logging.getLogger(__name__)
 
 _MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
 _ROOT = list(PRIOR_JOINT_INDICES).index(JOINT_INDEX["pelvis"])
@@ -58,12 +61,14 @@ class MediaPipePrior:
         self._make = make
         self._pose = self._make(static_image_mode)
         self._still = self._pose if static_image_mode else None
+        self._size = None  # video mode: the (h, w) of the stream's frames
 
     def reset(self) -> None:
         """Forget the tracked person (a new video or camera stream)."""
         if not self.static_image_mode:
-            self._pose.close()
+            _close(self._pose)
             self._pose = self._make(False)
+            self._size = None
 
     def detect(self, image: np.ndarray, box: np.ndarray | None = None) -> PriorPerson | None:
         """The person in ``image``, or in ``box`` (u0, v0, u1, v1 pixels) when given: the box
@@ -86,6 +91,11 @@ class MediaPipePrior:
             crop[b0 - v0 : b1 - v0, a0 - u0 : a1 - u0] = image[b0:b1, a0:a1]
             image = crop
         if box is None:
+            if not self.static_image_mode and self._size not in (None, image.shape[:2]):
+                # another image size is another stream: MediaPipe's video graph smooths the mask
+                # against the last frame's and fails on a new size, then on every later frame
+                self.reset()
+            self._size = image.shape[:2]
             pose = self._pose
         else:
             if self._still is None:
@@ -116,6 +126,15 @@ class MediaPipePrior:
         return PriorPerson(uv=uv, visibility=vis, xyz=xyz, mask=mask, score=float(np.mean(lm[:, 2])))
 
     def close(self) -> None:
-        self._pose.close()
+        _close(self._pose)
         if self._still is not None and self._still is not self._pose:
-            self._still.close()
+            _close(self._still)
+
+
+def _close(pose) -> None:
+    """Close a MediaPipe graph; one that has failed raises its error again on close, which is
+    logged, not raised (it is being let go of anyway)."""
+    try:
+        pose.close()
+    except Exception as exc:  # MediaPipe raises RuntimeError, or ValueError for a closed graph
+        log.debug("closing a MediaPipe pose graph: %s: %s", type(exc).__name__, exc)

@@ -77,7 +77,7 @@ class HMDiffNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.factory = MessageFactory.for_rclpy()
         self.pipe = self.tracker = self._cfg = None  # _cfg: the pipeline config the parameters gave last
-        self._detections = self._info = self._worker = self._size = None  # _size: the last image's (h, w)
+        self._detections = self._info = self._worker = None
         self._subs, self._pubs, self._frame = [], {}, 0  # _pubs: FrameMessages field -> its publisher
         self.stats = health.FrameHealth()  # received / processed / dropped / failed (with reasons), timings
         # images -> RGB through cv_bridge where it imports, else numpy (the same image; see ImageReader)
@@ -250,12 +250,6 @@ class HMDiffNode(LifecycleNode):
             self.stats.count("camera_info_unused")
             self.get_logger().warning(f"camera_info not used ({why}): using hfov_deg", throttle_duration_sec=10.0)
         boxes = boxes_for_image(self._detections, msg.header.stamp) if values["use_detections"] else None
-        if rgb.shape[:2] != self._size:
-            # another image size is another stream: MediaPipe's video graph fails on a size change
-            # (its segmentation smoothing), and stays failed for every later frame
-            if self._size is not None:
-                self.pipe.prior.reset()
-            self._size = rgb.shape[:2]
         prepared = self.pipe.prepare(rgb, K, boxes)
         return _Frame(msg, received, t0, values, rgb, K, prepared, debug_wanted, markers_wanted)
 
