@@ -7,6 +7,7 @@ defaults and names the backend that ran."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -483,3 +484,56 @@ def test_bench_pipeline_checks_its_inputs_before_the_model(tmp_path, capsys, no_
         f"--checkpoint '{tmp_path / 'ckpt'}' not found or incomplete: it does not exist",
     )
     assert no_models == []
+
+
+def test_bench_refuses_dat_full_on_a_graph_backend_before_the_model(capsys, no_models):
+    refused(["bench", "--backend", "onnxruntime", "--dat", "full"], capsys, "--dat full", "onnxruntime")
+    assert no_models == []
+
+
+def test_bench_pipeline_names_an_image_too_small_before_the_model(tmp_path, capsys, no_models):
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((1, 1, 3), np.uint8))
+    refused(["bench-pipeline", "--image", str(tiny)], capsys, f"--image '{tiny}'", "too small")
+    assert no_models == []
+
+
+def test_eval_protocol_reads_its_study_and_real_data_before_the_model(tmp_path, capsys, no_models):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("not a study")
+    refused(["eval-protocol", "--sets", "test", "--study", str(notes)], capsys, str(notes))
+    refused(["eval-protocol", "--sets", "test", "--real", str(tmp_path / "none")], capsys, str(tmp_path / "none"))
+    assert no_models == []
+
+
+def test_run_names_inputs_it_cannot_read_without_loading_the_model(tmp_path, capsys, monkeypatch):
+    """A missing file, a dangling link, a pipe, an empty file, text named .png: each is named
+    (exit 1, the run's per-input failures) and no model is loaded for them."""
+    import hmdiff_ros.pipeline.run as run_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for inputs that cannot be read")
+
+    monkeypatch.setattr(run_module, "build_pipeline", no_model)
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "gone.jpg")
+    os.mkfifo(tmp_path / "cam.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    bad = ["missing.jpg", "link.jpg", "cam.jpg", "empty.png", "notes.png"]
+    code = main(["run", *(str(tmp_path / n) for n in bad), "--out", str(tmp_path / "out"), "--json"])
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert code == 1 and len(records) == len(bad)
+    assert all(r["error"] and r["backend"] is None for r in records)
+    assert "file not found" in records[0]["error"] and "leads nowhere" in records[1]["error"]
+    assert "not a regular file" in records[2]["error"]
+    assert all("not an image OpenCV can decode" in r["error"] for r in records[3:])
+
+
+def test_a_failed_input_is_listed_on_one_line_whatever_its_name(tmp_path, capsys):
+    odd = tmp_path / "two\nlines.png"
+    odd.write_text("not an image")
+    assert main(["run", str(odd), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2] == "hmdiff: 1 of 1 inputs failed:" and "two\\nlines.png" in err[-1], err

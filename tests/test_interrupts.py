@@ -178,3 +178,19 @@ def test_a_file_another_run_wrote_since_this_one_started_is_not_taken_for_the_us
     with pytest.raises(ValueError, match="which hmdiff did not write"):
         second.claim("mine.txt")
     assert os.path.exists(out / "mine.txt")
+
+
+def test_signals_during_the_prior_import_are_held_until_it_is_done():
+    """MediaPipe's import turned an interrupt into an ImportError or printed it and went on:
+    while it runs, SIGINT and SIGTERM are noted, and the first is raised when it is done."""
+    from hmdiff_ros.cli import signals_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt) as err:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handlers run here: they must not raise
+            done.append(True)
+    assert done and err.value.args == (signal.SIGTERM,)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

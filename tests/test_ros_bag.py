@@ -244,6 +244,11 @@ def test_bag_errors_are_clear(tmp_path, capsys):
     (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 8\n")
     assert main(["bag", str(broken), str(tmp_path / "o3")]) == 2
     assert "cannot read bag" in capsys.readouterr().err
+    # a named pipe: refused at once (opening it would wait for a writer for ever)
+    fifo = tmp_path / "rec.mcap"
+    os.mkfifo(fifo)
+    assert main(["bag", str(fifo), str(tmp_path / "o4")]) == 2
+    assert "is not a regular file or folder (a pipe or a device)" in capsys.readouterr().err
 
 
 @needs_pipeline

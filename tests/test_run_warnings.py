@@ -241,12 +241,13 @@ def test_sigterm_closes_what_run_is_writing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
-    cap = cv2.VideoCapture(str(out / "long_overlay.mp4"))
+    cap = cv2.VideoCapture(str(out / "long_overlay.partial.mp4"))  # kept, and marked partial
     assert cap.isOpened() and cap.read()[0], "the overlay video was closed properly"
-    assert (out / ".hmdiff_outputs.json").is_file()
-    # the same command again replaces its own partial outputs
+    assert (out / ".hmdiff_outputs.json").is_file() and not (out / "long_overlay.mp4").exists()
+    # the same command again: a complete result, and its own partial outputs go
     assert main(["run", str(clip), "--out", str(out), "--hypotheses", "1", "--steps", "1", "--max-frames", "2"]) == 0
     assert len((out / "long.jsonl").read_text().splitlines()) == 2
+    assert not (out / "long_overlay.partial.mp4").exists() and not (out / "long.partial.jsonl").exists()
 
 
 def test_options_that_do_not_apply_are_named(tmp_path, caplog, capsys):

@@ -52,17 +52,54 @@ def main(argv: List[str] | None = None) -> int:
     # first of all: a signal while the parser's imports load torch (seconds) unwinds as one line
     previous = terminate_as_interrupt()
     name = ["hmdiff " + " ".join(_subcommand(sys.argv[1:] if argv is None else argv))]
+    program = argv is None  # the program itself, not a call from Python code
     try:
-        return _main(argv, name)
+        code = _main(argv, name)
     except KeyboardInterrupt as exc:  # files being written are closed by the commands' own clean-up
         signum = interrupt_signal(exc)
         print(f"{name[0].strip()}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        if argv is None:  # the program itself, not a call from Python code
-            _exit_now(128 + signum)
-        return 128 + signum
+        code = 128 + signum
     finally:
-        if previous is not None:
+        if program:  # the work is done or stopped: a signal now changes nothing, and is not a death
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+        elif previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if program and code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        _exit_now(code)
+    return code
+
+
+PRIOR_COMMANDS = ("run", "demo", "bag", "eval-real", "bench-pipeline")  # the commands that run MediaPipe
+
+
+def _import_prior() -> None:
+    """Import MediaPipe (about 1 s: protobuf, its C++ graph) with SIGINT and SIGTERM held until
+    it is done: an interrupt raised inside it was seen turned into an ImportError ("needs
+    mediapipe") or printed by it and lost, the run going on."""
+    with signals_held(), contextlib.suppress(ImportError):  # a missing MediaPipe is named where it is used
+        import mediapipe.python.solutions.pose  # noqa: F401
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM noted, not raised, within the block; the first one noted is raised as
+    ``KeyboardInterrupt(signum)`` when it ends (as :func:`terminate_as_interrupt` raises it)."""
+    got: List[int] = []
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # ignored, or set outside Python: kept
+                previous[sig] = signal.signal(sig, lambda signum, frame: got.append(signum))
+    except ValueError:  # not the main thread: nothing to hold
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if got:
+        raise KeyboardInterrupt(got[0])
 
 
 def _exit_now(code: int) -> None:
@@ -108,6 +145,8 @@ def _main(argv: List[str] | None, name: List[str]) -> int:
         filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)])
     )
     try:
+        if args.command in PRIOR_COMMANDS:
+            _import_prior()
         return args.func(args)
     except BrokenPipeError:  # the reader of our output went away (``| head``): stop quietly, as Unix tools do
         with contextlib.suppress(OSError):

@@ -119,8 +119,8 @@ def report_failures(records) -> int:
     failed = [r for r in records if r["error"]]
     if failed:
         print(f"hmdiff: {len(failed)} of {len(records)} inputs failed:", file=sys.stderr)
-        for r in failed:
-            print(f"  {r['error']}", file=sys.stderr)
+        for r in failed:  # one line each: a file name with a newline in it is shown escaped
+            print("  " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in r["error"]), file=sys.stderr)
     return 1 if failed else 0
 
 

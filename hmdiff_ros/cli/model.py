@@ -288,13 +288,22 @@ def _cmd_eval_protocol(args: argparse.Namespace) -> int:
         raise UsageError("--real is a test set: use it with --sets test")
     if args.report:
         refuse_existing([Path(args.report)], "--report", args.force)
+    study, real = args.study, args.real
+    if study is not None:  # the data first: a bad file is named before the model loads
+        from hmdiff_ros.data.prior_study import load_prior_study
+
+        study = load_prior_study(study, held_out_only=True)
+    if real is not None:
+        from hmdiff_ros.pipeline.eval_real import read_real
+
+        real = read_real(real)
     model = load_checkpoint(args.checkpoint)[0]
     lifter = lifter_from(args)
     r = run_protocol(
         model,
         args.sets,
-        study=args.study,
-        real=args.real,
+        study=study,
+        real=real,
         seeds=seeds,
         steps=args.steps,
         dat=DATConfig(

@@ -89,7 +89,8 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from hmdiff_ros.image import MAX_SIDE
+    from hmdiff_ros.errors import one_line
+    from hmdiff_ros.image import MAX_SIDE, check_image
     from hmdiff_ros.pipeline.io import read_image
     from hmdiff_ros.pipeline.pipeline import build_pipeline
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
@@ -109,7 +110,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     unknown = [b for b in compare if b not in CONCRETE_BACKENDS]
     if unknown:
         raise UsageError(f"--compare: unknown backends {unknown}; choose from {', '.join(CONCRETE_BACKENDS)}")
-    image = read_image(args.image or DEMO_IMAGE)
+    image = check_image(read_image(args.image or DEMO_IMAGE), f"--image '{args.image or DEMO_IMAGE}'")
     widest = max(args.people) * image.shape[1]  # N people: the image N times side by side
     if widest > MAX_SIDE:
         raise UsageError(
@@ -130,7 +131,10 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
                 continue  # --backend already ran it
             for people in dict.fromkeys(args.people):
                 frame, boxes = tiled_people(image, people)
-                result = bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes)
+                try:
+                    result = bench_pipeline(pipe, frame, repeats=args.repeats, boxes=boxes)
+                except ValueError as exc:  # no person found: name the image
+                    raise ValueError(f"--image '{args.image or DEMO_IMAGE}': {one_line(exc)}") from None
                 result["stream"] = stream_figures(pipe, frame, boxes, repeats=args.repeats)
                 results.append(result)
         finally:

@@ -82,10 +82,17 @@ def add_parsers(sub) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from hmdiff_ros.runtime.bench import bench, check_report, write_report
 
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    graphs = [b for b in backends if b in ("onnxruntime", "tensorrt")]
+    if args.dat == "full" and graphs:  # before any model loads
+        raise ValueError(
+            f"--dat full needs PyTorch's autograd, which the {graphs[0]} backend does not have; "
+            "use --dat fast or off, or --backend torch"
+        )
     if args.report:  # refused before the benchmark runs, not after
         check_report(args.report, force=args.force)
     rows = bench(
-        [b.strip() for b in args.backend.split(",") if b.strip()],
+        backends,
         steps=args.steps,
         people=args.people,
         dat=args.dat,

@@ -29,6 +29,30 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 PERSON_COLOURS = [(90, 160, 230), (120, 200, 120), (220, 130, 90), (200, 120, 200), (90, 200, 220), (230, 200, 90)]
 
 
+def input_problem(source: str) -> "str | None":
+    """Why the input ``source`` cannot be processed, found without decoding it (no model is
+    needed to say so), or None: a missing file, a dangling link, a pipe or device, an empty
+    file, an image whose first bytes are of no format OpenCV reads. The same words as
+    :func:`read_image`'s errors."""
+    path = Path(source)
+    if source.isdigit() and not path.exists():  # a camera index: only opening it tells
+        return None
+    if path.is_dir():
+        return f"{path}: is a folder; expected an image file"
+    if path.exists() and not path.is_file():
+        return f"{path}: is not a regular file (a pipe or a device); expected an image file"
+    if not path.exists():
+        return f"{path}: {'a symbolic link that leads nowhere' if path.is_symlink() else 'file not found'}"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            readable = path.stat().st_size > 0 and cv2.haveImageReader(str(path))
+        except (OSError, cv2.error):
+            return None  # read_image says what it is
+        if not readable:
+            return f"{path}: not an image OpenCV can decode"
+    return None
+
+
 def read_image(path: "str | Path") -> np.ndarray:
     """An image file as RGB uint8, turned upright as its EXIF orientation says (phone photos);
     errors name the file and what is wrong. Multi-page files give their first page (a warning

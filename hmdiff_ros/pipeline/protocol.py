@@ -164,6 +164,8 @@ def run_protocol(
 ) -> Dict:
     """The figures of the ``which`` sets (``"selection"`` or ``"test"``, :data:`SETS`); a set
     whose data is not given (``study``, ``real``) is left out and listed under ``"left_out"``.
+    ``study`` and ``real``: folders, or what ``load_prior_study(..., held_out_only=True)`` and
+    ``read_real`` gave for them (both are read and checked before any set runs).
     Sampling settings default to the pipeline's."""
     from hmdiff_ros import defaults
     from hmdiff_ros.pipeline.config import PipelineConfig
@@ -185,8 +187,19 @@ def run_protocol(
         "max_fraction": dat.max_fraction,
         "rigid": dat.rigid,
     }
+    # the data of the study and real sets is read and checked first: a bad file is named at
+    # once, not after minutes of the synthetic sets
+    names = SETS[which]
     loaded = None
-    for name in SETS[which]:
+    if study is not None and any(n.startswith("study") for n in names):
+        from hmdiff_ros.data.prior_study import load_prior_study
+
+        loaded = study if isinstance(study, dict) else load_prior_study(study, held_out_only=True)
+    if real is not None and any(not n.startswith(("synthetic", "study")) for n in names):
+        from hmdiff_ros.pipeline.eval_real import RealData, read_real
+
+        real = real if isinstance(real, RealData) else read_real(real)
+    for name in names:
         if name.startswith("synthetic"):
             runs = _synthetic(model, name, seeds, sampling, lifter, limit)
             result["sets"][name] = {"num_samples": len(runs[0]["mpjpe_mm"]), "figures": summarize(runs)}
@@ -194,10 +207,6 @@ def run_protocol(
             if study is None:
                 result["left_out"].append(f"{name} (no --study)")
                 continue
-            if loaded is None:
-                from hmdiff_ros.data.prior_study import load_prior_study
-
-                loaded = load_prior_study(study, held_out_only=True)
             runs, strata = _study(model, loaded, name.split("-")[1], seeds, sampling, lifter, limit)
             result["sets"][name] = {
                 "num_samples": len(runs[0]["mpjpe_mm"]),

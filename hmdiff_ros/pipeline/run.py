@@ -29,6 +29,7 @@ from hmdiff_ros.pipeline.io import (
     VIDEO_SUFFIXES,
     collect_inputs,
     dump_json,
+    input_problem,
     overlay,
     person_json,
     read_image,
@@ -369,11 +370,16 @@ def run(
         _warn_about_boxes(boxes, inputs, videos)
     stems = output_stems(inputs)
     hfov = hfov or cfg.hfov_deg
-    pipe = build_pipeline(cfg, checkpoint)
+    # inputs that cannot be processed are named before the model loads (seconds), and where
+    # none is left it is not loaded at all
+    problems = {src: why for src in inputs if (why := input_problem(src))}
+    pipe = build_pipeline(cfg, checkpoint) if len(problems) < len(inputs) else None
     records: List[Dict] = []
     try:
         for source in tqdm(inputs, desc="run", unit="input", disable=not progress or len(inputs) < 2, file=sys.stderr):
             try:
+                if source in problems:
+                    raise ValueError(problems[source])
                 if source in videos:
                     tracker = Tracker(tracking) if tracking is not None else None
                     records += process_video(
@@ -382,11 +388,13 @@ def run(
                     continue
                 new = process_image(pipe, source, folder, stems[source], hfov, boxes_for(boxes, source))
             except (ValueError, OSError, cv2.error) as exc:  # a bad input: report, keep going
-                new = {"path": source, "backend": pipe.model.backend, "people": [], "error": _named(source, exc)}
+                backend = pipe.model.backend if pipe is not None else None  # None: no model was loaded
+                new = {"path": source, "backend": backend, "people": [], "error": _named(source, exc)}
             if emit is not None:
                 emit(new)
             records.append(new)
     finally:
-        pipe.prior.close()
+        if pipe is not None:
+            pipe.prior.close()
         folder.close()
     return records

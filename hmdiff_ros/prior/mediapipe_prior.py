@@ -38,6 +38,11 @@ class MediaPipePrior:
         try:
             from mediapipe.python.solutions import pose as mp_pose
         except ImportError as exc:  # pragma: no cover - depends on the environment
+            cause = exc
+            while cause is not None:  # Ctrl-C inside MediaPipe's import can surface as an ImportError
+                if isinstance(cause, KeyboardInterrupt):
+                    raise cause from None
+                cause = cause.__cause__ or cause.__context__
             raise ImportError("the pose prior needs mediapipe==0.10.14 (pip install 'mediapipe==0.10.14')") from exc
         self.static_image_mode = static_image_mode
         self._fresh: set = set()  # ids of graphs that have not run yet: their first call prints start-up lines

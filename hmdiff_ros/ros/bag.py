@@ -179,6 +179,8 @@ def _check_options(src: Path, dst: Path, storage: str, namespace: str, tf_prefix
 def _open(src: Path, store):
     from rosbags.highlevel import AnyReader
 
+    if src.exists() and not (src.is_dir() or src.is_file()):  # opening a pipe would wait for a writer
+        raise ValueError(f"input bag '{src}' is not a regular file or folder (a pipe or a device); expected a rosbag2")
     try:
         reader = AnyReader([src], default_typestore=store)
         reader.open()
