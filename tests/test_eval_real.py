@@ -360,3 +360,13 @@ def test_the_lifter_reads_the_keypoints_in_the_models_crop():
     np.testing.assert_allclose(given_uv, obs.uv, atol=1e-4)  # what the model's crop holds, not image pixels
     np.testing.assert_allclose(given_vis, obs.visibility, atol=1e-6)
     np.testing.assert_allclose(given_xyz, obs.prior_xyz, atol=1e-6)
+
+
+def test_data_whose_images_are_all_missing_is_refused_before_the_model(real_root):
+    from hmdiff_ros.pipeline.eval_real import read_real
+
+    root, _, _ = real_root
+    for image in [*root.rglob("*.jpg")]:
+        image.unlink()
+    with pytest.raises(ValueError, match=r"none of the \d+ images of .* could be read, so nothing would be evaluated"):
+        read_real(root)

@@ -434,6 +434,13 @@ def read_real(root: "str | Path") -> RealData:
             f"'{root}' holds no known real evaluation data (expected h36m/, mpi_inf_3dhp/, coco/, mpii/, "
             "ochuman/ or posetrack18/ as in the fixtures' README)"
         )
+    images = sorted({Path(item[1]) for item in (*items_3d, *items_2d)})
+    missing = [p for p in images if not p.is_file()]
+    if missing and len(missing) == len(images):  # named now, not after the model has loaded
+        raise ValueError(
+            f"none of the {len(images)} images of '{root}' could be read, so nothing would be evaluated "
+            f"(first: {missing[0]}: file not found)"
+        )
     for note in notes:
         log.warning("eval-real: %s: left out", note)
     return RealData(root, items_3d, items_2d)
