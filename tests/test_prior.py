@@ -129,5 +129,11 @@ def test_video_mode_follows_a_change_of_image_size():
         assert all(p is not None and p.mask.shape == f.shape[:2] for p, f in zip(found, frames, strict=True))
         for p, (h, w) in zip(found, sizes, strict=True):  # keypoints in each frame's own pixels
             assert 0 < p.uv[:, 0].mean() < w and 0 < p.uv[:, 1].mean() < h
+        # a size seen before gets its graph back: a new graph per change kept ~0.5 MiB each
+        graphs = {id(video._pose)}
+        for f in frames * 4:
+            assert video.detect(f) is not None
+            graphs.add(id(video._pose))
+        assert len(graphs) == 2
     finally:
         video.close()  # never raises, even for a graph that failed

@@ -12,6 +12,7 @@ MediaPipe's start-up lines (TFLite, absl, protobuf) are kept off stderr: see
 from __future__ import annotations
 
 import logging
+from typing import Dict
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from hmdiff_ros.quiet import quiet_third_party, third_party_output
 
 quiet_third_party()  # before mediapipe is imported; keeps an earlier explicit choice
 log = logging.getLogger(__name__)
+VIDEO_GRAPHS = 3  # video mode: graphs kept, one per image size (a camera switching resolutions)
 
 _MAP = mediapipe_to_joints_matrix()[0][list(PRIOR_JOINT_INDICES)]  # (24, 33)
 _ROOT = list(PRIOR_JOINT_INDICES).index(JOINT_INDEX["pelvis"])
@@ -67,13 +69,29 @@ class MediaPipePrior:
         self._pose = self._make(static_image_mode)
         self._still = self._pose if static_image_mode else None
         self._size = None  # video mode: the (h, w) of the stream's frames
+        self._videos: Dict[tuple, object] = {}  # video mode: a graph per image size, oldest first
 
     def reset(self) -> None:
         """Forget the tracked person (a new video or camera stream)."""
         if not self.static_image_mode:
-            _close(self._pose)
-            self._pose = self._make(False)
-            self._size = None
+            for pose in {id(p): p for p in (*self._videos.values(), self._pose)}.values():
+                _close(pose)
+            self._pose, self._videos, self._size = self._make(False), {}, None
+
+    def _video_for(self, size: tuple):
+        """The video graph for frames of ``size``: MediaPipe's video graph smooths the mask
+        against the last frame's and fails on a new size (then on every frame), so each size
+        has its own, kept for when the stream comes back to it (MediaPipe re-detects a person
+        who is no longer where it was). A new graph each time would keep ~0.5 MiB per change:
+        at most :data:`VIDEO_GRAPHS` are kept, the oldest closed."""
+        if self._size is None and not self._videos:  # the first frame: the graph made at start
+            self._videos[size] = self._pose
+        if size not in self._videos:
+            self._videos[size] = self._make(False)
+            while len(self._videos) > VIDEO_GRAPHS:
+                _close(self._videos.pop(next(iter(self._videos))))
+        self._videos[size] = self._videos.pop(size)  # the most recent last
+        return self._videos[size]
 
     def detect(self, image: np.ndarray, box: np.ndarray | None = None) -> PriorPerson | None:
         """The person in ``image``, or in ``box`` (u0, v0, u1, v1 pixels) when given: the box
@@ -96,11 +114,9 @@ class MediaPipePrior:
             crop[b0 - v0 : b1 - v0, a0 - u0 : a1 - u0] = image[b0:b1, a0:a1]
             image = crop
         if box is None:
-            if not self.static_image_mode and self._size not in (None, image.shape[:2]):
-                # another image size is another stream: MediaPipe's video graph smooths the mask
-                # against the last frame's and fails on a new size, then on every later frame
-                self.reset()
-            self._size = image.shape[:2]
+            if not self.static_image_mode and self._size != image.shape[:2]:
+                self._pose = self._video_for(image.shape[:2])
+                self._size = image.shape[:2]
             pose = self._pose
         else:
             if self._still is None:
@@ -131,9 +147,9 @@ class MediaPipePrior:
         return PriorPerson(uv=uv, visibility=vis, xyz=xyz, mask=mask, score=float(np.mean(lm[:, 2])))
 
     def close(self) -> None:
-        _close(self._pose)
-        if self._still is not None and self._still is not self._pose:
-            _close(self._still)
+        graphs = (*self._videos.values(), self._pose, *([self._still] if self._still is not None else []))
+        for pose in {id(p): p for p in graphs}.values():
+            _close(pose)
 
 
 def _close(pose) -> None:
