@@ -5,6 +5,7 @@ their outputs."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,15 @@ from hmdiff_ros.pipeline.run import DEMO_IMAGE
 )
 def test_a_signal_during_start_up_is_one_line_and_128_plus_the_signal(tmp_path, sig, delay):
     """From the parser's imports (torch loads there: seconds) through loading the model: before,
-    a signal in the first ~1.5 s printed a 30-60-line traceback from inside ``import torch``."""
+    a signal in the first ~1.5 s printed a 30-60-line traceback from inside ``import torch``.
+    The run has 30 images, so that on a fast machine it is still working when the signal comes
+    (once its work is done, a signal changes nothing and the exit code stays 0)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(30):
+        shutil.copy(DEMO_IMAGE, photos / f"{i:02d}.jpg")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hmdiff_ros.cli", "run", str(DEMO_IMAGE), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "hmdiff_ros.cli", "run", str(photos), "--out", str(tmp_path / "out"), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
