@@ -251,18 +251,26 @@ def run_load(
         result.people = sum(n for _, _, n, _ in kept)
     finally:
         state["stop"] = True
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        result.exit_code = proc.returncode
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
+        result.exit_code = _stop(proc, executor, probe, context)
     return result
+
+
+def _stop(proc, executor, probe, context) -> int:
+    """Stop the node as Ctrl-C does (killed if it has not ended in 30 s) and the probe's ROS
+    context; the node's exit code."""
+    import rclpy
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    executor.shutdown()
+    probe.destroy_node()
+    rclpy.shutdown(context=context)
+    return proc.returncode
 
 
 def _spin(executor, state) -> None:
@@ -861,17 +869,7 @@ def run_soak(
         result.published = cam.published
     finally:
         state["stop"] = True
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        result.exit_code = proc.returncode
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
+        result.exit_code = _stop(proc, executor, probe, context)
     return result
 
 
