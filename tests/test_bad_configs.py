@@ -17,7 +17,8 @@ from hmdiff_ros.model.denoiser import DenoiserConfig
 from hmdiff_ros.model.encoder import EncoderConfig
 from hmdiff_ros.model.hmdiff import HMDiffConfig
 from hmdiff_ros.model.scheduler import SchedulerConfig
-from hmdiff_ros.model.train import FIELD_CHECKS, TrainConfig, load_train_config, train
+from hmdiff_ros.model.train import train
+from hmdiff_ros.model.train_config import FIELD_CHECKS, TrainConfig, load_train_config
 
 TINY = HMDiffConfig(
     encoder=EncoderConfig(width=32, base_channels=8),
@@ -400,7 +401,7 @@ def test_a_failed_bench_report_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_workers_are_bounded_by_name(tmp_path):
-    from hmdiff_ros.model.train import MAX_WORKERS
+    from hmdiff_ros.model.train_config import MAX_WORKERS
 
     assert TrainConfig(workers=MAX_WORKERS).workers == MAX_WORKERS
     with pytest.raises(ValueError, match=rf"^workers must be at most {MAX_WORKERS} .*, got 100000$"):

@@ -246,7 +246,8 @@ def test_procrustes_and_errors():
 def test_training_runs_checkpoints_and_resumes(tmp_path, engine):
     from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.evaluate import evaluate
-    from hmdiff_ros.model.train import TrainConfig, train
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     cfg = TrainConfig(
         out=str(tmp_path / "run"), steps=2, batch_size=4, workers=0, val_every=2, val_samples=8, model=TINY
@@ -340,7 +341,8 @@ def test_dat_step_is_bounded_when_its_direction_barely_helps(tiny):
 def test_training_never_replaces_weights_it_cannot_resume(tmp_path, engine):
     from dataclasses import replace
 
-    from hmdiff_ros.model.train import TrainConfig, train
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     trained = tmp_path / "trained"  # a finished checkpoint without its training state
     trained.mkdir()
@@ -363,12 +365,14 @@ def test_training_never_replaces_weights_it_cannot_resume(tmp_path, engine):
 def test_ctrl_c_saves_the_run_and_the_same_command_resumes_it(tmp_path, engine, monkeypatch, caplog):
     import logging
 
-    import hmdiff_ros.model.train as train_module
-    from hmdiff_ros.model.train import STATE, TrainConfig, train
+    import hmdiff_ros.model.losses as losses_module
+    from hmdiff_ros.model.resume import STATE
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     run = tmp_path / "run"
     cfg = TrainConfig(out=str(run), steps=5, batch_size=2, workers=0, val_every=100, val_samples=4, model=TINY)
-    real, calls = train_module.losses, []
+    real, calls = losses_module.losses, []
 
     def interrupted_at(n):
         def losses(*args, **kwargs):
@@ -380,13 +384,13 @@ def test_ctrl_c_saves_the_run_and_the_same_command_resumes_it(tmp_path, engine, 
         return losses
 
     # Ctrl-C in the first step: nothing to save, no folder left behind
-    monkeypatch.setattr(train_module, "losses", interrupted_at(1))
+    monkeypatch.setattr(losses_module, "losses", interrupted_at(1))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     assert not run.exists()
     # Ctrl-C in step 4 (no validation yet): the state after 3 steps is saved, then re-raised
     calls.clear()
-    monkeypatch.setattr(train_module, "losses", interrupted_at(4))
+    monkeypatch.setattr(losses_module, "losses", interrupted_at(4))
     with caplog.at_level(logging.WARNING, logger="hmdiff_ros.model.train"), pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     meta = json.loads((run / "config.json").read_text())
@@ -398,7 +402,7 @@ def test_ctrl_c_saves_the_run_and_the_same_command_resumes_it(tmp_path, engine, 
     # the same command resumes from step 3 (two more steps); --init is ignored with a warning
     calls.clear()
     caplog.clear()
-    monkeypatch.setattr(train_module, "losses", interrupted_at(0))
+    monkeypatch.setattr(losses_module, "losses", interrupted_at(0))
     with caplog.at_level(logging.WARNING, logger="hmdiff_ros.model.train"):
         metrics = train(TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "elsewhere")}), progress=False)
     assert metrics["step"] == 5 and len(calls) == 2
@@ -536,8 +540,11 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
     and is raised as KeyboardInterrupt of that signal; other errors pass through."""
     import signal
 
-    import hmdiff_ros.model.train as train_module
-    from hmdiff_ros.model.train import STATE, TrainConfig, train, worker_signal
+    import hmdiff_ros.model.losses as losses_module
+    from hmdiff_ros.model.interrupts import worker_signal
+    from hmdiff_ros.model.resume import STATE
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # a background job ignores SIGINT
     assert worker_signal(RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")) == signal.SIGTERM
@@ -554,7 +561,7 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
 
     run = tmp_path / "run"
     cfg = TrainConfig(out=str(run), steps=5, batch_size=2, workers=0, val_every=100, val_samples=4, model=TINY)
-    real, calls = train_module.losses, []
+    real, calls = losses_module.losses, []
 
     def losses(*args, **kwargs):
         calls.append(1)
@@ -562,7 +569,7 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
             raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "losses", losses)
+    monkeypatch.setattr(losses_module, "losses", losses)
     with pytest.raises(KeyboardInterrupt) as exc:
         train(cfg, progress=False)
     assert exc.value.args == (signal.SIGTERM,)
@@ -572,7 +579,7 @@ def test_a_worker_killed_by_a_signal_is_an_interruption_not_an_internal_error(tm
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(train_module, "losses", broken)
+    monkeypatch.setattr(losses_module, "losses", broken)
     with pytest.raises(RuntimeError, match="a bug"):  # not an interruption: nothing saved over the run
         train(cfg, progress=False)
     assert json.loads((run / "config.json").read_text())["step"] == 2
@@ -626,7 +633,8 @@ def test_a_prior_token_model_fine_tunes_from_one_without_on_the_fitted_stream(tm
     from dataclasses import replace
 
     from hmdiff_ros.model.checkpoint import load_checkpoint
-    from hmdiff_ros.model.train import TrainConfig, train
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     base = TrainConfig(
         out=str(tmp_path / "base"), steps=1, batch_size=4, workers=0, val_every=1, val_samples=4, model=TINY
@@ -694,7 +702,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     from dataclasses import replace
 
     from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
-    from hmdiff_ros.model.train import TrainConfig, load_init
+    from hmdiff_ros.model.resume import load_init
 
     with pytest.raises(ValueError, match="needs prior_tokens"):
         replace(TINY, prior_keypoints=True)
@@ -712,7 +720,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     # grown from a prior-token checkpoint without keypoints: starts as that checkpoint
     base = HMDiff(replace(TINY, prior_tokens=True), topology).eval()
     save_checkpoint(tmp_path / "base", base, {})
-    load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    load_init(tmp_path / "base", model)
     noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
     off = DATConfig(mode="off")
     torch.testing.assert_close(
@@ -721,7 +729,7 @@ def test_a_keypoint_token_model_reads_the_keypoints_and_fine_tunes_from_one_with
     )
     with pytest.raises(ValueError, match="another model configuration"):  # keypoints cannot be dropped
         save_checkpoint(tmp_path / "grown", model, {})
-        load_init(TrainConfig(init=str(tmp_path / "grown"), model=base.cfg), base)
+        load_init(tmp_path / "grown", base)
     assert load_checkpoint(tmp_path / "grown")[0].cfg.prior_keypoints
 
 
@@ -729,7 +737,7 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     from dataclasses import replace
 
     from hmdiff_ros.model.checkpoint import load_checkpoint, save_checkpoint
-    from hmdiff_ros.model.train import TrainConfig, load_init
+    from hmdiff_ros.model.resume import load_init
 
     with pytest.raises(ValueError, match="prior_residual needs"):
         replace(TINY, prior_residual=True)  # no prior tokens
@@ -739,7 +747,7 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
     base = HMDiff(replace(TINY, prior_tokens=True, prior_keypoints=True), topology).eval()
     save_checkpoint(tmp_path / "base", base, {})
     model = HMDiff(replace(base.cfg, prior_residual=True), topology).eval()
-    load_init(TrainConfig(init=str(tmp_path / "base"), model=model.cfg), model)
+    load_init(tmp_path / "base", model)
     proxy, prior, vis = _inputs(2)
     vis[1, 6] = 0.1  # an off joint: U there is not read
     noise = torch.randn(2, model.num_points, 3, generator=torch.Generator().manual_seed(1))
@@ -771,7 +779,8 @@ def test_the_prior_residual_adds_a_linear_read_of_u_to_x0_and_grows_from_zero(to
 def test_focus_steps_train_that_share_of_a_batch_at_the_few_step_samplers_timesteps(tiny, monkeypatch):
     from dataclasses import replace
 
-    from hmdiff_ros.model.train import FOCUS_STEPS, TrainConfig, focus_timesteps, losses
+    from hmdiff_ros.model.losses import FOCUS_STEPS, focus_timesteps, losses
+    from hmdiff_ros.model.train_config import TrainConfig
 
     sched = tiny.scheduler
     visited = set(focus_timesteps(sched).tolist())
@@ -855,7 +864,8 @@ def test_a_study_fraction_needs_a_study_and_training_refuses_a_held_out_study(tm
     pytest.importorskip("anny", reason="the Anny body model is not installed")
     pytest.importorskip("mediapipe", reason="mediapipe is not installed")
     from hmdiff_ros.cli import main
-    from hmdiff_ros.model.train import TrainConfig, train
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     with pytest.raises(ValueError, match="study_fraction 0.25 needs study"):
         TrainConfig(study_fraction=0.25)

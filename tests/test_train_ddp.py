@@ -13,10 +13,10 @@ import torch
 
 from hmdiff_ros.data.engine import stream_indices
 from hmdiff_ros.model.denoiser import DenoiserConfig
+from hmdiff_ros.model.distributed import Ranks, launch_ranks
 from hmdiff_ros.model.encoder import EncoderConfig
 from hmdiff_ros.model.hmdiff import HMDiffConfig
 from hmdiff_ros.model.scheduler import SchedulerConfig
-from hmdiff_ros.model.train import Ranks, launch_ranks
 
 TINY = HMDiffConfig(
     encoder=EncoderConfig(width=32, base_channels=8),
@@ -65,7 +65,8 @@ def _worker(rank: int, world: int, port: int, out: str, results) -> None:
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
-    from hmdiff_ros.model.train import TrainConfig, train
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import TrainConfig
 
     cfg = TrainConfig(out=out, steps=2, batch_size=2, workers=0, val_every=2, val_samples=4, model=TINY, device="cpu")
     results[rank] = train(cfg, progress=False)

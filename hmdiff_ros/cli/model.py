@@ -175,7 +175,9 @@ def _add_stream_options(p) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.train import launch_ranks, load_train_config, train
+    from hmdiff_ros.model.distributed import launch_ranks
+    from hmdiff_ros.model.train import train
+    from hmdiff_ros.model.train_config import load_train_config
 
     overrides = {
         k: v

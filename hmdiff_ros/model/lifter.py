@@ -42,9 +42,11 @@ import torch.nn.functional as F
 
 from hmdiff_ros.body.joints import JOINT_INDEX, NUM_JOINTS, PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 from hmdiff_ros.errors import one_line
+from hmdiff_ros.model.batches import VAL_SEED
 from hmdiff_ros.model.checkpoint import CONFIG, WEIGHTS
+from hmdiff_ros.model.interrupts import worker_signal
 from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
-from hmdiff_ros.model.train import STATE, VAL_SEED, load_resume_state, save_resume_state, worker_signal
+from hmdiff_ros.model.resume import STATE, load_resume_state, save_resume_state
 from hmdiff_ros.observation import ProxyConfig
 
 log = logging.getLogger(__name__)
