@@ -21,14 +21,13 @@ Checkpoints are folders like HMDiff's: ``model.safetensors`` and ``config.json``
 (:func:`train_lifter`, ``hmdiff train-lifter``): AdamW with linear warm-up and cosine decay
 (by the clock too under ``max_minutes``), gradient clipping and an EMA of the weights (what
 is saved and validated), as ``hmdiff train``; an L1 loss on the joints; resumed from its
-output folder; Ctrl-C saves the run.
+output folder; Ctrl-C or SIGTERM saves the run (:mod:`~hmdiff_ros.model.interrupts`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -42,11 +41,13 @@ import torch.nn.functional as F
 
 from hmdiff_ros.body.joints import JOINT_INDEX, NUM_JOINTS, PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 from hmdiff_ros.errors import one_line
-from hmdiff_ros.model.batches import VAL_SEED
+from hmdiff_ros.model.batches import training_loader, validation_batches
 from hmdiff_ros.model.checkpoint import CONFIG, WEIGHTS
-from hmdiff_ros.model.interrupts import worker_signal
+from hmdiff_ros.model.distributed import training_device
+from hmdiff_ros.model.interrupts import interruptible
 from hmdiff_ros.model.metrics import mpjpe_mm, pa_mpjpe_mm
-from hmdiff_ros.model.resume import STATE, load_resume_state, save_resume_state
+from hmdiff_ros.model.optim import learning_rate, optimiser_step
+from hmdiff_ros.model.resume import RunFolder, load_resume_state, resumable, save_resume_state
 from hmdiff_ros.observation import ProxyConfig
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ DEFAULT_LIFTER = Path(__file__).resolve().parent / "checkpoints" / "lifter"
 NUM_PRIOR = len(PRIOR_JOINT_NAMES)
 NUM_INPUTS = NUM_PRIOR * (2 + 1 + 1 + 3)  # uv, visibility, on/off, U
 PELVIS = JOINT_INDEX["pelvis"]
-METRICS = "metrics.jsonl"  # one validation record per line
 
 
 @dataclass(frozen=True)
@@ -325,11 +325,10 @@ def train_lifter(cfg: LifterTrainConfig, progress: bool = True) -> Dict:
     saves the state at the step reached (the same command resumes it) and is raised again."""
     from tqdm import tqdm
 
-    from hmdiff_ros.data.engine import SyntheticDataset, SyntheticEngine, batch_rng, quiet_worker, stream_config
-    from hmdiff_ros.files import missing_folders, remove_empty
+    from hmdiff_ros.data.engine import SyntheticEngine, stream_config
 
     torch.manual_seed(cfg.seed)
-    device = _device(cfg.device)
+    device = training_device(cfg.device)
     out = Path(cfg.out)
     resume = _resumable(out, cfg)
     model = Lifter(cfg.model).to(device)
@@ -346,141 +345,91 @@ def train_lifter(cfg: LifterTrainConfig, progress: bool = True) -> Dict:
         p.requires_grad_(False)
 
     data_cfg = stream_config(cfg.prior, cfg.families, cfg.model.crop_size)  # as 'hmdiff train' makes it
-    engine = SyntheticEngine(data_cfg)
-    val = [
-        engine.generate(batch_rng(VAL_SEED, i), min(256, cfg.val_samples - 256 * i), proxy=False)
-        for i in range((cfg.val_samples + 255) // 256)
-    ]
-    stream = SyntheticDataset(data_cfg, cfg.batch_size, seed=cfg.seed)
-    stream.skip = start  # batches already used
-    loader = torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=cfg.workers, worker_init_fn=quiet_worker if cfg.workers else None
-    )
+    val = validation_batches(SyntheticEngine(data_cfg), cfg.val_samples, proxy=False)
+    loader = training_loader(data_cfg, cfg.batch_size, seed=cfg.seed, workers=cfg.workers, skip=start)
     t0 = time.time()
 
     def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        if cfg.max_minutes > 0:  # a time budget decays the rate by the clock when it is the tighter limit
-            frac = max(frac, (time.time() - t0) / 60 / cfg.max_minutes)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        return learning_rate(cfg, step, (time.time() - t0) / 60)
 
-    new_folders, prepared = missing_folders(out), False
+    folder = RunFolder(out, resume)
 
     def save(step: int, record: Dict) -> None:
-        nonlocal prepared
-        if not prepared:  # a fresh run drops an earlier run's state and metrics on its first write
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                for name in (STATE, METRICS):
-                    (out / name).unlink(missing_ok=True)
-            prepared = True
         if "val" in record:
-            with (out / METRICS).open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        _save_state(out, model, ema, opt, step, cfg, record)
+            folder.add_metrics(record)
+        _save_state(folder.ready(), model, ema, opt, step, cfg, record)
 
     bar = tqdm(total=cfg.steps, initial=start, desc="train-lifter", unit="step", disable=not progress)
     step = saved = start
     window: list = []  # training losses since the last record
     record: Dict = {}
-    try:
-        for batch in loader:
-            if step >= cfg.steps:
-                break
-            batch = {k: batch[k].to(device) for k in ("uv", "vis", "prior_xyz", "joints_rel")}
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            model.train()
-            loss = lifter_loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(pm, 1 - decay)
-            step += 1
-            window.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(l1_mm=f"{1000 * loss.item():.1f}", refresh=False)
-            timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
-            if step % cfg.val_every == 0 or step == cfg.steps or timeout:
-                minutes = (time.time() - t0) / 60
-                record = {
-                    "step": step,
-                    "samples": step * cfg.batch_size,
-                    "minutes": round(minutes, 2),
-                    "samples_per_s": round((step - start) * cfg.batch_size / max(minutes * 60, 1e-9), 1),
-                    "loss_l1_m": round(float(np.mean(window)), 5),
-                    "lr": round(lr_at(step - 1), 7),
-                    "val": evaluate_lifter(ema, val),
-                }
-                window = []
-                save(step, record)
-                saved = step
-                tqdm.write(json.dumps(record), file=sys.stderr)
-            if timeout:
-                break
-    except (KeyboardInterrupt, RuntimeError) as exc:
-        signum = worker_signal(exc) if isinstance(exc, RuntimeError) else None
-        if isinstance(exc, RuntimeError) and signum is None:
-            raise
+
+    def save_interrupted() -> None:
         bar.close()
         if step > saved:
             save(step, {"step": step, "minutes": round((time.time() - t0) / 60, 2), "interrupted": True})
             log.warning(
                 "interrupted at step %d of %d: state saved to %s; run the same command to resume", step, cfg.steps, out
             )
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise KeyboardInterrupt(signum) from None  # a data worker killed by a signal: stopped as by that signal
+
+    try:
+        with interruptible(loader, save_interrupted) as batches:
+            for batch in batches:
+                if step >= cfg.steps:
+                    break
+                batch = {k: batch[k].to(device) for k in ("uv", "vis", "prior_xyz", "joints_rel")}
+                model.train()
+                loss = lifter_loss(model, batch)
+                optimiser_step(
+                    loss, model, ema, opt, step, lr=lr_at(step), grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay
+                )
+                step += 1
+                window.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(l1_mm=f"{1000 * loss.item():.1f}", refresh=False)
+                timeout = cfg.max_minutes > 0 and (time.time() - t0) / 60 > cfg.max_minutes
+                if step % cfg.val_every == 0 or step == cfg.steps or timeout:
+                    minutes = (time.time() - t0) / 60
+                    record = {
+                        "step": step,
+                        "samples": step * cfg.batch_size,
+                        "minutes": round(minutes, 2),
+                        "samples_per_s": round((step - start) * cfg.batch_size / max(minutes * 60, 1e-9), 1),
+                        "loss_l1_m": round(float(np.mean(window)), 5),
+                        "lr": round(lr_at(step - 1), 7),
+                        "val": evaluate_lifter(ema, val),
+                    }
+                    window = []
+                    save(step, record)
+                    saved = step
+                    tqdm.write(json.dumps(record), file=sys.stderr)
+                if timeout:
+                    break
     finally:
         bar.close()
-        remove_empty(new_folders)
+        folder.close()
     return {"out": str(out), **record}
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device cuda: CUDA is not available here (torch {torch.__version__})")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _resumable(out: Path, cfg: LifterTrainConfig) -> bool:
-    """Whether ``out`` holds a lifter run of this configuration to resume; anything else there
-    is refused unless ``cfg.force``, so that a run never silently replaces trained weights."""
-    from hmdiff_ros.files import existing_ancestor
+    """Whether ``out`` holds a lifter run of this configuration to resume: a run of another
+    lifter, batch size or seed, or one already at ``cfg.steps``, is refused (unless
+    ``cfg.force``)."""
 
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out '{out}' is a file; expected a folder for the run")
-    ancestor = existing_ancestor(out.parent)
-    if ancestor.exists() and not ancestor.is_dir():
-        raise ValueError(f"--out '{out}': '{ancestor}' is a file; expected a folder for the run")
-    if not out.is_dir() or not any(out.iterdir()) or cfg.force:
-        return False
-    hint = "use --force to train afresh there (its checkpoint is replaced) or choose another --out"
-    if not ((out / CONFIG).is_file() and (out / STATE).is_file()):
-        raise ValueError(f"--out '{out}' is not empty and holds no resumable lifter run; {hint}")
-    try:
-        meta = json.loads((out / CONFIG).read_text())
+    def differs(meta: Dict) -> "str | None":
         same = meta["kind"] == KIND and meta["model"] == cfg.model.to_dict()
         same = same and all(meta["train"][k] == getattr(cfg, k) for k in ("batch_size", "seed"))
-        step = int(meta["step"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"--out '{out}': its {CONFIG} is not a lifter run's ({one_line(exc)}); {hint}") from None
-    if not same:
-        raise ValueError(f"--out '{out}' holds a run of another lifter, batch size or seed; {hint}")
-    if step >= cfg.steps:
-        raise ValueError(
-            f"--out '{out}' holds a run already at step {step} of {cfg.steps} ({cfg.samples} samples): nothing to "
-            f"train; raise --samples to continue it, or {hint}"
-        )
-    return True
+        return None if same else "another lifter, batch size or seed"
+
+    return resumable(
+        out,
+        force=cfg.force,
+        run="lifter run",
+        differs=differs,
+        steps=cfg.steps,
+        budget=f"{cfg.steps} ({cfg.samples} samples)",
+        option="--samples",
+    )
 
 
 def _save_state(folder: Path, model: Lifter, ema: Lifter, opt, step: int, cfg: LifterTrainConfig, record: Dict) -> None:
