@@ -2,7 +2,7 @@
 launch file under a namespace with remapped topics and the lifecycle services, image QoS, every
 output with the image's header, parameters through the parameter services, ``target_frame``
 through a static transform, and ``publish_hri`` with an ``hri_msgs`` package. Skipped where
-ROS 2 is not sourced (``.ci/ros_workspace.sh`` builds it; README, ROS 2)."""
+ROS 2 is not sourced (``.ci/ros_workspace.sh`` builds it; docs/ros.md, Build)."""
 
 import importlib.util
 import os
@@ -554,7 +554,7 @@ def test_publish_hri_gives_the_tracked_body_ids(ros, tmp_path):
 
 # ---- the ros2 CLI checks README gives --------------------------------------------------------
 
-CLI_CHECKS = {  # README's lines (ROS 2, Run) and what each prints
+CLI_CHECKS = {  # README's lines ("With a camera in ROS 2", Run) and what each prints
     "ros2 lifecycle get /hmdiff": "active [3]",
     "ros2 topic echo --once --field header /hmdiff/humans": "frame_id: camera_optical_frame",
     "ros2 param set /hmdiff ddim_steps 1": "Set parameter successful",

@@ -2,7 +2,7 @@
 and a real video where ``../shared/data/eval-real`` is present) against ``hmdiff_node`` in its
 own process, measured with ``hmdiff bench-node``'s code. The bounds catch a queue (latency
 growing over the run), lost accounting, failures and a leak; they are not timings (the figures
-are printed, and README quotes ``hmdiff bench-node``)."""
+are printed, and docs/ros.md quotes ``hmdiff bench-node``)."""
 
 import importlib.util
 import json

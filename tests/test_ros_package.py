@@ -164,8 +164,9 @@ def test_the_node_logic_on_the_stand_in_still_runs_where_ros_is_sourced():
 )
 @pytest.mark.parametrize("symlink", [False, True], ids=["copy", "symlink-install"])
 def test_colcon_builds_the_node_package_both_ways(tmp_path, symlink):
-    """As a user builds it (README, Build): the node's script, launch files and manifest are
-    installed; a plain build's script runs with the python3 on PATH (the one with torch)."""
+    """As a user builds it (README, "With a camera in ROS 2", Build): the node's script, launch
+    files and manifest are installed; a plain build's script runs with the python3 on PATH (the
+    one with torch)."""
     src = tmp_path / "ws" / "src"
     src.mkdir(parents=True)
     (src / "hmdiff_ros").symlink_to(ROOT, target_is_directory=True)

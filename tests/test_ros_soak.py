@@ -4,7 +4,7 @@
 resolution and CameraInfo, its publishers restart, frames come out of order and twice, a burst
 at 3x), asserting the soak's criteria: recovery within 1 s of each fault's end, no crash and
 exit code 0 on SIGINT, no result that is not of its stamp's frame, memory flat after the
-warm-up. The hour's run is the same command with ``--minutes 60`` (README, docs/bench)."""
+warm-up. The hour's run is the same command with ``--minutes 60`` (docs/ros.md, docs/bench)."""
 
 import importlib.util
 import json

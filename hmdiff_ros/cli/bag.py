@@ -142,7 +142,7 @@ def _cmd_bench_node(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("rclpy") is None or importlib.util.find_spec("hmdiff_msgs") is None:
         raise ValueError(
             "bench-node needs ROS 2 (rclpy) and the built hmdiff_msgs: source your ROS 2 setup and the workspace "
-            "(README, ROS 2)"
+            '(README, "With a camera in ROS 2")'
         )
     if not (0 < args.fps <= 240) or not (0 < args.seconds <= 3600) or args.max_side < 0:
         raise ValueError(
@@ -160,7 +160,9 @@ def _cmd_bench_node(args: argparse.Namespace) -> int:
     for item in args.param:
         name, sep, value = item.partition(":=")
         if not sep or name not in PARAMETERS:
-            raise ValueError(f"--param must be NAME:=VALUE with a parameter of the node (README, ROS 2), got {item!r}")
+            raise ValueError(
+                f"--param must be NAME:=VALUE with a parameter of the node (README, Parameters), got {item!r}"
+            )
         params[name] = value
     from hmdiff_ros.ros.load import format_load, run_load
 

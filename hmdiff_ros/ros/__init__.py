@@ -21,7 +21,7 @@ def node_main(args=None) -> None:
     except ImportError as exc:
         raise SystemExit(
             f"hmdiff_node needs ROS 2 (rclpy) and the built hmdiff_msgs package: {exc}. "
-            "Source your ROS 2 setup and the workspace (see README, ROS 2)."
+            'Source your ROS 2 setup and the workspace (see README, "With a camera in ROS 2").'
         ) from None
     if stop:
         raise SystemExit(0)  # a requested stop

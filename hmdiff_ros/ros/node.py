@@ -9,7 +9,8 @@ replace the waiting one and are counted as dropped. With ``autostart`` the node 
 (loads the model) and activates (subscribes) itself. Inputs are read (:mod:`.bridge`; images
 through cv_bridge where it imports, see :class:`.bridge.ImageReader`) and outputs built
 (:func:`.convert.frame_messages`) as in the bag tool; topics, QoS and parameters are described
-in README (ROS 2) and :mod:`.params`. This file is the ROS plumbing around them.
+in README ("With a camera in ROS 2"), docs/ros.md and :mod:`.params`. This file is the ROS
+plumbing around them.
 """
 
 from __future__ import annotations
