@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hmdiff_ros.body.joints import JOINT_INDEX
-from hmdiff_ros.pipeline.eval_real import H36M_LIMBS, LIMBS, evaluate_real, frames_3d, people_2d
+from hmdiff_ros.study.eval_real import evaluate_real
+from hmdiff_ros.study.real_data import H36M_LIMBS, LIMBS, frames_3d, people_2d
 
 
 @pytest.fixture()
@@ -216,7 +217,7 @@ def test_an_unreadable_image_is_skipped_and_counted(real_root, caplog):
 
     root, gt3d, kp = real_root
     (root / "coco" / "a.jpg").unlink()
-    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.pipeline.eval_real"):
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.study.eval_real"):
         result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
     assert result["skipped"] == [str(root / "coco" / "a.jpg")]
     assert result["per_dataset"]["coco"]["skipped"] == 2 and result["per_dataset"]["h36m"]["skipped"] == 0
@@ -253,13 +254,13 @@ def test_unusable_data_folders_say_what_is_wrong(tmp_path, real_root, caplog):
     # usable data beside an empty dataset folder: evaluated, with a warning about the folder
     root, gt3d, kp = real_root
     (root / "mpi_inf_3dhp").mkdir()
-    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.pipeline.eval_real"):
+    with caplog.at_level(logging.WARNING, logger="hmdiff_ros.study.real_data"):
         result = evaluate_real(FakePipeline(gt3d, kp), root, progress=False)
     assert result["num_frames_3d"] == 1 and "mpi_inf_3dhp/ has neither" in caplog.text
 
 
 def test_overlays_never_replace_a_users_files_unless_forced(real_root, tmp_path, monkeypatch):
-    import hmdiff_ros.pipeline.eval_real as eval_real
+    import hmdiff_ros.study.eval_real as eval_real
 
     root, gt3d, kp = real_root
     pipe = FakePipeline(gt3d, kp)
@@ -342,7 +343,7 @@ def test_the_lifter_is_scored_on_the_3d_frames_like_the_model_and_the_prior(real
 def test_the_lifter_reads_the_keypoints_in_the_models_crop():
     from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
     from hmdiff_ros.observation import PriorPerson, observe
-    from hmdiff_ros.pipeline.eval_real import lifted
+    from hmdiff_ros.study.eval_real import lifted
 
     rng = np.random.default_rng(3)
     uv = rng.uniform([100, 80], [400, 460], size=(24, 2))
@@ -363,7 +364,7 @@ def test_the_lifter_reads_the_keypoints_in_the_models_crop():
 
 
 def test_data_whose_images_are_all_missing_is_refused_before_the_model(real_root):
-    from hmdiff_ros.pipeline.eval_real import read_real
+    from hmdiff_ros.study.real_data import read_real
 
     root, _, _ = real_root
     for image in [*root.rglob("*.jpg")]:

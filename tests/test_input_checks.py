@@ -275,7 +275,7 @@ def _mpii_edit(field, value):
 def test_bad_values_in_real_data_name_the_file_frame_and_field(real_root, capsys, no_models, damage, file, what):
     """Before: the model loaded, then a NaN in S failed as "SVD did not converge" and NaN
     keypoints or boxes were scored as misses or skipped without a word."""
-    from hmdiff_ros.pipeline.eval_real import read_real
+    from hmdiff_ros.study.real_data import read_real
 
     data = read_real(real_root)
     assert (len(data.frames_3d), len(data.people_2d)) == (2, 3)
@@ -290,7 +290,8 @@ def test_bad_values_in_real_data_name_the_file_frame_and_field(real_root, capsys
 
 def test_eval_real_scores_what_it_read(real_root):
     """evaluate_real takes what read_real read, or the folder (read then)."""
-    from hmdiff_ros.pipeline.eval_real import evaluate_real, read_real
+    from hmdiff_ros.study.eval_real import evaluate_real
+    from hmdiff_ros.study.real_data import read_real
 
     class Nobody:
         cfg = SimpleNamespace(hfov_deg=60.0)

@@ -140,12 +140,12 @@ def test_train_lifter_refuses_a_non_empty_out_without_force(tmp_path, capsys, en
 
 def test_ablate_reports_the_lifter_beside_the_prior_and_hmdiff(tmp_path, engine, topology, monkeypatch, caplog):
     from hmdiff_ros.data.store import write_split
-    from hmdiff_ros.model import ablate as ablate_module
     from hmdiff_ros.model.checkpoint import save_checkpoint
     from hmdiff_ros.model.denoiser import DenoiserConfig
     from hmdiff_ros.model.encoder import EncoderConfig
     from hmdiff_ros.model.hmdiff import HMDiff, HMDiffConfig
     from hmdiff_ros.model.scheduler import SchedulerConfig
+    from hmdiff_ros.study import ablate as ablate_module
 
     tiny = HMDiffConfig(
         encoder=EncoderConfig(width=32, base_channels=8),

@@ -836,7 +836,7 @@ def test_dat_first_step_always_aligns_and_tau_acts_at_two_steps(tiny):
 
 
 def test_mix_study_puts_the_studys_people_in_the_last_rows_of_a_batch():
-    from hmdiff_ros.data.prior_study import TRAINING_KEYS
+    from hmdiff_ros.data.study_reader import TRAINING_KEYS
     from hmdiff_ros.model.train import mix_study
 
     n, m = 8, 5

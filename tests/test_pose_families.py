@@ -145,7 +145,7 @@ def test_family_weights_name_the_families():
 
 
 def test_coverage_finds_the_family_of_synthetic_poses(engine):
-    from hmdiff_ros.pipeline.pose_coverage import coverage_3d, descriptor_3d, family_samples
+    from hmdiff_ros.study.pose_coverage import coverage_3d, descriptor_3d, family_samples
 
     probes = family_samples(engine, 24, seed=99, names=("sitting", "kneeling", "walking"))
     for name, joints in zip(probes.names, probes.joints, strict=True):
@@ -173,8 +173,8 @@ def test_pose_coverage_command_reads_the_real_layout(engine, tmp_path, capsys):
     import pickle
 
     from hmdiff_ros.cli import main
-    from hmdiff_ros.pipeline.eval_real import H36M_LIMBS
-    from hmdiff_ros.pipeline.pose_coverage import family_samples
+    from hmdiff_ros.study.pose_coverage import family_samples
+    from hmdiff_ros.study.real_data import H36M_LIMBS
 
     # One Human3.6M-style frame holding a synthetic sitting pose, turned and put 4 m away.
     limbs = family_samples(engine, 1, seed=7, names=("sitting",)).joints[0][0]

@@ -14,7 +14,7 @@ import pytest
 
 from hmdiff_ros.body.joints import JOINT_NAMES, PRIOR_FLIP_PERMUTATION, PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 from hmdiff_ros.camera import project
-from hmdiff_ros.model.prior_analysis import (
+from hmdiff_ros.study.prior_analysis import (
     analyse_prior_study,
     auc,
     bias_and_noise,
@@ -204,7 +204,7 @@ def test_visibility_statistics():
 
 def test_the_command_writes_the_report_once(tmp_path, capsys):
     from hmdiff_ros.cli import main
-    from hmdiff_ros.model.prior_report import FIGURES, REPORT_JSON
+    from hmdiff_ros.study.prior_report import FIGURES, REPORT_JSON
 
     study, out = tmp_path / "study", tmp_path / "docs" / "prior_study.md"
     _write(study, _study())

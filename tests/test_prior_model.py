@@ -21,15 +21,9 @@ from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES
 from hmdiff_ros.camera import project
 from hmdiff_ros.data.engine import MIN_PRIOR_JOINTS
 from hmdiff_ros.data.observe import PriorNoiseConfig, simulate_prior
-from hmdiff_ros.data.prior_model import (
-    DEFAULT_PRIOR_MODEL,
-    PELVIS,
-    PELVIS_P,
-    error_stats,
-    load_prior_model,
-    person_size,
-)
+from hmdiff_ros.data.prior_model import DEFAULT_PRIOR_MODEL, PELVIS, PELVIS_P, load_prior_model, person_size
 from hmdiff_ros.observation import ProxyConfig
+from hmdiff_ros.study.prior_fit import error_stats
 
 EXTRACT = Path(__file__).parent / "data" / "prior_model_heldout.npz"
 DRAWS = 8  # simulator draws per held-out sample

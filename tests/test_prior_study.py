@@ -59,7 +59,7 @@ def test_rasterize_keeps_the_nearest_face_and_fills_without_cracks():
 def study_engine():
     pytest.importorskip("anny", reason="the Anny body model is not installed (pip install 'hmdiff_ros[anny]')")
     from hmdiff_ros.data.engine import SyntheticEngine
-    from hmdiff_ros.data.prior_study import StudyConfig
+    from hmdiff_ros.study.study_config import StudyConfig
 
     return SyntheticEngine(StudyConfig(num=1).engine)
 
@@ -86,8 +86,8 @@ def _frontal_adults(engine, num):
 
 
 def test_mediapipe_sees_rendered_standing_adults(study_engine, study_needs):
-    from hmdiff_ros.data.people_render import PeopleRenderer
     from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+    from hmdiff_ros.study.people_render import PeopleRenderer
 
     renderer = PeopleRenderer(study_engine.bank, study_engine.topology.full_faces)
     K = np.array([[520.0, 0, 319.5], [0, 520.0, 239.5], [0, 0, 1]])
@@ -109,7 +109,7 @@ def test_mediapipe_sees_rendered_standing_adults(study_engine, study_needs):
 
 def test_study_writes_chunks_resumes_and_refuses_another(tmp_path, capsys, study_needs):
     from hmdiff_ros.cli import main
-    from hmdiff_ros.data.prior_study import load_prior_study, read_study_meta
+    from hmdiff_ros.data.study_reader import load_prior_study, read_study_meta
 
     out = tmp_path / "study"
     assert main([*ARGS, "--out", str(out), "--workers", "2", "--json"]) == 0
@@ -195,7 +195,7 @@ def test_study_writes_chunks_resumes_and_refuses_another(tmp_path, capsys, study
 
 def test_a_lost_chunk_is_made_again_the_same_by_any_number_of_workers(tmp_path, capsys, study_needs):
     from hmdiff_ros.cli import main
-    from hmdiff_ros.data.prior_study import chunk_path, load_prior_study
+    from hmdiff_ros.data.study_reader import chunk_path, load_prior_study
 
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*ARGS, "--out", str(one), "--workers", "1", "--json"]) == 0
@@ -224,7 +224,8 @@ def test_a_lost_chunk_is_made_again_the_same_by_any_number_of_workers(tmp_path, 
 
 def test_force_replaces_a_study_and_bad_folders_are_named(tmp_path, capsys, study_needs):
     from hmdiff_ros.cli import main
-    from hmdiff_ros.data.prior_study import StudyConfig, load_prior_study, read_study_meta
+    from hmdiff_ros.data.study_reader import load_prior_study, read_study_meta
+    from hmdiff_ros.study.study_config import StudyConfig
 
     out = tmp_path / "study"
     sheet = tmp_path / "look" / "sheet.png"
@@ -254,14 +255,8 @@ def test_force_replaces_a_study_and_bad_folders_are_named(tmp_path, capsys, stud
 
 def test_a_study_of_training_bodies_is_training_data_apart_from_the_held_out_study(tmp_path, capsys, study_needs):
     from hmdiff_ros.cli import main
-    from hmdiff_ros.data.prior_study import (
-        STUDY_SPAWN_KEY,
-        TRAIN_STUDY_SPAWN_KEY,
-        TRAINING_KEYS,
-        load_prior_study,
-        read_study_meta,
-        study_training_set,
-    )
+    from hmdiff_ros.data.study_reader import TRAINING_KEYS, load_prior_study, read_study_meta, study_training_set
+    from hmdiff_ros.study.study_config import STUDY_SPAWN_KEY, TRAIN_STUDY_SPAWN_KEY
 
     train, test = tmp_path / "train", tmp_path / "test"
     assert main([*ARGS, "--bodies", "train", "--out", str(train), "--workers", "1", "--json"]) == 0

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from hmdiff_ros.pipeline.protocol import SETS, SYNTHETIC, bootstrap_ci, protocol_table, summarize
+from hmdiff_ros.study.protocol import SETS, SYNTHETIC, bootstrap_ci, protocol_table, summarize
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_samples():

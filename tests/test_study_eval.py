@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hmdiff_ros.data.engine import batch_rng
-from hmdiff_ros.model.study_eval import evaluate_study, study_batch, study_rows
+from hmdiff_ros.study.study_eval import evaluate_study, study_batch, study_rows
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_study_parts_are_disjoint_halves_of_the_held_out_part(fake_study):
 
 
 def test_study_strata_split_by_the_prior_error(fake_study, tiny_model):
-    from hmdiff_ros.model.study_eval import NEARLY_RIGHT_MM
+    from hmdiff_ros.study.study_eval import NEARLY_RIGHT_MM
 
     _, study = fake_study
     r = evaluate_study(tiny_model, study, steps=1, fit_fraction=0.0, batch_size=8, per_sample=True)

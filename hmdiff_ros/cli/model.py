@@ -249,7 +249,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_eval_study(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.model.study_eval import evaluate_study
+    from hmdiff_ros.study.study_eval import evaluate_study
 
     model = load_checkpoint(args.checkpoint)[0]
     lifter = lifter_from(args)
@@ -280,7 +280,7 @@ def _cmd_eval_study(args: argparse.Namespace) -> int:
 def _cmd_eval_protocol(args: argparse.Namespace) -> int:
     from hmdiff_ros.model.checkpoint import load_checkpoint
     from hmdiff_ros.model.dat import DATConfig
-    from hmdiff_ros.pipeline.protocol import protocol_table, run_protocol
+    from hmdiff_ros.study.protocol import protocol_table, run_protocol
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -292,11 +292,11 @@ def _cmd_eval_protocol(args: argparse.Namespace) -> int:
         refuse_existing([Path(args.report)], "--report", args.force)
     study, real = args.study, args.real
     if study is not None:  # the data first: a bad file is named before the model loads
-        from hmdiff_ros.data.prior_study import load_prior_study
+        from hmdiff_ros.data.study_reader import load_prior_study
 
         study = load_prior_study(study, held_out_only=True)
     if real is not None:
-        from hmdiff_ros.pipeline.eval_real import read_real
+        from hmdiff_ros.study.real_data import read_real
 
         real = read_real(real)
     model = load_checkpoint(args.checkpoint)[0]
@@ -329,7 +329,7 @@ def _cmd_eval_protocol(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.ablate import ablate
+    from hmdiff_ros.study.ablate import ablate
 
     refuse_existing([Path(args.out) / f"ablation.{ext}" for ext in ("md", "png", "json")], "--out", args.force)
     summary = ablate(

@@ -194,8 +194,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_real(args: argparse.Namespace) -> int:
-    from hmdiff_ros.pipeline.eval_real import check_out, evaluate_real, read_real
     from hmdiff_ros.pipeline.pipeline import build_pipeline
+    from hmdiff_ros.study.eval_real import check_out, evaluate_real
+    from hmdiff_ros.study.real_data import read_real
 
     # every input is checked before the models load (seconds): a bad file or option is named at once
     cfg = pipeline_config_from(args)

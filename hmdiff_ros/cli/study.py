@@ -34,7 +34,7 @@ def add_parsers(data) -> None:
     p.add_argument("--out", required=True, help="output folder; the same command again resumes it")
     p.add_argument("--seed", **number(int, 0), default=0)
     p.add_argument("--workers", **POSITIVE, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--chunk", **POSITIVE, default=None, help="samples per chunk file (default: prior_study.CHUNK)")
+    p.add_argument("--chunk", **POSITIVE, default=None, help="samples per chunk file (default: study_config.CHUNK)")
     p.add_argument("--force", action="store_true", help="replace another study in --out")
     p.add_argument("--json", action="store_true", help="print JSON (and no progress)")
     p.add_argument(
@@ -86,7 +86,7 @@ def add_parsers(data) -> None:
 def _cmd_data_pose_coverage(args: argparse.Namespace) -> int:
     from hmdiff_ros.data.engine import SyntheticEngine
     from hmdiff_ros.data.poses import FAMILY_NAMES, family_weights
-    from hmdiff_ros.pipeline.pose_coverage import pose_coverage
+    from hmdiff_ros.study.pose_coverage import pose_coverage
 
     if not Path(args.data).is_dir():
         raise ValueError(f"--data '{args.data}' is not a folder")
@@ -115,8 +115,10 @@ def _cmd_data_prior_study(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from hmdiff_ros.data.prior_study import CHUNK, StudyConfig, run_prior_study, study_sheet
     from hmdiff_ros.prior.mediapipe_prior import MediaPipePrior
+    from hmdiff_ros.study.prior_study import run_prior_study
+    from hmdiff_ros.study.study_config import CHUNK, StudyConfig
+    from hmdiff_ros.study.study_sheet import study_sheet
 
     if args.sheet is not None and not args.sheet.lower().endswith(".png"):
         raise ValueError(f"--sheet '{args.sheet}' must end in .png")
@@ -164,7 +166,7 @@ def _cmd_data_prior_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_prior_study_report(args: argparse.Namespace) -> int:
-    from hmdiff_ros.model.prior_report import report_paths, write_prior_study_report
+    from hmdiff_ros.study.prior_report import report_paths, write_prior_study_report
 
     refuse_existing(report_paths(args.out), "--out", args.force)
     command = f"hmdiff data prior-study-report --study {args.study} --out {args.out}"
@@ -185,8 +187,9 @@ def _cmd_data_prior_study_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fit_prior(args: argparse.Namespace) -> int:
-    from hmdiff_ros.data.prior_model import DEFAULT_PRIOR_MODEL, fit_study
-    from hmdiff_ros.data.prior_study import load_prior_study
+    from hmdiff_ros.data.prior_model import DEFAULT_PRIOR_MODEL
+    from hmdiff_ros.data.study_reader import load_prior_study
+    from hmdiff_ros.study.prior_fit import fit_study
 
     out = Path(args.out) if args.out else DEFAULT_PRIOR_MODEL
     refuse_existing([out], "--out", args.force)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from hmdiff_ros import defaults
 from hmdiff_ros.body.topology import Topology
 from hmdiff_ros.data.engine import SyntheticEngine, stream_config
-from hmdiff_ros.data.prior_study import TRAINING_KEYS, study_training_set
+from hmdiff_ros.data.study_reader import TRAINING_KEYS, study_training_set
 from hmdiff_ros.model.batches import training_loader, validation_batches
 from hmdiff_ros.model.checkpoint import CONFIG, save_checkpoint
 from hmdiff_ros.model.dat import DATConfig
@@ -270,8 +270,8 @@ def _save_state(
 
 def mix_study(batch: Dict[str, torch.Tensor], pool: Dict[str, np.ndarray], count: int, rng) -> Dict[str, torch.Tensor]:
     """``batch`` with its last ``count`` samples replaced by samples drawn (with ``rng``) from
-    ``pool`` (:func:`~hmdiff_ros.data.prior_study.study_training_set`), for the keys training
-    reads (:data:`~hmdiff_ros.data.prior_study.TRAINING_KEYS`); other keys are dropped. The
+    ``pool`` (:func:`~hmdiff_ros.data.study_reader.study_training_set`), for the keys training
+    reads (:data:`~hmdiff_ros.data.study_reader.TRAINING_KEYS`); other keys are dropped. The
     pool must hold each key in the batch's own type (a uint8 mask is 0..255, a float one 0..1:
     a cast between them would change what the model sees), else ``ValueError``."""
     size = len(batch["uv"])

@@ -1,6 +1,6 @@
 """``hmdiff eval-study``: the model on what the real prior reported, in the prior study.
 
-The prior study (:mod:`hmdiff_ros.data.prior_study`) ran MediaPipe on rendered held-out
+The prior study (:mod:`hmdiff_ros.study.prior_study`) ran MediaPipe on rendered held-out
 bodies and kept its output beside the ground truth. Here the model is given MediaPipe's own
 observation of each person -- its keypoints, visibilities, 3D landmarks U and mask, cropped
 by the study's box as the data engine crops -- so that its joints can be set against U, the
@@ -26,7 +26,7 @@ import torch
 
 from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
-from hmdiff_ros.data.prior_study import HELD_OUT_FROM, load_prior_study, observed
+from hmdiff_ros.data.study_reader import HELD_OUT_FROM, load_prior_study, observed
 from hmdiff_ros.model.dat import DATConfig
 from hmdiff_ros.model.metrics import pa_mpjpe_mm
 from hmdiff_ros.observation import ProxyConfig, make_proxy

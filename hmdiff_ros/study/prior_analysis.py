@@ -1,6 +1,6 @@
 """How the real pose prior fails, beside the simulated one (``hmdiff data prior-study-report``).
 
-Reads a prior study (:mod:`hmdiff_ros.data.prior_study`) and measures MediaPipe (``mp_*``) and
+Reads a prior study (:mod:`hmdiff_ros.data.study_reader`) and measures MediaPipe (``mp_*``) and
 the engine's simulated prior (``sim_*``) against the ground truth **on the same samples** (those
 in which MediaPipe found the person), each beside a trivial yardstick: every joint at the
 centre of the person's box (2D), one mean pose for everybody (3D).
@@ -23,7 +23,7 @@ Notation (P = 24 prior joints; all per sample ``n`` and joint ``j``):
   truth than to its own (judged only where the true pair is ``SWAP_MIN_SEPARATION`` % of the
   diagonal apart); a sample is *flipped* when most of its judged pairs are swapped.
 
-:func:`analyse_prior_study` gives the numbers (JSON-ready); :mod:`hmdiff_ros.model.prior_report`
+:func:`analyse_prior_study` gives the numbers (JSON-ready); :mod:`hmdiff_ros.study.prior_report`
 draws and writes them.
 """
 

@@ -8,7 +8,7 @@ prior alone (its 3D joints U against the truth on the 24 joints U has), the lift
 from the same keypoints, visibilities and U, :mod:`hmdiff_ros.model.lifter`; the shipped one
 unless ``lifter`` names another, left out with a note when there is none) and HMDiff at its
 defaults. With ``study`` (a prior study's folder) the yardsticks are also measured on
-MediaPipe's own outputs there (:mod:`hmdiff_ros.model.study_eval`).
+MediaPipe's own outputs there (:mod:`hmdiff_ros.study.study_eval`).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def ablate(
 def study_yardsticks(model, lifter: "Lifter | None", study: "str | Path", limit: int | None) -> Dict:
     """HMDiff (default steps; DAT off and the default mode), MediaPipe's U and the lifter on
     the first ``limit`` held-out samples MediaPipe detected in prior study ``study``."""
-    from hmdiff_ros.data.prior_study import load_prior_study
-    from hmdiff_ros.model.study_eval import evaluate_study
+    from hmdiff_ros.data.study_reader import load_prior_study
+    from hmdiff_ros.study.study_eval import evaluate_study
 
     loaded = load_prior_study(study)
     rows = {}

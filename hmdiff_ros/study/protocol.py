@@ -117,7 +117,7 @@ def _synthetic(model, name: str, seeds, sampling: Dict, lifter, limit: int | Non
 
 
 def _study(model, study: Dict, part: str, seeds, sampling: Dict, lifter, limit: int | None):
-    from hmdiff_ros.model.study_eval import NEARLY_RIGHT_MM, evaluate_study
+    from hmdiff_ros.study.study_eval import NEARLY_RIGHT_MM, evaluate_study
 
     runs = [
         evaluate_study(model, study, part=part, seed=s, lifter=lifter, limit=limit, per_sample=True, **sampling)[
@@ -135,8 +135,8 @@ def _study(model, study: Dict, part: str, seeds, sampling: Dict, lifter, limit: 
 
 
 def _real(pipe_cfg, checkpoint, root, seeds, lifter):
-    from hmdiff_ros.pipeline.eval_real import evaluate_real
     from hmdiff_ros.pipeline.pipeline import build_pipeline
+    from hmdiff_ros.study.eval_real import evaluate_real
 
     runs = []
     for seed in seeds:
@@ -192,11 +192,11 @@ def run_protocol(
     names = SETS[which]
     loaded = None
     if study is not None and any(n.startswith("study") for n in names):
-        from hmdiff_ros.data.prior_study import load_prior_study
+        from hmdiff_ros.data.study_reader import load_prior_study
 
         loaded = study if isinstance(study, dict) else load_prior_study(study, held_out_only=True)
     if real is not None and any(not n.startswith(("synthetic", "study")) for n in names):
-        from hmdiff_ros.pipeline.eval_real import RealData, read_real
+        from hmdiff_ros.study.real_data import RealData, read_real
 
         real = real if isinstance(real, RealData) else read_real(real)
     for name in names:

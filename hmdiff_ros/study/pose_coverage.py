@@ -35,7 +35,7 @@ from hmdiff_ros.body.base import axis_angle_to_matrix
 from hmdiff_ros.body.joints import JOINT_INDEX
 from hmdiff_ros.data.engine import SyntheticEngine
 from hmdiff_ros.data.poses import FAMILY_NAMES, family_weights
-from hmdiff_ros.pipeline.eval_real import LIMBS, frames_3d, people_2d
+from hmdiff_ros.study.real_data import LIMBS, frames_3d, people_2d
 
 # Limbs as (from, to) indices into LIMBS (shoulders, elbows, wrists, hips, knees, ankles).
 SEGMENTS: Tuple[Tuple[int, int], ...] = ((0, 2), (2, 4), (1, 3), (3, 5), (6, 8), (8, 10), (7, 9), (9, 11))
