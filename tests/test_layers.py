@@ -1,10 +1,11 @@
 """The package's layers and its import graph, checked by import-linter against setup.cfg.
 
-The contracts: each layer imports only from the layers below it (cli > info > ros > pipeline
-> prior, runtime > model > data > observation, render > body, camera > defaults, errors,
-files, quiet), and no two modules of a package import each other, even through others. A
-copy of the sources with one upward import, or one cycle, must break them: the contracts are
-not vacuous.
+The contracts: each layer imports only from the layers below it (cli > info > ros, study >
+pipeline > prior, runtime > model > data > observation, render > body, camera > defaults,
+errors, files, quiet); no runtime module imports the study tools (hmdiff_ros.study), even
+through others; and no two modules of a package import each other, even through others. A
+copy of the sources with one upward import, one import of the study tools, or one cycle, must
+break them: the contracts are not vacuous.
 """
 
 import ast
@@ -44,30 +45,42 @@ def copy_sources(dst: Path) -> Path:
     return dst
 
 
-def test_the_layers_and_acyclic_contracts_hold():
+def test_the_layers_study_and_acyclic_contracts_hold():
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout, result.stdout
+    assert "3 kept, 0 broken" in result.stdout, result.stdout
+
+
+def lint_with_import(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the sources whose ``module`` (a path in the package) ends with ``line``."""
+    root = copy_sources(tmp_path)
+    path = root / "hmdiff_ros" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa: E402\n")
+    result = lint_imports(root)
+    assert result.returncode != 0, result.stdout
+    return result
 
 
 def test_an_upward_import_breaks_the_layers(tmp_path):
-    root = copy_sources(tmp_path)
-    camera = root / "hmdiff_ros" / "camera.py"
-    camera.write_text(camera.read_text() + "\nfrom hmdiff_ros.pipeline import run  # noqa: E402\n")
-    result = lint_imports(root)
-    assert result.returncode != 0
-    assert "Layers" in result.stdout and "BROKEN" in result.stdout, result.stdout
-    assert "hmdiff_ros.camera -> hmdiff_ros.pipeline.run" in result.stdout, result.stdout
+    out = lint_with_import(tmp_path, "camera.py", "from hmdiff_ros.pipeline import run").stdout
+    assert "Layers" in out and "BROKEN" in out, out
+    assert "hmdiff_ros.camera -> hmdiff_ros.pipeline.run" in out, out
+
+
+def test_the_runtime_importing_the_study_tools_breaks_the_study_contract(tmp_path):
+    # the frame pipeline scoring itself with the real-data evaluation: a study tool at run time
+    out = lint_with_import(tmp_path, "pipeline/pipeline.py", "import hmdiff_ros.study.eval_real").stdout
+    assert "The runtime never imports the study tools BROKEN" in out, out
+    report = out.split("The runtime never imports the study tools\n---", 1)[1]
+    assert "hmdiff_ros.pipeline.pipeline -> hmdiff_ros.study.eval_real" in report, report
+    # the node reaches it through the pipeline: followed to the end, not only the direct import
+    assert "hmdiff_ros.ros is not allowed to import hmdiff_ros.study" in report, report
 
 
 def test_an_import_cycle_breaks_the_acyclic_contract(tmp_path):
-    root = copy_sources(tmp_path)
     # outputs.py is imported by run.py; run.py back from outputs.py closes a cycle in one layer
-    outputs = root / "hmdiff_ros" / "pipeline" / "outputs.py"
-    outputs.write_text(outputs.read_text() + "\nimport hmdiff_ros.pipeline.run  # noqa: E402\n")
-    result = lint_imports(root)
-    assert result.returncode != 0
-    assert "No cycles are allowed in hmdiff_ros.pipeline" in result.stdout, result.stdout
+    out = lint_with_import(tmp_path, "pipeline/outputs.py", "import hmdiff_ros.pipeline.run").stdout
+    assert "No cycles are allowed in hmdiff_ros.pipeline" in out, out
 
 
 def _private_imports(path: Path):
