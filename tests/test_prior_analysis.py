@@ -178,6 +178,25 @@ def test_a_left_right_swap_is_counted():
     assert shares["wrist"] > 0 and all(v == 0 for k, v in shares.items() if k != "wrist")
 
 
+def test_the_report_counts_swaps_as_the_simulator_is_fitted():
+    """One definition of a swap for the whole study: the report's flips are the fit's "body"
+    swaps, arms or legs alone are swaps but no flip, and a profile view, whose sides project
+    onto each other, is no swap however its labels fall."""
+    from hmdiff_ros.data.prior_model import ARMS, LEGS, SWAP_KINDS, person_size
+    from hmdiff_ros.study.swaps import find_swaps
+
+    s = _study()
+    flip = np.asarray(PRIOR_FLIP_PERMUTATION)
+    for i, group in ((1, np.arange(P)), (2, ARMS), (3, LEGS), (9, np.arange(P))):  # sample 9: yaw 90, a profile
+        s["mp_uv"][i, group] = s["mp_uv"][i, flip[group]]
+    kinds = find_swaps(s["mp_uv"], s["gt_uv"], person_size(s["person_box"]), s["gt_in_image"])
+    assert [SWAP_KINDS[k] for k in kinds[[1, 2, 3, 9]]] == ["body", "arms", "legs", "none"]
+    assert (kinds[[0, *range(4, 9), *range(10, N)]] == 0).all()
+    h = analyse_prior_study(s)["headline"]["mp"]
+    assert h["flipped_share"] == pytest.approx(1 / N, abs=1e-4)  # the whole body, not arms or legs alone
+    assert h["any_swap_share"] == pytest.approx(3 / N, abs=1e-4)
+
+
 def test_yaw_distance_and_depth_scale():
     s = _study()
     c = sample_conditions(s)

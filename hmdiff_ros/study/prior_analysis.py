@@ -19,9 +19,10 @@ Notation (P = 24 prior joints; all per sample ``n`` and joint ``j``):
   forward direction (0 = facing the camera, 180 = its back to it);
 - a joint is *truly visible* when it lies in the image, outside the occluder and at most
   ``SELF_OCCLUSION_M`` behind the body surface seen at its pixel;
-- a left/right pair is *swapped* when the predicted pair is closer (2D) to the other side's
-  truth than to its own (judged only where the true pair is ``SWAP_MIN_SEPARATION`` % of the
-  diagonal apart); a sample is *flipped* when most of its judged pairs are swapped.
+- left/right swaps as :mod:`hmdiff_ros.study.swaps` defines them for the whole study (the
+  simulator is fitted to the same): a pair is *swapped* when the flipped truth fits its two
+  keypoints clearly better, judged where the pair lies in the image; a sample is *flipped*
+  when its arms and its legs are swapped.
 
 :func:`analyse_prior_study` gives the numbers (JSON-ready); :mod:`hmdiff_ros.study.prior_report`
 draws and writes them.
@@ -35,16 +36,15 @@ import numpy as np
 
 from hmdiff_ros.body.joints import JOINT_INDEX, PRIOR_JOINT_INDICES, PRIOR_JOINT_NAMES
 from hmdiff_ros.data.poses import FAMILY_NAMES
+from hmdiff_ros.data.prior_model import SWAP_KINDS, person_size
 from hmdiff_ros.model.metrics import procrustes_align
+from hmdiff_ros.study.swaps import PAIR_NAMES, PAIRS, SWAP_MARGIN, SWAP_MIN_ERR, find_swaps, swapped_pairs
 
 P = len(PRIOR_JOINT_NAMES)
 HIPS = [PRIOR_JOINT_NAMES.index("left_hip"), PRIOR_JOINT_NAMES.index("right_hip")]
-PAIRS = [(j, PRIOR_JOINT_NAMES.index("right_" + n[5:])) for j, n in enumerate(PRIOR_JOINT_NAMES) if n[:5] == "left_"]
-PAIR_NAMES = [PRIOR_JOINT_NAMES[a][5:] for a, _ in PAIRS]
 PRIORS = ("mp", "sim")
 
 SELF_OCCLUSION_M = 0.15  # deeper than this behind the surface at its pixel: hidden by another body part
-SWAP_MIN_SEPARATION = 5.0  # % of the diagonal: closer true pairs (profile views) are not judged
 GOOD_2D = 5.0  # % of the diagonal: a joint "found" (visibility AUC)
 GROSS_2D = 10.0  # % of the diagonal: a sample whose mean 2D error is larger is a gross failure
 CHILD_AGE = 18.0
@@ -90,18 +90,22 @@ def prior_errors(
 ) -> Dict[str, np.ndarray]:
     """Errors of predictions ``uv`` (N, P, 2) pixels and ``xyz`` (N, P, 3) root-relative metres
     on samples ``rows`` (N,) bool (NaN elsewhere): ``e2`` (N, P) % of the diagonal, ``e3``
-    (N, P, 3) mm camera frame, ``mpjpe``/``pa`` (N,) mm, ``swapped``/``judged`` (N, pairs)."""
+    (N, P, 3) mm camera frame, ``mpjpe``/``pa`` (N,) mm, ``swapped``/``judged`` (N, pairs) and
+    ``flipped`` (N,) (:mod:`~hmdiff_ros.study.swaps`; False outside ``rows``)."""
     n = len(rows)
+    uv, gt_uv = np.asarray(uv, np.float64), s["gt_uv"].astype(np.float64)
     gt = _mid_hip(s["joints_rel"][:, list(PRIOR_JOINT_INDICES)].astype(np.float64))  # (N, P, 3)
     pred = _mid_hip(np.asarray(xyz, np.float64))
-    e2 = np.linalg.norm(np.asarray(uv, np.float64) - s["gt_uv"], axis=-1) / diag_px[:, None] * 100.0
+    e2 = np.linalg.norm(uv - gt_uv, axis=-1) / diag_px[:, None] * 100.0
     e3 = (pred - gt) * 1000.0
     pa = np.full(n, np.nan)
     if rows.any():
         pa[rows] = np.linalg.norm(procrustes_align(pred[rows], gt[rows]) - gt[rows], axis=-1).mean(1) * 1000.0
     e2[~rows], e3[~rows] = np.nan, np.nan
-    swapped, judged = swap_pairs(np.asarray(uv, np.float64), s["gt_uv"].astype(np.float64), diag_px)
-    swapped[~rows], judged[~rows] = False, False
+    size, inside = person_size(s["person_box"].astype(np.float64)), s["gt_in_image"].astype(bool)
+    swapped, judged = swapped_pairs(uv, gt_uv, size, inside)
+    flipped = find_swaps(uv, gt_uv, size, inside) == SWAP_KINDS.index("body")
+    swapped[~rows], judged[~rows], flipped[~rows] = False, False, False
     return {
         "e2": e2,
         "e3": e3,
@@ -109,24 +113,8 @@ def prior_errors(
         "pa": pa,
         "swapped": swapped,
         "judged": judged,
+        "flipped": flipped,
     }
-
-
-def swap_pairs(uv: np.ndarray, gt_uv: np.ndarray, diag_px: np.ndarray) -> tuple:
-    """``(swapped, judged)``, both (N, pairs) bool: the predicted pair is closer to the other
-    side's truth than to its own; judged where the true pair is far enough apart to tell."""
-    a, b = [i for i, _ in PAIRS], [j for _, j in PAIRS]
-    own = np.linalg.norm(uv[:, a] - gt_uv[:, a], axis=-1) + np.linalg.norm(uv[:, b] - gt_uv[:, b], axis=-1)
-    cross = np.linalg.norm(uv[:, a] - gt_uv[:, b], axis=-1) + np.linalg.norm(uv[:, b] - gt_uv[:, a], axis=-1)
-    apart = np.linalg.norm(gt_uv[:, a] - gt_uv[:, b], axis=-1) / diag_px[:, None] * 100.0
-    judged = (apart >= SWAP_MIN_SEPARATION) & np.isfinite(own)
-    with np.errstate(invalid="ignore"):
-        return judged & (cross < own), judged
-
-
-def flipped(err: Dict[str, np.ndarray]) -> np.ndarray:
-    """(N,) samples with most of their judged pairs swapped (a whole-body left/right flip)."""
-    return 2 * err["swapped"].sum(1) > np.maximum(err["judged"].sum(1), 1)
 
 
 # -- statistics ---------------------------------------------------------------------------
@@ -273,7 +261,7 @@ def analyse_prior_study(s: Dict[str, np.ndarray]) -> Dict:
             "mpjpe_mm": _mean(e["mpjpe"][rows]),
             "pa_mpjpe_mm": _mean(e["pa"][rows]),
             "mpjpe_median_mm": _median(e["mpjpe"][rows]),
-            "flipped_share": _mean(flipped(e)[rows]) if rows.any() else None,
+            "flipped_share": _mean(e["flipped"][rows]) if rows.any() else None,
             "any_swap_share": _mean(e["swapped"][rows].any(1)) if rows.any() else None,
         }
 
@@ -344,7 +332,7 @@ def analyse_prior_study(s: Dict[str, np.ndarray]) -> Dict:
         swaps[k] = {"pair_share": [_num(sw[:, i].sum() / max(jd[:, i].sum(), 1)) for i in range(len(PAIRS))]}
 
     conditions = {}
-    fl = {k: flipped(err[k]) for k in PRIORS}
+    fl = {k: err[k]["flipped"] for k in PRIORS}
     for name, (title, labels, index) in condition_bins(c).items():
         rows = []
         for i, label in enumerate(labels):
@@ -371,7 +359,8 @@ def analyse_prior_study(s: Dict[str, np.ndarray]) -> Dict:
         "conditions": conditions,
         "settings": {
             "self_occlusion_m": SELF_OCCLUSION_M,
-            "swap_min_separation_pct": SWAP_MIN_SEPARATION,
+            "swap_margin": SWAP_MARGIN,
+            "swap_min_error_of_size": SWAP_MIN_ERR,
             "good_2d_pct": GOOD_2D,
             "gross_2d_pct": GROSS_2D,
             "child_age": CHILD_AGE,

@@ -132,7 +132,7 @@ def report_markdown(
         f"On all {sim_all['samples']:,} samples the simulated prior scores {fmt_num(sim_all['e2_median_pct'], 1)} % median "
         f"2D error, MPJPE {fmt_num(sim_all['mpjpe_mm'])} mm, PA-MPJPE {fmt_num(sim_all['pa_mpjpe_mm'])} mm and flips "
         f"{pct(sim_all['flipped_share'], 1)} of the samples (its injected flips: {pct(sim_all['injected_swap_share'], 1)}; "
-        "the swap count finds them).",
+        "a flip counts where the arms and the legs are in the image and clearly swapped: `hmdiff_ros/study/swaps.py`).",
         "",
         "## Findings, and what a prior simulator must reproduce",
         "",
