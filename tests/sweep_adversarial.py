@@ -242,7 +242,7 @@ class Session:
     # the export cache every case copies
     def cache(self) -> Path:
         def make(folder: Path) -> Path:
-            code = "from hmdiff_ros.runtime.export import cached_export; print(cached_export())"
+            code = "from hmdiff_ros.runtime.export_cache import cached_export; print(cached_export())"
             proc, out, err, threads = start([sys.executable, "-c", code], folder, self.env(folder))
             o = finish(proc, out, err, threads, time.monotonic(), 300)
             if o.rc != 0:

@@ -20,7 +20,8 @@ from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, loa
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
 from hmdiff_ros.runtime import export as export_module  # noqa: E402
 from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
-from hmdiff_ros.runtime.export import MANIFEST, SEAL, check_export, export_onnx, file_sha256, manifest_seal  # noqa: E402
+from hmdiff_ros.runtime.export import export_onnx  # noqa: E402
+from hmdiff_ros.runtime.manifest import MANIFEST, SEAL, check_export, file_sha256, manifest_seal  # noqa: E402
 from hmdiff_ros.runtime.tensorrt_backend import (  # noqa: E402
     CudaGraphModel,
     TensorRTModule,

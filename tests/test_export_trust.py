@@ -15,9 +15,11 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from hmdiff_ros import defaults  # noqa: E402
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, load_checkpoint  # noqa: E402
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
-from hmdiff_ros.runtime import export as export_module  # noqa: E402
+from hmdiff_ros.runtime import export_cache  # noqa: E402
 from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
-from hmdiff_ros.runtime.export import MANIFEST, cached_export, check_export, export_onnx  # noqa: E402
+from hmdiff_ros.runtime.export import export_onnx  # noqa: E402
+from hmdiff_ros.runtime.export_cache import cached_export  # noqa: E402
+from hmdiff_ros.runtime.manifest import MANIFEST, check_export  # noqa: E402
 
 MM = 1000.0
 SAMPLER = f"sampler_k2_{defaults.DAT_MODE}.onnx"  # what the cache makes for the default steps
@@ -217,7 +219,7 @@ def test_a_cached_export_missing_its_sampler_rebuilds_only_the_sampler(cache, ca
     slow loop on every run) and never rebuilt."""
     before = _stamps(cache)
     (cache / SAMPLER).unlink()
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         model = load_model("onnxruntime", engines=None)
     assert model.backend == "onnxruntime" and (defaults.STEPS, defaults.DAT_MODE) in model.samplers
     assert f"making {SAMPLER} ({SAMPLER} missing)" in caplog.text
@@ -232,7 +234,7 @@ def test_a_cached_manifest_with_edited_sampler_settings_is_made_again(cache, cap
     manifest = json.loads((cache / MANIFEST).read_text())
     manifest["files"][SAMPLER]["steps"] = 3
     (cache / MANIFEST).write_text(json.dumps(manifest))
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         model = load_model("onnxruntime", engines=None, steps=(defaults.STEPS,))
     assert "was edited after export" in caplog.text and "making the ONNX export" in caplog.text
     assert set(model.samplers) == {(defaults.STEPS, defaults.DAT_MODE)}
@@ -245,8 +247,8 @@ def test_a_read_only_cache_is_used_when_whole_and_refused_with_the_reason_when_n
     def read_only(path):
         raise PermissionError(13, "Read-only file system", str(path))
 
-    monkeypatch.setattr(export_module, "_locked", read_only)
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    monkeypatch.setattr(export_cache, "_locked", read_only)
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         assert cached_export() == cache
         assert load_model("auto", engines=None).backend == "onnxruntime"
     assert "making" not in caplog.text
@@ -263,7 +265,7 @@ def test_a_cache_entry_that_is_a_file_is_replaced_by_the_export(tmp_path, monkey
     folder = cached_export()
     shutil.rmtree(folder)
     folder.write_text("debris")
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         model = load_model("auto", engines=None)
     assert model.backend == "onnxruntime" and folder.is_dir() and "--out" not in caplog.text
     assert "is a file, not an export folder" in caplog.text

@@ -17,7 +17,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint  # noqa: E402
 from hmdiff_ros.model.dat import DATConfig  # noqa: E402
 from hmdiff_ros.runtime.backends import load_model, load_onnxruntime  # noqa: E402
-from hmdiff_ros.runtime.export import MANIFEST, SEAL, export_onnx, file_sha256, manifest_seal  # noqa: E402
+from hmdiff_ros.runtime.export import export_onnx  # noqa: E402
+from hmdiff_ros.runtime.manifest import MANIFEST, SEAL, file_sha256, manifest_seal  # noqa: E402
 from hmdiff_ros.runtime.tensorrt_backend import engine_name, find_engine, gpu_tag  # noqa: E402
 
 MM = 1000.0
@@ -159,18 +160,18 @@ def test_stale_or_missing_exports_are_refused_or_fall_back(exported, tmp_path, c
 
 def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeypatch, caplog):
     from hmdiff_ros import defaults
-    from hmdiff_ros.runtime.export import cache_root, cached_export
+    from hmdiff_ros.runtime.export_cache import cache_root, cached_export
 
     SAMPLER_K2 = f"sampler_k2_{defaults.DAT_MODE}.onnx"  # the default DAT mode's sampler
 
     monkeypatch.setenv("HMDIFF_CACHE", str(tmp_path / "cache"))
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         folder = cached_export()
     assert folder.parent == cache_root() == tmp_path / "cache" / "engines"
     assert "none made yet" in caplog.text and (folder / SAMPLER_K2).is_file()
     stamp = (folder / MANIFEST).stat().st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         assert cached_export() == folder and load_model("onnxruntime", engines=None).backend == "onnxruntime"
     assert "making the ONNX export" not in caplog.text and (folder / MANIFEST).stat().st_mtime_ns == stamp
     # another step count: made beside the samplers it had
@@ -182,27 +183,27 @@ def test_the_cached_export_is_made_once_and_rebuilt_when_stale(tmp_path, monkeyp
     data = (folder / SAMPLER_K2).read_bytes()
     (folder / SAMPLER_K2).write_bytes(data[: len(data) // 2])
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         model = load_model("onnxruntime", engines=None)
     assert model.backend == "onnxruntime" and f"making {SAMPLER_K2} ({SAMPLER_K2} truncated or corrupt" in caplog.text
     assert (folder / SAMPLER_K2).read_bytes() != data[: len(data) // 2]
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).write_text(json.dumps(_sealed({**manifest, "checkpoint_sha256": "0" * 64})))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export"):
+    with caplog.at_level(logging.INFO, logger="hmdiff_ros.runtime.export_cache"):
         cached_export()
     assert "another checkpoint" in caplog.text
     assert json.loads((folder / MANIFEST).read_text())["checkpoint_sha256"] == manifest["checkpoint_sha256"]
     # another version of the code that builds the graphs: its own export, the old one left alone
-    from hmdiff_ros.runtime import export as export_module
+    from hmdiff_ros.runtime import manifest as manifest_module
 
     code = tmp_path / "code"
-    for name in export_module.GRAPH_CODE:
+    for name in manifest_module.GRAPH_CODE:
         (code / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(export_module.PACKAGE / name, code / name)
+        shutil.copy(manifest_module.PACKAGE / name, code / name)
     with open(code / "model" / "dat.py", "a") as fh:
         fh.write("\n# a change\n")
-    monkeypatch.setattr(export_module, "PACKAGE", code)
+    monkeypatch.setattr(manifest_module, "PACKAGE", code)
     other = cached_export()
     assert other != folder and other.parent == folder.parent and (folder / MANIFEST).is_file()
 
@@ -300,7 +301,7 @@ def test_two_processes_starting_together_make_the_export_once(tmp_path):
     """Two nodes of one launch file: one makes the cached export while the other waits for it."""
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-        "from hmdiff_ros.runtime.export import cached_export; print('folder', cached_export())"
+        "from hmdiff_ros.runtime.export_cache import cached_export; print('folder', cached_export())"
     )
     env = {**os.environ, "HMDIFF_CACHE": str(tmp_path / "cache")}
     procs = [

@@ -37,8 +37,9 @@ from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from hmdiff_ros.runtime.cuda_graph import load_torch_cuda
-from hmdiff_ros.runtime.export import MANIFEST, cached_export, check_export
+from hmdiff_ros.runtime.export_cache import cached_export
 from hmdiff_ros.runtime.graph import GraphModel
+from hmdiff_ros.runtime.manifest import MANIFEST, check_export
 from hmdiff_ros.runtime.tensorrt_backend import load_tensorrt
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def export_folder(
 ) -> Path:
     """The ONNX export to run: the one in ``engines`` where that folder holds one (``hmdiff
     export``: used as it is, refused if stale), else the export of ``checkpoint`` in the user's
-    cache, made on first use (:func:`~hmdiff_ros.runtime.export.cached_export`, with samplers
+    cache, made on first use (:func:`~hmdiff_ros.runtime.export_cache.cached_export`, with samplers
     for ``steps``)."""
     if engines is not None and (Path(engines) / MANIFEST).exists():
         return Path(engines)

@@ -16,23 +16,17 @@ name (:data:`PEOPLE`, :data:`ROWS`).
   ``proxy``, ``prior_xyz`` ``(people, 24, 3)`` and ``prior_vis`` ``(people, 24)``, per
   hypothesis ``noise`` ``(rows, P, 3)`` -> ``points`` ``(rows, P, 3)`` metres, root-relative.
   One call does a frame; the encoder runs once per person;
-- ``manifest.json``: the export format, opset, the exporting torch version, input/output names
-  and shapes, the checkpoint's hash, its model config, the hash of the code that builds the
-  graphs, the schedule and DAT settings of every sampler, each file's hash, and a seal (the
-  hash of all of that): a manifest edited by hand is refused, never trusted.
+- ``manifest.json``: what the export was made from and of, sealed
+  (:mod:`hmdiff_ros.runtime.manifest`, which also holds the checks before an export is used).
 
-An export is used only for what it was made from (:func:`check_export`): the same weights, the
-same model config (scheduler included), the same graph code, every file it lists present and
-unchanged. A mismatch is refused with the reason; the backends then fall back and say why.
-
-Only the ``people`` and ``rows`` axes are dynamic. :func:`cached_export` keeps one export per checkpoint
-in the user's cache, made on first use, so that the ONNX Runtime backend needs no manual step.
+Only the ``people`` and ``rows`` axes are dynamic. :mod:`hmdiff_ros.runtime.export_cache` keeps
+one export per checkpoint in the user's cache, made on first use, so that the ONNX Runtime
+backend needs no manual step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import logging
@@ -52,17 +46,12 @@ from torch import nn
 from hmdiff_ros import defaults
 from hmdiff_ros.errors import one_line
 from hmdiff_ros.files import made_folder
-from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
+from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from hmdiff_ros.model.dat import DATConfig
+from hmdiff_ros.runtime.manifest import MANIFEST, build_manifest, file_sha256, sampler_file
 
 log = logging.getLogger(__name__)
 OPSET = 17
-MANIFEST = "manifest.json"
-# 4: the manifest sealed, with the model config and the graph code's hash (both checked);
-# 3: per-person and per-hypothesis axes named apart (people, rows); 2: one name (batch) for both,
-# which TensorRT reads as one size; 1: the samplers took every input per row
-FORMAT = 4
-SEAL = "manifest_sha256"  # the manifest's hash of its own other fields
 PEOPLE, ROWS = "people", "rows"  # the dynamic first axes: one per person, one per hypothesis
 MIN_OPSET = 13  # the oldest opset the graphs are exported and tested with (the command line's lower bound)
 FALLBACK_MAX_OPSET = 17  # the newest opset when torch does not say (that of torch 2.1's TorchScript exporter)
@@ -110,14 +99,6 @@ def check_opset(opset) -> int:
             torchscript,
         )
     return int(opset)
-
-
-def file_sha256(path: "str | Path") -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class UnrolledSampler(nn.Module):
@@ -238,12 +219,12 @@ def export_onnx(
     _check_out(out, force)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     samplers = [(int(k), replace(DATConfig(), mode=dat)) for k in sorted({int(k) for k in steps})]
-    manifest = _write_export(ckpt, out, samplers, opset)
+    manifest = write_export(ckpt, out, samplers, opset)
     log.info("exported %d ONNX files to %s", len(manifest["files"]), out)
     return manifest
 
 
-def _write_export(
+def write_export(
     ckpt: Path,
     out: Path,
     samplers: Sequence["tuple[int, DATConfig]"],
@@ -267,7 +248,7 @@ def _write_export(
                 module, args, inputs, outputs, axes, record = specs[name]
                 export_graph(module, args, tmp / name, inputs, outputs, opset, axes=axes)
                 files[name] = {**record, "sha256": file_sha256(tmp / name)}
-            manifest = _manifest(model, ckpt, opset, files)
+            manifest = build_manifest(model, ckpt, opset, files)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
             (out / MANIFEST).unlink(missing_ok=True)
             for name in make:
@@ -335,273 +316,3 @@ def _graph_specs(model, samplers: Sequence["tuple[int, DATConfig]"]) -> Dict[str
             },
         )
     return specs
-
-
-def _manifest(model, ckpt: Path, opset: int, files: Dict[str, Dict]) -> Dict:
-    manifest = {
-        "format": FORMAT,
-        "opset": opset,
-        "torch": torch.__version__,
-        "checkpoint": str(ckpt),
-        "checkpoint_sha256": file_sha256(ckpt / WEIGHTS),
-        "config_sha256": file_sha256(ckpt / CONFIG),
-        "model": model.cfg.to_dict(),
-        "graph_code_sha256": graph_code_sha256(),
-        "num_points": model.num_points,
-        "num_coarse": model.num_coarse,
-        "files": files,
-    }
-    manifest[SEAL] = manifest_seal(manifest)
-    return manifest
-
-
-def manifest_seal(manifest: Dict) -> str:
-    """The SHA-256 of every field of ``manifest`` but the seal itself (keys sorted): any edit
-    of a field changes it."""
-    body = {k: v for k, v in manifest.items() if k != SEAL}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def sampler_file(steps: int, dat: str) -> str:
-    return f"sampler_k{int(steps)}_{dat}.onnx"
-
-
-def read_manifest(folder: "str | Path") -> Dict:
-    """The export manifest of ``folder``, read but not yet trusted (:func:`trusted_manifest`);
-    one-line errors name the file at fault: ``FileNotFoundError`` when there is no manifest,
-    ``ValueError`` when it is truncated, corrupt, of another format or lists no encoder or
-    denoiser."""
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no ONNX export in '{folder}' (missing {MANIFEST}); run 'hmdiff export --out {folder}'"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-        files = manifest["files"]
-        if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
-            raise TypeError("'files' must map file names to their records")
-    except (OSError, KeyError, TypeError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
-        raise ValueError(
-            f"export manifest '{path}' is truncated or corrupt ({type(exc).__name__}: {one_line(exc)}); "
-            f"expected the JSON that 'hmdiff export' writes: run 'hmdiff export --out {folder} --force'"
-        ) from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(
-            f"the ONNX export in '{folder}' has format {manifest.get('format')!r}, this version reads format "
-            f"{FORMAT} (its samplers' inputs changed); run 'hmdiff export --out {folder} --force'"
-        )
-    for name in ("encoder.onnx", "denoiser.onnx"):
-        if name not in files:
-            raise ValueError(f"export manifest '{path}' lists no {name}; run 'hmdiff export --out {folder} --force'")
-    return manifest
-
-
-def check_export(folder: "str | Path", checkpoint: "str | Path") -> Dict:
-    """The manifest of the export in ``folder`` after checking that it is whole and was made
-    for ``checkpoint`` by this code (:func:`trusted_manifest`), and that every file it lists
-    is there with the SHA-256 recorded at export (:func:`damaged_files`). Each refusal is one
-    line with the reason: ``FileNotFoundError`` for a missing file, else ``ValueError``."""
-    folder, checkpoint = Path(folder), Path(checkpoint)
-    manifest = trusted_manifest(folder, checkpoint)
-    for name, why in damaged_files(folder, manifest).items():
-        error = FileNotFoundError if why == "missing" else ValueError
-        raise error(
-            f"ONNX file '{folder / name}' is {why}: the manifest lists it with its SHA-256; "
-            f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
-        )
-    return manifest
-
-
-def trusted_manifest(folder: Path, checkpoint: Path) -> Dict:
-    """The manifest of ``folder`` (:func:`read_manifest`) if it is sealed as written and
-    describes what running ``checkpoint`` with this code gives: the same weights, the same
-    model config (``config.json``'s ``model``: the scheduler, the topology, ...; its training
-    notes do not count) and the same graph code (:data:`GRAPH_CODE`). Else a one-line
-    ``ValueError`` with the reason."""
-    manifest = read_manifest(folder)
-    again = f"run 'hmdiff export --checkpoint {checkpoint} --out {folder} --force'"
-    if manifest.get(SEAL) != manifest_seal(manifest):
-        raise ValueError(
-            f"export manifest '{folder / MANIFEST}' was edited after export (its {SEAL} does not match its "
-            f"fields), so it cannot say what its graphs compute; {again}"
-        )
-    if manifest.get("checkpoint_sha256") != file_sha256(checkpoint / WEIGHTS):
-        raise ValueError(f"the ONNX export in '{folder}' was made from another checkpoint than '{checkpoint}'; {again}")
-    differ = _config_differences(manifest.get("model"), model_config(checkpoint))
-    if differ:
-        raise ValueError(
-            f"the ONNX export in '{folder}' was made for another model config than '{checkpoint / CONFIG}' "
-            f"(same weights; {differ}): its graphs would compute something else; {again}"
-        )
-    if manifest.get("graph_code_sha256") != graph_code_sha256():
-        raise ValueError(
-            f"the ONNX export in '{folder}' was made by another version of the code that builds the graphs "
-            f"(hmdiff_ros {', '.join(GRAPH_CODE)}); {again}"
-        )
-    return manifest
-
-
-def damaged_files(folder: Path, manifest: Dict) -> Dict[str, str]:
-    """Each file the manifest lists that is ``missing`` or ``truncated or corrupt`` (its
-    SHA-256 differs: truncated, corrupt or replaced), with those words."""
-    bad = {}
-    for name, info in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            bad[name] = "missing"
-        elif info.get("sha256") != file_sha256(path):
-            bad[name] = "truncated or corrupt (changed since export)"
-    return bad
-
-
-def model_config(checkpoint: Path) -> Dict:
-    """The model config of ``checkpoint`` as :meth:`HMDiffConfig.to_dict` writes it (what an
-    export records), without loading the weights; one-line errors name the file."""
-    from hmdiff_ros.model.hmdiff import HMDiffConfig
-
-    path = Path(checkpoint) / CONFIG
-    try:
-        return HMDiffConfig.from_dict(json.loads(path.read_text())["model"]).to_dict()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint config '{path}' not found") from None
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"checkpoint config '{path}' is not a model config ({type(exc).__name__}: {one_line(exc)})"
-        ) from None
-
-
-def _config_differences(exported, current: Dict, limit: int = 3) -> str:
-    """The settings in which two model configs differ, as ``'a.b: x in the export, y in the
-    checkpoint'`` (at most ``limit``); empty when they agree."""
-    out: list = []
-
-    def walk(a, b, path):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-        elif a != b:
-            out.append(f"{path or 'model'}: {a!r} in the export, {b!r} in the checkpoint")
-
-    walk(exported, current, "")
-    return "; ".join(out[:limit]) + (f"; and {len(out) - limit} more" if len(out) > limit else "")
-
-
-PACKAGE = Path(__file__).resolve().parents[1]
-# the modules whose code becomes the exported graphs (recorded in every export, part of the cached export's key)
-GRAPH_CODE = (
-    "model/hmdiff.py",
-    "model/encoder.py",
-    "model/denoiser.py",
-    "model/dat.py",
-    "model/scheduler.py",
-    "runtime/export.py",
-)
-
-
-def graph_code_sha256() -> str:
-    """One hash of the sources of :data:`GRAPH_CODE`."""
-    return hashlib.sha256("\n".join(file_sha256(PACKAGE / name) for name in GRAPH_CODE).encode()).hexdigest()
-
-
-def cache_root() -> Path:
-    """Where :func:`cached_export` keeps its exports: ``$HMDIFF_CACHE/engines``
-    (``HMDIFF_CACHE`` defaults to ``~/.cache/hmdiff_ros``)."""
-    return Path(os.environ.get("HMDIFF_CACHE") or Path.home() / ".cache" / "hmdiff_ros") / "engines"
-
-
-def cached_export(
-    checkpoint: "str | Path | None" = None,
-    steps: Sequence[int] = (defaults.STEPS,),
-    dat: str = defaults.DAT_MODE,
-) -> Path:
-    """The folder of an ONNX export of ``checkpoint`` with samplers for ``steps`` (DAT ``dat``),
-    made once in the user's cache (:func:`cache_root`) and used from there after.
-
-    The folder is keyed by the checkpoint's weights and config, the torch version, the export
-    format and the source of the code that builds the graphs (:data:`GRAPH_CODE`: a new
-    version of the package makes its own export). Before use it is checked as every export
-    is (:func:`check_export`): one whose manifest is not to be trusted is made again; a file
-    that is missing or changed, or a sampler asked for and not there, is made alone, beside
-    the files that are sound. A cache that cannot be written (a read-only image) is used if
-    its export is whole, else refused with the reason. Exports of one key are made one at a
-    time (a file lock), so processes that start together (a launch file's nodes) make it once."""
-    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    key = hashlib.sha256(
-        "\n".join(
-            [file_sha256(ckpt / WEIGHTS), file_sha256(ckpt / CONFIG), torch.__version__, str(FORMAT), str(OPSET)]
-            + [graph_code_sha256()]
-        ).encode()
-    ).hexdigest()[:16]
-    folder = cache_root() / key
-    wanted = sorted({int(k) for k in steps})
-    with contextlib.ExitStack() as stack:
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(_locked(folder.with_suffix(".lock")))
-        except OSError as exc:  # a read-only cache: usable as it is, if whole
-            keep, make, samplers, why = _cache_plan(folder, ckpt, wanted, dat)
-            if not make:
-                log.info("using the export cache %s without a lock (%s)", folder, one_line(exc))
-                return folder
-            raise OSError(
-                f"the export cache '{folder}' cannot be written ({one_line(exc)}) and its export cannot be used "
-                f"as it is ({why}); set HMDIFF_CACHE to a writable folder, or pass --engines with an export"
-            ) from None
-        keep, make, samplers, why = _cache_plan(folder, ckpt, wanted, dat)
-        if not make:
-            return folder
-        if folder.exists() and not folder.is_dir():  # the cache's own entry, not a user's file
-            folder.unlink()
-        if keep:
-            log.info("repairing the ONNX export of %s in %s: making %s (%s)", ckpt, folder, ", ".join(make), why)
-        else:
-            log.info("making the ONNX export of %s in %s (%s; once, about 10 s)", ckpt, folder, why)
-        _write_export(ckpt, folder, samplers, OPSET, keep=keep, make=make)
-    return folder
-
-
-def _cache_plan(folder: Path, ckpt: Path, wanted: Sequence[int], dat: str):
-    """What the cache entry ``folder`` needs to serve samplers for ``wanted`` steps with DAT
-    ``dat``: ``(keep, make, samplers, why)``: the records of the sound files to keep, the
-    names of the files to make (none: use it as it is), the ``(steps, DATConfig)`` of every
-    sampler the export lists then, and the reason in words."""
-    new = [(k, replace(DATConfig(), mode=dat)) for k in wanted]
-    everything = ["encoder.onnx", "denoiser.onnx", *(sampler_file(k, dat) for k in wanted)]
-    if folder.exists() and not folder.is_dir():
-        return {}, everything, new, f"'{folder}' is a file, not an export folder"
-    try:
-        manifest = trusted_manifest(folder, ckpt)
-    except FileNotFoundError:
-        return {}, everything, new, "none made yet"
-    except ValueError as exc:
-        return {}, everything, new, one_line(exc)
-    files = manifest["files"]
-    damaged = damaged_files(folder, manifest)
-    samplers = [(int(i["steps"]), DATConfig(**i["dat"])) for i in files.values() if "steps" in i]
-    lacking = [k for k in wanted if sampler_file(k, dat) not in files]
-    samplers += [(k, replace(DATConfig(), mode=dat)) for k in lacking]
-    make = [*damaged, *(sampler_file(k, dat) for k in lacking)]
-    why = "; ".join(
-        [f"{name} {what}" for name, what in damaged.items()]
-        + ([f"no sampler for steps {lacking} with DAT {dat}"] if lacking else [])
-    )
-    return {n: i for n, i in files.items() if n not in make}, make, samplers, why
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (made if needed) while the block runs, where the system has
-    ``fcntl`` (Linux, macOS); elsewhere no lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -36,8 +36,9 @@ from torch import nn
 
 from hmdiff_ros import defaults
 from hmdiff_ros.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from hmdiff_ros.runtime.export import PEOPLE, ROWS, check_export, damaged_files, file_sha256, read_manifest
+from hmdiff_ros.runtime.export import PEOPLE, ROWS
 from hmdiff_ros.runtime.graph import GraphModel
+from hmdiff_ros.runtime.manifest import check_export, damaged_files, file_sha256, read_manifest
 
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "denoiser")
