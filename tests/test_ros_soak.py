@@ -12,18 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from hmdiff_ros.ros.load import (
-    CYCLE_S,
-    HD,
-    RECOVERY_S,
-    SOAK_CYCLE,
-    VGA,
-    SoakResult,
-    fit_intrinsics,
-    format_soak,
-    soak_intrinsics,
-    soak_markdown,
-)
+from hmdiff_ros.ros.faults import CYCLE_S, HD, RECOVERY_S, SOAK_CYCLE, VGA, fit_intrinsics, soak_intrinsics
+from hmdiff_ros.ros.soak_report import SoakResult, format_soak, soak_markdown
 
 HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 HAVE_ROS = HAVE_RCLPY and importlib.util.find_spec("hmdiff_msgs") is not None
@@ -162,7 +152,7 @@ def test_the_node_follows_a_change_of_image_size():
     from hmdiff_ros.pipeline.run import DEMO_IMAGE
     from hmdiff_ros.ros import bridge
     from hmdiff_ros.ros import convert as C
-    from hmdiff_ros.ros.load import letterbox
+    from hmdiff_ros.ros.faults import letterbox
 
     rgb = read_image(DEMO_IMAGE)
     f = C.MessageFactory.for_rosbags(C.typestore_for("humble"))
@@ -204,7 +194,8 @@ def test_two_minutes_of_faults_on_the_real_core():
     cycles the node's RSS still settles, so the bound here is that noise with a margin
     (SOAK_RSS_SHORT_MIB: growth from the first cycle to the second up to 66 MiB without a leak):
     a leak of 100 MiB a minute fails it."""
-    from hmdiff_ros.ros.load import SOAK_RSS_SHORT_MIB, run_soak
+    from hmdiff_ros.ros.faults import SOAK_RSS_SHORT_MIB
+    from hmdiff_ros.ros.soak import run_soak
 
     result = run_soak("demo", 30.0, 2.0)
     fig = result.figures()

@@ -178,7 +178,8 @@ def _cmd_bench_node(args: argparse.Namespace) -> int:
 def _soak(args: argparse.Namespace, params: dict, log) -> int:
     from pathlib import Path
 
-    from hmdiff_ros.ros.load import format_soak, run_soak, soak_markdown
+    from hmdiff_ros.ros.soak import run_soak
+    from hmdiff_ros.ros.soak_report import format_soak, soak_markdown
 
     figures = run_soak(args.source, args.fps, args.minutes, params, log=log).figures()
     print(json.dumps(figures) if args.json else format_soak(figures))

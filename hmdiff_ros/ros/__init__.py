@@ -2,7 +2,9 @@
 sharing one boundary: camera messages in and images out (``bridge``), a frame's output
 messages (``convert``), body frames and TF (``frames``); and the node's parameters
 (``params``), frame health (``health``) and newest-frame worker (``worker``); the node under a
-camera-rate stream (``load``, ``hmdiff bench-node``). Only ``node`` and ``load`` import rclpy."""
+camera-rate stream (``load``, ``hmdiff bench-node``) and under camera faults (``soak``, with its
+``faults`` and ``soak_report``; ``hmdiff bench-node --faults``). Only ``node``, ``load``,
+``soak`` and ``faults`` import rclpy."""
 
 
 def node_main(args=None) -> None:
