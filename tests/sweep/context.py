@@ -57,7 +57,7 @@ class Session:
     # the export cache every case copies
     def cache(self) -> Path:
         def make(folder: Path) -> Path:
-            code = "from hmdiff_ros.runtime.export import cached_export; print(cached_export())"
+            code = "from hmdiff_ros.runtime.export_cache import cached_export; print(cached_export())"
             o = run([sys.executable, "-c", code], folder, self.env(folder), 300)
             if o.rc != 0:
                 raise RuntimeError(f"could not prepare the export cache: {o.err[-2000:]}")
