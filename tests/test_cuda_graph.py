@@ -134,30 +134,48 @@ def test_the_host_traffic_check_sees_reads_and_copies():
     assert kinds == ["copy", "read"], traffic.found
 
 
-def _stand_in_capture(fail_buckets=()):
+def _stand_in_capture(fail_buckets=(), replays=None):
     """A capture with the real one's contract, on any device: the output is made from the static
-    inputs once, ``replay`` recomputes it in place from whatever the buffers hold then; buckets in
-    ``fail_buckets`` fail as CUDA does when something in the region is not allowed."""
+    inputs once, ``replay`` recomputes it in place from whatever the buffers hold then (a graph
+    reads its buffers' memory, never the caller's tensors, and writes the same output tensor at
+    every replay); buckets in ``fail_buckets`` fail as CUDA does when something in the region is
+    not allowed. ``replays``: a list that gets each replay's bucket."""
 
     def capture(self, static):
         if static[0].shape[0] in fail_buckets:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
         output = self.run(*static)
-        return SimpleNamespace(replay=lambda: output.copy_(self.run(*static))), output
+
+        def replay():
+            if replays is not None:
+                replays.append(static[0].shape[0])
+            output.copy_(self.run(*static))
+
+        return SimpleNamespace(replay=replay), output
 
     return capture
 
 
 def test_replayed_graphs_read_their_buffers_and_give_the_eager_samples(model, monkeypatch):
-    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture())
+    """Every call on a captured bucket is one replay on that call's inputs: new inputs on the
+    same graph give their own samples (a graph that kept its first inputs would repeat them), and
+    a result stays what it was after later replays (the graph's output tensor is refilled)."""
+    replays = []
+    monkeypatch.setattr(GraphedSampler, "_capture", _stand_in_capture(replays=replays))
     sampler = GraphedSampler(model, 2, DATConfig(mode="fast"), device="cpu", buckets=(1, 4), capture=True)
-    for people, m in ((1, 4), (3, 2), (1, 4), (2, 2), (4, 2)):  # (1, 4) again: replayed on new inputs
-        proxy, noise, prior, vis = _inputs(model, people, m, seed=10 + people + m)
+    calls = ((1, 4), (3, 2), (1, 4), (2, 2), (4, 2), (1, 4))  # (1, 4) three times: replayed on new inputs
+    results = []
+    for i, (people, m) in enumerate(calls):
+        proxy, noise, prior, vis = _inputs(model, people, m, seed=10 + i)
         got = sampler(proxy, noise, prior, vis)
         want = model.sample(
             proxy, prior, vis, steps=2, dat=DATConfig(mode="fast"), hypotheses=m, noise=noise
         ).hypotheses.flatten(0, 1)
         assert (got - want).abs().max() * MM < 0.1, (people, m)
+        results.append((got.clone(), got))
+    assert replays == [1, 4, 1, 4, 4, 1]  # one replay per call, none eager
+    assert all(torch.equal(kept, got) for kept, got in results), "a result changed when its graph was replayed"
+    assert not torch.equal(results[0][0], results[2][0])  # the same graph, other inputs: other samples
     assert sorted(sampler.graphs) == [(1, 4), (4, 2)]
     assert all(entry[0] is not None for entry in sampler.graphs.values())  # captured, not eager
 
