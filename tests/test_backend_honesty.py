@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from hmdiff_ros.runtime.tensorrt_backend import (  # noqa: E402
     build_engine,
     build_engines,
     input_axes,
+    load_tensorrt,
 )
 
 EXPORTED = {"encoder.onnx", "denoiser.onnx", "sampler_k2_fast.onnx", MANIFEST}
@@ -223,22 +225,6 @@ def test_a_folder_with_only_a_readme_counts_as_empty(tmp_path):
 # --- the TensorRT runner's logic, on the CPU --------------------------------------------------
 
 
-def test_tensorrt_wrapper_draws_the_same_noise_as_the_other_backends(exported, torch_model):
-    proxy, prior, vis = _inputs(torch_model)
-    dat = DATConfig(mode="fast")
-    seed = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
-    ref = torch_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
-    wrapped = CudaGraphModel(load_checkpoint()[0], device="cpu")
-    assert (wrapped.backend, wrapped.max_batch) == ("tensorrt", None)
-    got = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
-    assert torch.equal(got.hypotheses, ref.hypotheses)  # the same seed: the same noise, the same numbers
-    other = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(8))
-    assert not torch.equal(other.hypotheses, ref.hypotheses)
-    ort_model = load_onnxruntime(engines=exported)
-    ort = ort_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
-    assert (ort.hypotheses - ref.hypotheses).abs().max() * 1000 < 0.1  # mm
-
-
 def test_tensorrt_wrapper_refuses_a_batch_beyond_its_engines(torch_model):
     proxy, prior, vis = _inputs(torch_model, b=3)
     wrapped = CudaGraphModel(load_checkpoint()[0], max_batch=4, device="cpu")
@@ -253,7 +239,40 @@ def _standin(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA Stand-in GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))
+    # the stand-in's engines run at once on the CPU: a stream with nothing to wait for
+    monkeypatch.setattr(
+        torch.cuda, "current_stream", lambda *a: SimpleNamespace(cuda_stream=0, synchronize=lambda: None)
+    )
     return trt
+
+
+def test_tensorrt_engines_sample_as_pytorch_does_for_the_same_seed(exported, torch_model, tmp_path, monkeypatch):
+    """The TensorRT runner's own logic against engines that run (the stand-in's run their ONNX
+    graph with ONNX Runtime on the memory bound to them): load_tensorrt builds and wires the
+    engines, TensorRTModule binds every input by name in the engine's order, dtype and shape,
+    sizes the outputs from the context and returns them, CudaGraphModel draws the noise on the
+    CPU and runs the DDIM loop and DAT over the engines. The samples are PyTorch's for the same
+    seed to ONNX Runtime's precision (< 0.1 mm), and another seed's differ."""
+    trt = _standin(monkeypatch)
+    folder = tmp_path / "engines"
+    shutil.copytree(exported, folder)
+    wrapped = load_tensorrt(engines=folder, device="cpu")  # builds the engines: none are there
+    assert (wrapped.backend, wrapped.max_batch, wrapped.max_people) == ("tensorrt", 64, 16)
+    proxy, prior, vis = _inputs(torch_model, b=3)
+    dat = DATConfig(mode="fast")
+    seed = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    ref = torch_model.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
+    got = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(7))
+    assert (got.hypotheses - ref.hypotheses).abs().max() * 1000 < 0.1  # mm
+    # what ran: the encoder once for the 3 people, the denoiser once per step on 3 x 2 rows
+    tokens = trt.executions[1][1]["image_tokens"]
+    assert trt.executions == [
+        ("proxy", {"proxy": tuple(proxy.shape)}),
+        *[("sample", {"sample": (6, 625, 3), "timestep": (6,), "image_tokens": tokens})] * 2,
+    ]
+    assert tokens[0] == 3
+    other = wrapped.sample(proxy, prior, vis, steps=2, dat=dat, hypotheses=2, generator=seed(8))
+    assert (other.hypotheses - ref.hypotheses).abs().max() * 1000 > 1.0
 
 
 def test_engines_are_built_with_one_range_per_named_axis_and_take_people_and_rows_apart(

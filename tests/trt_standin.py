@@ -6,17 +6,34 @@ of TensorRT that a CPU test can check:
 - an optimisation profile must give every dynamic input a range, and inputs that share an axis
   name the same range on that axis, or the build fails (``build_serialized_network`` -> None);
 - an execution context takes an input shape only inside the profile and, for an axis shared
-  by name, only the size the other inputs of that name were given.
+  by name, only the size the other inputs of that name were given;
+- an engine runs on memory: ``execute_async_v3`` reads each input from the address bound to it
+  (``set_tensor_address``) as the shape and dtype bound and the engine's, and writes each output
+  to its address; an output's shape (``get_tensor_shape``) follows from the input shapes bound.
 
-The engine "serialised" here is JSON of the inputs, their axis names and the profile; nothing
-runs (``execute_async_v3`` is not provided)."""
+The engine "serialised" here is JSON of the inputs, their axis names and dtypes, the profile and
+the ONNX graph it was built from, which runs with ONNX Runtime on the CPU (the addresses are
+CPU memory: the runner's device set to the CPU). ``trt.executions`` lists every run as
+``(first input's name, {input: shape})``."""
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import json
 import types
 
+import numpy as np
 import onnx
+
+# ONNX element types -> (TensorRT DataType name, numpy dtype)
+_DTYPES = {1: ("FLOAT", np.float32), 10: ("HALF", np.float16), 6: ("INT32", np.int32), 7: ("INT64", np.int64)}
+
+
+def _memory(address: int, shape, dtype) -> np.ndarray:
+    """The array of ``shape`` and ``dtype`` at ``address`` (no copy: writes go to that memory)."""
+    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_char * size).from_address(address), dtype=dtype).reshape(shape)
 
 
 class _Dims(tuple):
@@ -30,6 +47,7 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.BuilderFlag = types.SimpleNamespace(FP16="FP16")
     trt.builds = []  # what every build was asked for: (inputs, profile, flags)
+    trt.executions = []  # every engine run: (first input's name, {input: shape})
 
     class Logger:
         WARNING = 2
@@ -38,12 +56,12 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
             pass
 
     class Tensor:
-        def __init__(self, name, shape, axis):
-            self.name, self.shape, self.axis = name, _Dims(shape), axis
+        def __init__(self, name, shape, axis, dtype=1):
+            self.name, self.shape, self.axis, self.dtype = name, _Dims(shape), axis, dtype
 
     class Network:
         def __init__(self):
-            self.inputs, self.outputs = [], []
+            self.inputs, self.outputs, self.onnx = [], [], b""
 
         @property
         def num_inputs(self):
@@ -68,15 +86,18 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
                     continue
                 dims = value.type.tensor_type.shape.dim
                 shape = [-1 if d.dim_param else d.dim_value for d in dims]
-                self.network.inputs.append(Tensor(value.name, shape, dims[0].dim_param or None))
+                tensor = Tensor(value.name, shape, dims[0].dim_param or None, value.type.tensor_type.elem_type)
+                self.network.inputs.append(tensor)
             self.network.outputs = [
                 Tensor(
                     v.name,
                     [-1 if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim],
                     v.type.tensor_type.shape.dim[0].dim_param or None,
+                    v.type.tensor_type.elem_type,
                 )
                 for v in graph.output
             ]
+            self.network.onnx = data
             return True
 
         @property
@@ -155,7 +176,9 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
                 {
                     "inputs": [[t.name, list(t.shape), t.axis] for t in network.inputs],
                     "outputs": [[t.name, list(t.shape)] for t in network.outputs],
+                    "dtypes": {t.name: t.dtype for t in network.inputs + network.outputs},
                     "profile": {n: [list(s) for s in r] for n, r in shapes.items()},
+                    "onnx": base64.b64encode(network.onnx).decode(),
                 }
             ).encode()
 
@@ -180,6 +203,36 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
         def set_tensor_address(self, name, ptr):
             self.addresses[name] = ptr
 
+        def get_tensor_shape(self, name):
+            if name in self.engine.axes:
+                return _Dims(self.shapes[name])
+            key = tuple(self.shapes.get(n) for n in self.engine.axes)
+            if key not in self.engine.output_shapes:  # the outputs' shapes follow from the inputs bound
+                self.engine.output_shapes[key] = {n: v.shape for n, v in self._run(self._zeros()).items()}
+            return _Dims(self.engine.output_shapes[key][name])
+
+        def _zeros(self):
+            return {n: np.zeros(self.shapes[n], self.engine.numpy_dtype(n)) for n in self.engine.axes}
+
+        def _run(self, inputs):
+            missing = [n for n in self.engine.axes if n not in self.shapes]
+            if missing:
+                raise RuntimeError(f"stand-in TensorRT: inputs {missing} have no shape set")
+            names = [n for n, _ in self.engine.record["outputs"]]
+            return dict(zip(names, self.engine.session().run(names, inputs), strict=True))
+
+        def execute_async_v3(self, stream_handle):
+            if any(n not in self.addresses for n in self.engine.names):
+                return False  # a tensor without memory: TensorRT fails the launch
+            inputs = {
+                n: _memory(self.addresses[n], self.shapes[n], self.engine.numpy_dtype(n)).copy()
+                for n in self.engine.axes
+            }
+            trt.executions.append((next(iter(self.engine.axes)), {n: tuple(v.shape) for n, v in inputs.items()}))
+            for name, value in self._run(inputs).items():
+                _memory(self.addresses[name], value.shape, self.engine.numpy_dtype(name))[...] = value
+            return True
+
     class Engine:
         def __init__(self, record):
             self.record = record
@@ -187,6 +240,22 @@ def make(platform_has_fast_fp16: bool = True) -> types.ModuleType:
             self.axes = {n: a for n, _, a in record["inputs"]}
             self.shapes = {n: s for n, s, _ in record["inputs"]} | {n: s for n, s in record["outputs"]}
             self.profile = {n: [tuple(s) for s in r] for n, r in record["profile"].items()}
+            self.dtypes = record.get("dtypes", {})
+            self._session, self.output_shapes = None, {}
+
+        def session(self):
+            if self._session is None:
+                import onnxruntime
+
+                graph = base64.b64decode(self.record["onnx"])
+                self._session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+            return self._session
+
+        def numpy_dtype(self, name):
+            return _DTYPES[self.dtypes.get(name, 1)][1]
+
+        def get_tensor_dtype(self, name):
+            return types.SimpleNamespace(name=_DTYPES[self.dtypes.get(name, 1)][0])
 
         @property
         def num_io_tensors(self):

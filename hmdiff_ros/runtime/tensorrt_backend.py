@@ -20,7 +20,8 @@ and ``max_people`` their largest people; more is refused with the engine's profi
 
 This path is written against the TensorRT 10 API and has not run: TensorRT cannot be
 installed where the package is built and tested. Tests run its logic against a stand-in
-``tensorrt`` module that keeps TensorRT's rules on named axes.
+``tensorrt`` module that keeps TensorRT's rules on named axes and whose engines run their ONNX
+graph with ONNX Runtime on the CPU, reading and writing the memory bound to them.
 """
 
 from __future__ import annotations
@@ -214,12 +215,14 @@ _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.i
 class TensorRTModule(nn.Module):
     """A deserialized engine as a module over CUDA torch tensors (inputs in engine order).
     ``axes``: each input's first-axis name (:func:`input_axes` of the ONNX file it was built
-    from), for :attr:`max_people` and :attr:`max_batch`; without it every input counts as rows."""
+    from), for :attr:`max_people` and :attr:`max_batch`; without it every input counts as rows.
+    ``device``: where the engine reads its inputs and writes its outputs (the GPU; the CPU in
+    tests, against a stand-in ``tensorrt`` whose engines run there)."""
 
-    def __init__(self, path: "str | Path", axes: Dict[str, str] | None = None) -> None:
+    def __init__(self, path: "str | Path", axes: Dict[str, str] | None = None, device: str = "cuda") -> None:
         super().__init__()
         trt = _trt()
-        self.path, self.axes = Path(path), dict(axes or {})
+        self.path, self.axes, self.device = Path(path), dict(axes or {}), torch.device(device)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
@@ -269,12 +272,12 @@ class TensorRTModule(nn.Module):
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         keep = []
         for name, t in zip(self.inputs, tensors, strict=True):
-            t = t.to(device="cuda", dtype=self._dtype(name)).contiguous()
+            t = t.to(device=self.device, dtype=self._dtype(name)).contiguous()
             keep.append(t)
             self._bind_input(name, t)
         outs = []
         for name in self.outputs:
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outs.append(out)
         stream = torch.cuda.current_stream()
@@ -309,21 +312,27 @@ def engines_for(folder: Path, build: bool = True, fp16: bool = True) -> Dict[str
 
 
 def load_tensorrt(
-    checkpoint: "str | Path | None" = None, engines: "str | Path" = defaults.ENGINES, build: bool = True
+    checkpoint: "str | Path | None" = None,
+    engines: "str | Path" = defaults.ENGINES,
+    build: bool = True,
+    device: str = "cuda",
 ) -> "CudaGraphModel":
     """The HMDiff interface on TensorRT engines (encoder, denoiser); the DDIM loop and fast
-    DAT run in torch on the GPU."""
+    DAT run in torch on the GPU. ``device``: where the model and the engines' tensors go (the
+    CPU in tests, with a stand-in ``tensorrt``)."""
     _trt()  # TensorRT and a GPU first: where they are missing, that is the reason, not the export
     folder = Path(engines)
     ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     check_export(folder, ckpt)
     paths = engines_for(folder, build=build)
     model, _ = load_checkpoint(ckpt)
-    model = model.to("cuda")
-    model.encoder = TensorRTModule(paths["encoder"], input_axes(folder / "encoder.onnx"))
-    model.denoiser = TensorRTModule(paths["denoiser"], input_axes(folder / "denoiser.onnx"))
+    model = model.to(device)
+    model.encoder = TensorRTModule(paths["encoder"], input_axes(folder / "encoder.onnx"), device)
+    model.denoiser = TensorRTModule(paths["denoiser"], input_axes(folder / "denoiser.onnx"), device)
     people = [n for n in (model.encoder.max_people, model.denoiser.max_people) if n is not None]
-    return CudaGraphModel(model, max_batch=model.denoiser.max_batch, max_people=min(people) if people else None)
+    return CudaGraphModel(
+        model, max_batch=model.denoiser.max_batch, device=device, max_people=min(people) if people else None
+    )
 
 
 class CudaGraphModel(GraphModel):
