@@ -147,29 +147,6 @@ def test_dat_closed_form_gradient_matches_autograd(tiny):
     torch.testing.assert_close(grad, auto)
 
 
-def test_fast_and_full_gradients_agree_in_direction(topology):
-    """``fast`` is the paper's ε-prediction view (g's ε held constant): on an ε-predicting
-    denoiser it must point the same way as the exact gradient through the network."""
-    from dataclasses import replace
-
-    torch.manual_seed(0)
-    tiny = HMDiff(
-        replace(TINY, scheduler=SchedulerConfig(num_train_timesteps=100, prediction_type="epsilon")), topology
-    ).eval()
-    proxy, prior, vis = _inputs(2)
-    sched = tiny.scheduler
-    tokens = tiny.encoder(proxy)
-    aligner = DAT(DATConfig(), tiny.dat_map, tiny.cfg.data_scale)
-    t = torch.full((2,), 60)
-    x = torch.randn(2, tiny.num_points, 3).requires_grad_(True)
-    x0, _ = sched.to_x0_eps(tiny.denoiser(x, t, tokens), t, x)
-    gap, grad_x0 = aligner.gap_and_grad(x0, prior, aligner.weights(vis))
-    (full,) = torch.autograd.grad(gap.sum(), x)
-    fast = grad_x0 / sched.alphas_cumprod[60].sqrt()
-    cos = torch.nn.functional.cosine_similarity(full.flatten(1), fast.detach().flatten(1))
-    assert (cos > 0.5).all()
-
-
 @pytest.mark.parametrize("mode", ["off", "fast", "full"])
 def test_sampling_shapes_hypotheses_and_seeds(tiny, mode):
     proxy, prior, vis = _inputs(2)
