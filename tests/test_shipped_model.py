@@ -2,15 +2,22 @@
 and the benchmark prints the documented JSON."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from hmdiff_ros.cli import main
 from hmdiff_ros.model.checkpoint import CONFIG, DEFAULT_CHECKPOINT, WEIGHTS, load_checkpoint
 
-# Measured with the shipped checkpoint (docs/model_card.md) on the 48 samples of the split
-# below: a regression bound with margin, not a target.
-PA_MPJPE_BOUND_MM = 200.0
+ROOT = Path(__file__).resolve().parents[1]
+# The shipped checkpoint's figures on the test sets, as ``hmdiff eval-protocol --sets test``
+# recorded them (docs/model_card.md, "What it reaches"): the bound follows the recorded figure.
+PROTOCOL_TEST = ROOT / "docs" / "figures" / "protocol_test.json"
+# PA-MPJPE on synthetic-test may be at most this much above the recorded mean: the recorded one is
+# the mean over 3 sampling seeds (their spread: 0.2 mm), this test runs the first seed; a
+# checkpoint 3 mm worse on the same 512 samples is worse beyond the seeds' noise and the
+# interval of the mean's half-width (2.2 mm), and the figure the model card quotes no longer holds.
+PA_MPJPE_MARGIN_MM = 3.0
 
 
 def test_shipped_checkpoint_is_small_and_self_describing():
@@ -24,15 +31,19 @@ def test_shipped_checkpoint_is_small_and_self_describing():
     assert meta["samples"] >= meta["step"] * meta["train"]["batch_size"]  # its --init's samples counted too
 
 
-@pytest.fixture(scope="module")
-def small_split(engine, tmp_path_factory):
-    from hmdiff_ros.data.store import write_split
+def test_eval_reaches_the_recorded_figure_on_the_test_split_and_prints_the_contract_json(capsys):
+    """``hmdiff eval`` on the protocol's synthetic-test split (512 held-out samples) with the
+    settings the recorded figures were measured with: the contract JSON, the same samples (the
+    prior's and the lifter's figures, which involve no sampling, match the recorded ones to
+    0.01 mm) and the model's PA-MPJPE within PA_MPJPE_MARGIN_MM of the recorded one."""
+    from hmdiff_ros.pipeline.protocol import synthetic_split
 
-    return write_split(engine, tmp_path_factory.mktemp("split"), num=48, seed=321, split="test", progress=False)
-
-
-def test_eval_command_prints_the_contract_json(small_split, capsys):
-    assert main(["eval", "--data", str(small_split), "--steps", "4", "--dat", "fast", "--json"]) == 0
+    recorded = json.loads(PROTOCOL_TEST.read_text())
+    synthetic = recorded["sets"]["synthetic-test"]
+    figures = {k: v["mean"] for k, v in synthetic["figures"].items()}
+    split = synthetic_split("synthetic-test", synthetic["num_samples"])
+    args = ["eval", "--data", str(split), "--steps", str(recorded["steps"]), "--dat", recorded["dat"]["mode"]]
+    assert main([*args, "--hypotheses", str(recorded["hypotheses"]), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # the contract: the model's figures, and the simulated prior's beside them (its 24 joints)
     assert set(result) == {
@@ -48,9 +59,10 @@ def test_eval_command_prints_the_contract_json(small_split, capsys):
         "lifter_mpjpe_mm",
         "lifter_pa_mpjpe_mm",
     }
-    assert result["num_samples"] == 48
-    assert 0 < result["prior_pa_mpjpe_mm"] < result["prior_mpjpe_mm"]
-    assert 0 < result["pa_mpjpe_mm"] < PA_MPJPE_BOUND_MM
+    assert result["num_samples"] == synthetic["num_samples"]
+    for name in ("prior_mpjpe_mm", "prior_pa_mpjpe_mm", "lifter_mpjpe_mm", "lifter_pa_mpjpe_mm"):
+        assert result[name] == pytest.approx(figures[name], abs=0.01), name  # the recorded samples
+    assert 0 < result["pa_mpjpe_mm"] <= figures["pa_mpjpe_mm"] + PA_MPJPE_MARGIN_MM, (result, figures)
     # it earns its place on synthetic data: better than the simulated prior it reads, on its joints
     assert result["pa_mpjpe_mm_on_prior_joints"] < result["prior_pa_mpjpe_mm"]
     assert result["mpjpe_mm_on_prior_joints"] < result["prior_mpjpe_mm"]
