@@ -281,6 +281,9 @@ def test_bench_rows(exported):
     for r in rows:
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
     assert all(r["fps"] > 0 and r["peak_mb"] > 0 for r in rows if r["stage"] == "model")
+    # the ratio to PyTorch of the same run, on the other backend's rows only
+    assert ["p50_vs_torch" in r for r in rows] == [False, False, True, True]
+    assert rows[3]["p50_vs_torch"] == round(rows[3]["p50_ms"] / rows[1]["p50_ms"], 3)
     with pytest.raises(ValueError, match="unknown backends"):
         bench(["tflite"])
 

@@ -75,11 +75,27 @@ def test_eval_rejects_a_missing_checkpoint_or_split(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_bench_prints_rows_with_a_model_stage(capsys):
-    assert main(["bench", "--backend", "torch", "--steps", "2", "--repeats", "3", "--json"]) == 0
+def test_bench_prints_rows_with_a_model_stage_and_the_ratio_to_pytorch(capsys):
+    """The JSON rows (a contract); timings decide nothing here, but a run of PyTorch and ONNX
+    Runtime carries the ratio of their p50s measured in that one run on the ONNX Runtime rows."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'hmdiff_ros[onnx]')")
+    args = ["bench", "--backend", "torch,onnxruntime", "--steps", "2", "--repeats", "2", "--warmup", "0", "--json"]
+    assert main(args) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["stage"] for r in rows} == {"encoder", "model"}
+    assert [(r["backend"], r["stage"]) for r in rows] == [
+        ("torch", "encoder"),
+        ("torch", "model"),
+        ("onnxruntime", "encoder"),
+        ("onnxruntime", "model"),
+    ]
+    torch_p50 = {r["stage"]: r["p50_ms"] for r in rows if r["backend"] == "torch"}
     for r in rows:
-        assert set(r) == {"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}
+        keys = {"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}
+        assert set(r) == (keys if r["backend"] == "torch" else keys | {"p50_vs_torch"})
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        if r["backend"] == "onnxruntime":
+            assert r["p50_vs_torch"] == round(r["p50_ms"] / torch_p50[r["stage"]], 3)
+    assert main(args[:-1]) == 0  # the text lines say it too
+    lines = capsys.readouterr().out.splitlines()
+    assert [("x PyTorch's p50" in line) for line in lines] == [False, False, True, True], lines
     assert main(["bench", "--backend", "tpu", "--json"]) == 2

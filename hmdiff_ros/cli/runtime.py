@@ -110,12 +110,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             {"steps": args.steps, "people": args.people, "hypotheses": args.hypotheses, "dat": args.dat},
             force=args.force,
         )
-    if args.json:  # the contract: exactly these keys per row
-        keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows]))
+    if args.json:  # the contract: these keys per row, and the ratio to PyTorch where it ran beside
+        keys = ("backend", "stage", "p50_ms", "p90_ms", "p99_ms", "p50_vs_torch")
+        print(json.dumps([{k: r[k] for k in keys if k in r} for r in rows]))
     else:
         for r in rows:
             extra = f"  {r['fps']:6.1f} FPS  peak {r['peak_mb']:.0f} MB" if "fps" in r else ""
+            extra += f"  {r['p50_vs_torch']:.2f}x PyTorch's p50" if "p50_vs_torch" in r else ""
             print(
                 f"{r['backend']:<12} {r['stage']:<8} p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms{extra}"
             )

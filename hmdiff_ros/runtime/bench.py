@@ -3,7 +3,8 @@
 Prints a list of ``{"backend", "stage", "p50_ms", "p90_ms", "p99_ms"}`` rows, with a
 ``model`` stage (encoder + sampling + DAT, one frame) for every backend, plus ``fps`` (1 /
 p50 of the model stage) and ``peak_mb`` (peak resident memory of the process so far, or GPU
-memory for CUDA backends). Inputs: fixed random proxies and priors (batch = people, each
+memory for CUDA backends); where PyTorch eager ran in the same run, the rows of the other
+backends add ``p50_vs_torch``, their p50 over PyTorch's (:func:`with_torch_ratios`). Inputs: fixed random proxies and priors (batch = people, each
 sampled ``hypotheses`` times, as the pipeline does), timed after warm-up, all backends in the
 same run. With ``--device cuda``, the torch backend gives two rows: ``torch-cuda`` (eager) and
 ``torch-cuda-graph`` (the sampler replayed from CUDA graphs, :mod:`hmdiff_ros.runtime.cuda_graph`;
@@ -164,6 +165,18 @@ def bench(
         model_row["fps"] = round(1000.0 / model_row["p50_ms"], 1)
         model_row["peak_mb"] = _peak_mb(name)
         rows.append(model_row)
+    return with_torch_ratios(rows)
+
+
+def with_torch_ratios(rows: List[Dict]) -> List[Dict]:
+    """``rows`` with ``p50_vs_torch`` on every row of another backend where PyTorch eager ran in
+    the same run (``torch``, or ``torch-cuda`` with ``--device cuda``): its p50 divided by
+    PyTorch's p50 of the same stage (below 1: faster than PyTorch). Both come from one run on
+    one machine, so the ratio holds where the absolute times of a shared machine do not."""
+    eager = {r["stage"]: r["p50_ms"] for r in rows if r["backend"] in ("torch", "torch-cuda")}
+    for r in rows:
+        if r["backend"] not in ("torch", "torch-cuda") and eager.get(r["stage"]):
+            r["p50_vs_torch"] = round(r["p50_ms"] / eager[r["stage"]], 3)
     return rows
 
 
