@@ -1,38 +1,54 @@
 #!/usr/bin/env bash
-# Regenerates the figures that README.md and docs/model_card.md quote, from the shipped
-# checkpoint, into docs/figures/ (JSON, one file per command) and docs/images/demo_overlay.jpg.
+# Regenerates every figure that README.md and the docs quote, from the shipped checkpoint:
+# each command's JSON into docs/figures/<name>.json with the command, the date and the machine
+# (docs/figures.py record), the reports beside them, the demo overlay, and then the quoted
+# blocks of README.md and docs/ from those files (docs/figures.py quote; tests/test_figures.py
+# checks that they agree).
 #
-#   bash docs/figures.sh [EVAL_REAL_DIR] [PRIOR_STUDY_DIR]
+#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--soak]
 #
-# EVAL_REAL_DIR: real frames with ground truth (hmdiff eval-real; skipped when not given).
-# PRIOR_STUDY_DIR: the prior study (hmdiff data prior-study; skipped when not given).
-# The ablation table and plot are regenerated apart (about 20 minutes on 2 CPU cores):
+# --real: real frames with ground truth (hmdiff eval-real); --study: the prior study (hmdiff data
+# prior-study); the protocol's real and study sets are left out without them. --soak: also the
+# hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes). Timings: run it on an
+# otherwise idle machine. The ablation table and plot are regenerated apart (about 20 minutes):
 #   hmdiff ablate --limit 256 --out docs/ablation --force [--study PRIOR_STUDY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-real=${1:-}
-study=${2:-}
-out=docs/figures
-mkdir -p "$out"
+real='' study='' soak=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --real) real=$2; shift 2 ;;
+    --study) study=$2; shift 2 ;;
+    --soak) soak=1; shift ;;
+    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--soak]" >&2; exit 2 ;;
+  esac
+done
+record() { python docs/figures.py record "$@" > /dev/null; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 hmdiff demo --out "$tmp/demo" > /dev/null
 cp "$tmp/demo/astronaut_eileen_collins_overlay.jpg" docs/images/demo_overlay.jpg
 
-# timings: run on an otherwise idle machine
+# timings: both backends of a comparison in one run
 hmdiff export --out "$tmp/engines" --steps 2 > /dev/null
-hmdiff bench --backend torch,onnxruntime --engines "$tmp/engines" --steps 2 --json > "$out/bench_steps2.json"
-hmdiff bench --backend torch --steps 2 --dat full --json > "$out/bench_torch_steps2_full.json"
-hmdiff bench-pipeline --json > "$out/bench_pipeline.json"
-if [ -n "$real" ]; then
-  hmdiff eval-real --data "$real" --json > "$out/eval_real.json"
-fi
+record bench_steps2 -- hmdiff bench --backend torch,onnxruntime --engines "$tmp/engines" --repeats 100 --json \
+  --report docs/bench --force
+record bench_torch_steps2_full -- hmdiff bench --backend torch --dat full --json
+record bench_pipeline -- hmdiff bench-pipeline --people 1 3 --json --report docs/bench/pipeline --force
+
 # the protocol (docs/model_card.md): selection sets (every choice) and test sets (none), 3 sampling
-# seeds, 95 % intervals; JSON and the markdown tables the model card and README quote
-protocol=(${study:+--study "$study"})
-hmdiff eval-protocol --sets selection "${protocol[@]}" --json --report "$out/protocol_selection.md" --force \
-  > "$out/protocol_selection.json"
-hmdiff eval-protocol --sets test "${protocol[@]}" ${real:+--real "$real"} --json --report "$out/protocol_test.md" --force \
-  > "$out/protocol_test.json"
-echo "figures written to $out/ and docs/images/demo_overlay.jpg"
+# seeds, 95 % intervals; the JSON and the markdown tables the model card quotes
+record protocol_selection -- hmdiff eval-protocol --sets selection ${study:+--study "$study"} \
+  --json --report docs/figures/protocol_selection.md --force
+record protocol_test -- hmdiff eval-protocol --sets test ${study:+--study "$study"} ${real:+--real "$real"} \
+  --json --report docs/figures/protocol_test.md --force
+if [ -n "$real" ]; then
+  record eval_real -- hmdiff eval-real --data "$real" --json
+fi
+if [ -n "$soak" ]; then
+  record soak_humble -- hmdiff bench-node --faults --minutes 60 --json --save docs/bench/soak_humble.json
+fi
+
+python docs/figures.py quote
+echo "figures written to docs/figures/, docs/bench/ and docs/images/demo_overlay.jpg; README.md and docs/ quote them"

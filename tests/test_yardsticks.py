@@ -136,6 +136,20 @@ def test_eval_command_prints_the_prior_beside_the_model(tmp_path, capsys):
     assert f"(prior {result['prior_mpjpe_mm']:.1f})" in capsys.readouterr().out
 
 
+def test_eval_command_defaults_its_options_like_the_other_commands(tmp_path, capsys):
+    """``hmdiff eval`` with neither --steps nor --dat runs the defaults every other command runs."""
+    from hmdiff_ros import defaults
+    from hmdiff_ros.cli import main
+
+    gt = _people(2)
+    split = _split(tmp_path / "s", gt[:, Q] + 0.01, gt)
+    assert main(["eval", "--data", str(split), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    explicit = ["--steps", str(defaults.STEPS), "--dat", defaults.DAT_MODE]
+    assert main(["eval", "--data", str(split), *explicit, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == plain
+
+
 class StandingPrior:
     """Sees the standing person 3 m in front of a 640 x 480 camera, at the prior's joints."""
 

@@ -58,8 +58,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="accuracy on a synthetic split (default: the fixed test split)")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped one)")
     p.add_argument("--data", default=None, help="folder written by 'hmdiff data make'")
-    p.add_argument("--steps", **STEPS, required=True, help="DDIM steps")
-    p.add_argument("--dat", choices=defaults.DAT_MODES, required=True, help="DAT gradient mode")
+    p.add_argument("--steps", **STEPS, default=defaults.STEPS, help="DDIM steps")
+    p.add_argument("--dat", choices=defaults.DAT_MODES, default=defaults.DAT_MODE, help="DAT gradient mode")
     p.add_argument("--hypotheses", **HYPOTHESES, default=1, help="samples per input, averaged")
     p.add_argument(
         "--lifter", default=None, help="lifter checkpoint for the learned yardstick (default: the shipped one, if any)"
