@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
-PAGES = ("README.md", "docs/model_card.md", "docs/bench/soak.md")
+PAGES = ("README.md", "docs/model_card.md", "docs/bench/soak.md", "docs/eval_real.md")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 RECORD_KEYS = {"command", "date", "machine", "result"}
 
@@ -153,6 +153,12 @@ def readme() -> list:
             f"| {text} | | | `{pipe['command']}`, [bench_pipeline.json](docs/figures/bench_pipeline.json), "
             f"{_when(pipe)} |"
         )
+    if (FIGURES / "soak_humble.json").exists():
+        soak_run = load("soak_humble")
+        lines.append(
+            f"| the ROS 2 node (Humble) under camera faults | {_soak_verdict(soak_run)} | | | "
+            f"`{soak_run['command']}`, [docs/bench/soak.md](docs/bench/soak.md), {_when(soak_run)} |"
+        )
     return lines
 
 
@@ -177,15 +183,59 @@ def latency() -> list:
     ]
 
 
+def _soak_verdict(entry: dict) -> str:
+    r = entry["result"]
+    verdict = r["verdict"]
+    if not verdict["passed"]:
+        return "**FAIL** (" + "; ".join(verdict["failures"]) + ")"
+    recovery = max(p["recovery_max_s"] or 0 for p in r["phases"])
+    return (
+        f"**PASS** over {r['minutes']:.0f} min: {r['node']['failed']} failed frames, {r['unpublished_stamps']} results "
+        f"with a wrong stamp, recovery at most {recovery:.2f} s, memory growth {r['memory']['rss_growth_mib']:.1f} MiB"
+    )
+
+
 def soak() -> list:
     """The last hour of ``hmdiff bench-node --faults``: its verdict, in one line."""
     entry = load("soak_humble")
-    verdict = entry["result"]["verdict"]
-    state = "PASS" if verdict["passed"] else "FAIL (" + "; ".join(verdict["failures"]) + ")"
-    return [f"`{entry['command']}`: **{state}** ({_when(entry)}; `docs/figures/soak_humble.json`)."]
+    return [f"`{entry['command']}`: {_soak_verdict(entry)} ({_when(entry)}; `docs/figures/soak_humble.json`)."]
 
 
-BLOCKS = {"readme": readme, "protocol_test": protocol_test, "latency": latency, "soak": soak}
+def eval_real() -> list:
+    """docs/eval_real.md's table: ``hmdiff eval-real`` per data set, the prior and the lifter beside."""
+    entry = load("eval_real")
+    r = entry["result"]
+    lines = [
+        "| data | frames / people | missed | MPJPE (prior, lifter) | PA-MPJPE (prior, lifter) | PCK@0.1 (prior) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, d in r["per_dataset"].items():
+        if "mpjpe_mm" in d:
+            lines.append(
+                f"| {name} | {d['frames']} | {d['missed']} | {d['mpjpe_mm']:.1f} ({d['prior_mpjpe_mm']:.1f}, "
+                f"{d['lifter_mpjpe_mm']:.1f}) | {d['pa_mpjpe_mm']:.1f} ({d['prior_pa_mpjpe_mm']:.1f}, "
+                f"{d['lifter_pa_mpjpe_mm']:.1f}) | |"
+            )
+        else:
+            lines.append(
+                f"| {name} | {d['people']} | {d['missed']} | | | {d['pck_at_0.1']:.3f} ({d['prior_pck_at_0.1']:.3f}) |"
+            )
+    lines.append(
+        f"| **all** | {r['num_frames_3d']} / {r['num_people_2d']} | | **{r['mpjpe_mm']:.1f}** "
+        f"({r['prior_mpjpe_mm']:.1f}, {r['lifter_mpjpe_mm']:.1f}) | **{r['pa_mpjpe_mm']:.1f}** "
+        f"({r['prior_pa_mpjpe_mm']:.1f}, {r['lifter_pa_mpjpe_mm']:.1f}) | **{r['pck_at_0.1']:.3f}** "
+        f"({r['prior_pck_at_0.1']:.3f}) |"
+    )
+    return lines + ["", f"`{entry['command']}`; {_when(entry)}."]
+
+
+BLOCKS = {
+    "readme": readme,
+    "protocol_test": protocol_test,
+    "latency": latency,
+    "soak": soak,
+    "eval_real": eval_real,
+}
 
 
 def quote(check: bool = False) -> list:

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 200
-FIGURES = ("<!-- figures -->", "<!-- /figures -->")  # the block README's measured figures live in
+FIGURES = ("<!-- figures:readme -->", "<!-- /figures:readme -->")  # the block README's measured figures live in
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 INLINE_CODE = re.compile(r"`[^`]*`")
