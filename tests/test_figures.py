@@ -43,8 +43,9 @@ def test_every_figure_file_says_what_ran_when_and_where():
 @pytest.mark.parametrize("name", ["bench_steps2", "bench_torch_steps2_full"])
 def test_bench_files_hold_the_rows_of_hmdiff_bench(name):
     rows = figures.load(name)["result"]
-    assert rows and all(set(r) == BENCH_ROW for r in rows)
-    assert {r["stage"] for r in rows} == {"encoder", "model"}
+    assert rows and {r["stage"] for r in rows} == {"encoder", "model"}
+    for r in rows:  # other backends' rows carry their p50 over PyTorch's in the same run
+        assert set(r) == (BENCH_ROW | {"p50_vs_torch"} if r["backend"] != "torch" else BENCH_ROW), r
 
 
 def test_the_pipeline_file_holds_todays_rows_of_hmdiff_bench_pipeline():

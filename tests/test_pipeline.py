@@ -37,8 +37,8 @@ def rendered_people():
     """``RENDERED`` (image, K, camera-frame joints (25, 3), person box) of held-out bodies."""
     pytest.importorskip("anny", reason="the Anny body model is not installed (pip install 'hmdiff_ros[anny]')")
     from hmdiff_ros.data.engine import SyntheticEngine
-    from hmdiff_ros.data.people_render import PeopleRenderer
-    from hmdiff_ros.data.prior_study import StudyConfig, chunk_rngs
+    from hmdiff_ros.study.people_render import PeopleRenderer
+    from hmdiff_ros.study.study_config import StudyConfig, chunk_rngs
 
     cfg = StudyConfig(num=RENDERED, seed=RENDER_SEED)
     engine = SyntheticEngine(cfg.engine)

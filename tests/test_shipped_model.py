@@ -36,9 +36,9 @@ def test_eval_reaches_the_recorded_figure_on_the_test_split_and_prints_the_contr
     settings the recorded figures were measured with: the contract JSON, the same samples (the
     prior's and the lifter's figures, which involve no sampling, match the recorded ones to
     0.01 mm) and the model's PA-MPJPE within PA_MPJPE_MARGIN_MM of the recorded one."""
-    from hmdiff_ros.pipeline.protocol import synthetic_split
+    from hmdiff_ros.study.protocol import synthetic_split
 
-    recorded = json.loads(PROTOCOL_TEST.read_text())
+    recorded = json.loads(PROTOCOL_TEST.read_text())["result"]  # docs/figures.py record
     synthetic = recorded["sets"]["synthetic-test"]
     figures = {k: v["mean"] for k, v in synthetic["figures"].items()}
     split = synthetic_split("synthetic-test", synthetic["num_samples"])
