@@ -56,6 +56,19 @@ def machine() -> str:
     return ", ".join(parts)
 
 
+def shown(arg: str) -> str:
+    """A command's argument as the docs show it: a path beside the repository as ``../name``, one
+    in the home folder as ``~/name`` (the same on every machine that renders the figures)."""
+    if not os.path.isabs(arg):
+        return arg
+    for base, short in ((ROOT.parent, ".."), (Path.home(), "~")):
+        try:
+            return f"{short}/{Path(arg).relative_to(base).as_posix()}"
+        except ValueError:
+            pass
+    return arg
+
+
 def record(name: str, command: list, written: "str | None" = None) -> Path:
     """Run ``command``, keep its JSON (the last line of its output) with what ran, when, where.
 
@@ -69,7 +82,7 @@ def record(name: str, command: list, written: "str | None" = None) -> Path:
         result = json.loads(Path(written).read_text())
     path = FIGURES / f"{name}.json"
     entry = {
-        "command": " ".join(command),
+        "command": " ".join(shown(arg) for arg in command),
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "result": result,
