@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
-PAGES = ("README.md", "docs/model_card.md", "docs/bench/soak.md", "docs/eval_real.md")
+PAGES = ("README.md", "docs/model_card.md", "docs/bench/soak.md", "docs/eval_real.md", "docs/ros.md")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 RECORD_KEYS = {"command", "date", "machine", "result"}
 
@@ -242,12 +242,41 @@ def eval_real() -> list:
     return lines + ["", f"`{entry['command']}`; {_when(entry)}."]
 
 
+NODE_RUNS = (  # docs/ros.md's table: the figure files of `hmdiff bench-node` and what each ran
+    ("bench_node_demo", "demo photo"),
+    ("bench_node_video", "`single_person_demo.mp4`"),
+    ("bench_node_video_torch", "the same video, `--param backend:=torch` (PyTorch eager)"),
+)
+
+
+def bench_node() -> list:
+    """docs/ros.md's table: the node under a camera-rate stream, per ``hmdiff bench-node`` run."""
+    lines = [
+        "| stream | published | node received | processed | dropped | failed | results/s | "
+        "latency p50 / p90 / p99 (ms) | node memory |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    commands = []
+    for name, what in NODE_RUNS:
+        entry = load(name)
+        r = entry["result"]
+        lines.append(
+            f"| {what}, {r['image']}, {r['fps_published']:g} FPS for {r['seconds']:g} s | {r['published']} | "
+            f"{r['received']} | {r['processed']} | {r['dropped']} | {r['failed']} | {r['results_per_s']:.1f} | "
+            f"{r['latency_p50_ms']:.0f} / {r['latency_p90_ms']:.0f} / {r['latency_p99_ms']:.0f} | "
+            f"{r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} MiB |"
+        )
+        commands.append(f"`{entry['command']}`")
+    return lines + ["", "; ".join(commands) + f" ({_when(entry)}; `docs/figures/bench_node_*.json`)."]
+
+
 BLOCKS = {
     "readme": readme,
     "protocol_test": protocol_test,
     "latency": latency,
     "soak": soak,
     "eval_real": eval_real,
+    "bench_node": bench_node,
 }
 
 

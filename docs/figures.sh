@@ -5,22 +5,24 @@
 # blocks of README.md and docs/ from those files (docs/figures.py quote; tests/test_figures.py
 # checks that they agree).
 #
-#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--soak]
+#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--ros] [--soak]
 #
 # --real: real frames with ground truth (hmdiff eval-real); --study: the prior study (hmdiff data
-# prior-study); the protocol's real and study sets are left out without them. --soak: also the
-# hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes). Timings: run it on an
+# prior-study); the protocol's real and study sets are left out without them. --ros: the node under
+# a 30 FPS stream (hmdiff bench-node; needs a sourced ROS 2 and --real for its video; 4 minutes).
+# --soak: also the hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes). Timings: run it on an
 # otherwise idle machine. The ablation table and plot are regenerated apart (about 20 minutes):
 #   hmdiff ablate --limit 256 --out docs/ablation --force [--study PRIOR_STUDY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-real='' study='' soak=''
+real='' study='' soak='' ros=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --real) real=$2; shift 2 ;;
     --study) study=$2; shift 2 ;;
     --soak) soak=1; shift ;;
-    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--soak]" >&2; exit 2 ;;
+    --ros) ros=1; shift ;;
+    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--ros] [--soak]" >&2; exit 2 ;;
   esac
 done
 record() { python docs/figures.py record "$@" > /dev/null; }
@@ -43,6 +45,12 @@ record protocol_test -- hmdiff eval-protocol --sets test ${study:+--study "$stud
   --json --report docs/figures/protocol_test.md --force
 if [ -n "$real" ]; then
   record eval_real -- hmdiff eval-real --data "$real" --json
+fi
+if [ -n "$ros" ]; then
+  video="$real/videos/mmhuman3d/single_person_demo.mp4"
+  record bench_node_demo -- hmdiff bench-node --source demo --fps 30 --seconds 60 --json
+  record bench_node_video -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --json
+  record bench_node_video_torch -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --param backend:=torch --json
 fi
 if [ -n "$soak" ]; then
   record soak_humble -- hmdiff bench-node --faults --minutes 60 --json --save docs/bench/soak_humble.json

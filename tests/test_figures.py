@@ -58,6 +58,14 @@ def test_the_pipeline_file_holds_todays_rows_of_hmdiff_bench_pipeline():
             assert {(backend, "frame"), (backend, "stream"), (backend, "model")} <= stages
 
 
+@pytest.mark.parametrize("name", [name for name, _ in figures.NODE_RUNS])
+def test_node_files_hold_what_hmdiff_bench_node_prints(name):
+    r = figures.load(name)["result"]
+    assert {"image", "fps_published", "seconds", "published", "received", "processed", "dropped", "failed"} <= set(r)
+    assert {"results_per_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "rss_start_mib"} <= set(r)
+    assert r["processed"] + r["dropped"] + r["failed"] <= r["received"] <= r["published"]
+
+
 @pytest.mark.parametrize("name", ["protocol_selection", "protocol_test"])
 def test_protocol_files_give_every_figure_with_its_interval(name):
     result = figures.load(name)["result"]
