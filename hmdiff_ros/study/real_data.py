@@ -20,24 +20,12 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
+from hmdiff_ros.body.joints import COCO17_NAMES
 from hmdiff_ros.errors import one_line
 
 log = logging.getLogger(__name__)
 
-LIMBS = (
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
+LIMBS = COCO17_NAMES[5:]  # the 12 limb joints every skeleton here has: shoulders to ankles
 # indices of LIMBS in each dataset's 17-joint order (see the fixtures' README)
 H36M_LIMBS = (11, 14, 12, 15, 13, 16, 4, 1, 5, 2, 6, 3)
 MPI_INF_3DHP_LIMBS = (5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
