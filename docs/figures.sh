@@ -5,24 +5,27 @@
 # blocks of README.md and docs/ from those files (docs/figures.py quote; tests/test_figures.py
 # checks that they agree).
 #
-#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--ros] [--soak]
+#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--ros] [--soak] [--ablate] [--prior-study]
 #
 # --real: real frames with ground truth (hmdiff eval-real); --study: the prior study (hmdiff data
 # prior-study); the protocol's real and study sets are left out without them. --ros: the node under
 # a 30 FPS stream (hmdiff bench-node; needs a sourced ROS 2 and --real for its video; 4 minutes).
-# --soak: also the hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes). Timings: run it on an
-# otherwise idle machine. The ablation table and plot are regenerated apart (about 20 minutes):
-#   hmdiff ablate --limit 256 --out docs/ablation --force [--study PRIOR_STUDY_DIR]
+# --soak: also the hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes).
+# --ablate: the ablation table and plot, docs/ablation/ (about 20 minutes). --prior-study: the
+# prior study's report, docs/prior_study.md, from the whole study given by --study.
+# Timings: run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-real='' study='' soak='' ros=''
+real='' study='' soak='' ros='' ablate='' prior_study=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --real) real=$2; shift 2 ;;
     --study) study=$2; shift 2 ;;
     --soak) soak=1; shift ;;
     --ros) ros=1; shift ;;
-    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--ros] [--soak]" >&2; exit 2 ;;
+    --ablate) ablate=1; shift ;;
+    --prior-study) prior_study=1; shift ;;
+    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--ros] [--soak] [--ablate] [--prior-study]" >&2; exit 2 ;;
   esac
 done
 record() { python docs/figures.py record "$@" > /dev/null; }
@@ -51,6 +54,12 @@ if [ -n "$ros" ]; then
   record bench_node_demo -- hmdiff bench-node --source demo --fps 30 --seconds 60 --json
   record bench_node_video -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --json
   record bench_node_video_torch -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --param backend:=torch --json
+fi
+if [ -n "$ablate" ]; then
+  hmdiff ablate --limit 256 --out docs/ablation --force ${study:+--study "$study"} > /dev/null
+fi
+if [ -n "$prior_study" ]; then
+  hmdiff data prior-study-report --study "$study" --out docs/prior_study.md --force > /dev/null
 fi
 if [ -n "$soak" ]; then
   record soak_humble -- hmdiff bench-node --faults --minutes 60 --json --save docs/bench/soak_humble.json
