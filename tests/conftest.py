@@ -1,5 +1,8 @@
 """Shared fixtures. The Anny body model is built once per session (minutes on a fresh
-machine, cached in ~/.cache/anny afterwards)."""
+machine, cached in ~/.cache/anny afterwards). Below them, the fixtures that test modules split
+by topic share: the tiny model, the model loaders that must not run, and rclpy with a running
+node; helpers that are not fixtures live in modules beside this one (tiny_model.py,
+cli_refusals.py, ros_helpers.py)."""
 
 from __future__ import annotations
 
@@ -101,3 +104,90 @@ def smpl_file(tmp_path_factory):
     )
     path.write_bytes(pickle.dumps(model))
     return path
+
+
+# ---- the model tests (tests/test_model.py, test_dat.py, test_training.py) ---------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(topology):
+    """The tiny HMDiff of tests/tiny_model.py, seeded: built once in each module that uses it."""
+    import torch
+    from tiny_model import TINY
+
+    from hmdiff_ros.model.hmdiff import HMDiff
+
+    torch.manual_seed(0)
+    return HMDiff(TINY, topology).eval()
+
+
+# ---- the input-check tests (tests/test_input_checks_*.py) ------------------------------------
+
+
+@pytest.fixture()
+def no_models(monkeypatch):
+    """Every model loader raises (and notes the call): a command that checks its inputs first
+    fails on them with exit 2 and never gets here."""
+    import hmdiff_ros.model.checkpoint
+    import hmdiff_ros.model.evaluate
+    import hmdiff_ros.model.lifter
+    import hmdiff_ros.pipeline.pipeline
+    import hmdiff_ros.runtime.backends
+
+    calls = []
+
+    def loader(name):
+        def load(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} was called before the inputs were checked")
+
+        return load
+
+    for module, name in (
+        (hmdiff_ros.runtime.backends, "load_model"),
+        (hmdiff_ros.pipeline.pipeline, "build_pipeline"),
+        (hmdiff_ros.model.checkpoint, "load_checkpoint"),
+        (hmdiff_ros.model.evaluate, "load_checkpoint"),
+        (hmdiff_ros.model.lifter, "load_lifter"),
+    ):
+        monkeypatch.setattr(module, name, loader(f"{module.__name__}.{name}"))
+    return calls
+
+
+# ---- the ROS 2 core tests (tests/test_ros_core.py, test_ros_launch.py; helpers in ros_helpers.py)
+
+
+@pytest.fixture
+def ros():
+    """rclpy initialised for one test and shut down after it (the ROS 2 core tests)."""
+    import rclpy
+
+    rclpy.init()
+    yield rclpy
+    rclpy.shutdown()
+
+
+@pytest.fixture
+def running(ros):
+    """``start(probe_name, **params) -> (node, probe, executor)``: an active HMDiffNode with the
+    parameters ``params`` and a probe node, on one executor; all destroyed after the test."""
+    from rclpy.executors import SingleThreadedExecutor
+    from ros_helpers import activate, make_node
+
+    made = []
+
+    def start(probe_name: str, **params):
+        node = make_node(**params)
+        activate(node)
+        probe = ros.create_node(probe_name)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.add_node(probe)
+        made.append((node, probe, executor))
+        return node, probe, executor
+
+    yield start
+    for node, probe, executor in made:
+        executor.shutdown()
+        probe.destroy_node()
+        node.destroy_node()

@@ -272,9 +272,9 @@ def live_ros2_run(frames):
         probe.close()
     finally:
         rclpy.shutdown()
-        import test_ros_core as ros_core  # its interrupt (tests/ is on sys.path under pytest)
+        import ros_helpers  # its interrupt (tests/ is on sys.path under pytest)
 
-        ros_core.interrupt(proc, timeout=30)
+        ros_helpers.interrupt(proc, timeout=30)
     assert proc.returncode == 0, "".join(lines)[-3000:]
     return got
 

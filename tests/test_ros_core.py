@@ -1,250 +1,26 @@
-"""The node on the real ROS 2 core (rclpy, cyclonedds, launch, tf2, diagnostic_updater): the
-launch file under a namespace with remapped topics and the lifecycle services, image QoS, every
-output with the image's header, parameters through the parameter services, ``target_frame``
-through a static transform, and ``publish_hri`` with an ``hri_msgs`` package. Skipped where
+"""The node on the real ROS 2 core (rclpy, cyclonedds, tf2, diagnostic_updater), driven by probe
+nodes: image QoS, every output with the image's header, parameters through the parameter
+services, ``target_frame`` through a static transform, ``publish_hri`` with an ``hri_msgs``
+package, and the full mesh, markers and overlay made only for subscribers. The launch file,
+the lifecycle services and README's ros2 CLI checks: tests/test_ros_launch.py. Skipped where
 ROS 2 is not sourced (``.ci/ros_workspace.sh`` builds it; docs/ros.md, Build)."""
 
-import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_helpers import FRAME, HAVE_ROS, ROOT, Camera, Outputs, activate, call, make_node, spin_until, stamp_of
 
 from hmdiff_ros import defaults
 
-HAVE_ROS = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("hmdiff_msgs") is not None
 pytestmark = pytest.mark.skipif(
     not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
 )
-ROOT = Path(__file__).resolve().parents[1]
-FRAME = "camera_optical_frame"
-
-
-@pytest.fixture
-def ros():
-    import rclpy
-
-    rclpy.init()
-    yield rclpy
-    rclpy.shutdown()
-
-
-def frame_msgs(sec: int, frame: str = FRAME):
-    """The demo photo at 256 x 256 as an Image and its CameraInfo, stamped ``sec``."""
-    from hmdiff_ros.camera import intrinsics_from_fov
-    from hmdiff_ros.pipeline.io import read_image
-    from hmdiff_ros.pipeline.run import DEMO_IMAGE
-    from hmdiff_ros.ros.bridge import camera_info_msg, image_msg
-    from hmdiff_ros.ros.convert import MessageFactory, header
-
-    f = MessageFactory.for_rclpy()
-    rgb = read_image(DEMO_IMAGE)[::2, ::2].copy()
-    K = intrinsics_from_fov(256, 256, 60.0)
-    hdr = header(f, sec, 5000, frame)
-    return image_msg(f, hdr, rgb), camera_info_msg(f, hdr, K, 256, 256), K
-
-
-def spin_until(executor, cond, seconds: float, each=None, rate_hz: float = 30.0) -> bool:
-    """Spin until ``cond()`` (at most ``seconds``), calling ``each()`` (a camera publishing)
-    at most ``rate_hz`` times a second: a publisher in a tight loop would starve the node."""
-    end, last = time.monotonic() + seconds, 0.0
-    while not cond() and time.monotonic() < end:
-        if each is not None and time.monotonic() - last >= 1.0 / rate_hz:
-            last = time.monotonic()
-            each()
-        executor.spin_once(timeout_sec=0.01)
-    return bool(cond())
-
-
-def interrupt(proc, timeout: float = 60.0) -> None:
-    """Ctrl-C to ``proc``'s process group, as a terminal sends it; SIGKILL if it has not ended
-    within ``timeout`` seconds (the test then fails on its exit code)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def call(executor, client, request, seconds: float = 120.0):
-    assert client.wait_for_service(timeout_sec=seconds), f"no service {client.srv_name}"
-    future = client.call_async(request)
-    assert spin_until(executor, future.done, seconds), f"{client.srv_name} did not answer"
-    return future.result()
-
-
-def make_node(**params):
-    from rclpy.parameter import Parameter
-
-    from hmdiff_ros.ros.node import HMDiffNode
-
-    params = {"autostart": False, "hypotheses": 2, **params}
-    return HMDiffNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-
-
-def activate(node) -> None:
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    ok = TransitionCallbackReturn.SUCCESS
-    assert node.trigger_configure() == ok and node.trigger_activate() == ok
-
-
-@pytest.fixture
-def running(ros):
-    """``start(probe_name, **params) -> (node, probe, executor)``: an active HMDiffNode with the
-    parameters ``params`` and a probe node, on one executor; all destroyed after the test."""
-    from rclpy.executors import SingleThreadedExecutor
-
-    made = []
-
-    def start(probe_name: str, **params):
-        node = make_node(**params)
-        activate(node)
-        probe = ros.create_node(probe_name)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.add_node(probe)
-        made.append((node, probe, executor))
-        return node, probe, executor
-
-    yield start
-    for node, probe, executor in made:
-        executor.shutdown()
-        probe.destroy_node()
-        node.destroy_node()
-
-
-class Camera:
-    """A probe's camera: each call publishes the demo photo stamped ``sec`` (:func:`frame_msgs`)
-    on ``image`` with ``qos`` (default sensor data) and its CameraInfo on ``info``."""
-
-    def __init__(self, probe, sec: int, image: str = "/image", info: str = "/camera_info", qos=None) -> None:
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image
-
-        self.probe = probe
-        self.pub = probe.create_publisher(Image, image, qos or qos_profile_sensor_data)
-        self.info_pub = probe.create_publisher(CameraInfo, info, qos_profile_sensor_data)
-        self.stamp(sec)
-
-    def stamp(self, sec: int) -> None:
-        """Stamp the frames published from now on ``sec``."""
-        self.image, self.info, self.K = frame_msgs(sec)
-
-    def __call__(self) -> None:
-        self.info_pub.publish(self.info)
-        self.pub.publish(self.image)
-
-    def close(self) -> None:
-        self.probe.destroy_publisher(self.pub)
-        self.probe.destroy_publisher(self.info_pub)
-
-
-class Outputs:
-    """A probe node's subscriptions to everything the node at ``prefix`` publishes."""
-
-    def __init__(self, probe, prefix: str = "/hmdiff") -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from hmdiff_msgs.msg import HumanArray
-        from sensor_msgs.msg import Image
-        from tf2_msgs.msg import TFMessage
-        from visualization_msgs.msg import MarkerArray
-
-        self.humans, self.markers, self.debug, self.tf, self.diagnostics = [], [], [], [], []
-        probe.create_subscription(HumanArray, f"{prefix}/humans", self.humans.append, 10)
-        probe.create_subscription(MarkerArray, f"{prefix}/markers", self.markers.append, 10)
-        probe.create_subscription(Image, f"{prefix}/debug_image", self.debug.append, 10)
-        probe.create_subscription(TFMessage, "/tf", self.tf.append, 100)
-        probe.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-
-    def status(self, name: str = "hmdiff"):
-        """The node's latest diagnostics status and its values."""
-        for msg in reversed(self.diagnostics):
-            for s in msg.status:
-                if s.name.startswith(f"{name}:"):
-                    return s, {kv.key: kv.value for kv in s.values}
-        return None, {}
-
-
-def stamp_of(hdr) -> tuple:
-    return hdr.stamp.sec, hdr.stamp.nanosec
-
-
-# ---- launch, namespace, remaps, lifecycle services -------------------------------------------
-
-
-@pytest.mark.skipif(shutil.which("ros2") is None, reason="needs the ros2 CLI of a sourced ROS 2 workspace")
-def test_launch_under_a_namespace_with_remaps_through_the_lifecycle_services(ros):
-    """``ros2 launch hmdiff_ros hmdiff.launch.py`` with its params YAML, under a namespace, with
-    remapped topics and ``autostart:=false``: the real lifecycle services take the node through
-    configure -> cleanup -> configure -> activate (it then answers images on the remapped topic
-    under its namespace) -> deactivate (it stops), and SIGINT ends the launch with exit code 0."""
-    from hmdiff_msgs.msg import HumanArray
-    from lifecycle_msgs.msg import State, Transition
-    from lifecycle_msgs.srv import ChangeState, GetState
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.executors import SingleThreadedExecutor
-
-    command = ["ros2", "launch", "hmdiff_ros", "hmdiff.launch.py", "namespace:=/robot1", "autostart:=false"]
-    command += ["image:=/robot1/cam/image_raw", "camera_info:=/robot1/cam/camera_info"]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    output = []
-    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
-    probe = ros.create_node("lifecycle_probe")
-    executor = SingleThreadedExecutor()
-    executor.add_node(probe)
-    try:
-        get_state = probe.create_client(GetState, "/robot1/hmdiff/get_state")
-        change = probe.create_client(ChangeState, "/robot1/hmdiff/change_state")
-        get_params = probe.create_client(GetParameters, "/robot1/hmdiff/get_parameters")
-
-        def state() -> int:
-            return call(executor, get_state, GetState.Request()).current_state.id
-
-        def transition(tid: int) -> bool:
-            return call(executor, change, ChangeState.Request(transition=Transition(id=tid))).success
-
-        assert state() == State.PRIMARY_STATE_UNCONFIGURED, "".join(output)[-3000:]
-        values = call(executor, get_params, GetParameters.Request(names=["ddim_steps", "autostart", "image_qos"]))
-        # the params YAML (its '/**' section) reached the node under the namespace; autostart from the launch argument
-        assert [v.integer_value for v in values.values[:1]] == [defaults.STEPS]
-        assert values.values[1].bool_value is False and values.values[2].string_value == "sensor_data"
-        assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
-        assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
-        assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
-        assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
-
-        got = []
-        probe.create_subscription(HumanArray, "/robot1/hmdiff/humans", got.append, 10)
-        camera = Camera(probe, 21, "/robot1/cam/image_raw", "/robot1/cam/camera_info")
-        assert spin_until(executor, lambda: got, 60, camera)
-        assert stamp_of(got[-1].header) == (21, 5000) and got[-1].header.frame_id == FRAME
-        assert len(got[-1].humans) == 1
-
-        assert transition(Transition.TRANSITION_DEACTIVATE) and state() == State.PRIMARY_STATE_INACTIVE
-        # frames sent after the deactivation (stamped 22; one in flight before it may still come)
-        camera.stamp(22)
-        spin_until(executor, lambda: False, 3.0, camera)
-        assert not [m for m in got if m.header.stamp.sec == 22], "an inactive node published results"
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        interrupt(proc)
-    text = "".join(output)
-    assert proc.returncode == 0, text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
 
 
 # ---- image QoS, every output with the image's header -----------------------------------------
@@ -441,6 +217,7 @@ def test_target_frame_through_a_static_transform(running):
 
 # ---- publish_hri with an hri_msgs package ----------------------------------------------------
 
+
 HRI_PACKAGE = {
     "package.xml": """\
         <?xml version="1.0"?>
@@ -469,6 +246,7 @@ HRI_PACKAGE = {
         """,
 }
 
+
 HRI_PROBE = """\
 import json, sys, time
 import rclpy
@@ -479,7 +257,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 sys.path.insert(0, sys.argv[1])
-from test_ros_core import activate, frame_msgs, make_node, spin_until
+from ros_helpers import activate, frame_msgs, make_node, spin_until
 
 rclpy.init()
 node = make_node(publish_hri=True, publish_debug_image=False)
@@ -550,72 +328,6 @@ def test_publish_hri_gives_the_tracked_body_ids(ros, tmp_path):
     activate(node)
     assert "hri" not in node._pubs and "humans" in node._pubs
     node.destroy_node()
-
-
-# ---- the ros2 CLI checks README gives --------------------------------------------------------
-
-CLI_CHECKS = {  # README's lines ("With a camera in ROS 2", Run) and what each prints
-    "ros2 lifecycle get /hmdiff": "active [3]",
-    "ros2 topic echo --once --field header /hmdiff/humans": "frame_id: camera_optical_frame",
-    "ros2 param set /hmdiff ddim_steps 1": "Set parameter successful",
-    "ros2 param set /hmdiff dat_mode sideways": "Setting parameter failed: dat_mode must be one of off, fast, full",
-}
-HZ_CHECK = "ros2 topic hz /hmdiff/humans"
-
-
-@pytest.mark.skipif(shutil.which("ros2") is None, reason="needs the ros2 CLI of a sourced ROS 2 workspace")
-def test_the_ros2_cli_checks_in_the_readme_hold(ros):
-    """README's checks of a running node with the ros2 CLI print what it says, against
-    ``ros2 run hmdiff_ros hmdiff_node`` fed by a 30 FPS camera-like publisher."""
-    import re
-
-    readme = (ROOT / "README.md").read_text()
-    for line in [*CLI_CHECKS, HZ_CHECK]:
-        assert line in readme, f"README no longer shows: {line}"
-    node = subprocess.Popen(
-        ["ros2", "run", "hmdiff_ros", "hmdiff_node"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = []
-    threading.Thread(target=lambda: output.extend(node.stdout), daemon=True).start()
-    probe = ros.create_node("cli_probe")
-    camera, stop = Camera(probe, 70), threading.Event()
-
-    def at_30_hz():
-        while not stop.wait(1 / 30):
-            camera()
-
-    feeder = threading.Thread(target=at_30_hz, daemon=True)
-    feeder.start()
-
-    def ros2(line: str, timeout: float = 60) -> str:
-        done = subprocess.run(line.split(), capture_output=True, text=True, timeout=timeout)
-        return done.stdout + done.stderr
-
-    try:
-        end = time.monotonic() + 120
-        while not any("model ready" in x for x in output) and time.monotonic() < end:
-            time.sleep(0.2)
-        assert any("model ready" in x for x in output), "".join(output)[-3000:]
-        for line, expected in CLI_CHECKS.items():
-            text = ros2(line)
-            assert expected in text, f"{line}:\n{text[-2000:]}"
-        hz = subprocess.Popen(HZ_CHECK.split(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(8)
-        hz.send_signal(signal.SIGINT)
-        text = hz.communicate(timeout=30)[0]
-        rates = [float(r) for r in re.findall(r"average rate: ([0-9.]+)", text)]
-        assert rates and rates[-1] > 1.0, text[-2000:]
-    finally:
-        stop.set()
-        feeder.join()
-        probe.destroy_node()
-        interrupt(node)
-        subprocess.run(["ros2", "daemon", "stop"], capture_output=True, timeout=60)
-    assert node.returncode == 0, "".join(output)[-3000:]
 
 
 # ---- nothing drawn or built for nobody --------------------------------------------------------

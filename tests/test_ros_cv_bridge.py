@@ -237,7 +237,7 @@ def test_node_on_ros2_reads_images_through_cv_bridge_and_drops_bad_ones_with_the
     a bad one with the reason, and /diagnostics says so."""
     import rclpy
     import rclpy.executors
-    import test_ros_core as ros_core  # its spin_until (tests/ is on sys.path under pytest)
+    import ros_helpers  # its spin_until (tests/ is on sys.path under pytest)
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -288,7 +288,7 @@ def test_node_on_ros2_reads_images_through_cv_bridge_and_drops_bad_ones_with_the
         executor.add_node(probe)
 
         def spin_until(cond, publish, seconds=60):  # publishing at most 30 times a second, as a camera
-            return ros_core.spin_until(executor, cond, seconds, publish)
+            return ros_helpers.spin_until(executor, cond, seconds, publish)
 
         assert spin_until(lambda: node.stats["processed"] >= 1, lambda: pub.publish(good))
         assert seen[0][1] == {"cv_bridge": 1, "numpy": 0, "cv_bridge_errors": 0}

@@ -283,7 +283,7 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
     import numpy as np
     import rclpy
     import rclpy.executors
-    import test_ros_core as ros_core  # its spin_until (tests/ is on sys.path under pytest)
+    import ros_helpers  # its spin_until (tests/ is on sys.path under pytest)
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -327,7 +327,7 @@ def test_node_on_ros2_diagnoses_failures_camera_info_and_backend(tmp_path):
         executor.add_node(probe)
 
         def spin_until(cond, publish, seconds=60):  # publishing at most 30 times a second, as a camera
-            return ros_core.spin_until(executor, cond, seconds, publish)
+            return ros_helpers.spin_until(executor, cond, seconds, publish)
 
         good = image_msg(f, hdr, rgb)
         assert spin_until(
