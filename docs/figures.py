@@ -300,17 +300,20 @@ def quote(check: bool = False) -> list:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []  # record's command, after --
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("record", help="run a command and keep its JSON in docs/figures/NAME.json")
+    p = sub.add_parser("record", help="run the command after -- and keep its JSON in docs/figures/NAME.json")
     p.add_argument("name")
     p.add_argument("--written", metavar="FILE.json", help="the command ran apart today and wrote its JSON there")
-    p.add_argument("command", nargs=argparse.REMAINDER)
     p = sub.add_parser("quote", help="rewrite the figures blocks of README.md and docs/ from the files")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 where a block differs")
     args = parser.parse_args(argv)
     if args.what == "record":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            parser.error("record needs the command after --, e.g. record NAME -- hmdiff bench --json")
         print(record(args.name, command, args.written))
         return 0
     stale = quote(check=args.check)

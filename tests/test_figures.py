@@ -103,3 +103,17 @@ def test_readme_quotes_no_measured_figure_outside_its_block():
     text = figures.BLOCK.sub("", (ROOT / "README.md").read_text())
     found = re.findall(r"\d[\d,.]*\s?(?:ms|mm|FPS|results/s)\b|\d+(?:\.\d+)?\s?%", text)
     assert not found, f"README quotes figures outside <!-- figures:readme -->: {found}"
+
+
+def test_record_takes_its_options_before_or_after_the_name_and_needs_the_command(tmp_path, monkeypatch, capsys):
+    """``--written`` may follow NAME (it was taken for the command's first word before); a record
+    without the command after ``--`` is refused in one line."""
+    monkeypatch.setattr(figures, "FIGURES", tmp_path)
+    written = tmp_path / "run.json"
+    written.write_text('{"passed": true}')
+    assert figures.main(["record", "x", "--written", str(written), "--", "hmdiff", "bench", "--json"]) == 0
+    entry = figures.load("x")
+    assert entry["command"] == "hmdiff bench --json" and entry["result"] == {"passed": True}
+    with pytest.raises(SystemExit) as exit_:
+        figures.main(["record", "x"])
+    assert exit_.value.code == 2 and "needs the command after --" in capsys.readouterr().err
