@@ -95,7 +95,8 @@ def test_markers_geometry_colours_and_deletion(distro):
     skel = m[2]
     assert skel.type == C.LINE_LIST and len(skel.points) % 2 == 0 and skel.scale.x > 0
     assert m[3].type == C.SPHERE_LIST and len(m[3].points) == 25
-    assert m[4].type == C.TEXT_VIEW_FACING and m[4].text == "person 0"
+    assert m[4].type == C.TEXT_VIEW_FACING and m[4].text == "person_0"
+    assert " " not in m[8].text  # RViz 2 draws a space as wide as its default 1 m characters
     assert m[1].lifetime.nanosec > 0  # markers of people who leave expire even without a new frame
     none = C.marker_array_msg(f, hdr, people, topo.coarse_faces, mesh="none")
     assert len(none.markers) == 1 + 3 * 2

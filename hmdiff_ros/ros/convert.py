@@ -333,7 +333,9 @@ def marker_array_msg(
                 TEXT_VIEW_FACING,
                 scale=(0, 0, 0.12),
                 rgba=(1, 1, 1, 1),
-                text=f"person {pid}",
+                # no space: RViz 2's text keeps the width of a space of its default 1 m character
+                # height whatever the marker's scale, so "person 0" showed as "person      0"
+                text=f"person_{pid}",
                 position=head,
                 lifetime_s=lifetime_s,
             )
