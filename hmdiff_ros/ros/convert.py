@@ -28,6 +28,7 @@ import numpy as np
 from hmdiff_ros import defaults
 from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
 from hmdiff_ros.pipeline.io import PERSON_COLOURS, overlay
+from hmdiff_ros.ros import hri
 from hmdiff_ros.ros.bridge import image_msg
 from hmdiff_ros.ros.frames import body_rotation, people_in_frame, person_id, quaternion, transforms
 
@@ -67,6 +68,8 @@ def register_types(typestore) -> None:
     for name, text in message_definitions().items():
         types.update(get_types_from_msg(text, name))
     types.update(get_types_from_msg(HRI_IDS_LIST_DEFINITION, HRI_IDS_LIST))
+    for name, text in hri.DEFINITIONS.items():
+        types.update(get_types_from_msg(text, name))
     typestore.register(types)
 
 
