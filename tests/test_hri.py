@@ -62,3 +62,94 @@ def test_body_messages_round_trip_under_each_bodys_namespace():
     assert (back.skeleton[0].x, back.skeleton[0].y) == pytest.approx(tuple(np.clip(nose, 0, 1)), abs=1e-6)
     roi = store.deserialize_cdr(store.serialize_cdr(msgs["/humans/bodies/0/roi"], hri.ROI_2D), hri.ROI_2D)
     assert 0 <= roi.xmin < roi.xmax <= 1 and 0 <= roi.ymin < roi.ymax <= 1 and roi.c == pytest.approx(0.87)
+
+
+def _forward(urdf_text: str, angles: dict, root_rot: np.ndarray, root_pos: np.ndarray) -> dict:
+    """Each link's position in the camera frame, by walking the URDF as robot_state_publisher does
+    (origin translation, then the rotation about the joint's axis)."""
+    import xml.etree.ElementTree as ET
+
+    def rot(axis, q):
+        a = np.asarray(axis, float) / np.linalg.norm(axis)
+        k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+        return np.eye(3) + np.sin(q) * k + (1 - np.cos(q)) * k @ k
+
+    robot = ET.fromstring(urdf_text)
+    joints = {j.find("child").get("link"): j for j in robot.findall("joint")}
+    pose = {}
+
+    def of(link):
+        if link not in pose:
+            if link not in joints:
+                pose[link] = (root_rot, root_pos)
+            else:
+                j = joints[link]
+                R, p = of(j.find("parent").get("link"))
+                xyz = [float(v) for v in j.find("origin").get("xyz").split()]
+                q = angles[j.get("name")] if j.get("type") == "revolute" else 0.0
+                axis = (
+                    [float(v) for v in j.find("axis").get("xyz").split()] if j.find("axis") is not None else [1, 0, 0]
+                )
+                pose[link] = (R @ rot(axis, q), p + R @ np.array(xyz))
+        return pose[link]
+
+    return {link.get("name"): of(link.get("name"))[1] for link in robot.findall("link")}
+
+
+def _posed_joints(seed: int) -> np.ndarray:
+    """A plausible person: the demo's mean-ish pose perturbed, joints in the camera frame."""
+    rng = np.random.default_rng(seed)
+    j = np.zeros((25, 3))
+    base = {
+        "pelvis": (0, 0, 0),
+        "neck": (0, -0.5, 0.02),
+        "left_shoulder": (0.18, -0.5, 0.02),
+        "right_shoulder": (-0.18, -0.5, 0.02),
+        "left_elbow": (0.25, -0.25, 0.0),
+        "right_elbow": (-0.25, -0.25, 0.1),
+        "left_wrist": (0.28, -0.02, -0.1),
+        "right_wrist": (-0.2, -0.05, -0.1),
+        "left_hip": (0.1, 0, 0),
+        "right_hip": (-0.1, 0, 0),
+        "left_knee": (0.12, 0.42, -0.05),
+        "right_knee": (-0.1, 0.42, 0.05),
+        "left_ankle": (0.12, 0.82, 0.0),
+        "right_ankle": (-0.12, 0.8, 0.02),
+        "left_ear": (0.07, -0.65, 0.05),
+        "right_ear": (-0.07, -0.65, 0.05),
+        "left_eye": (0.03, -0.68, -0.06),
+        "right_eye": (-0.03, -0.68, -0.06),
+        "nose": (0, -0.64, -0.09),
+        "head_top": (0, -0.78, 0.04),
+    }
+    for name, xyz in base.items():
+        j[JOINT_INDEX[name]] = xyz
+    j += rng.normal(0, 0.03, j.shape)
+    j[JOINT_INDEX["pelvis"]] = 0.5 * (j[JOINT_INDEX["left_hip"]] + j[JOINT_INDEX["right_hip"]])
+    j[JOINT_INDEX["neck"]] = 0.5 * (j[JOINT_INDEX["left_shoulder"]] + j[JOINT_INDEX["right_shoulder"]])
+    return j + [0.3, 0.1, 3.0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_urdf_and_joint_angles_put_the_links_on_the_joints(seed):
+    """The URDF made from a frame's lengths, driven by that frame's joint angles, puts the 15
+    REP-155 links on the frame's joints (walked here independently of the angle code); a
+    straight arm and a frame with other lengths still come out right or close."""
+    from hmdiff_ros.ros import hri_body as H
+    from hmdiff_ros.ros.frames import body_rotation
+
+    j = _posed_joints(seed)
+    if seed == 4:  # a straight arm: the hinge axis is undetermined
+        sh, el = j[JOINT_INDEX["left_shoulder"]], j[JOINT_INDEX["left_elbow"]]
+        j[JOINT_INDEX["left_wrist"]] = el + (el - sh) * 0.9
+    text = H.urdf("3", H.lengths(j))
+    links = _forward(text, H.joint_angles("3", j), body_rotation(j), j[JOINT_INDEX["pelvis"]])
+    targets = H.link_targets("3", j)
+    assert len(targets) == 15 and set(targets) <= set(links)
+    for name, where in targets.items():
+        assert np.linalg.norm(links[name] - where) < 1e-4, name  # the URDF rounds to 10 micrometres
+    # another frame of the same person (other bone lengths by a few cm): close, not exact
+    k = _posed_joints(seed + 10)
+    links = _forward(text, H.joint_angles("3", k), body_rotation(k), k[JOINT_INDEX["pelvis"]])
+    err = max(np.linalg.norm(links[n] - w) for n, w in H.link_targets("3", k).items())
+    assert err < 0.25
