@@ -143,6 +143,79 @@ if [ "${HMDIFF_CV_BRIDGE:-1}" != 0 ] && cv_overlay=$(cv_bridge_overlay); then
   cv_bridge_source="source \"$cv_overlay/install/setup.bash\""
 fi
 
+# RViz 2 (optional), an overlay on the core built from $sources/rviz2 (rclcpp, tf2_ros, ... and
+# rviz2; Debian's OGRE 1.12) once per tarball and patches into .../humble-<hash>-rviz2-<hash>/
+# (about 32 minutes on 2 cores, plus about 400 MB of Debian packages), with Xvfb, xwd, ImageMagick
+# and tesseract to run it headless and read its screenshots. HMDIFF_RVIZ2=1 builds it when it is
+# missing; unset, a built one is used and none is built; 0 leaves it out. Where it cannot be had,
+# the reason goes to stderr, env.sh lacks it and the RViz 2 tests skip; a failed build is not
+# retried until its .failed file is removed.
+rviz2_overlay() {
+  local rviz_src=$sources/rviz2 rkey overlay partial start p rviz_missing=()
+  local rviz_packages=(qtbase5-dev libqt5svg5-dev libqt5opengl5-dev libogre-1.12-dev libassimp-dev
+    libyaml-cpp-dev liburdfdom-dev liburdfdom-headers-dev libtinyxml2-dev libcurl4-openssl-dev
+    libeigen3-dev liborocos-kdl-dev libignition-math-dev libxaw7-dev libxrandr-dev
+    xvfb xauth x11-apps imagemagick libgl1-mesa-dri tesseract-ocr tesseract-ocr-eng)
+  if [ ! -f "$rviz_src/rviz2-humble-src.tar.gz" ] || [ ! -f "$rviz_src/build_rviz2.sh" ]; then
+    say "no RViz 2 sources at $rviz_src: RViz 2 not built"
+    return 1
+  fi
+  rkey=$(cat "$rviz_src/rviz2-humble-src.tar.gz" "$rviz_src/build_rviz2.sh" "$rviz_src"/patches/*.patch \
+    2> /dev/null | sha256sum | cut -c1-12)
+  overlay=$core-rviz2-$rkey
+  if [ -f "$overlay/install/local_setup.bash" ] && command -v Xvfb > /dev/null; then
+    echo "$overlay"
+    return 0
+  fi
+  if [ "${HMDIFF_RVIZ2:-}" != 1 ] && [ ! -f "$overlay/install/local_setup.bash" ]; then
+    say "RViz 2 is not built (HMDIFF_RVIZ2=1 builds it, about 32 minutes): the RViz 2 tests skip"
+    return 1
+  fi
+  if [ -f "$overlay.failed" ]; then
+    say "RViz 2 did not build before (see $overlay.failed; remove it to try again): the RViz 2 tests skip"
+    return 1
+  fi
+  for p in "${rviz_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || rviz_missing+=("$p")
+  done
+  if [ ${#rviz_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
+      say "RViz 2 needs Debian packages and there is no root apt-get to install them: ${rviz_missing[*]}"
+      return 1
+    fi
+    start=$(date +%s)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${rviz_missing[@]}"; } > /dev/null 2>&1; then
+      say "apt-get could not install what RViz 2 needs: ${rviz_missing[*]}"
+      return 1
+    fi
+    say "installed ${#rviz_missing[@]} Debian packages for RViz 2 in $(($(date +%s) - start)) s"
+  fi
+  if [ -f "$overlay/install/local_setup.bash" ]; then
+    echo "$overlay"
+    return 0
+  fi
+  partial=$overlay.partial
+  rm -rf "$partial" && mkdir -p "$partial"
+  start=$(date +%s)
+  say "building RViz 2 into $overlay (about 32 minutes on 2 cores; log: $overlay.log)"
+  if ! bash "$rviz_src/build_rviz2.sh" "$core/install" "$partial" > "$overlay.log" 2>&1; then
+    say "RViz 2 did not build (the RViz 2 tests skip); the end of $overlay.log:"
+    tail -n 20 "$overlay.log" >&2
+    mv "$overlay.log" "$overlay.failed"
+    rm -rf "$partial"
+    return 1
+  fi
+  rm -rf "$partial/build" "$partial/log" "$partial/src"  # keep install: about 50 MB
+  rm -rf "$overlay" && mv "$partial" "$overlay"
+  say "built RViz 2 in $(($(date +%s) - start)) s"
+  echo "$overlay"
+}
+rviz2_source=""
+if [ "${HMDIFF_RVIZ2:-1}" != 0 ] && rviz_overlay=$(rviz2_overlay); then
+  rviz2_source="source \"$rviz_overlay/install/local_setup.bash\""
+fi
+
 # the workspace: this checkout's two packages, built with the core's (Debian's) Python
 ws=$cache/ws-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
 rm -rf "$ws" && mkdir -p "$ws/src"
@@ -175,6 +248,7 @@ cat > "$env_file" << EOF
 export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$domain}
 source "$core/install/setup.bash"
 ${cv_bridge_source:-# cv_bridge: not built (see .ci/ros_workspace.sh); the node uses its numpy image path}
+${rviz2_source:-# RViz 2: not built (see .ci/ros_workspace.sh); the RViz 2 tests skip}
 source "$ws/install/setup.bash"
 export PATH="$python_dir:\$PATH"
 # Python imports hmdiff_ros from this checkout, not from the workspace's copy of it
