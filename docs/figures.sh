@@ -59,7 +59,7 @@ if [ -n "$ablate" ]; then
   hmdiff ablate --limit 256 --out docs/ablation --force ${study:+--study "$study"} > /dev/null
 fi
 if [ -n "$prior_study" ]; then
-  hmdiff data prior-study-report --study "$study" --out docs/prior_study.md --force > /dev/null
+  hmdiff data prior-study-report --study "$study" --out docs/prior_study.md --sheet docs/images/prior_study_renders.png --force > /dev/null
 fi
 if [ -n "$soak" ]; then
   record soak_humble -- hmdiff bench-node --faults --minutes 60 --json --save docs/bench/soak_humble.json
