@@ -71,7 +71,7 @@ def _default(store, kind, sub):
     return []  # a sequence
 
 
-def _make(store, name, **fields):
+def _make(store, name, /, **fields):
     cls = store.types[name]
     values = {f: _default(store, kind, sub) for f, (kind, sub) in store.fielddefs[name][1] if f not in fields}
     return cls(**values, **fields)
@@ -169,6 +169,12 @@ class LifecycleNode:
 
     def get_parameter(self, name):
         return self._params[name]
+
+    def has_parameter(self, name):
+        return name in self._params
+
+    def undeclare_parameter(self, name):
+        del self._params[name]
 
     def add_on_set_parameters_callback(self, cb):
         self._callbacks.append(cb)

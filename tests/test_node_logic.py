@@ -138,7 +138,7 @@ def test_target_frame_goes_through_tf_at_the_image_stamp(standin, make_node, rgb
     on_image = node.subscriptions["image"][0]
     on_image(_image(rgb, 1))
     humans = node.publishers["~/humans"].messages
-    assert wait_for(lambda: node.stats["processed"] == 1)
+    assert wait_for(lambda: node.stats["processed"] == 1), node.stats["last_error"]
     msg = humans[0]
     assert msg.header.frame_id == "base_link" and msg.header.stamp.sec == 1
     joints = np.array([[p.x, p.y, p.z] for p in msg.humans[0].joints])
@@ -147,9 +147,9 @@ def test_target_frame_goes_through_tf_at_the_image_stamp(standin, make_node, rgb
     assert (joints[:, 0] > 0.3).all(), "in front of the robot (x forward)"
     head, pelvis = joints[C.JOINT_INDEX["head_top"]], joints[C.JOINT_INDEX["pelvis"]]
     assert head[2] > pelvis[2], "z is up in base_link"
-    assert (node.tf.sent[-1][0].header.frame_id, node.tf.sent[-1][0].child_frame_id) == ("base_link", "body_0")
+    assert (node.tf.sent[-1][0].header.frame_id, node.tf.sent[-1][0].child_frame_id) == ("base_link", "body_b0")
     (tracked,) = node.publishers["/humans/bodies/tracked"].messages  # REP-155
-    assert list(tracked.ids) == ["0"] and tracked.header.frame_id == "base_link"
+    assert list(tracked.ids) == ["b0"] and tracked.header.frame_id == "base_link"
     assert all(m.header.frame_id == "base_link" for m in node.publishers["~/markers"].messages[-1].markers)
 
     Buffer.table = {}  # the transform does not arrive: the frame is dropped and counted

@@ -176,8 +176,8 @@ def test_bag_rep155_names(tmp_path, capsys):
             if c.topic in ("/humans/bodies/tracked", "/tf")
         ]
     ids = [m for t, m in msgs if t == "/humans/bodies/tracked"]
-    assert [list(m.ids) for m in ids] == [["0"], ["0"]] and ids[0].header.frame_id == "camera_optical_frame"
-    assert {m.transforms[0].child_frame_id for t, m in msgs if t == "/tf"} == {"body_0"}, "REP-155's body_<id>"
+    assert [list(m.ids) for m in ids] == [["b0"], ["b0"]] and ids[0].header.frame_id == "camera_optical_frame"
+    assert {m.transforms[0].child_frame_id for t, m in msgs if t == "/tf"} == {"body_b0"}, "REP-155's body_<id>"
     assert main(["bag", str(src), str(tmp_path / "o2"), "--tf-prefix", "/body"]) == 2
     assert "tf_prefix must be a frame name" in capsys.readouterr().err
 

@@ -1,20 +1,13 @@
 """The node on the real ROS 2 core (rclpy, cyclonedds, tf2, diagnostic_updater), driven by probe
 nodes: image QoS, every output with the image's header, parameters through the parameter
-services, ``target_frame`` through a static transform, ``publish_hri`` with an ``hri_msgs``
-package, and the full mesh, markers and overlay made only for subscribers. The launch file,
-the lifecycle services and README's ros2 CLI checks: tests/test_ros_launch.py. Skipped where
-ROS 2 is not sourced (``.ci/ros_workspace.sh`` builds it; docs/ros.md, Build)."""
-
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
+services, ``target_frame`` through a static transform, and the full mesh, markers and overlay
+made only for subscribers. The launch file, the lifecycle services and README's ros2 CLI
+checks: tests/test_ros_launch.py; ``publish_hri``: tests/test_ros_hri.py. Skipped where ROS 2
+is not sourced (``.ci/ros_workspace.sh`` builds it; docs/ros.md, Build)."""
 
 import numpy as np
 import pytest
-from ros_helpers import FRAME, HAVE_ROS, ROOT, Camera, Outputs, activate, call, make_node, spin_until, stamp_of
+from ros_helpers import FRAME, HAVE_ROS, ROOT, Camera, Outputs, call, spin_until, stamp_of
 
 from hmdiff_ros import defaults
 
@@ -213,121 +206,6 @@ def test_target_frame_through_a_static_transform(running):
     assert np.abs(uv - np.reshape(humans.humans[0].keypoints_2d, (-1, 2))).max() < 0.5
     # in base_link the camera looks along +x: the person is ahead of the robot, not beside it
     assert np.median(joints[:, 0]) > t[0] + 0.3
-
-
-# ---- publish_hri with an hri_msgs package ----------------------------------------------------
-
-
-HRI_PACKAGE = {
-    "package.xml": """\
-        <?xml version="1.0"?>
-        <package format="3">
-          <name>hri_msgs</name>
-          <version>0.0.0</version>
-          <description>Test fixture: hri_msgs/IdsList as ROS4HRI defines it (REP-155)</description>
-          <maintainer email="test@example.com">test</maintainer>
-          <license>Apache-2.0</license>
-          <buildtool_depend>ament_cmake</buildtool_depend>
-          <buildtool_depend>rosidl_default_generators</buildtool_depend>
-          <depend>std_msgs</depend>
-          <exec_depend>rosidl_default_runtime</exec_depend>
-          <member_of_group>rosidl_interface_packages</member_of_group>
-          <export><build_type>ament_cmake</build_type></export>
-        </package>
-        """,
-    "CMakeLists.txt": """\
-        cmake_minimum_required(VERSION 3.8)
-        project(hri_msgs)
-        find_package(ament_cmake REQUIRED)
-        find_package(rosidl_default_generators REQUIRED)
-        find_package(std_msgs REQUIRED)
-        rosidl_generate_interfaces(${PROJECT_NAME} "msg/IdsList.msg" DEPENDENCIES std_msgs)
-        ament_package()
-        """,
-}
-
-
-HRI_PROBE = """\
-import json, sys, time
-import rclpy
-from hri_msgs.msg import IdsList
-from hmdiff_msgs.msg import HumanArray
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
-sys.path.insert(0, sys.argv[1])
-from ros_helpers import activate, frame_msgs, make_node, spin_until
-
-rclpy.init()
-node = make_node(publish_hri=True, publish_debug_image=False)
-activate(node)
-probe = rclpy.create_node("hri_probe")
-ids, humans = [], []
-probe.create_subscription(IdsList, "/humans/bodies/tracked", ids.append, 10)
-probe.create_subscription(HumanArray, "/hmdiff/humans", humans.append, 10)
-pub = probe.create_publisher(Image, "/image", qos_profile_sensor_data)
-executor = SingleThreadedExecutor()
-executor.add_node(node)
-executor.add_node(probe)
-image, _, _ = frame_msgs(60)
-spin_until(executor, lambda: ids and humans, 60, lambda: pub.publish(image))
-print(json.dumps({
-    "ids": [list(m.ids) for m in ids],
-    "stamps": [[m.header.stamp.sec, m.header.frame_id] for m in ids],
-    "humans": [[h.id for h in m.humans] for m in humans],
-    "tf_prefix": node.p("tf_prefix"),
-}))
-executor.shutdown()
-node.destroy_node()
-probe.destroy_node()
-rclpy.shutdown()
-"""
-
-
-@pytest.mark.skipif(shutil.which("colcon") is None, reason="needs colcon to build the hri_msgs fixture package")
-def test_publish_hri_gives_the_tracked_body_ids(ros, tmp_path):
-    """With an ``hri_msgs`` package (built here from IdsList's definition), ``publish_hri``
-    publishes ``/humans/bodies/tracked`` with the image's stamp and the ids of the bodies whose
-    TF frames the node publishes; without one (this process), the node says why and still
-    publishes its own outputs."""
-    import json
-
-    src = tmp_path / "ws" / "src" / "hri_msgs"
-    (src / "msg").mkdir(parents=True)
-    for name, text in HRI_PACKAGE.items():
-        (src / name).write_text(textwrap.dedent(text))
-    from hmdiff_ros.ros.convert import HRI_IDS_LIST_DEFINITION
-
-    (src / "msg" / "IdsList.msg").write_text(HRI_IDS_LIST_DEFINITION)
-    # built as .ci/ros_workspace.sh builds the workspace: Debian's Python, as the core was
-    env = {**os.environ, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-    build = subprocess.run(
-        ["colcon", "--log-base", "log", "build", "--event-handlers", "console_direct-"]
-        + ["--cmake-args", "-DBUILD_TESTING=OFF", "-DPython3_EXECUTABLE=/usr/bin/python3"],
-        cwd=tmp_path / "ws",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
-    (tmp_path / "probe.py").write_text(HRI_PROBE)
-    setup = tmp_path / "ws" / "install" / "setup.bash"
-    command = f'source "{setup}" && exec "{sys.executable}" "{tmp_path / "probe.py"}" "{Path(__file__).parent}"'
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got["ids"] and got["humans"], got
-    assert got["stamps"][-1] == [60, FRAME]
-    # <tf_prefix>_<id> is the body's TF frame: the ids are those of the HumanArray's people
-    assert got["ids"][-1] == [str(i) for i in got["humans"][-1]], got
-
-    # here hri_msgs does not import: configure still succeeds, without the ids publisher
-    node = make_node(publish_hri=True)
-    activate(node)
-    assert "hri" not in node._pubs and "humans" in node._pubs
-    node.destroy_node()
 
 
 # ---- nothing drawn or built for nobody --------------------------------------------------------

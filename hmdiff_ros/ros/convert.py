@@ -30,7 +30,7 @@ from hmdiff_ros.body.joints import JOINT_INDEX, SKELETON_EDGES
 from hmdiff_ros.pipeline.io import PERSON_COLOURS, overlay
 from hmdiff_ros.ros import hri
 from hmdiff_ros.ros.bridge import image_msg
-from hmdiff_ros.ros.frames import body_rotation, people_in_frame, person_id, quaternion, transforms
+from hmdiff_ros.ros.frames import body_id, body_rotation, people_in_frame, person_id, quaternion, transforms
 
 # hmdiff_msgs' definitions: installed with the package (setup.py copies msg/msg/*.msg there),
 # else read from the source tree (editable and colcon --symlink-install builds)
@@ -111,8 +111,9 @@ class MessageFactory:
             self._cache[name] = self._cls_of(name)
         return self._cache[name]
 
-    def make(self, name: str, **fields):
-        return self.type_of(name)(**fields)
+    def make(self, type_name: str, /, **fields):
+        """A ``type_name`` message (``"pkg/msg/Type"``); positional only, as a field may be ``name``."""
+        return self.type_of(type_name)(**fields)
 
     def floats(self, values, dtype: str = "float32"):
         """A ``float32[]`` (or ``float64[]``) sequence."""
@@ -176,10 +177,9 @@ def human_msg(f: MessageFactory, p, index: int, with_vertices: bool = False):
 
 
 def hri_ids_msg(f: MessageFactory, hdr, people: Sequence):
-    """``hri_msgs/IdsList`` of the people's body ids (REP-155): ``<id>`` such that
-    ``<prefix>_<id>`` is the person's TF frame (:func:`~hmdiff_ros.ros.frames.transforms`;
-    prefix ``body`` gives REP-155's ``body_<id>``)."""
-    return f.make(HRI_IDS_LIST, header=hdr, ids=[str(person_id(p, i)) for i, p in enumerate(people)])
+    """``hri_msgs/IdsList`` of the people's REP-155 body ids (``b<n>``,
+    :func:`~hmdiff_ros.ros.frames.body_id`): ``body_<id>`` is then the person's TF frame."""
+    return f.make(HRI_IDS_LIST, header=hdr, ids=[body_id(p, i) for i, p in enumerate(people)])
 
 
 def human_array_msg(f: MessageFactory, hdr, people: Sequence, with_vertices: bool = False):
@@ -375,6 +375,7 @@ class FrameMessages:
     transforms: List  # geometry_msgs/TransformStamped, none without people
     debug_image: object | None  # sensor_msgs/Image, rgb8
     hri: object | None  # hri_msgs/IdsList
+    people: Sequence = ()  # the people in the messages' frame (the target frame where one is given)
 
 
 def frame_messages(
@@ -414,7 +415,10 @@ def frame_messages(
     return FrameMessages(
         humans=human_array_msg(f, out_hdr, out_people, with_vertices=o.vertices),
         markers=markers,
-        transforms=transforms(f, out_hdr, out_people, joints=o.joint_tf, prefix=o.tf_prefix) if o.tf else [],
+        transforms=transforms(f, out_hdr, out_people, joints=o.joint_tf, prefix=o.tf_prefix, rep155=o.hri)
+        if o.tf
+        else [],
         debug_image=debug,
         hri=hri_ids_msg(f, out_hdr, out_people) if o.hri else None,
+        people=out_people,
     )

@@ -24,6 +24,12 @@ def person_id(p, index: int) -> int:
     return int(p.track_id) if getattr(p, "track_id", -1) >= 0 else index
 
 
+def body_id(p, index: int) -> str:
+    """A person's REP-155 body id, ``b<person_id>``: ROS names (topics ``/humans/bodies/<id>/...``)
+    cannot have a token that starts with a digit. Its TF frame is then ``body_<id>``."""
+    return f"b{person_id(p, index)}"
+
+
 def body_rotation(joints: np.ndarray) -> np.ndarray:
     """Rotation ``(3, 3)`` whose columns are the body axes in the camera frame (REP-103 body
     convention: x forward, y left, z up), from the hips and the pelvis-neck line."""
@@ -118,14 +124,17 @@ def transform_stamped(f, hdr, parent: str, child: str, t, rot):
     )
 
 
-def transforms(f, hdr, people: Sequence, joints: bool = False, prefix: str = defaults.TF_PREFIX) -> List:
+def transforms(
+    f, hdr, people: Sequence, joints: bool = False, prefix: str = defaults.TF_PREFIX, rep155: bool = False
+) -> List:
     """``geometry_msgs/TransformStamped``: ``<prefix>_<id>`` (pelvis, body axes) under the
-    image frame for each person, and ``<prefix>_<id>/<joint>`` under it when ``joints``."""
+    image frame for each person, and ``<prefix>_<id>/<joint>`` under it when ``joints``;
+    ``rep155``: REP-155's ``body_<body id>`` (:func:`body_id`) whatever the prefix."""
     out = []
     for i, p in enumerate(people):
-        pid, rot = person_id(p, i), body_rotation(p.joints)
+        rot = body_rotation(p.joints)
         pelvis = p.joints[JOINT_INDEX["pelvis"]]
-        body = f"{prefix}_{pid}"
+        body = f"body_{body_id(p, i)}" if rep155 else f"{prefix}_{person_id(p, i)}"
         out.append(transform_stamped(f, hdr, hdr.frame_id, body, pelvis, rot))
         if joints:
             for name, xyz in zip(JOINT_NAMES, p.joints, strict=True):

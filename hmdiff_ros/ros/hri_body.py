@@ -85,7 +85,9 @@ def lengths(joints: np.ndarray) -> Dict[str, float]:
         "shoulders": d("left_shoulder", "right_shoulder") / 2,
         "hips": d("left_hip", "right_hip") / 2,
     }
-    out.update(zip(("head_x", "head_y", "head_z"), (rot["head"].T @ (_sellion(j) - j[J["neck"]])).tolist(), strict=True))
+    out.update(
+        zip(("head_x", "head_y", "head_z"), (rot["head"].T @ (_sellion(j) - j[J["neck"]])).tolist(), strict=True)
+    )
     for s, side, _ in SIDES:
         out[f"{s}_upperarm"] = d(f"{side}_shoulder", f"{side}_elbow")
         out[f"{s}_forearm"] = d(f"{side}_elbow", f"{side}_wrist")

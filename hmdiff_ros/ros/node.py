@@ -38,7 +38,8 @@ from hmdiff_ros.pipeline.tracking import Tracker
 from hmdiff_ros.ros import health
 from hmdiff_ros.ros.bridge import ImageReader, boxes_for_image, choose_intrinsics, detection_boxes
 from hmdiff_ros.ros.convert import HRI_IDS_LIST, HRI_TRACKED_TOPIC, HUMAN_ARRAY, MessageFactory, frame_messages
-from hmdiff_ros.ros.frames import rigid_from_transform
+from hmdiff_ros.ros.frames import body_id, rigid_from_transform
+from hmdiff_ros.ros.hri_bodies import HriBodies
 from hmdiff_ros.ros.params import PARAMETERS, frame_options, parameters_error, pipeline_config_of
 from hmdiff_ros.ros.worker import NewestFrameWorker
 
@@ -84,6 +85,7 @@ class HMDiffNode(LifecycleNode):
         # images -> RGB through cv_bridge where it imports, else numpy (the same image; see ImageReader)
         self.images = ImageReader.create(warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=10.0))
         self.tf = self.updater = self.tf_buffer = self.tf_listener = None
+        self.hri_bodies = None  # REP-155 bodies (publish_hri with hri_msgs)
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -123,6 +125,8 @@ class HMDiffNode(LifecycleNode):
         for field, (kind, topic) in OUTPUTS.items():
             if field != "hri" or self.p("publish_hri"):
                 self._create_publisher(field, kind, topic, reliable)
+        if "hri" in self._pubs:
+            self.hri_bodies = HriBodies(self, self.factory, reliable)
         # made once per node: a second configure (after cleanup) must not declare or create them again
         if self.tf is None:
             self.tf = TransformBroadcaster(self)
@@ -180,6 +184,8 @@ class HMDiffNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_inputs()
+        if self.hri_bodies is not None:
+            self.hri_bodies.close()  # an inactive node tracks nobody
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -214,6 +220,9 @@ class HMDiffNode(LifecycleNode):
             except Exception as exc:  # a MediaPipe graph that failed raises again on close: shutting down anyway
                 self.get_logger().warning(f"closing the pose prior: {type(exc).__name__}: {exc}")
             self.pipe = None
+        if self.hri_bodies is not None:
+            self.hri_bodies.close()
+            self.hri_bodies = None
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
@@ -270,6 +279,9 @@ class HMDiffNode(LifecycleNode):
                 pub.publish(getattr(out, field))
         if out.transforms:
             self.tf.sendTransform(out.transforms)
+        if self.hri_bodies is not None:
+            ids = [body_id(p, i) for i, p in enumerate(out.people)]
+            self.hri_bodies.publish(msg.header, out.people, ids, frame.rgb.shape[1], frame.rgb.shape[0])
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # image stamp to publish (node clock; sim time too)
         self.stats.processed(time.monotonic(), frame.received, frame.t0, age)
 

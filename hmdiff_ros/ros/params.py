@@ -56,7 +56,9 @@ PARAMETERS = {
     "tf_prefix": (defaults.TF_PREFIX, "TF frames are <tf_prefix>_<id> ('body' gives REP-155 names)", False, None),
     "publish_hri": (
         False,
-        "also publish /humans/bodies/tracked (hri_msgs/IdsList, REP-155; needs hri_msgs)",
+        "also publish REP-155 bodies (needs hri_msgs): /humans/bodies/tracked, per body skeleton2d, roi, "
+        "joint_states, its URDF (parameter human_description_<id>) and a robot_state_publisher where "
+        "installed; body frames are then body_<id>",
         True,
         None,
     ),
