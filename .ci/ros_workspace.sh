@@ -216,6 +216,56 @@ if [ "${HMDIFF_RVIZ2:-1}" != 0 ] && rviz_overlay=$(rviz2_overlay); then
   rviz2_source="source \"$rviz_overlay/install/local_setup.bash\""
 fi
 
+# robot_state_publisher (and kdl_parser), on top of the RViz 2 overlay (its rclcpp, urdf, tf2_ros),
+# from .ci/third_party/ once per tarball (about 2 minutes): tests/test_ros_hri.py checks the REP-155
+# frames it makes from the node's bodies. Built where the RViz 2 overlay is; a failure is reported
+# and its tests do without.
+state_publisher_overlay() {
+  local tarball=$repo/.ci/third_party/robot_state_publisher-humble-src.tar.gz overlay partial start
+  overlay=$rviz_overlay-rsp-$(sha256sum "$tarball" | cut -c1-12)
+  if [ -f "$overlay/install/local_setup.bash" ]; then
+    echo "$overlay"
+    return 0
+  fi
+  if [ -f "$overlay.failed" ]; then
+    say "robot_state_publisher did not build before (see $overlay.failed; remove it to try again)"
+    return 1
+  fi
+  partial=$overlay.partial
+  rm -rf "$partial" && mkdir -p "$partial"
+  tar xzf "$tarball" -C "$partial"
+  start=$(date +%s)
+  say "building robot_state_publisher into $overlay (log: $overlay.log)"
+  if ! (
+    export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    unset PYTHONPATH VIRTUAL_ENV AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH
+    set +u
+    # shellcheck disable=SC1091
+    source "$core/install/setup.bash"
+    # shellcheck disable=SC1091
+    source "$rviz_overlay/install/local_setup.bash"
+    cd "$partial"
+    nice -n 19 colcon --log-base log build --merge-install --base-paths src \
+      --event-handlers console_direct- console_stderr+ \
+      --cmake-args -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+      -DPython3_EXECUTABLE=/usr/bin/python3 -DPYTHON_EXECUTABLE=/usr/bin/python3
+  ) > "$overlay.log" 2>&1; then
+    say "robot_state_publisher did not build; the end of $overlay.log:"
+    tail -n 20 "$overlay.log" >&2
+    mv "$overlay.log" "$overlay.failed"
+    rm -rf "$partial"
+    return 1
+  fi
+  rm -rf "$partial/build" "$partial/log" "$partial/src"
+  rm -rf "$overlay" && mv "$partial" "$overlay"
+  say "built robot_state_publisher in $(($(date +%s) - start)) s"
+  echo "$overlay"
+}
+rsp_source=""
+if [ -n "$rviz2_source" ] && rsp_overlay=$(state_publisher_overlay); then
+  rsp_source="source \"$rsp_overlay/install/local_setup.bash\""
+fi
+
 # the workspace: this checkout's two packages, built with the core's (Debian's) Python
 ws=$cache/ws-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
 rm -rf "$ws" && mkdir -p "$ws/src"
@@ -249,6 +299,7 @@ export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=
 source "$core/install/setup.bash"
 ${cv_bridge_source:-# cv_bridge: not built (see .ci/ros_workspace.sh); the node uses its numpy image path}
 ${rviz2_source:-# RViz 2: not built (see .ci/ros_workspace.sh); the RViz 2 tests skip}
+${rsp_source:-# robot_state_publisher: not built (it needs the RViz 2 overlay); the REP-155 frame check is left out}
 source "$ws/install/setup.bash"
 export PATH="$python_dir:\$PATH"
 # Python imports hmdiff_ros from this checkout, not from the workspace's copy of it
