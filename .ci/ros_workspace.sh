@@ -145,8 +145,8 @@ fi
 
 # RViz 2 (optional), an overlay on the core built from $sources/rviz2 (rclcpp, tf2_ros, ... and
 # rviz2; Debian's OGRE 1.12) once per tarball and patches into .../humble-<hash>-rviz2-<hash>/
-# (about 32 minutes on 2 cores, plus about 400 MB of Debian packages), with Xvfb, xwd, ImageMagick
-# and tesseract to run it headless and read its screenshots. HMDIFF_RVIZ2=1 builds it when it is
+# (about 28-32 minutes on 2 cores, plus about 400 MB of Debian packages), with Xvfb, xwd and
+# ImageMagick to run it headless and take screenshots. HMDIFF_RVIZ2=1 builds it when it is
 # missing; unset, a built one is used and none is built; 0 leaves it out. Where it cannot be had,
 # the reason goes to stderr, env.sh lacks it and the RViz 2 tests skip; a failed build is not
 # retried until its .failed file is removed.
@@ -155,7 +155,7 @@ rviz2_overlay() {
   local rviz_packages=(qtbase5-dev libqt5svg5-dev libqt5opengl5-dev libogre-1.12-dev libassimp-dev
     libyaml-cpp-dev liburdfdom-dev liburdfdom-headers-dev libtinyxml2-dev libcurl4-openssl-dev
     libeigen3-dev liborocos-kdl-dev libignition-math-dev libxaw7-dev libxrandr-dev
-    xvfb xauth x11-apps imagemagick libgl1-mesa-dri tesseract-ocr tesseract-ocr-eng)
+    xvfb xauth x11-apps imagemagick libgl1-mesa-dri)
   if [ ! -f "$rviz_src/rviz2-humble-src.tar.gz" ] || [ ! -f "$rviz_src/build_rviz2.sh" ]; then
     say "no RViz 2 sources at $rviz_src: RViz 2 not built"
     return 1

@@ -88,6 +88,12 @@ def box_of(pixels: np.ndarray, pad: float, lo_extra: float = 0.0) -> tuple:
     return x0 - pad * w, y0 - (pad + lo_extra) * h, x1 + pad * w, y1 + pad * h
 
 
+def clip(box: tuple, panel: tuple) -> tuple:
+    """``box`` ``(x0, y0, x1, y1)`` cut to the render ``panel`` ``(x0, y0, width, height)``."""
+    px, py, w, h = panel
+    return max(box[0], px), max(box[1], py), min(box[2], px + w - 1), min(box[3], py + h - 1)
+
+
 def inside(mask: np.ndarray, box: tuple) -> float:
     """Share of the ``True`` pixels of ``mask`` that lie inside ``box``."""
     ys, xs = np.nonzero(mask)

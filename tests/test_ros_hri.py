@@ -231,7 +231,11 @@ def test_a_body_appears_moves_and_leaves(ros, hri_setup, tmp_path):
     assert got["left_publishers"] == {"skeleton2d": 0, "roi": 0, "joint_states": 0}
     assert got["left_parameter"] is False
 
+    from hmdiff_ros.ros.hri_bodies import have_state_publisher
+
+    assert got["state_publisher"] == have_state_publisher()
     if got["state_publisher"]:
+        assert set(got["frames"]) == {"l_wrist", "r_ankle", "head", "l_elbow"}, "robot_state_publisher's frames"
         names = {"l_wrist": "left_wrist", "r_ankle": "right_ankle", "l_elbow": "left_elbow"}
         for link, joint in names.items():
             err = np.linalg.norm(np.array(got["frames"][link]) - got["joints"][joint])

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from ros_helpers import FRAME, HAVE_ROS, ROOT, call, interrupt, spin_until
-from rviz_shots import OrbitView, box_of, changed, inside, render_panel, screenshot
+from rviz_shots import OrbitView, box_of, changed, clip, inside, render_panel, screenshot
 
 TOOLS = ("rviz2", "ros2", "Xvfb", "xwd", "convert")
 pytestmark = pytest.mark.skipif(
@@ -88,6 +88,9 @@ def shots(tmp_path_factory):
         start_new_session=True,
     )
     env = {**os.environ, "DISPLAY": display, "LIBGL_ALWAYS_SOFTWARE": "1", "QT_X11_NO_MITSHM": "1"}
+    # importing OpenCV's pip wheel points Qt at its own plugins, which RViz's Qt cannot load
+    for name in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        env.pop(name, None)
     launch = None
     log: list = []
     rclpy.init()
@@ -130,9 +133,8 @@ def shots(tmp_path_factory):
 
         deadline = time.monotonic() + 120
         while not panel_up():
-            assert time.monotonic() < deadline and launch.poll() is None, (
-                "RViz 2 did not show up:\n" + "".join(log)[-3000:]
-            )
+            up = launch.poll() is None and "[rviz2-2]: process has died" not in "".join(log)
+            assert time.monotonic() < deadline and up, "RViz 2 did not show up:\n" + "".join(log)[-3000:]
             wait(1.0)
         assert set_params.wait_for_service(timeout_sec=120), "the node did not come up:\n" + "".join(log)[-3000:]
         wait(3.0)  # RViz settles (its first frames, the dock sizes)
@@ -152,7 +154,7 @@ def shots(tmp_path_factory):
             )
             assert answer.results[0].successful, answer.results[0].reason
             outputs.markers.clear()
-            assert wait(60, lambda m=mode: mesh_points() is not None and (mesh_points() == 0) == (m == "none")), (
+            assert wait(60, lambda m=mode: _mesh_as_asked(m, mesh_points(), result.get("coarse_points"))), (
                 f"no markers with mesh_resolution {mode}:\n" + "".join(log)[-3000:]
             )
             result[f"{mode}_points"] = mesh_points()
@@ -177,6 +179,14 @@ def shots(tmp_path_factory):
         xvfb.wait(timeout=10)
 
 
+def _mesh_as_asked(mode: str, points: int | None, coarse: int | None) -> bool:
+    """Whether the latest markers carry the mesh ``mode`` asks for (the frame in flight when the
+    parameter changed still has the old one): none, some, or more points than the coarse one."""
+    if points is None:
+        return False
+    return {"none": points == 0, "coarse": points > 0, "full": coarse is not None and points > coarse}[mode]
+
+
 def _person(shots, mode: str):
     """The render panel, the projected joints and the box the person must lie in."""
     panel = render_panel(shots["empty"], BG)
@@ -196,7 +206,8 @@ def test_the_coarse_and_the_full_mesh_are_drawn_where_the_person_is(shots):
         panel, px, in_panel = _person(shots, mode)
         mesh = changed(shots["none"], shots[mode]) & in_panel
         box = box_of(px, pad=0.15)
-        bw, bh = box[2] - box[0], box[3] - box[1]
+        seen = clip(box, panel)  # the legs may reach below the picture
+        bw, bh = seen[2] - seen[0], seen[3] - seen[1]
         assert mesh.sum() > 0.25 * bw * bh, f"{mode}: {mesh.sum()} mesh pixels for a person box of {bw:.0f} x {bh:.0f}"
         assert inside(mesh, box) > 0.9, (
             f"{mode}: only {inside(mesh, box):.0%} of the mesh lies where the joints project"
@@ -221,43 +232,53 @@ def test_the_skeleton_is_drawn_along_the_projected_bones(shots):
     for a, b in SKELETON_EDGES:
         for t in np.linspace(0.2, 0.8, 5):
             x, y = (1 - t) * px[JOINT_INDEX[a]] + t * px[JOINT_INDEX[b]]
+            if not (panel[0] <= x < panel[0] + panel[2] and panel[1] <= y < panel[1] + panel[3]):
+                continue  # below the picture (the legs)
             total += 1
             hits += bool(near[int(round(y)), int(round(x))])
     assert hits / total > 0.7, f"only {hits} of {total} points along the projected bones are on a drawn line"
 
 
 def test_the_debug_image_shows_the_camera_photo(shots):
-    """Outside the render panel, the Image display shows the debug overlay: a region that was
-    empty before the camera started, with the photo's aspect ratio and its colours."""
-    panel = render_panel(shots["empty"], BG)
-    x0, y0, w, h = panel
-    diff = changed(shots["empty"], shots["none"])
-    diff[y0 : y0 + h, x0 : x0 + w] = False
-    ys, xs = np.nonzero(diff)
-    assert len(xs) > 5000, "the debug image did not appear"
-    bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max(), ys.max()
-    shown = shots["none"][by0 : by1 + 1, bx0 : bx1 + 1]
-    photo = shots["rgb"]
-    assert abs(shown.shape[1] / shown.shape[0] - photo.shape[1] / photo.shape[0]) < 0.15
-    small = cv2.resize(photo, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_AREA).astype(float)
-    corr = np.corrcoef(small.reshape(-1), shown.reshape(-1).astype(float))[0, 1]
-    assert corr > 0.6, f"the shown image correlates {corr:.2f} with the photo"
+    """Left of the render panel, where the Image display said "No Image" before the camera
+    started, the photo is found (normalised cross-correlation over sizes), the overlay on it."""
+    found = _debug_image(shots)
+    assert found["score"] > 0.6, f"the photo is not in the docks (best match {found['score']:.2f})"
+    x0, y0, x1, y1 = found["box"]
+    before = changed(shots["empty"], shots["none"])[y0 : y1 + 1, x0 : x1 + 1]
+    assert before.mean() > 0.3, "the photo is not where the Image display was empty before"
 
 
-@pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract (OCR) to read RViz's Displays panel")
-def test_no_display_is_in_error(shots):
-    """The Displays panel, read by OCR (3x enlarged): 'Global Status: Ok', each display's
-    expanded Status (the config expands them) says Ok, and no 'Error' anywhere in it."""
+def _debug_image(shots) -> dict:
+    """Where the photo shows in the docks: ``{"score", "box": (x0, y0, x1, y1)}``."""
+    docks = cv2.cvtColor(shots["none"][:, : render_panel(shots["empty"], BG)[0]], cv2.COLOR_RGB2GRAY)
+    photo = cv2.cvtColor(shots["rgb"], cv2.COLOR_RGB2GRAY)
+    best = {"score": -1.0, "box": (0, 0, 0, 0)}
+    for size in range(80, min(docks.shape) - 1, 4):
+        tpl = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+        result = cv2.matchTemplate(docks, tpl, cv2.TM_CCOEFF_NORMED)
+        _, score, _, (x, y) = cv2.minMaxLoc(result)
+        if score > best["score"]:
+            best = {"score": float(score), "box": (x, y, x + size - 1, y + size - 1)}
+    return best
+
+
+def test_no_display_is_in_error_or_warning(shots):
+    """RViz writes a display's name in blue (40, 120, 197) while it is enabled and Ok, orange
+    (192, 128, 0) in Warn and red (192, 32, 32) in Error, and colours Global Status the same way
+    (rviz_common's Display::getViewData and StatusProperty): the docks, the debug image left out,
+    show the enabled displays' blue names and nothing orange or red, in every picture."""
     panel = render_panel(shots["empty"], BG)
-    left = shots["coarse"][:, : panel[0]]
-    big = cv2.resize(left, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
-    path = shots["out"] / "left.png"
-    cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
-    text = subprocess.run(
-        ["tesseract", str(path), "-", "--psm", "6"], capture_output=True, text=True, timeout=60
-    ).stdout
-    assert "Global Status: Ok" in text, text
-    assert "Error" not in text and "Warn" not in text, text
+    bx0, by0, bx1, by1 = _debug_image(shots)["box"]
+    for name in ("none", "coarse", "full"):
+        docks = shots[name][:, : panel[0]].copy()
+        docks[by0 : by1 + 1, bx0 : bx1 + 1] = 0
+        count = {c: int(np.all(docks == np.array(c, np.uint8), axis=2).sum()) for c in OK_WARN_ERROR}
+        ok, warn, error = count.values()
+        assert ok > 100 and warn == 0 and error == 0, f"{name}: pixels of the Ok / Warn / Error colours {count}"
+
+
+OK_WARN_ERROR = ((40, 120, 197), (192, 128, 0), (192, 32, 32))
 
 
 def test_the_launch_logs_no_errors(shots):

@@ -65,9 +65,16 @@ PARAMETERS = {
     "publish_vertices": (False, "fill coarse_vertices in ~/humans", False, None),
     "tracking": (True, "track ids and One-Euro smoothing across frames", False, None),
     "max_rate_hz": (0.0, "process at most this many frames per second (0: as fast as possible)", False, (0.0, 120.0)),
-    "marker_lifetime_s": (0.5, "markers of people no longer seen expire after this", False, (0.0, 10.0)),
+    "marker_lifetime_s": (
+        0.5,
+        "markers of people no longer seen expire after this, or after 2.5 frame intervals of a slower node",
+        False,
+        (0.0, 10.0),
+    ),
     "autostart": (True, "configure and activate on start (no lifecycle manager needed)", True, None),
 }
+
+MARKER_FRAMES = 2.5  # frame intervals a marker outlives (frame_options)
 
 CHOICES = {
     "backend": defaults.BACKENDS,
@@ -142,19 +149,24 @@ def parameters_error(
     return None
 
 
-def frame_options(values: dict, frame: int, hri: bool, debug_image: bool, markers: bool = True):
+def frame_options(
+    values: dict, frame: int, hri: bool, debug_image: bool, markers: bool = True, frame_interval_s: float = 0.0
+):
     """What the node publishes for its ``frame``-th frame (from 1) under the parameter
     ``values``, as :class:`~hmdiff_ros.ros.convert.FrameOptions`: the mesh marker every
     ``mesh_every_n``-th frame; ``hri``: the ids have a publisher; ``debug_image`` and
     ``markers``: the overlay and the markers have a subscriber (nothing is drawn or built for
-    nobody)."""
+    nobody). Markers live ``marker_lifetime_s`` but at least ``MARKER_FRAMES`` times the node's
+    recent ``frame_interval_s`` (at most 10 s): each frame's DELETEALL removes people who left, the
+    lifetime only clears them when frames stop, and a shorter one than the frame interval made a
+    slow node's markers flicker (the full mesh beside RViz on 2 cores: a frame every 1.3 s)."""
     from hmdiff_ros.ros.convert import FrameOptions
 
     return FrameOptions(
         vertices=values["publish_vertices"],
         markers=values["publish_markers"] and markers,
         mesh=values["mesh_resolution"] if frame % values["mesh_every_n"] == 0 else "none",
-        marker_lifetime_s=values["marker_lifetime_s"],
+        marker_lifetime_s=max(values["marker_lifetime_s"], min(MARKER_FRAMES * frame_interval_s, 10.0)),
         tf=values["publish_tf"],
         joint_tf=values["publish_joint_tf"],
         tf_prefix=values["tf_prefix"],
