@@ -74,17 +74,6 @@ def test_rviz_view_shows_people_upright_in_the_optical_frame():
     assert d[2] > 0.8, "the view looks the way the camera does"
 
 
-def test_rviz1_config_for_the_screenshot_mirrors_the_shipped_one():
-    ros2 = yaml.safe_load((ROOT / "launch" / "hmdiff.rviz").read_text())["Visualization Manager"]
-    ros1 = yaml.safe_load((ROOT / "docs" / "rviz" / "hmdiff_ros1.rviz").read_text())["Visualization Manager"]
-    assert ros1["Global Options"]["Fixed Frame"] == ros2["Global Options"]["Fixed Frame"]
-    keys = ("Distance", "Focal Point", "Pitch", "Yaw")
-    assert {k: ros1["Views"]["Current"][k] for k in keys} == {k: ros2["Views"]["Current"][k] for k in keys}
-    topics1 = {d["Class"].split("/")[1]: d.get("Marker Topic") or d.get("Image Topic") for d in ros1["Displays"]}
-    topics2 = {d["Class"].split("/")[1]: (d.get("Topic") or {}).get("Value") for d in ros2["Displays"]}
-    assert topics1 == topics2
-
-
 def test_package_manifests():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.findtext("name") == "hmdiff_ros" and root.find("export/build_type").text == "ament_python"

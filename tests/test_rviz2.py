@@ -4,7 +4,7 @@ the demo photo as the camera, screenshots with no person yet, with the skeleton 
 (``mesh_resolution: none``), with the coarse mesh and with the full mesh. The published joints,
 projected with RViz's own view (tests/rviz_shots.py), say where the person must appear; an empty,
 missing or misplaced mesh fails. ``HMDIFF_RVIZ_SCREENSHOT=PATH`` also saves the coarse-mesh
-screenshot there (docs/images/rviz2_humble.png is made so). Skipped where RViz 2 (built by
+screenshot there with the skeleton-only render beside it (docs/images/rviz2_humble.png is made so). Skipped where RViz 2 (built by
 ``.ci/ros_workspace.sh``), Xvfb, xwd or ImageMagick are missing."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def shots(tmp_path_factory):
             cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(result[name], cv2.COLOR_RGB2BGR))
         save = os.environ.get("HMDIFF_RVIZ_SCREENSHOT")
         if save:
-            shutil.copyfile(out / "coarse.png", save)
+            cv2.imwrite(save, cv2.cvtColor(_mesh_and_skeleton(result), cv2.COLOR_RGB2BGR))
         result["out"] = out
         yield result
     finally:
@@ -177,6 +177,17 @@ def shots(tmp_path_factory):
         rclpy.shutdown()
         xvfb.terminate()
         xvfb.wait(timeout=10)
+
+
+def _mesh_and_skeleton(result) -> np.ndarray:
+    """The coarse-mesh screenshot with the skeleton-only picture's render panel beside it (the
+    mesh hides the skeleton), at the same height."""
+    x0, y0, w, h = render_panel(result["empty"], BG)
+    skeleton = result["none"][y0 : y0 + h, x0 : x0 + w]
+    full = result["coarse"]
+    scale = full.shape[0] / h
+    skeleton = cv2.resize(skeleton, (int(round(w * scale)), full.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.concatenate([full, skeleton], axis=1)
 
 
 def _mesh_as_asked(mode: str, points: int | None, coarse: int | None) -> bool:

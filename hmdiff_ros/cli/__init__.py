@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -71,6 +72,17 @@ def main(argv: List[str] | None = None) -> int:
 
 
 PRIOR_COMMANDS = ("run", "demo", "bag", "eval-real", "bench-pipeline")  # the commands that run MediaPipe
+
+
+def _import_native() -> None:
+    """Import torch and ONNX Runtime (seconds; pybind11 extensions) with SIGINT and SIGTERM held
+    until they are done: an interrupt raised while their C++ ran Python code was seen to abort
+    the process ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    status -6) instead of ending it with one line and 130."""
+    with signals_held():
+        for module in ("torch", "onnxruntime"):
+            with contextlib.suppress(ImportError):  # a missing one is named where it is used
+                importlib.import_module(module)
 
 
 def _import_prior() -> None:
@@ -145,6 +157,7 @@ def _main(argv: List[str] | None, name: List[str]) -> int:
         filter(None, [args.command, getattr(args, "assets_command", None), getattr(args, "data_command", None)])
     )
     try:
+        _import_native()
         if args.command in PRIOR_COMMANDS:
             _import_prior()
         return args.func(args)
