@@ -289,9 +289,9 @@ def test_rclpy_style_arrays_are_what_the_generated_setters_take_as_they_are():
 
 
 def test_markers_outlive_the_frame_interval_of_a_slow_node():
-    """A node publishing a frame every 1.3 s (the full mesh beside RViz on 2 cores) gave markers
-    that lived 0.5 s: RViz showed the person 40 % of the time. They now live 2.5 frame
-    intervals when that is longer than ``marker_lifetime_s`` (at most 10 s)."""
+    """A node publishing frames further apart than 0.5 s (the full mesh beside RViz on 2 cores)
+    gave markers that lived 0.5 s: RViz showed the person only part of the time. They now live
+    2.5 frame intervals when that is longer than ``marker_lifetime_s`` (at most 10 s)."""
     from hmdiff_ros.ros.params import PARAMETERS, frame_options
 
     values = {name: default for name, (default, *_rest) in PARAMETERS.items()}

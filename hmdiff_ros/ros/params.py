@@ -159,7 +159,7 @@ def frame_options(
     nobody). Markers live ``marker_lifetime_s`` but at least ``MARKER_FRAMES`` times the node's
     recent ``frame_interval_s`` (at most 10 s): each frame's DELETEALL removes people who left, the
     lifetime only clears them when frames stop, and a shorter one than the frame interval made a
-    slow node's markers flicker (the full mesh beside RViz on 2 cores: a frame every 1.3 s)."""
+    slow node's markers flicker (the full mesh beside RViz on 2 cores)."""
     from hmdiff_ros.ros.convert import FrameOptions
 
     return FrameOptions(
