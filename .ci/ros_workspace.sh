@@ -38,22 +38,29 @@ packages=(colcon python3-colcon-ros python3-colcon-bash python3-colcon-cmake pyt
   python3-catkin-pkg python3-netifaces python3-yaml python3-pytest python3-setuptools
   python3-dev python3-psutil python3-packaging libconsole-bridge-dev libyaml-dev
   cmake g++ make git pkg-config)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# install_missing WHAT PACKAGE...: installs those of the Debian packages that are missing (as root,
+# with apt-get); where it cannot, says why on stderr and returns 1
+install_missing() {
+  local what=$1 p start missing=()
+  shift
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
-    say "missing Debian packages and no root apt-get to install them: ${missing[*]}"
-    exit 4
+    say "$what needs Debian packages and there is no root apt-get to install them: ${missing[*]}"
+    return 1
   fi
-  say "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  start=$(date +%s)
+  say "installing ${#missing[@]} Debian packages for $what: ${missing[*]}"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}"; } > /dev/null 2>&1; then
-    say "apt-get could not install: ${missing[*]}"
-    exit 4
+    say "apt-get could not install what $what needs: ${missing[*]}"
+    return 1
   fi
-fi
+  say "installed them in $(($(date +%s) - start)) s"
+}
+install_missing "the ROS 2 core" "${packages[@]}" || exit 4
 
 cache=${HMDIFF_ROS2_CACHE:-$HOME/.cache/hmdiff_ros/ros2}
 key=$(sha256sum "$tarball" | cut -c1-16)
@@ -91,23 +98,7 @@ cv_bridge_overlay() {
     say "cv_bridge did not build before (see $overlay.failed; remove it to try again): the node uses its numpy image path"
     return 1
   fi
-  local cv_packages=(libopencv-dev libboost-python-dev python3-opencv) cv_missing=()
-  for p in "${cv_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || cv_missing+=("$p")
-  done
-  if [ ${#cv_missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
-      say "cv_bridge needs Debian packages and there is no root apt-get to install them: ${cv_missing[*]}"
-      return 1
-    fi
-    start=$(date +%s)
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${cv_missing[@]}"; } > /dev/null 2>&1; then
-      say "apt-get could not install what cv_bridge needs: ${cv_missing[*]}"
-      return 1
-    fi
-    say "installed ${cv_missing[*]} for cv_bridge in $(($(date +%s) - start)) s"
-  fi
+  install_missing cv_bridge libopencv-dev libboost-python-dev python3-opencv || return 1
   partial=$overlay.partial
   rm -rf "$partial" && mkdir -p "$partial"
   start=$(date +%s)
@@ -151,7 +142,7 @@ fi
 # the reason goes to stderr, env.sh lacks it and the RViz 2 tests skip; a failed build is not
 # retried until its .failed file is removed.
 rviz2_overlay() {
-  local rviz_src=$sources/rviz2 rkey overlay partial start p rviz_missing=()
+  local rviz_src=$sources/rviz2 rkey overlay partial start
   local rviz_packages=(qtbase5-dev libqt5svg5-dev libqt5opengl5-dev libogre-1.12-dev libassimp-dev
     libyaml-cpp-dev liburdfdom-dev liburdfdom-headers-dev libtinyxml2-dev libcurl4-openssl-dev
     libeigen3-dev liborocos-kdl-dev libignition-math-dev libxaw7-dev libxrandr-dev
@@ -175,22 +166,7 @@ rviz2_overlay() {
     say "RViz 2 did not build before (see $overlay.failed; remove it to try again): the RViz 2 tests skip"
     return 1
   fi
-  for p in "${rviz_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || rviz_missing+=("$p")
-  done
-  if [ ${#rviz_missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
-      say "RViz 2 needs Debian packages and there is no root apt-get to install them: ${rviz_missing[*]}"
-      return 1
-    fi
-    start=$(date +%s)
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${rviz_missing[@]}"; } > /dev/null 2>&1; then
-      say "apt-get could not install what RViz 2 needs: ${rviz_missing[*]}"
-      return 1
-    fi
-    say "installed ${#rviz_missing[@]} Debian packages for RViz 2 in $(($(date +%s) - start)) s"
-  fi
+  install_missing "RViz 2" "${rviz_packages[@]}" || return 1
   if [ -f "$overlay/install/local_setup.bash" ]; then
     echo "$overlay"
     return 0

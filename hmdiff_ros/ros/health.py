@@ -85,6 +85,11 @@ class FrameHealth:
         self.times.append(now)
         self.latency.append((now - received, now - started, age))
 
+    def frame_interval(self) -> float:
+        """The median interval between the last few published frames, seconds (0 before two)."""
+        times = list(self.times)[-6:]
+        return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+
     def values(self, now: float, backend: str, backend_asked: str) -> List[Tuple[str, str]]:
         """The diagnostics' ``(key, value)`` pairs at ``now`` (monotonic seconds): rate,
         median latencies (ms), the counters and reasons, and the model backend that runs and

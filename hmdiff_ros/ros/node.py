@@ -86,7 +86,6 @@ class HMDiffNode(LifecycleNode):
         self.images = ImageReader.create(warn=lambda text: self.get_logger().warning(text, throttle_duration_sec=10.0))
         self.tf = self.updater = self.tf_buffer = self.tf_listener = None
         self.hri_bodies = None  # REP-155 bodies (publish_hri with hri_msgs)
-        self._last_finish = self._interval = None  # when the last frame was published; the recent interval
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -273,13 +272,13 @@ class HMDiffNode(LifecycleNode):
             people = self.tracker(people, stamp, K)
         target = self._target_transform(msg.header) if self.tf_buffer is not None else None
         self._frame += 1
-        now = time.monotonic()
-        if self._last_finish is not None:  # the recent interval between published frames (EMA)
-            dt = now - self._last_finish
-            self._interval = dt if self._interval is None else 0.8 * self._interval + 0.2 * dt
-        self._last_finish = now
         options = frame_options(
-            values, self._frame, "hri" in self._pubs, frame.debug_wanted, frame.markers_wanted, self._interval or 0.0
+            values,
+            self._frame,
+            "hri" in self._pubs,
+            frame.debug_wanted,
+            frame.markers_wanted,
+            self.stats.frame_interval(),
         )
         out = frame_messages(self.factory, msg.header, people, self.pipe.topology, options, frame.rgb, K, target)
         for field, pub in self._pubs.items():
