@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
-# Builds (or reuses) a minimal ROS 2 Humble core from ../shared/ros2 and a colcon workspace with
-# this checkout's hmdiff_msgs + hmdiff_ros on top, then writes an environment file to source:
+# Builds (or reuses) a minimal ROS 2 core (Humble or Jazzy) from ../shared/ros2 and a colcon
+# workspace with this checkout's hmdiff_msgs + hmdiff_ros on top, then writes an environment
+# file to source:
 #
-#   bash .ci/ros_workspace.sh [ROS2_SOURCES_DIR]   # prints the path of the env file
-#   source "$(bash .ci/ros_workspace.sh)"          # then: python -m pytest -q tests
+#   bash .ci/ros_workspace.sh [humble|jazzy]       # prints the path of the env file (default humble)
+#   source "$(bash .ci/ros_workspace.sh jazzy)"    # then: python -m pytest -q tests
 #
-# The core is built once per source tarball (keyed by its hash) into
-# ${HMDIFF_ROS2_CACHE:-~/.cache/hmdiff_ros/ros2}/humble-<hash>/ (about 7 minutes on 2 cores);
-# the workspace (a few seconds) is rebuilt on every call. The Debian packages the build needs
-# are installed when missing (as root, with apt-get); what cannot be had is reported on stderr
-# and the script exits non-zero: the ROS tests then skip with their reason.
+# The sources: humble-core-src.tar.gz and jazzy/jazzy-core-src.tar.gz in
+# ${HMDIFF_ROS2_SOURCES:-../shared/ros2}. A core is built once per source tarball (keyed by its
+# hash) into ${HMDIFF_ROS2_CACHE:-~/.cache/hmdiff_ros/ros2}/<distro>-<hash>/ (Humble about 7
+# minutes on 2 cores, Jazzy about 10); the workspace (a few seconds) is rebuilt on every call,
+# one per distribution. The Debian packages the build needs (the same for both) are installed
+# when missing (as root, with apt-get); what cannot be had is reported on stderr and the script
+# exits non-zero: the ROS tests then skip with their reason.
 #
-# cv_bridge (optional; HMDIFF_CV_BRIDGE=0 leaves it out) is built once per tarball and NumPy major
-# version into .../humble-<hash>-cv_bridge-np<N>/, an overlay on the core (about 30 s, plus
-# libopencv-dev libboost-python-dev python3-opencv from apt-get, about 830 MB). It is compiled
-# against the NumPy headers of the python on PATH (NumPy 2 headers also load under Debian's
-# NumPy 1). Where it cannot be had, the reason goes to stderr, env.sh lacks it and the node uses
-# its numpy image path (the cv_bridge tests skip); a failed build is not retried until its
-# .failed file is removed.
+# cv_bridge (optional; HMDIFF_CV_BRIDGE=0 leaves it out) is built once per source tarball and
+# NumPy major version into .../<distro>-<hash>-cv_bridge-<hash>-np<N>/, an overlay on the core
+# (about 30 s, plus libopencv-dev libboost-python-dev python3-opencv from apt-get, about 830 MB).
+# Both distributions build it from vision_opencv's humble branch in the Humble tarball: the
+# jazzy branch's cv_bridge needs rclcpp, which neither core has, and the Python API the node
+# uses (imgmsg_to_cv2, cv2_to_imgmsg) is the same. It is compiled against the NumPy headers of
+# the python on PATH (NumPy 2 headers also load under Debian's NumPy 1). Where it cannot be had,
+# the reason goes to stderr, env.sh lacks it and the node uses its numpy image path (the
+# cv_bridge tests skip); a failed build is not retried until its .failed file is removed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-sources=${1:-$repo/../shared/ros2}
-tarball=$sources/humble-core-src.tar.gz
+sources=${HMDIFF_ROS2_SOURCES:-$repo/../shared/ros2}
+distro=${1:-humble}
 say() { echo "ros_workspace: $*" >&2; }
+case $distro in
+  humble) tarball=$sources/humble-core-src.tar.gz minutes=7 ;;
+  jazzy) tarball=$sources/jazzy/jazzy-core-src.tar.gz minutes=10 ;;
+  *)
+    say "unknown ROS 2 distribution '$distro': expected humble or jazzy"
+    exit 2
+    ;;
+esac
 if [ ! -f "$tarball" ]; then
-  say "no ROS 2 sources at $tarball: nothing built"
+  say "no ROS 2 $distro sources at $tarball: nothing built"
   exit 3
 fi
 
@@ -64,24 +77,33 @@ install_missing "the ROS 2 core" "${packages[@]}" || exit 4
 
 cache=${HMDIFF_ROS2_CACHE:-$HOME/.cache/hmdiff_ros/ros2}
 key=$(sha256sum "$tarball" | cut -c1-16)
-core=$cache/humble-$key
-if [ ! -f "$core/install/setup.bash" ]; then
+core=$cache/$distro-$key
+if [ -f "$core/install/setup.bash" ]; then
+  say "using the ROS 2 $distro core built at $(date -r "$core/install/setup.bash" '+%F %H:%M') in $core"
+else
   partial=$core.partial
   rm -rf "$partial" && mkdir -p "$partial"
   tar xzf "$tarball" -C "$partial"
-  say "building the ROS 2 core into $core (about 7 minutes on 2 cores; log: $core.log)"
+  start=$(date +%s)
+  say "building the ROS 2 $distro core into $core (about $minutes minutes on 2 cores; log: $core.log)"
   if ! ROOT="$partial" bash "$partial/build.sh" > "$core.log" 2>&1; then
-    say "the ROS 2 core did not build; the end of $core.log:"
+    say "the ROS 2 $distro core did not build; the end of $core.log:"
     tail -n 20 "$core.log" >&2
     exit 5
   fi
   rm -rf "$partial/build" "$partial/log"  # keep src and install: 60 MB
   rm -rf "$core" && mv "$partial" "$core"
+  say "built the ROS 2 $distro core in $(($(date +%s) - start)) s"
 fi
 
-# cv_bridge, an overlay on the core built from the same sources (as build.sh WITH_CV_BRIDGE=1)
+# cv_bridge, an overlay on the core built from vision_opencv (humble) in the Humble tarball, as
+# its build.sh WITH_CV_BRIDGE=1 does
 cv_bridge_overlay() {
-  local py numpy_major numpy_include overlay partial start
+  local py numpy_major numpy_include overlay partial start src_tarball=$sources/humble-core-src.tar.gz
+  if ! tar tzf "$src_tarball" src/vision_opencv/cv_bridge/package.xml > /dev/null 2>&1; then
+    say "no cv_bridge sources in $src_tarball: cv_bridge not built"
+    return 1
+  fi
   py=$(command -v python || command -v python3)
   read -r numpy_major numpy_include < <("$py" -c \
     'import numpy; print(numpy.__version__.split(".")[0], numpy.get_include())' 2> /dev/null) || true
@@ -89,7 +111,7 @@ cv_bridge_overlay() {
     say "no numpy in $py: cv_bridge not built"
     return 1
   fi
-  overlay=$core-cv_bridge-np$numpy_major
+  overlay=$core-cv_bridge-$(sha256sum "$src_tarball" | cut -c1-12)-np$numpy_major
   if [ -f "$overlay/install/setup.bash" ]; then
     echo "$overlay"
     return 0
@@ -101,6 +123,7 @@ cv_bridge_overlay() {
   install_missing cv_bridge libopencv-dev libboost-python-dev python3-opencv || return 1
   partial=$overlay.partial
   rm -rf "$partial" && mkdir -p "$partial"
+  tar xzf "$src_tarball" -C "$partial" src/vision_opencv/cv_bridge
   start=$(date +%s)
   say "building cv_bridge into $overlay (NumPy $numpy_major headers; log: $overlay.log)"
   if ! (
@@ -113,7 +136,7 @@ cv_bridge_overlay() {
     flags=()
     # an extension compiled against NumPy 2 headers loads under NumPy 1 too, not the reverse
     if [ "$numpy_major" -ge 2 ]; then flags=("-DCMAKE_CXX_FLAGS=-I$numpy_include"); fi
-    nice -n 19 colcon --log-base log build --merge-install --base-paths "$core/src/vision_opencv/cv_bridge" \
+    nice -n 19 colcon --log-base log build --merge-install --base-paths src/vision_opencv/cv_bridge \
       --packages-select cv_bridge --event-handlers console_direct- console_stderr+ \
       --cmake-args -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
       -DPython3_EXECUTABLE=/usr/bin/python3 -DPYTHON_EXECUTABLE=/usr/bin/python3 "${flags[@]}"
@@ -124,7 +147,7 @@ cv_bridge_overlay() {
     rm -rf "$partial"
     return 1
   fi
-  rm -rf "$partial/build" "$partial/log"
+  rm -rf "$partial/build" "$partial/log" "$partial/src"
   rm -rf "$overlay" && mv "$partial" "$overlay"
   say "built cv_bridge in $(($(date +%s) - start)) s"
   echo "$overlay"
@@ -134,8 +157,9 @@ if [ "${HMDIFF_CV_BRIDGE:-1}" != 0 ] && cv_overlay=$(cv_bridge_overlay); then
   cv_bridge_source="source \"$cv_overlay/install/setup.bash\""
 fi
 
-# RViz 2 (optional), an overlay on the core built from $sources/rviz2 (rclcpp, tf2_ros, ... and
-# rviz2; Debian's OGRE 1.12) once per tarball and patches into .../humble-<hash>-rviz2-<hash>/
+# RViz 2 (optional, Humble only: its sources are Humble's), an overlay on the core built from
+# $sources/rviz2 (rclcpp, tf2_ros, ... and rviz2; Debian's OGRE 1.12) once per tarball and
+# patches into .../humble-<hash>-rviz2-<hash>/
 # (about 28-32 minutes on 2 cores, plus about 400 MB of Debian packages), with Xvfb, xwd and
 # ImageMagick to run it headless and take screenshots. HMDIFF_RVIZ2=1 builds it when it is
 # missing; unset, a built one is used and none is built; 0 leaves it out. Where it cannot be had,
@@ -147,6 +171,10 @@ rviz2_overlay() {
     libyaml-cpp-dev liburdfdom-dev liburdfdom-headers-dev libtinyxml2-dev libcurl4-openssl-dev
     libeigen3-dev liborocos-kdl-dev libignition-math-dev libxaw7-dev libxrandr-dev
     xvfb xauth x11-apps imagemagick libgl1-mesa-dri)
+  if [ "$distro" != humble ]; then
+    say "RViz 2 is built on the Humble core only (its sources here are Humble's): the RViz 2 tests skip on $distro"
+    return 1
+  fi
   if [ ! -f "$rviz_src/rviz2-humble-src.tar.gz" ] || [ ! -f "$rviz_src/build_rviz2.sh" ]; then
     say "no RViz 2 sources at $rviz_src: RViz 2 not built"
     return 1
@@ -243,7 +271,7 @@ if [ -n "$rviz2_source" ] && rsp_overlay=$(state_publisher_overlay); then
 fi
 
 # the workspace: this checkout's two packages, built with the core's (Debian's) Python
-ws=$cache/ws-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
+ws=$cache/ws-$distro-$(printf '%s' "$repo" | sha256sum | cut -c1-12)
 rm -rf "$ws" && mkdir -p "$ws/src"
 ln -s "$repo/msg" "$ws/src/hmdiff_msgs"
 ln -s "$repo" "$ws/src/hmdiff_ros"
@@ -266,12 +294,16 @@ fi
 # the environment: the core and the workspace, this Python first on PATH (it has torch and
 # mediapipe; the node's script runs with it), a private DDS domain on this host only
 python_dir=$(dirname "$(command -v python)")
-# a DDS domain of this checkout's own (1..100), so that two checkouts' tests on one host do not meet
-domain=$(( 1 + 0x$(printf '%s' "$repo" | sha256sum | cut -c1-6) % 100 ))
+# a DDS domain of this checkout's and distribution's own (1..100), so that two checkouts' tests
+# on one host do not meet, nor a Humble daemon a Jazzy test (its ros2 CLI then misses nodes)
+domain=$(( 1 + 0x$(printf '%s:%s' "$repo" "$distro" | sha256sum | cut -c1-6) % 100 ))
+# this host only: Jazzy's rcl warns on ROS_LOCALHOST_ONLY (deprecated there) and reads the range
+localhost=ROS_LOCALHOST_ONLY=1
+[ "$distro" = humble ] || localhost=ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 env_file=$ws/env.sh
 cat > "$env_file" << EOF
-# written by .ci/ros_workspace.sh: source it to use the ROS 2 core and this checkout's packages
-export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp ROS_LOCALHOST_ONLY=1 ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$domain}
+# written by .ci/ros_workspace.sh: source it to use the ROS 2 $distro core and this checkout's packages
+export RMW_IMPLEMENTATION=rmw_cyclonedds_cpp $localhost ROS_DOMAIN_ID=\${ROS_DOMAIN_ID:-$domain}
 source "$core/install/setup.bash"
 ${cv_bridge_source:-# cv_bridge: not built (see .ci/ros_workspace.sh); the node uses its numpy image path}
 ${rviz2_source:-# RViz 2: not built (see .ci/ros_workspace.sh); the RViz 2 tests skip}

@@ -270,6 +270,35 @@ def bench_node() -> list:
     return lines + ["", "; ".join(commands) + f" ({_when(entry)}; `docs/figures/bench_node_*.json`)."]
 
 
+DISTROS = ("humble", "jazzy")  # `bash docs/figures.sh --distros`: bench_node_<distro>.json, one sitting
+
+
+def bench_node_distros() -> list:
+    """docs/ros.md's Humble-beside-Jazzy table: the same ``hmdiff bench-node`` run on each core,
+    one after the other, and Jazzy's figures as a share of Humble's."""
+    entries = {d: load(f"bench_node_{d}") for d in DISTROS}
+    lines = [
+        "| ROS 2 | stream | received / processed / dropped / failed | results/s | latency p50 / p90 / p99 (ms) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for d, entry in entries.items():
+        r = entry["result"]
+        lines.append(
+            f"| {r.get('ros', d)} | {r['source'].split('/')[-1]}, {r['image']}, {r['fps_published']:g} FPS for "
+            f"{r['seconds']:g} s | {r['received']} / {r['processed']} / {r['dropped']} / {r['failed']} | "
+            f"{r['results_per_s']:.1f} | {r['latency_p50_ms']:.0f} / {r['latency_p90_ms']:.0f} / "
+            f"{r['latency_p99_ms']:.0f} |"
+        )
+    h, j = (entries[d]["result"] for d in DISTROS)
+    return lines + [
+        "",
+        f"Jazzy against Humble: results/s {j['results_per_s'] / h['results_per_s'] - 1:+.1%}, latency p50 "
+        f"{j['latency_p50_ms'] / h['latency_p50_ms'] - 1:+.1%}. `bash docs/figures.sh --real ../shared/data/eval-real "
+        f"--distros` (each: `{entries['humble']['command']}` with that core sourced; {_when(entries['jazzy'])}; "
+        "`docs/figures/bench_node_humble.json`, `bench_node_jazzy.json`).",
+    ]
+
+
 BLOCKS = {
     "readme": readme,
     "protocol_test": protocol_test,
@@ -277,6 +306,7 @@ BLOCKS = {
     "soak": soak,
     "eval_real": eval_real,
     "bench_node": bench_node,
+    "bench_node_distros": bench_node_distros,
 }
 
 

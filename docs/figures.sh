@@ -5,27 +5,30 @@
 # blocks of README.md and docs/ from those files (docs/figures.py quote; tests/test_figures.py
 # checks that they agree).
 #
-#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--ros] [--soak] [--ablate] [--prior-study]
+#   bash docs/figures.sh [--real EVAL_REAL_DIR] [--study PRIOR_STUDY_DIR] [--ros] [--distros] [--soak] [--ablate] [--prior-study]
 #
 # --real: real frames with ground truth (hmdiff eval-real); --study: the prior study (hmdiff data
 # prior-study); the protocol's real and study sets are left out without them. --ros: the node under
 # a 30 FPS stream (hmdiff bench-node; needs a sourced ROS 2 and --real for its video; 4 minutes).
+# --distros: the node on the video on each ROS 2 core .ci/ros_workspace.sh builds (Humble, then
+# Jazzy, each sourced in turn; needs --real; 3 minutes).
 # --soak: also the hour of hmdiff bench-node --faults (needs a sourced ROS 2; 61 minutes).
 # --ablate: the ablation table and plot, docs/ablation/ (about 20 minutes). --prior-study: the
 # prior study's report, docs/prior_study.md, from the whole study given by --study.
 # Timings: run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-real='' study='' soak='' ros='' ablate='' prior_study=''
+real='' study='' soak='' ros='' distros='' ablate='' prior_study=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --real) real=$2; shift 2 ;;
     --study) study=$2; shift 2 ;;
     --soak) soak=1; shift ;;
     --ros) ros=1; shift ;;
+    --distros) distros=1; shift ;;
     --ablate) ablate=1; shift ;;
     --prior-study) prior_study=1; shift ;;
-    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--ros] [--soak] [--ablate] [--prior-study]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/figures.sh [--real DIR] [--study DIR] [--ros] [--distros] [--soak] [--ablate] [--prior-study]" >&2; exit 2 ;;
   esac
 done
 record() { python docs/figures.py record "$@" > /dev/null; }
@@ -54,6 +57,18 @@ if [ -n "$ros" ]; then
   record bench_node_demo -- hmdiff bench-node --source demo --fps 30 --seconds 60 --json
   record bench_node_video -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --json
   record bench_node_video_torch -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --param backend:=torch --json
+fi
+if [ -n "$distros" ]; then
+  video="$real/videos/mmhuman3d/single_person_demo.mp4"
+  for distro in humble jazzy; do
+    (
+      set +u
+      # shellcheck disable=SC1090
+      source "$(bash .ci/ros_workspace.sh "$distro")"
+      set -u
+      record "bench_node_$distro" -- hmdiff bench-node --source "$video" --fps 30 --seconds 60 --json
+    )
+  done
 fi
 if [ -n "$ablate" ]; then
   hmdiff ablate --limit 256 --out docs/ablation --force ${study:+--study "$study"} > /dev/null

@@ -15,6 +15,14 @@ import pytest
 HAS_ANNY = importlib.util.find_spec("anny") is not None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "ros: runs on a sourced ROS 2 core (.ci/run runs these on every distribution it builds; "
+        "tests/test_code_quality.py checks that each test module using the core has it)",
+    )
+
+
 @pytest.fixture(scope="session")
 def anny_body():
     if not HAS_ANNY:

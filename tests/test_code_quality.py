@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,22 @@ def test_ruff_format_owns_the_layout():
         if "fmt: " + "skip" in line or "fmt: " + "off" in line
     ]
     assert not skips, f"formatter opt-outs: {skips}"
+
+
+def test_every_test_module_on_the_ros_core_is_marked_ros():
+    """.ci/run runs ``-m ros`` on each further ROS 2 distribution: a module that uses the core
+    (rclpy, launch_testing, the built hmdiff_msgs, tests/ros_helpers.py) without the mark would
+    run on the first distribution only. test_node_logic.py is the one exception: it runs where
+    rclpy is absent, on tests/ros_standin.py."""
+    uses_core = re.compile(r'find_spec\("(rclpy|launch_testing|hmdiff_msgs)"\)|^from ros_helpers import', re.M)
+    unmarked = [
+        p.name
+        for p in sorted((ROOT / "tests").glob("test_*.py"))
+        if p.name != "test_node_logic.py"
+        and uses_core.search(p.read_text())
+        and not re.search(r"^pytestmark = (\[\s*)?pytest\.mark\.ros\b", p.read_text(), re.M)
+    ]
+    assert not unmarked, f"test modules using the ROS 2 core without pytestmark = pytest.mark.ros: {unmarked}"
 
 
 def test_core_never_imports_ros():

@@ -58,12 +58,18 @@ def test_the_pipeline_file_holds_todays_rows_of_hmdiff_bench_pipeline():
             assert {(backend, "frame"), (backend, "stream"), (backend, "model")} <= stages
 
 
-@pytest.mark.parametrize("name", [name for name, _ in figures.NODE_RUNS])
+@pytest.mark.parametrize("name", [name for name, _ in figures.NODE_RUNS] + [f"bench_node_{d}" for d in figures.DISTROS])
 def test_node_files_hold_what_hmdiff_bench_node_prints(name):
     r = figures.load(name)["result"]
     assert {"image", "fps_published", "seconds", "published", "received", "processed", "dropped", "failed"} <= set(r)
     assert {"results_per_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "rss_start_mib"} <= set(r)
     assert r["processed"] + r["dropped"] + r["failed"] <= r["received"] <= r["published"]
+
+
+@pytest.mark.parametrize("distro", figures.DISTROS)
+def test_each_distribution_file_was_measured_on_that_distribution(distro):
+    """bench_node_<distro>.json says which ROS 2 its run had sourced (hmdiff bench-node records it)."""
+    assert figures.load(f"bench_node_{distro}")["result"]["ros"].startswith(f"{distro}, ")
 
 
 @pytest.mark.parametrize("name", ["protocol_selection", "protocol_test"])

@@ -12,10 +12,13 @@ import pytest
 
 LAUNCH_TEST = Path(__file__).with_name("launch_hmdiff.py")
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("launch_testing") is None or importlib.util.find_spec("hmdiff_msgs") is None,
-    reason="launch_testing and the built hmdiff_msgs are not available (needs a ROS 2 workspace: .ci/ros_workspace.sh)",
-)
+pytestmark = [
+    pytest.mark.ros,
+    pytest.mark.skipif(
+        importlib.util.find_spec("launch_testing") is None or importlib.util.find_spec("hmdiff_msgs") is None,
+        reason="launch_testing and the built hmdiff_msgs are not available (needs a ROS 2 workspace: .ci/ros_workspace.sh)",
+    ),
+]
 
 
 def test_the_launch_file_starts_a_node_that_answers_an_image_and_stops_cleanly():

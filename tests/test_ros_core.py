@@ -11,9 +11,12 @@ from ros_helpers import FRAME, HAVE_ROS, ROOT, Camera, Outputs, call, spin_until
 
 from hmdiff_ros import defaults
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
-)
+pytestmark = [
+    pytest.mark.ros,
+    pytest.mark.skipif(
+        not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
+    ),
+]
 
 
 # ---- image QoS, every output with the image's header -----------------------------------------

@@ -20,6 +20,8 @@ from hmdiff_ros.ros import bridge as B
 from hmdiff_ros.ros.health import FrameHealth
 from hmdiff_ros.ros.worker import NewestFrameWorker
 
+pytestmark = pytest.mark.ros
+
 try:
     from cv_bridge import CvBridge, CvBridgeError
     from sensor_msgs.msg import Image

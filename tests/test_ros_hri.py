@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 from ros_helpers import FRAME, HAVE_ROS, ROOT, activate, make_node
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
-)
+pytestmark = [
+    pytest.mark.ros,
+    pytest.mark.skipif(
+        not HAVE_ROS, reason="rclpy and the built hmdiff_msgs are not available (needs a ROS 2 workspace)"
+    ),
+]
 
 PACKAGE_XML = """\
     <?xml version="1.0"?>

@@ -13,6 +13,8 @@ from hmdiff_ros.body.topology import Topology  # noqa: E402
 from hmdiff_ros.ros import bridge, frames  # noqa: E402
 from hmdiff_ros.ros import convert as C  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 DISTROS = ("humble", "jazzy")
 
 

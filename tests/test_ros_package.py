@@ -18,6 +18,8 @@ import yaml
 from hmdiff_ros import defaults
 from hmdiff_ros.ros.params import PARAMETERS
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -15,6 +15,8 @@ import pytest
 from hmdiff_ros.ros.faults import CYCLE_S, HD, RECOVERY_S, SOAK_CYCLE, VGA, fit_intrinsics, soak_intrinsics
 from hmdiff_ros.ros.soak_report import SoakResult, format_soak, soak_markdown
 
+pytestmark = pytest.mark.ros
+
 HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 HAVE_ROS = HAVE_RCLPY and importlib.util.find_spec("hmdiff_msgs") is not None
 needs_ros = pytest.mark.skipif(

@@ -51,6 +51,12 @@ class LoadResult:
     memory: List[tuple] = field(default_factory=list)  # (seconds into the window, RSS MiB)
     exit_code: int | None = None
     failed_reasons: str = ""
+    # the ROS 2 the run used, as its sourced setup says (the node runs in the same environment)
+    ros: str = field(
+        default_factory=lambda: (
+            f"{os.environ.get('ROS_DISTRO', '?')}, {os.environ.get('RMW_IMPLEMENTATION', 'default rmw')}"
+        )
+    )
 
     def figures(self) -> Dict:
         ages = np.array([a for _, a in self.results]) * 1000.0
@@ -62,6 +68,7 @@ class LoadResult:
         settled = mem[len(mem) // 3 :] if len(mem) >= 3 else mem
         return {
             "source": self.source,
+            "ros": self.ros,
             "image": f"{self.size[1]}x{self.size[0]}",
             "fps_published": round(self.published / self.seconds, 1),
             "seconds": self.seconds,
@@ -299,7 +306,8 @@ def settled_counters(counters, timeout: float = 5.0) -> Dict[str, str]:
 
 def format_load(fig: Dict) -> str:
     lines = [
-        f"node under load: {fig['source']} ({fig['image']}), {fig['fps_published']} FPS for {fig['seconds']:g} s",
+        f"node under load: {fig['source']} ({fig['image']}), {fig['fps_published']} FPS for {fig['seconds']:g} s "
+        f"(ROS 2 {fig.get('ros', '?')})",
         f"  published {fig['published']}, node received {fig['received']}, processed {fig['processed']}, "
         f"dropped {fig['dropped']} (newest frame wins), failed {fig['failed']}",
         f"  results {fig['results']} ({fig['results_per_s']}/s, {fig['people_per_result']} people each)",
